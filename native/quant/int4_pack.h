@@ -1,0 +1,22 @@
+// Round-to-nearest INT4 packing of FP32 weights (the RTN method of DESIGN.md §4).
+#pragma once
+#include "quant/weights.h"
+
+namespace w4a8 {
+
+struct Int4PackOptions {
+  int groupSize = 128;       // 32, 64 or 128; must divide K
+  bool symmetric = false;    // symmetric: z = 8, s_g = amax / 7; asymmetric: s_g = (max - min) / 15
+  bool pow2Scales = false;   // round s_g up to a power of two ("hardware-aligned", exact in E4M3)
+  Fp8Format format = Fp8Format::E4M3FN;
+};
+
+// w: [rows, cols] FP32 row-major. Packs rows [rowBegin, rowEnd) into `out` (canonical layout).
+// s_c[n] = amax(W[n,:]) / FP8_MAX (1 for an all-zero row), so W[n,:] / s_c spans the FP8 range.
+void packInt4Rows(const float* w, int rows, int cols, const Int4PackOptions& options, Int4WeightsMut out,
+                  int rowBegin, int rowEnd);
+
+// codes [rows, cols/2] -> one code (0..15) per byte, [rows, cols].
+void unpackInt4Codes(const uint8_t* packed, size_t count, uint8_t* codes);
+
+}  // namespace w4a8
