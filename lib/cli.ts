@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+/**
+ * w4a8 command line.
+ *   w4a8 info                       backend and FP8 formats
+ *   w4a8 demo [--rows N] [--cols K] [--tokens M] [--format F] [--group G] [--seed S]
+ *       packs a seeded random layer to W4A8, W8A8 and W4A16, runs each GEMM off the main thread and
+ *       prints its error against the FP32 product and its time.
+ */
+import { parseArgs } from 'node:util';
+import { W4a8Error } from './errors.js';
+import { FP8_FORMATS, fp8FormatInfo } from './fp8.js';
+import { backend, gemmF32Async, gemmW4A16Async, gemmW4A8Async, gemmW8A8Async } from './gemm.js';
+import { checkFormat } from './validate.js';
+import { Fp8Weights, Int4Weights, type GroupSize } from './weights.js';
+
+const USAGE = `usage: w4a8 <command> [options]
+commands:
+  info    print the kernel backend and the FP8 formats
+  demo    pack a random layer and compare W4A8, W8A8, W4A16 against FP32
+          [--rows 4096] [--cols 4096] [--tokens 4] [--format e4m3fn] [--group 128] [--seed 1]`;
+
+/** Seeded normal samples (mulberry32 + Box-Muller) so runs are repeatable. */
+function randomNormal(count: number, seed: number): Float32Array {
+  let state = seed >>> 0;
+  const uniform = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  return out;
+}
+
+function relativeRmsError(got: Float32Array, want: Float32Array): number {
+  let err = 0, norm = 0;
+  for (let i = 0; i < want.length; i++) {
+    err += (got[i] - want[i]) ** 2;
+    norm += want[i] ** 2;
+  }
+  return Math.sqrt(err / norm);
+}
+
+async function timed<T>(run: () => Promise<T>): Promise<{ result: T; ms: number }> {
+  const start = performance.now();
+  const result = await run();
+  return { result, ms: performance.now() - start };
+}
+
+function intOption(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new W4a8Error('E_OPTION', `--${name} must be a positive integer, got '${value}'`);
+  return n;
+}
+
+async function demo(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      rows: { type: 'string' }, cols: { type: 'string' }, tokens: { type: 'string' },
+      format: { type: 'string' }, group: { type: 'string' }, seed: { type: 'string' },
+    },
+  });
+  const N = intOption(values.rows, 'rows', 4096);
+  const K = intOption(values.cols, 'cols', 4096);
+  const M = intOption(values.tokens, 'tokens', 4);
+  const seed = intOption(values.seed, 'seed', 1);
+  const format = checkFormat(values.format ?? 'e4m3fn', '--format');
+  const groupSize = intOption(values.group, 'group', 128) as GroupSize;
+  const weights = randomNormal(N * K, seed).map((v) => v * 0.02);
+  const x = randomNormal(M * K, seed + 1);
+  console.log(`backend: ${backend().name} (${backend().reason})`);
+  console.log(`layer: N=${N} K=${K}, M=${M} tokens, ${format}, group ${groupSize}, seeded random weights (seed ${seed})`);
+  const int4 = await Int4Weights.packAsync(weights, N, K, { groupSize, format });
+  const fp8 = await Fp8Weights.packAsync(weights, N, K, { format });
+  const reference = await timed(() => gemmF32Async(x, { data: weights, rows: N, cols: K }));
+  const int4Bytes = int4.codes.length + int4.groupScales.length * 4 + int4.zeros.length + N * 4;
+  const runs = [
+    { name: 'W4A8', bytes: int4Bytes, run: () => gemmW4A8Async(x, int4) },
+    { name: 'W8A8', bytes: fp8.codes.length + N * 4, run: () => gemmW8A8Async(x, fp8) },
+    { name: 'W4A16', bytes: int4Bytes, run: () => gemmW4A16Async(x, int4) },
+  ];
+  console.log('kernel   weight MB   time ms   rel. RMS error vs FP32');
+  const row = (name: string, bytes: number, ms: number, error: string) =>
+    console.log(`${name.padEnd(8)} ${(bytes / 1e6).toFixed(2).padStart(9)} ${ms.toFixed(1).padStart(9)}   ${error}`);
+  row('FP32', N * K * 4, reference.ms, '(reference)');
+  for (const r of runs) {
+    const { result, ms } = await timed(r.run);
+    row(r.name, r.bytes, ms, relativeRmsError(result as Float32Array, reference.result as Float32Array).toExponential(2));
+  }
+}
+
+function info(): void {
+  const b = backend();
+  console.log(`backend: ${b.name} (${b.reason})`);
+  for (const f of FP8_FORMATS) {
+    const i = fp8FormatInfo(f);
+    console.log(`${f.padEnd(7)} 1-${i.exponentBits}-${i.mantissaBits} bias ${i.bias}, max ${i.maxFinite}, ${i.hasInfinity ? 'inf/NaN' : 'NaN only'}`);
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (command === 'info') return info();
+  if (command === 'demo') return demo(rest);
+  console.log(USAGE);
+  if (command !== undefined && command !== '--help' && command !== 'help') process.exitCode = 2;
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  console.error(error instanceof W4a8Error ? `w4a8: ${error.code}: ${error.message}` : error);
+  process.exitCode = 1;
+});

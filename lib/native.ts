@@ -1,0 +1,90 @@
+/**
+ * Loads the compiled addon (build/Release/w4a8.node) and describes its functions. Only lib/ calls
+ * these, after validating arguments; the addon re-checks sizes itself.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { W4a8Error, fromNativeError } from './errors.js';
+
+export interface NativeInt4Weights {
+  rows: number;
+  cols: number;
+  groupSize: number;
+  format: string;
+  codes: Uint8Array;
+  groupScales: Float32Array;
+  zeros: Uint8Array;
+  channelScales: Float32Array;
+}
+
+export interface NativeFp8Weights {
+  rows: number;
+  cols: number;
+  format: string;
+  codes: Uint8Array;
+  channelScales: Float32Array;
+}
+
+type GemmOut = Float32Array | Uint16Array;
+
+export interface NativeAddon {
+  fp8EncodeF32(values: Float32Array, out: Uint8Array, format: string, saturate: boolean): Uint8Array;
+  fp8EncodeBf16(values: Uint16Array, out: Uint8Array, format: string, saturate: boolean): Uint8Array;
+  fp8DecodeF32(codes: Uint8Array, out: Float32Array, format: string): Float32Array;
+  fp8DecodeBf16(codes: Uint8Array, out: Uint16Array, format: string): Uint16Array;
+  floatToBf16(values: Float32Array, out: Uint16Array): Uint16Array;
+  packInt4(weights: Float32Array, target: NativeInt4Weights, symmetric: boolean, pow2Scales: boolean): NativeInt4Weights;
+  packInt4Async(weights: Float32Array, target: NativeInt4Weights, symmetric: boolean, pow2Scales: boolean): Promise<NativeInt4Weights>;
+  packFp8(weights: Float32Array, target: NativeFp8Weights): NativeFp8Weights;
+  packFp8Async(weights: Float32Array, target: NativeFp8Weights): Promise<NativeFp8Weights>;
+  unpackInt4(packed: Uint8Array, out: Uint8Array): Uint8Array;
+  dequantInt4(weights: NativeInt4Weights, out: Uint8Array): Uint8Array;
+  dequantInt4Async(weights: NativeInt4Weights, out: Uint8Array): Promise<Uint8Array>;
+  quantizeActivations(x: Float32Array, rows: number, cols: number, format: string, scale: number | undefined,
+    codes: Uint8Array, scales: Float32Array): void;
+  gemmW4A8<T extends GemmOut>(x: Float32Array, M: number, w: NativeInt4Weights, actFormat: string, actScale: number | undefined, out: T): T;
+  gemmW4A8Async<T extends GemmOut>(x: Float32Array, M: number, w: NativeInt4Weights, actFormat: string, actScale: number | undefined, out: T): Promise<T>;
+  gemmW8A8<T extends GemmOut>(x: Float32Array, M: number, w: NativeFp8Weights, actFormat: string, actScale: number | undefined, out: T): T;
+  gemmW8A8Async<T extends GemmOut>(x: Float32Array, M: number, w: NativeFp8Weights, actFormat: string, actScale: number | undefined, out: T): Promise<T>;
+  gemmW4A16<T extends GemmOut>(x: Float32Array, M: number, w: NativeInt4Weights, out: T): T;
+  gemmW4A16Async<T extends GemmOut>(x: Float32Array, M: number, w: NativeInt4Weights, out: T): Promise<T>;
+  gemmF32<T extends GemmOut>(x: Float32Array, M: number, w: Float32Array, N: number, K: number, out: T): T;
+  gemmF32Async<T extends GemmOut>(x: Float32Array, M: number, w: Float32Array, N: number, K: number, out: T): Promise<T>;
+  backend(): { name: string; reason: string };
+}
+
+let addon: NativeAddon | undefined;
+
+/** The addon, loaded on first use; lib/ and dist/ both sit one level below the package root. */
+export function native(): NativeAddon {
+  if (addon) return addon;
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+  const file = path.join(root, 'build', 'Release', 'w4a8.node');
+  try {
+    addon = createRequire(import.meta.url)(file) as NativeAddon;
+  } catch (error) {
+    throw new W4a8Error('E_ADDON', `cannot load the native addon ${file} (run \`npm install\` to build it): ${(error as Error).message}`);
+  }
+  return addon;
+}
+
+/** Runs a synchronous native call, turning its errors into W4a8Error. */
+export function callNative<T>(call: (addon: NativeAddon) => T): T {
+  const a = native();
+  try {
+    return call(a);
+  } catch (error) {
+    throw fromNativeError(error);
+  }
+}
+
+/** Runs an asynchronous native call (work on a worker thread), turning its rejections into W4a8Error. */
+export async function callNativeAsync<T>(call: (addon: NativeAddon) => Promise<T>): Promise<T> {
+  const a = native();
+  try {
+    return await call(a);
+  } catch (error) {
+    throw fromNativeError(error);
+  }
+}

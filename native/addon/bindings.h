@@ -1,0 +1,12 @@
+// Each file registers one family of functions on the addon's exports.
+#pragma once
+#include <napi.h>
+
+#include "addon/args.h"
+#include "addon/async.h"
+
+namespace w4a8::addon {
+void registerFp8(Napi::Env env, Napi::Object exports);
+void registerPack(Napi::Env env, Napi::Object exports);
+void registerGemm(Napi::Env env, Napi::Object exports);
+}  // namespace w4a8::addon
