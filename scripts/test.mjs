@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// `npm test`: the native unit tests (build/w4a8_native_tests), then every vitest suite; ends with one
+// plain line "N passed, N failed" summing both, and exits non-zero if anything failed or nothing ran.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+let passed = 0;
+let failed = 0;
+
+const nativeTests = path.join(root, 'build', 'w4a8_native_tests');
+if (!existsSync(nativeTests)) {
+  console.error(`missing ${nativeTests}: run \`npm install\` (or \`npm run build:native\`) first`);
+  failed++;
+} else {
+  const run = spawnSync(nativeTests, [], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  process.stdout.write(run.stdout);
+  const counts = /native: (\d+) passed, (\d+) failed/.exec(run.stdout ?? '');
+  if (counts) {
+    passed += Number(counts[1]);
+    failed += Number(counts[2]);
+  }
+  if (!counts || run.status !== 0) failed += counts ? 0 : 1;
+}
+
+const reportDir = mkdtempSync(path.join(tmpdir(), 'w4a8-test-'));
+const report = path.join(reportDir, 'vitest.json');
+const vitest = spawnSync(process.execPath,
+  [path.join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`],
+  { cwd: root, stdio: 'inherit', env: { ...process.env, FORCE_COLOR: process.env.FORCE_COLOR ?? '0' } });
+if (existsSync(report)) {
+  const result = JSON.parse(readFileSync(report, 'utf8'));
+  passed += result.numPassedTests;
+  failed += result.numFailedTests;
+  if (result.numTotalTests === 0 || (vitest.status !== 0 && result.numFailedTests === 0)) failed++;
+} else {
+  failed++;
+}
+rmSync(reportDir, { recursive: true, force: true });
+
+console.log(`${passed} passed, ${failed} failed`);
+process.exitCode = failed > 0 || passed === 0 ? 1 : 0;
