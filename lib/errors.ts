@@ -12,7 +12,15 @@ export type W4a8ErrorCode =
   | 'E_CODE' // an INT4 zero point outside 0..15
   | 'E_OPTION' // an unknown option value
   | 'E_NATIVE' // the native addon failed unexpectedly
-  | 'E_ADDON'; // the native addon could not be loaded
+  | 'E_ADDON' // the native addon could not be loaded
+  | 'E_FILE' // a model file (packed, safetensors, llama2.c, config.json ...) is corrupt or invalid
+  | 'E_IO' // a file could not be opened, mapped, read or written
+  | 'E_UNSUPPORTED' // a valid model whose architecture or feature w4a8 does not run
+  | 'E_DISPOSED' // the model was disposed
+  | 'E_ABORTED' // the request was aborted through its AbortSignal
+  | 'E_CONTEXT' // the prompt does not fit the context
+  | 'E_SEQUENCE' // an unknown sequence id reached the native model
+  | 'E_STEP'; // a forward step failed in native code
 
 export class W4a8Error extends Error {
   readonly code: W4a8ErrorCode;
@@ -26,7 +34,7 @@ export class W4a8Error extends Error {
 
 const KNOWN_CODES = new Set<string>([
   'E_TYPE', 'E_LENGTH', 'E_SHAPE', 'E_EMPTY', 'E_GROUP', 'E_FORMAT', 'E_SCALE', 'E_CODE', 'E_OPTION', 'E_NATIVE',
-  'E_ADDON',
+  'E_ADDON', 'E_FILE', 'E_IO', 'E_UNSUPPORTED', 'E_DISPOSED', 'E_ABORTED', 'E_CONTEXT', 'E_SEQUENCE', 'E_STEP',
 ]);
 
 /** Turns an error thrown by the addon (an Error with a `code`) into a W4a8Error. */

@@ -52,6 +52,20 @@ export interface NativeAddon {
   gemmF32<T extends GemmOut>(x: Float32Array, M: number, w: Float32Array, N: number, K: number, out: T): T;
   gemmF32Async<T extends GemmOut>(x: Float32Array, M: number, w: Float32Array, N: number, K: number, out: T): Promise<T>;
   backend(): { name: string; reason: string };
+  /** The whole file mapped read-only (external ArrayBuffer, munmapped when collected); never write through it. */
+  mapFile(path: string): ArrayBuffer;
+  ModelHandle: new (config: object, weights: object) => NativeModelHandle;
+}
+
+/** A native Llama model (native/addon/model_bindings.cpp). */
+export interface NativeModelHandle {
+  createSequence(capacity: number): number;
+  freeSequence(id: number): void;
+  truncateSequence(id: number, length: number): void;
+  sequenceLength(id: number): number;
+  /** One batched forward step; resolves when logits [ids.length, vocab] are written. */
+  step(ids: Int32Array, counts: Int32Array, tokens: Int32Array, logits: Float32Array): Promise<void>;
+  dispose(): void;
 }
 
 let addon: NativeAddon | undefined;

@@ -7,6 +7,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   registerFp8(env, exports);
   registerPack(env, exports);
   registerGemm(env, exports);
+  registerModel(env, exports);
+  registerFile(env, exports);
   return exports;
 }
 

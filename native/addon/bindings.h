@@ -9,4 +9,6 @@ namespace w4a8::addon {
 void registerFp8(Napi::Env env, Napi::Object exports);
 void registerPack(Napi::Env env, Napi::Object exports);
 void registerGemm(Napi::Env env, Napi::Object exports);
+void registerModel(Napi::Env env, Napi::Object exports);
+void registerFile(Napi::Env env, Napi::Object exports);
 }  // namespace w4a8::addon

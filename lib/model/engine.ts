@@ -1,0 +1,184 @@
+/**
+ * Continuous batching over one native model: every forward step runs all active sequences together.
+ * Requests join between steps; a new request's prompt is fed in chunks (prefill) alongside the other
+ * sequences' decode tokens; finished and aborted sequences leave between steps and free their cache.
+ * Sampling happens here, on the JS thread, from each sequence's logits row.
+ */
+import { W4a8Error } from '../errors.js';
+import type { NativeModelHandle } from '../native.js';
+import { Sampler, type ResolvedSampling } from './sampler.js';
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface EngineRequest {
+  promptIds: number[];
+  maxTokens: number;
+  sampling: ResolvedSampling;
+  stopTokenIds: ReadonlySet<number>;
+  signal?: AbortSignal;
+  /** Called with each generated token; return false to finish ('stop', e.g. a stop string matched). */
+  onToken: (tokenId: number) => boolean;
+}
+
+export interface EngineResult {
+  finishReason: FinishReason;
+  promptTokens: number;
+  generatedTokens: number;
+  /** Milliseconds from submission to the first generated token. */
+  timeToFirstTokenMs: number;
+  totalMs: number;
+}
+
+export interface EngineOptions {
+  /** Tokens each sequence may hold (prompt + generated), at most the model's maxSeqLen. */
+  contextLength: number;
+  /** Most sequences in one step. */
+  maxBatch: number;
+  /** Most prompt tokens fed in one step, over all sequences. */
+  prefillChunk: number;
+  vocabSize: number;
+}
+
+interface Active {
+  request: EngineRequest;
+  sequence: number;
+  sampler: Sampler;
+  fed: number; // prompt tokens already in the cache
+  history: number[]; // prompt + generated ids
+  generated: number;
+  start: number;
+  firstTokenAt?: number;
+  resolve: (r: EngineResult) => void;
+  reject: (e: unknown) => void;
+  aborted: boolean;
+}
+
+export class BatchEngine {
+  private readonly waiting: Active[] = [];
+  private readonly active: Active[] = [];
+  private running = false;
+  private closed = false;
+  private idle: Promise<void> = Promise.resolve();
+
+  constructor(private readonly handle: NativeModelHandle, private readonly options: EngineOptions) {}
+
+  get activeCount(): number {
+    return this.active.length + this.waiting.length;
+  }
+
+  submit(request: EngineRequest): Promise<EngineResult> {
+    if (this.closed) return Promise.reject(new W4a8Error('E_DISPOSED', 'the model has been disposed'));
+    if (request.promptIds.length === 0) return Promise.reject(new W4a8Error('E_EMPTY', 'the prompt has no tokens'));
+    if (request.promptIds.length >= this.options.contextLength)
+      return Promise.reject(new W4a8Error('E_CONTEXT',
+        `the prompt has ${request.promptIds.length} tokens; the context holds ${this.options.contextLength} (prompt + at least one generated token)`));
+    if (request.signal?.aborted) return Promise.reject(abortError());
+    return new Promise<EngineResult>((resolve, reject) => {
+      const entry: Active = {
+        request, sequence: -1, sampler: new Sampler(request.sampling), fed: 0, history: [...request.promptIds], generated: 0,
+        start: performance.now(), resolve, reject, aborted: false,
+      };
+      request.signal?.addEventListener('abort', () => { entry.aborted = true; }, { once: true });
+      this.waiting.push(entry);
+      this.kick();
+    });
+  }
+
+  /** Stops taking requests, aborts the ones in flight, and resolves once no step is running. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const entry of [...this.waiting, ...this.active]) entry.aborted = true;
+    this.kick();
+    await this.idle;
+  }
+
+  private kick(): void {
+    if (this.running) return;
+    this.running = true;
+    this.idle = this.loop().finally(() => { this.running = false; });
+  }
+
+  private async loop(): Promise<void> {
+    while (this.waiting.length > 0 || this.active.length > 0) {
+      this.dropAborted();
+      while (this.waiting.length > 0 && this.active.length < this.options.maxBatch) {
+        const entry = this.waiting.shift()!;
+        entry.sequence = this.handle.createSequence(this.options.contextLength);
+        this.active.push(entry);
+      }
+      if (this.active.length === 0) continue;
+      await this.step();
+    }
+  }
+
+  private dropAborted(): void {
+    for (const list of [this.waiting, this.active])
+      for (let i = list.length - 1; i >= 0; i--)
+        if (list[i].aborted) {
+          const [entry] = list.splice(i, 1);
+          if (entry.sequence >= 0) this.handle.freeSequence(entry.sequence);
+          entry.reject(this.closed ? new W4a8Error('E_DISPOSED', 'the model was disposed during generation') : abortError());
+        }
+  }
+
+  /** One forward step: decode tokens for sequences past their prompt, prompt chunks for the others. */
+  private async step(): Promise<void> {
+    const items: { entry: Active; tokens: number[] }[] = [];
+    let prefillBudget = this.options.prefillChunk;
+    for (const entry of this.active) {
+      const prompt = entry.request.promptIds;
+      if (entry.fed < prompt.length) {
+        if (prefillBudget <= 0) continue;
+        const take = Math.min(prefillBudget, prompt.length - entry.fed);
+        prefillBudget -= take;
+        items.push({ entry, tokens: prompt.slice(entry.fed, entry.fed + take) });
+      } else {
+        items.push({ entry, tokens: [entry.history[entry.history.length - 1]] });
+      }
+    }
+    const vocab = this.options.vocabSize;
+    const ids = Int32Array.from(items, (i) => i.entry.sequence);
+    const counts = Int32Array.from(items, (i) => i.tokens.length);
+    const tokens = Int32Array.from(items.flatMap((i) => i.tokens));
+    const logits = new Float32Array(items.length * vocab);
+    try {
+      await this.handle.step(ids, counts, tokens, logits);
+    } catch (error) {
+      for (const { entry } of items) this.finish(entry, undefined, error);
+      return;
+    }
+    items.forEach(({ entry, tokens: fedTokens }, i) => {
+      if (entry.fed < entry.request.promptIds.length) {
+        entry.fed += fedTokens.length;
+        if (entry.fed < entry.request.promptIds.length) return; // still in prefill: ignore these logits
+      }
+      if (entry.aborted) return;
+      const token = entry.sampler.sample(logits.subarray(i * vocab, (i + 1) * vocab), entry.history);
+      entry.history.push(token);
+      entry.generated++;
+      entry.firstTokenAt ??= performance.now();
+      const keepGoing = entry.request.onToken(token);
+      if (!keepGoing || entry.request.stopTokenIds.has(token)) this.finish(entry, 'stop');
+      else if (entry.generated >= entry.request.maxTokens || entry.history.length >= this.options.contextLength) this.finish(entry, 'length');
+    });
+  }
+
+  private finish(entry: Active, reason: FinishReason | undefined, error?: unknown): void {
+    const at = this.active.indexOf(entry);
+    if (at >= 0) this.active.splice(at, 1);
+    this.handle.freeSequence(entry.sequence);
+    if (reason === undefined) {
+      entry.reject(error instanceof W4a8Error ? error : new W4a8Error('E_NATIVE', (error as Error)?.message ?? String(error)));
+      return;
+    }
+    const now = performance.now();
+    entry.resolve({
+      finishReason: reason, promptTokens: entry.request.promptIds.length, generatedTokens: entry.generated,
+      timeToFirstTokenMs: (entry.firstTokenAt ?? now) - entry.start, totalMs: now - entry.start,
+    });
+  }
+}
+
+export function abortError(): W4a8Error {
+  return new W4a8Error('E_ABORTED', 'the request was aborted');
+}

@@ -1,0 +1,197 @@
+/**
+ * W4a8Model: a packed W4A8 Llama-family model ready to generate. One model serves many concurrent
+ * calls: every generate/stream/generateBatch request joins the same continuous batch (engine.ts), and
+ * all native work runs off the JS thread.
+ */
+import { W4a8Error } from '../errors.js';
+import { BatchEngine, abortError, type EngineResult, type FinishReason } from './engine.js';
+import { createNativeModel } from './native-model.js';
+import { resolveSampling, type SamplingOptions } from './sampler.js';
+import { TextStream } from './text-stream.js';
+import { TextTokenizer, type ChatMessage } from './tokenizer.js';
+import type { ModelConfig, PackedModel, QuantConfig } from './types.js';
+
+export interface ModelOptions {
+  /** Tokens per sequence (prompt + generated); default and maximum: the model's maxSeqLen. */
+  contextLength?: number;
+  /** Most sequences decoded together in one step. Default 16. */
+  maxBatch?: number;
+  /** Most prompt tokens fed per step over all sequences (chunked prefill). Default 256. */
+  prefillChunk?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most tokens to generate. Default 256. */
+  maxTokens?: number;
+  /** Strings that end the generation; the text stops before them. */
+  stop?: string[];
+  signal?: AbortSignal;
+}
+
+export interface GenerationChunk {
+  /** New final text (may be empty while a character or a possible stop string is incomplete). */
+  text: string;
+  /** The token ids generated since the previous chunk. */
+  tokenIds: number[];
+}
+
+export interface GenerationResult {
+  text: string;
+  tokenIds: number[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  generatedTokens: number;
+  timeToFirstTokenMs: number;
+  tokensPerSecond: number;
+}
+
+function positiveInteger(value: unknown, name: string, fallback: number, max = 1 << 24): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max)
+    throw new W4a8Error('E_OPTION', `${name} must be an integer in [1, ${max}], got ${String(value)}`);
+  return value;
+}
+
+export class W4a8Model {
+  readonly config: ModelConfig;
+  readonly quant: QuantConfig;
+  /** The model's tokenizer; absent for checkpoints that ship none (then prompts are token ids). */
+  readonly tokenizer?: TextTokenizer;
+  readonly contextLength: number;
+  private readonly engine: BatchEngine;
+  private readonly handle;
+  private disposed = false;
+
+  private constructor(packed: PackedModel, options: ModelOptions) {
+    this.config = packed.config;
+    this.quant = packed.quant;
+    this.contextLength = positiveInteger(options.contextLength, 'contextLength', packed.config.maxSeqLen, packed.config.maxSeqLen);
+    if (packed.tokenizerJson) this.tokenizer = new TextTokenizer(packed.tokenizerJson, packed.tokenizerConfigJson, packed.chatTemplate);
+    this.handle = createNativeModel(packed);
+    this.engine = new BatchEngine(this.handle, {
+      contextLength: this.contextLength,
+      maxBatch: positiveInteger(options.maxBatch, 'maxBatch', 16, 4096),
+      prefillChunk: positiveInteger(options.prefillChunk, 'prefillChunk', 256),
+      vocabSize: packed.config.vocabSize,
+    });
+  }
+
+  /** A model over already-read tensors (the views stay referenced for the model's lifetime). */
+  static fromPacked(packed: PackedModel, options: ModelOptions = {}): W4a8Model {
+    return new W4a8Model(packed, options);
+  }
+
+  /** Text -> ids (with the tokenizer's special tokens, e.g. BOS). */
+  tokenize(text: string, addSpecialTokens = true): number[] {
+    return this.requireTokenizer().encode(text, addSpecialTokens);
+  }
+
+  detokenize(ids: readonly number[]): string {
+    return this.requireTokenizer().decode(ids);
+  }
+
+  /** Generates a continuation of `prompt` (text, or token ids) and returns its text. */
+  async generate(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<string> {
+    return (await this.complete(prompt, options)).text;
+  }
+
+  /** Like generate(), with the token ids, why it stopped and timing. */
+  async complete(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerationResult> {
+    const tokenIds: number[] = [];
+    let text = '';
+    const stats = await this.run(prompt, options, (chunk) => {
+      text += chunk.text;
+      tokenIds.push(...chunk.tokenIds);
+    });
+    return {
+      text, tokenIds, finishReason: stats.finishReason, promptTokens: stats.promptTokens, generatedTokens: stats.generatedTokens,
+      timeToFirstTokenMs: stats.timeToFirstTokenMs,
+      tokensPerSecond: stats.generatedTokens / Math.max(1e-9, (stats.totalMs - stats.timeToFirstTokenMs) / 1000 || stats.totalMs / 1000),
+    };
+  }
+
+  /** Streams the continuation as chunks of text and token ids. Breaking out of the loop ends the request. */
+  async *stream(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, void> {
+    const queue: GenerationChunk[] = [];
+    let wake: (() => void) | undefined;
+    let done = false;
+    let failure: unknown;
+    const controller = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
+    const finished = this.run(prompt, { ...options, signal }, (chunk) => {
+      queue.push(chunk);
+      wake?.();
+    }).then(() => { done = true; }, (error) => { failure = error; done = true; }).finally(() => wake?.());
+    try {
+      while (true) {
+        if (queue.length > 0) yield queue.shift()!;
+        else if (done) break;
+        else await new Promise<void>((resolve) => { wake = resolve; });
+      }
+      if (failure) throw failure;
+    } finally {
+      if (!done) controller.abort();
+      await finished;
+    }
+  }
+
+  /** Generates continuations of several prompts in one batch; each finishes on its own. */
+  generateBatch(prompts: ReadonlyArray<string | readonly number[]>, options: GenerateOptions = {}): Promise<string[]> {
+    if (!Array.isArray(prompts) || prompts.length === 0) throw new W4a8Error('E_EMPTY', 'prompts must be a non-empty array');
+    return Promise.all(prompts.map((p) => this.generate(p, options)));
+  }
+
+  /** Renders `messages` with the model's chat template and generates the assistant's reply. */
+  chat(messages: ChatMessage[], options: GenerateOptions = {}): Promise<string> {
+    const prompt = this.requireTokenizer().applyChatTemplate(messages);
+    return this.generate(this.tokenize(prompt, false), options);
+  }
+
+  /** Aborts running requests, waits for the native step in flight, and frees the model. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await this.engine.close();
+    this.handle.dispose();
+  }
+
+  private requireTokenizer(): TextTokenizer {
+    if (!this.tokenizer) throw new W4a8Error('E_OPTION', 'this model has no tokenizer: pass prompts as token ids');
+    return this.tokenizer;
+  }
+
+  private promptIds(prompt: string | readonly number[]): number[] {
+    if (typeof prompt === 'string') return this.tokenize(prompt);
+    if (!Array.isArray(prompt) && !(prompt instanceof Int32Array) && !(prompt instanceof Uint32Array))
+      throw new W4a8Error('E_TYPE', 'prompt must be a string or an array of token ids');
+    const ids = Array.from(prompt as ArrayLike<number>);
+    const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= this.config.vocabSize);
+    if (bad >= 0) throw new W4a8Error('E_OPTION', `prompt[${bad}] is not a token id in [0, ${this.config.vocabSize}): ${ids[bad]}`);
+    return ids;
+  }
+
+  private run(prompt: string | readonly number[], options: GenerateOptions, emit: (chunk: GenerationChunk) => void): Promise<EngineResult> {
+    if (this.disposed) return Promise.reject(new W4a8Error('E_DISPOSED', 'the model has been disposed'));
+    if (options.signal?.aborted) return Promise.reject(abortError());
+    const promptIds = this.promptIds(prompt);
+    const maxTokens = positiveInteger(options.maxTokens, 'maxTokens', 256);
+    const stop = options.stop ?? [];
+    if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0))
+      throw new W4a8Error('E_OPTION', 'stop must be an array of non-empty strings');
+    const tokenizer = this.tokenizer;
+    const text = tokenizer ? new TextStream((ids) => tokenizer.decode(ids), stop) : undefined;
+    const result = this.engine.submit({
+      promptIds, maxTokens, sampling: resolveSampling(options), stopTokenIds: new Set(this.config.eosTokenIds), signal: options.signal,
+      onToken: (id) => {
+        if (this.config.eosTokenIds.includes(id)) return false;
+        emit({ text: text ? text.push(id) : '', tokenIds: [id] });
+        return !text?.stopped;
+      },
+    });
+    return result.then((r) => {
+      const rest = text?.flush();
+      if (rest) emit({ text: rest, tokenIds: [] });
+      return r;
+    });
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * A synthetic Llama with seeded random weights and real proportions (GQA, an MLP width that no group
+ * size divides), plus a byte-level BPE tokenizer: the default model of `npm start` when no trained
+ * model is given. Its text is gibberish by construction; it exercises every part of the engine.
+ */
+import type { ModelConfig, SourceModel, Tensor } from './types.js';
+
+export interface SyntheticShape {
+  dim: number;
+  hiddenDim: number;
+  nLayers: number;
+  nHeads: number;
+  nKvHeads: number;
+  maxSeqLen: number;
+}
+
+/** ~30M parameters: dim 512, MLP 1376 (= 10.75 * 128), 8 layers, 8 heads over 4 KV heads. */
+export const DEFAULT_SYNTHETIC_SHAPE: SyntheticShape = { dim: 512, hiddenDim: 1376, nLayers: 8, nHeads: 8, nKvHeads: 4, maxSeqLen: 1024 };
+
+const SPECIAL_TOKENS = ['<s>', '</s>'];
+
+/** GPT-2's byte -> printable character map, which ByteLevel pre-tokenizers and decoders use. */
+function byteToUnicode(): string[] {
+  const printable: number[] = [];
+  for (let b = 33; b <= 126; b++) printable.push(b);
+  for (let b = 161; b <= 172; b++) printable.push(b);
+  for (let b = 174; b <= 255; b++) printable.push(b);
+  const map: string[] = new Array(256);
+  let extra = 0;
+  for (let b = 0; b < 256; b++) map[b] = String.fromCodePoint(printable.includes(b) ? b : 256 + extra++);
+  return map;
+}
+
+/** tokenizer.json of a byte-level BPE with the 256 bytes as its vocabulary, then <s> (256) and </s> (257). */
+export function byteLevelTokenizerJson(): string {
+  const vocab: Record<string, number> = {};
+  byteToUnicode().forEach((ch, b) => { vocab[ch] = b; });
+  const added = SPECIAL_TOKENS.map((content, i) => ({
+    id: 256 + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+  }));
+  return JSON.stringify({
+    version: '1.0', truncation: null, padding: null, added_tokens: added, normalizer: null,
+    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { '<s>': { id: '<s>', ids: [256], tokens: ['<s>'] } },
+    },
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: {
+      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
+      fuse_unk: false, byte_fallback: false, vocab, merges: [],
+    },
+  });
+}
+
+export const SYNTHETIC_CHAT_TEMPLATE =
+  "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
+
+/** Seeded normal samples (mulberry32 + Box-Muller). */
+function normal(count: number, seed: number, std: number): Float32Array {
+  let state = seed >>> 0;
+  const uniform = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = std * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  return out;
+}
+
+export function syntheticSourceModel(shape: SyntheticShape = DEFAULT_SYNTHETIC_SHAPE, seed = 1): SourceModel {
+  const headDim = shape.dim / shape.nHeads;
+  const vocabSize = 256 + SPECIAL_TOKENS.length;
+  const config: ModelConfig = {
+    architecture: 'llama', dim: shape.dim, hiddenDim: shape.hiddenDim, nLayers: shape.nLayers, nHeads: shape.nHeads,
+    nKvHeads: shape.nKvHeads, headDim, vocabSize, maxSeqLen: shape.maxSeqLen, ropeTheta: 10000, rmsNormEps: 1e-5,
+    tieEmbeddings: false, qkvBias: false, bosTokenId: 256, eosTokenIds: [257],
+  };
+  const tensors = new Map<string, Tensor>();
+  let next = seed * 1000;
+  const matrix = (name: string, rows: number, cols: number, std = 1 / Math.sqrt(cols)) =>
+    tensors.set(name, { dtype: 'F32', shape: [rows, cols], data: normal(rows * cols, next++, std) });
+  const ones = (name: string) => tensors.set(name, { dtype: 'F32', shape: [shape.dim], data: new Float32Array(shape.dim).fill(1) });
+  matrix('model.embed_tokens.weight', vocabSize, shape.dim, 1);
+  const kvDim = shape.nKvHeads * headDim;
+  for (let l = 0; l < shape.nLayers; l++) {
+    const p = `model.layers.${l}`;
+    ones(`${p}.input_layernorm.weight`);
+    ones(`${p}.post_attention_layernorm.weight`);
+    matrix(`${p}.self_attn.q_proj.weight`, shape.dim, shape.dim);
+    matrix(`${p}.self_attn.k_proj.weight`, kvDim, shape.dim);
+    matrix(`${p}.self_attn.v_proj.weight`, kvDim, shape.dim);
+    matrix(`${p}.self_attn.o_proj.weight`, shape.dim, shape.dim);
+    matrix(`${p}.mlp.gate_proj.weight`, shape.hiddenDim, shape.dim);
+    matrix(`${p}.mlp.up_proj.weight`, shape.hiddenDim, shape.dim);
+    matrix(`${p}.mlp.down_proj.weight`, shape.dim, shape.hiddenDim);
+  }
+  ones('model.norm.weight');
+  matrix('lm_head.weight', vocabSize, shape.dim);
+  return {
+    config, tensors, tokenizerJson: byteLevelTokenizerJson(),
+    tokenizerConfigJson: JSON.stringify({ bos_token: '<s>', eos_token: '</s>', chat_template: SYNTHETIC_CHAT_TEMPLATE }),
+    chatTemplate: SYNTHETIC_CHAT_TEMPLATE,
+  };
+}

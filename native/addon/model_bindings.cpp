@@ -1,0 +1,270 @@
+// ModelHandle: a LlamaModel owned by JS. new ModelHandle(config, weights) keeps a reference to every
+// weight TypedArray (views into the mmap'd model file) for as long as the model lives; step() runs a
+// batched forward pass on a worker thread and resolves when the logits are written.
+#include <memory>
+#include <stdexcept>
+
+#include "addon/bindings.h"
+#include "model/llama.h"
+
+namespace w4a8::addon {
+namespace {
+
+class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "ModelHandle", {
+        InstanceMethod("createSequence", &ModelHandle::createSequence),
+        InstanceMethod("freeSequence", &ModelHandle::freeSequence),
+        InstanceMethod("truncateSequence", &ModelHandle::truncateSequence),
+        InstanceMethod("sequenceLength", &ModelHandle::sequenceLength),
+        InstanceMethod("step", &ModelHandle::step),
+        InstanceMethod("dispose", &ModelHandle::dispose),
+    });
+  }
+
+  ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {
+    const LlamaConfig config = parseConfig(info[0]);
+    LlamaWeights weights = parseWeights(info[1], config);
+    model_ = std::make_shared<LlamaModel>(config, std::move(weights));
+  }
+
+  void stepFinished() {
+    --inFlight_;
+    if (disposed_ && inFlight_ == 0) release();
+  }
+
+ private:
+  LlamaModel& model(Napi::Env env) {
+    if (!model_) fail(env, "E_DISPOSED", "the model has been disposed");
+    return *model_;
+  }
+
+  int sequenceId(const Napi::Value& v) {
+    const int id = dimension(v, "sequence");
+    if (!model(v.Env()).hasSequence(id)) fail(v.Env(), "E_SEQUENCE", "unknown sequence " + std::to_string(id));
+    return id;
+  }
+
+  Napi::Value createSequence(const Napi::CallbackInfo& info) {
+    LlamaModel& m = model(info.Env());
+    const int capacity = dimension(info[0], "capacity");
+    if (capacity > m.config().maxSeqLen)
+      fail(info.Env(), codes::kShape, "capacity must be at most " + std::to_string(m.config().maxSeqLen));
+    return Napi::Number::New(info.Env(), m.createSequence(capacity));
+  }
+
+  Napi::Value freeSequence(const Napi::CallbackInfo& info) {
+    model(info.Env()).freeSequence(sequenceId(info[0]));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value truncateSequence(const Napi::CallbackInfo& info) {
+    const int id = sequenceId(info[0]);
+    const int length = (int)info[1].As<Napi::Number>().Int32Value();
+    if (length < 0 || length > model_->sequenceLength(id)) fail(info.Env(), codes::kShape, "length out of range");
+    model_->truncateSequence(id, length);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value sequenceLength(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), model(info.Env()).sequenceLength(sequenceId(info[0])));
+  }
+
+  // (sequenceIds: Int32Array [B], counts: Int32Array [B], tokens: Int32Array [Σcounts], logits: Float32Array [B*vocab]) -> Promise
+  Napi::Value step(const Napi::CallbackInfo& info);
+
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    if (!disposed_) {
+      disposed_ = true;
+      if (inFlight_ == 0) release();
+    }
+    return info.Env().Undefined();
+  }
+
+  void release() {
+    model_.reset();
+    keepAlive_.clear();
+  }
+
+  template <typename T>
+  const T* tracked(const Napi::Value& v, const std::string& name, size_t length) {
+    const T* data = typedArray<T>(v, name.c_str(), length);
+    keepAlive_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+    return data;
+  }
+
+  static double number(const Napi::Object& o, const char* key) {
+    const Napi::Value v = o.Get(key);
+    if (!v.IsNumber()) fail(o.Env(), codes::kType, std::string("config.") + key + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  }
+
+  LlamaConfig parseConfig(const Napi::Value& value) {
+    if (!value.IsObject()) fail(value.Env(), codes::kType, "config must be an object");
+    Napi::Object o = value.As<Napi::Object>();
+    LlamaConfig c;
+    c.dim = dimension(o.Get("dim"), "config.dim");
+    c.hiddenDim = dimension(o.Get("hiddenDim"), "config.hiddenDim");
+    c.nLayers = dimension(o.Get("nLayers"), "config.nLayers");
+    c.nHeads = dimension(o.Get("nHeads"), "config.nHeads");
+    c.nKvHeads = dimension(o.Get("nKvHeads"), "config.nKvHeads");
+    c.headDim = dimension(o.Get("headDim"), "config.headDim");
+    c.vocabSize = dimension(o.Get("vocabSize"), "config.vocabSize");
+    c.maxSeqLen = dimension(o.Get("maxSeqLen"), "config.maxSeqLen");
+    c.rmsNormEps = (float)number(o, "rmsNormEps");
+    c.rope.theta = (float)number(o, "ropeTheta");
+    c.activationFormat = fp8Format(o.Get("activationFormat"), "config.activationFormat");
+    if (c.nHeads % c.nKvHeads != 0 || c.headDim % 2 != 0)
+      fail(value.Env(), codes::kShape, "config: nHeads must be a multiple of nKvHeads and headDim even");
+    const Napi::Value scaling = o.Get("ropeScaling");
+    if (scaling.IsObject()) {
+      Napi::Object s = scaling.As<Napi::Object>();
+      const std::string type = s.Get("type").ToString().Utf8Value();
+      c.rope.factor = (float)number(s, "factor");
+      if (type == "linear") {
+        c.rope.scaling = RopeConfig::Scaling::Linear;
+      } else if (type == "llama3") {
+        c.rope.scaling = RopeConfig::Scaling::Llama3;
+        c.rope.lowFreqFactor = (float)number(s, "lowFreqFactor");
+        c.rope.highFreqFactor = (float)number(s, "highFreqFactor");
+        c.rope.originalMaxPositions = (int)number(s, "originalMaxPositionEmbeddings");
+      } else {
+        fail(value.Env(), codes::kShape, "config.ropeScaling.type must be 'linear' or 'llama3'");
+      }
+    }
+    return c;
+  }
+
+  LinearLayer parseLinear(const Napi::Value& value, const std::string& name, int outputs, int inputs) {
+    if (!value.IsObject()) fail(value.Env(), codes::kType, name + " must be an object");
+    Napi::Object o = value.As<Napi::Object>();
+    LinearLayer layer;
+    layer.w = int4Weights(o.Get("weights"), (name + ".weights").c_str());
+    keepAlive_.push_back(Napi::Persistent(o.Get("weights").As<Napi::Object>()));
+    for (const char* part : {"codes", "groupScales", "zeros", "channelScales"})
+      keepAlive_.push_back(Napi::Persistent(o.Get("weights").As<Napi::Object>().Get(part).As<Napi::Object>()));
+    layer.inputs = inputs;
+    if (layer.w.rows != outputs || layer.w.cols < inputs || layer.w.cols - inputs >= layer.w.groupSize)
+      fail(value.Env(), codes::kShape, name + " must be [" + std::to_string(outputs) + ", " + std::to_string(inputs) +
+                                           " padded to the group size], got [" + std::to_string(layer.w.rows) + ", " +
+                                           std::to_string(layer.w.cols) + "]");
+    if (!o.Get("bias").IsUndefined()) layer.bias = tracked<float>(o.Get("bias"), name + ".bias", outputs);
+    return layer;
+  }
+
+  LlamaWeights parseWeights(const Napi::Value& value, const LlamaConfig& c) {
+    if (!value.IsObject()) fail(value.Env(), codes::kType, "weights must be an object");
+    Napi::Object o = value.As<Napi::Object>();
+    LlamaWeights w;
+    const size_t tableSize = (size_t)c.vocabSize * c.dim;
+    w.embedding = tracked<uint16_t>(o.Get("embedding"), "weights.embedding", tableSize);
+    w.lmHead = tracked<uint16_t>(o.Get("lmHead"), "weights.lmHead", tableSize);
+    w.finalNorm = tracked<float>(o.Get("finalNorm"), "weights.finalNorm", c.dim);
+    if (!o.Get("layers").IsArray()) fail(value.Env(), codes::kType, "weights.layers must be an array");
+    Napi::Array layers = o.Get("layers").As<Napi::Array>();
+    if ((int)layers.Length() != c.nLayers)
+      fail(value.Env(), codes::kShape, "weights.layers must have config.nLayers entries");
+    for (int l = 0; l < c.nLayers; ++l) {
+      const std::string p = "weights.layers[" + std::to_string(l) + "]";
+      if (!layers.Get(l).IsObject()) fail(value.Env(), codes::kType, p + " must be an object");
+      Napi::Object L = layers.Get(l).As<Napi::Object>();
+      DecoderLayer d;
+      d.attnNorm = tracked<float>(L.Get("attnNorm"), p + ".attnNorm", c.dim);
+      d.ffnNorm = tracked<float>(L.Get("ffnNorm"), p + ".ffnNorm", c.dim);
+      d.q = parseLinear(L.Get("q"), p + ".q", c.qDim(), c.dim);
+      d.k = parseLinear(L.Get("k"), p + ".k", c.kvDim(), c.dim);
+      d.v = parseLinear(L.Get("v"), p + ".v", c.kvDim(), c.dim);
+      d.o = parseLinear(L.Get("o"), p + ".o", c.dim, c.qDim());
+      d.gate = parseLinear(L.Get("gate"), p + ".gate", c.hiddenDim, c.dim);
+      d.up = parseLinear(L.Get("up"), p + ".up", c.hiddenDim, c.dim);
+      d.down = parseLinear(L.Get("down"), p + ".down", c.dim, c.hiddenDim);
+      if (d.q.w.cols != d.k.w.cols || d.q.w.cols != d.v.w.cols || d.gate.w.cols != d.up.w.cols)
+        fail(value.Env(), codes::kShape, p + ": q/k/v and gate/up must share their packed width");
+      w.layers.push_back(d);
+    }
+    return w;
+  }
+
+  std::shared_ptr<LlamaModel> model_;
+  std::vector<Napi::ObjectReference> keepAlive_;
+  bool disposed_ = false;
+  int inFlight_ = 0;
+
+  friend class StepWorker;
+};
+
+class StepWorker : public Napi::AsyncWorker {
+ public:
+  StepWorker(Napi::Env env, ModelHandle* handle, Napi::Object self, std::shared_ptr<LlamaModel> model,
+             std::vector<StepItem> items, float* logits, std::vector<Napi::ObjectReference> inputs)
+      : Napi::AsyncWorker(env, "w4a8.step"), handle_(handle), model_(std::move(model)), items_(std::move(items)),
+        logits_(logits), inputs_(std::move(inputs)), deferred_(Napi::Promise::Deferred::New(env)) {
+    self_ = Napi::Persistent(self);
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      model_->step(items_, logits_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    handle_->stepFinished();
+    deferred_.Resolve(Env().Undefined());
+  }
+  void OnError(const Napi::Error& error) override {
+    handle_->stepFinished();
+    error.Value().Set("code", Napi::String::New(Env(), "E_STEP"));
+    deferred_.Reject(error.Value());
+  }
+
+ private:
+  ModelHandle* handle_;
+  Napi::ObjectReference self_;  // keeps the handle (and through it the weights) alive
+  std::shared_ptr<LlamaModel> model_;
+  std::vector<StepItem> items_;
+  float* logits_;
+  std::vector<Napi::ObjectReference> inputs_;
+  Napi::Promise::Deferred deferred_;
+};
+
+Napi::Value ModelHandle::step(const Napi::CallbackInfo& info) {
+  LlamaModel& m = model(info.Env());
+  const size_t batch = info[0].IsTypedArray() ? info[0].As<Napi::TypedArray>().ElementLength() : 0;
+  if (batch == 0) fail(info.Env(), codes::kShape, "a step needs at least one sequence");
+  auto int32s = [&](const Napi::Value& v, const char* name, size_t n) {
+    if (!isTypedArrayOf(v, napi_int32_array)) fail(info.Env(), codes::kType, std::string(name) + " must be an Int32Array");
+    Napi::Int32Array a = v.As<Napi::Int32Array>();
+    if (a.ElementLength() != n) fail(info.Env(), codes::kLength, std::string(name) + " has the wrong length");
+    return a.Data();
+  };
+  const int32_t* ids = int32s(info[0], "sequenceIds", batch);
+  const int32_t* counts = int32s(info[1], "counts", batch);
+  size_t total = 0;
+  for (size_t i = 0; i < batch; ++i) {
+    if (counts[i] < 1) fail(info.Env(), codes::kShape, "counts must be >= 1");
+    total += (size_t)counts[i];
+  }
+  const int32_t* tokens = int32s(info[2], "tokens", total);
+  float* logits = typedArray<float>(info[3], "logits", batch * (size_t)m.config().vocabSize);
+  std::vector<StepItem> items;
+  for (size_t i = 0, offset = 0; i < batch; offset += counts[i], ++i) items.push_back({ids[i], tokens + offset, counts[i]});
+  std::vector<Napi::ObjectReference> inputs;
+  for (size_t i = 0; i < 4; ++i) inputs.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
+  ++inFlight_;
+  auto* worker = new StepWorker(info.Env(), this, info.This().As<Napi::Object>(), model_, std::move(items), logits,
+                                std::move(inputs));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+}  // namespace
+
+void registerModel(Napi::Env env, Napi::Object exports) { exports.Set("ModelHandle", ModelHandle::define(env)); }
+
+}  // namespace w4a8::addon

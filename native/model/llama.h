@@ -1,0 +1,112 @@
+// A Llama-family decoder (Llama 2/3, Mistral, Qwen2, TinyLlama, SmolLM) running whole forward steps for a
+// batch of sequences: RMSNorm, RoPE (rotate-half convention), grouped-query attention over a per-sequence
+// KV cache, SwiGLU MLP; every linear layer is W4A8 (FP8 activations per token, INT4->FP8 weights),
+// embeddings and lm_head are BF16. The weights are views into memory owned by the caller (an mmap).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace w4a8 {
+
+struct RopeConfig {
+  float theta = 10000.0f;
+  enum class Scaling { None, Linear, Llama3 } scaling = Scaling::None;
+  float factor = 1.0f;
+  float lowFreqFactor = 1.0f;
+  float highFreqFactor = 4.0f;
+  int originalMaxPositions = 8192;
+};
+
+struct LlamaConfig {
+  int dim = 0;
+  int hiddenDim = 0;
+  int nLayers = 0;
+  int nHeads = 0;
+  int nKvHeads = 0;
+  int headDim = 0;
+  int vocabSize = 0;
+  int maxSeqLen = 0;
+  float rmsNormEps = 1e-5f;
+  RopeConfig rope;
+  Fp8Format activationFormat = Fp8Format::E4M3FN;
+  int kvDim() const { return nKvHeads * headDim; }
+  int qDim() const { return nHeads * headDim; }
+};
+
+// One W4A8 linear layer y = x Wᵀ + b: W is [N, K] logically, stored with K padded up to w.cols (a
+// multiple of the group size); the padded inputs have zero weights and are fed zeros.
+struct LinearLayer {
+  Int4WeightsView w;
+  const float* bias = nullptr;  // [N] or none
+  int inputs = 0;               // logical K (<= w.cols)
+};
+
+struct DecoderLayer {
+  const float* attnNorm = nullptr;  // [dim]
+  LinearLayer q, k, v, o;
+  const float* ffnNorm = nullptr;   // [dim]
+  LinearLayer gate, up, down;
+};
+
+struct LlamaWeights {
+  const uint16_t* embedding = nullptr;  // [vocab, dim] BF16
+  std::vector<DecoderLayer> layers;
+  const float* finalNorm = nullptr;     // [dim]
+  const uint16_t* lmHead = nullptr;     // [vocab, dim] BF16 (the embedding when tied)
+};
+
+// KV cache of one sequence: keys and values [nLayers][capacity][kvDim] FP32. Left uninitialised
+// (only positions < length are ever read), so a large capacity costs no time until it is used.
+struct SequenceCache {
+  int capacity = 0;
+  int length = 0;  // tokens already in the cache
+  std::unique_ptr<float[]> keys, values;
+};
+
+// One sequence's part of a forward step: `count` new tokens appended at its current length.
+struct StepItem {
+  int sequence;
+  const int32_t* tokens;
+  int count;
+};
+
+class LlamaModel {
+ public:
+  LlamaModel(const LlamaConfig& config, LlamaWeights weights);
+  ~LlamaModel();
+
+  const LlamaConfig& config() const { return config_; }
+
+  int createSequence(int capacity);  // returns its id
+  void freeSequence(int id);
+  void truncateSequence(int id, int length);
+  int sequenceLength(int id) const;
+  bool hasSequence(int id) const;
+
+  // Runs all items in one batched forward step and writes the logits of each item's last token to
+  // logits[i * vocab]. Throws std::runtime_error on a bad item (unknown sequence, too long, bad token)
+  // before changing any state.
+  void step(const std::vector<StepItem>& items, float* logits);
+
+ private:
+  struct Scratch;
+  void checkItems(const std::vector<StepItem>& items) const;
+  void linear(const LinearLayer& layer, const float* x, int rows, int stride, float* y, Scratch& s);
+  void attention(const std::vector<StepItem>& items, int layer, Scratch& s);
+
+  LlamaConfig config_;
+  LlamaWeights weights_;
+  std::vector<float> inverseFrequencies_;  // [headDim / 2]
+  std::unordered_map<int, std::unique_ptr<SequenceCache>> sequences_;
+  int nextSequenceId_ = 1;
+  std::unique_ptr<Scratch> scratch_;
+  mutable std::mutex mutex_;  // one step at a time; sequence table changes wait for it
+};
+
+}  // namespace w4a8
