@@ -5,6 +5,7 @@
  *   w4a8 demo [--rows N] [--cols K] [--tokens M] [--format F] [--group G] [--seed S]
  *       packs a seeded random layer to W4A8, W8A8 and W4A16, runs each GEMM off the main thread and
  *       prints its error against the FP32 product and its time.
+ *   w4a8 pack <model-dir|file.bin> -o model.w4a8 [...]   imports and quantizes a model (commands/pack.ts)
  */
 import { parseArgs } from 'node:util';
 import { W4a8Error } from './errors.js';
@@ -12,9 +13,16 @@ import { FP8_FORMATS, fp8FormatInfo } from './fp8.js';
 import { backend, gemmF32Async, gemmW4A16Async, gemmW4A8Async, gemmW8A8Async } from './gemm.js';
 import { checkFormat } from './validate.js';
 import { Fp8Weights, Int4Weights, type GroupSize } from './weights.js';
+import { GENERATE_USAGE, generateCommand } from './commands/generate.js';
+import { startCommand } from './commands/start.js';
+import { PACK_USAGE, packCommand } from './commands/pack.js';
 
 const USAGE = `usage: w4a8 <command> [options]
 commands:
+  start [model.w4a8] [--batch 8] [--max-tokens 64]
+          batched decoding on a model (default: a synthetic random-weight Llama built on the fly)
+  generate <model.w4a8> [prompt] [options]   stream a continuation (see w4a8 generate --help)
+  pack <model-dir|file.bin> -o <model.w4a8> [options]   quantize a model to W4A8 (see w4a8 pack --help)
   info    print the kernel backend and the FP8 formats
   demo    pack a random layer and compare W4A8, W8A8, W4A16 against FP32
           [--rows 4096] [--cols 4096] [--tokens 4] [--format e4m3fn] [--group 128] [--seed 1]`;
@@ -106,6 +114,15 @@ async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   if (command === 'info') return info();
   if (command === 'demo') return demo(rest);
+  if (command === 'start') return startCommand(rest);
+  if (command === 'pack') {
+    if (rest.includes('--help')) return void console.log(PACK_USAGE);
+    return packCommand(rest);
+  }
+  if (command === 'generate') {
+    if (rest.includes('--help')) return void console.log(GENERATE_USAGE);
+    return generateCommand(rest);
+  }
   console.log(USAGE);
   if (command !== undefined && command !== '--help' && command !== 'help') process.exitCode = 2;
 }

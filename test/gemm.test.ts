@@ -111,8 +111,14 @@ describe('async GEMMs', () => {
   });
 
   it('run off the event loop: other callbacks run while a large GEMM computes', async () => {
-    const M = 64, N = 2048, K = 2048;
-    const w = Int4Weights.pack(randomArray(N * K, 13), N, K);
+    // ~8.6 GFLOP: tens of milliseconds even on the fastest backend, so the loop turns many times.
+    const M = 256, N = 4096, K = 4096, G = 128;
+    const codes = new Uint8Array(N * K / 2);
+    for (let i = 0; i < codes.length; i += 65536) crypto.getRandomValues(codes.subarray(i, i + 65536));
+    const w = Int4Weights.fromParts({
+      rows: N, cols: K, groupSize: G, format: 'e4m3fn', codes, zeros: new Uint8Array(N * K / G).fill(8),
+      groupScales: new Float32Array(N * K / G).fill(0.01), channelScales: new Float32Array(N).fill(1),
+    });
     const x = randomArray(M * K, 14);
     let turns = 0;
     let running = true;

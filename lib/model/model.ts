@@ -4,6 +4,7 @@
  * all native work runs off the JS thread.
  */
 import { W4a8Error } from '../errors.js';
+import { readPackedModel } from '../format/index.js';
 import { BatchEngine, abortError, type EngineResult, type FinishReason } from './engine.js';
 import { createNativeModel } from './native-model.js';
 import { resolveSampling, type SamplingOptions } from './sampler.js';
@@ -74,6 +75,12 @@ export class W4a8Model {
       prefillChunk: positiveInteger(options.prefillChunk, 'prefillChunk', 256),
       vocabSize: packed.config.vocabSize,
     });
+  }
+
+  /** Opens a packed .w4a8 file (memory-mapped, validated) and prepares it for generation. */
+  static async load(path: string, options: ModelOptions = {}): Promise<W4a8Model> {
+    if (typeof path !== 'string' || path.length === 0) throw new W4a8Error('E_TYPE', 'path must be a non-empty string');
+    return new W4a8Model(await readPackedModel(path), options);
   }
 
   /** A model over already-read tensors (the views stay referenced for the model's lifetime). */

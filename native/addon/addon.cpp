@@ -9,6 +9,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   registerGemm(env, exports);
   registerModel(env, exports);
   registerFile(env, exports);
+  registerProbes(env, exports);
   return exports;
 }
 

@@ -25,8 +25,8 @@ struct ActivationSpec {
   void quantize(QuantizedActivations& q) const {
     q.codes.resize((size_t)M * K);
     q.scales.resize(M);
-    if (isStatic) quantizeActivationsStatic(x, M, K, staticScale, format, q.codes.data(), q.scales.data());
-    else quantizeActivationsDynamic(x, M, K, format, q.codes.data(), q.scales.data());
+    if (isStatic) runQuantizeActivationsStatic(x, M, K, staticScale, format, q.codes.data(), q.scales.data());
+    else runQuantizeActivationsDynamic(x, M, K, format, q.codes.data(), q.scales.data());
   }
 };
 

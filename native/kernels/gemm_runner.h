@@ -1,5 +1,5 @@
-// What the addon and the model runtime call: the whole GEMM (all N output channels), on the backend
-// chosen at load time. Until the fast backends land this runs the scalar reference on one thread.
+// What the addon and the model runtime call: the whole GEMM (all N output channels) and activation
+// quantization (bit-exact with the reference), on the backend chosen at load time, over all threads.
 #pragma once
 #include "kernels/kernels.h"
 
@@ -9,6 +9,8 @@ void runGemmW4A8(const W4A8GemmArgs& a);
 void runGemmW8A8(const W8A8GemmArgs& a);
 void runGemmW4A16(const W4A16GemmArgs& a);
 void runGemmF32(const F32GemmArgs& a);
+void runQuantizeActivationsDynamic(const float* x, int M, int K, Fp8Format f, uint8_t* x8, float* xScales);
+void runQuantizeActivationsStatic(const float* x, int M, int K, float scale, Fp8Format f, uint8_t* x8, float* xScales);
 const char* gemmBackendName();
 const char* gemmBackendReason();
 

@@ -132,7 +132,7 @@ void LlamaModel::linear(const LinearLayer& layer, const float* x, int rows, int 
   }
   uint8_t* x8 = sized(s.x8, (size_t)rows * cols);
   float* xScales = sized(s.xScales, rows);
-  quantizeActivationsDynamic(input, rows, cols, config_.activationFormat, x8, xScales);
+  runQuantizeActivationsDynamic(input, rows, cols, config_.activationFormat, x8, xScales);
   runGemmW4A8({x8, xScales, config_.activationFormat, rows, layer.w, {y, nullptr, layer.w.rows}});
   if (layer.bias)
     for (int r = 0; r < rows; ++r)

@@ -1,12 +1,12 @@
 #include <functional>
 
 #include "model/ops.h"
+#include "runtime/thread_pool.h"
 
 namespace w4a8 {
 
-// Serial until the kernel thread pool lands.
 void parallelFor(int count, const std::function<void(int, int)>& fn) {
-  if (count > 0) fn(0, count);
+  if (count > 0) globalThreadPool().parallelFor(count, 1, [&](int begin, int end) { fn(begin, end); });
 }
 
 }  // namespace w4a8

@@ -12,7 +12,6 @@ type Linear = (name: string, x: Float64Array) => Float64Array; // x [K] -> y [N]
 export function referenceLogits(config: ModelConfig, tokens: number[], embedding: (t: number) => Float64Array,
   norm: (name: string) => Float32Array, linear: Linear, lmHead: (x: Float64Array) => Float64Array): Float64Array[] {
   const c = config;
-  const kvDim = c.nKvHeads * c.headDim;
   const keys: Float64Array[][] = Array.from({ length: c.nLayers }, () => []);
   const values: Float64Array[][] = Array.from({ length: c.nLayers }, () => []);
   const out: Float64Array[] = [];
@@ -48,7 +47,6 @@ export function referenceLogits(config: ModelConfig, tokens: number[], embedding
       const u = linear(`${p}.mlp.up_proj`, xf);
       const h = g.map((gi, i) => (gi / (1 + Math.exp(-gi))) * u[i]);
       x = add(x, linear(`${p}.mlp.down_proj`, h));
-      void kvDim;
     }
     out.push(lmHead(rmsNorm(x, norm('model.norm.weight'), c.rmsNormEps)));
   });
@@ -65,8 +63,10 @@ function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
 function rope(v: Float64Array, heads: number, headDim: number, pos: number, theta: number): void {
   const half = headDim / 2;
   for (let i = 0; i < half; i++) {
-    const angle = pos * Math.fround(theta ** ((-2 * i) / headDim));
-    const c = Math.cos(angle), s = Math.sin(angle);
+    // The angle, cosine and sine rounded to FP32 as the runtime computes them: a different rounding
+    // here could flip an FP8 activation downstream and make the comparison needlessly noisy.
+    const angle = Math.fround(pos * Math.fround(theta ** ((-2 * i) / headDim)));
+    const c = Math.fround(Math.cos(angle)), s = Math.fround(Math.sin(angle));
     for (let h = 0; h < heads; h++) {
       const a = v[h * headDim + i], b = v[h * headDim + i + half];
       v[h * headDim + i] = a * c - b * s;

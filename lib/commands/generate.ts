@@ -1,0 +1,75 @@
+/**
+ * `w4a8 generate <model.w4a8> [prompt]`: streams the continuation of a prompt (or of --batch copies
+ * of it, decoded together with different seeds) and prints tokens/s at the end.
+ */
+import { parseArgs } from 'node:util';
+import { W4a8Error } from '../errors.js';
+import { W4a8Model, type GenerateOptions } from '../model/model.js';
+
+export const GENERATE_USAGE = `w4a8 generate <model.w4a8> [prompt] [options]
+  --batch N            decode N copies of the prompt in one batch (seeds seed..seed+N-1)
+  --max-tokens N       tokens to generate (default 128)
+  --temperature T      0 = greedy (default 0.8); --top-k, --top-p, --min-p, --repeat-penalty
+  --seed S             sampling seed (default 1)
+  --tokens 1,2,3       the prompt as token ids (models without a tokenizer)
+  --chat               wrap the prompt as a user message in the model's chat template
+  --context N          context length (default: the model's)`;
+
+export function numberOption(value: string | undefined, name: string, fallback: number, integer = false): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n)))
+    throw new W4a8Error('E_OPTION', `--${name} must be ${integer ? 'an integer' : 'a number'}, got '${value}'`);
+  return n;
+}
+
+export async function generateCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true,
+    options: {
+      batch: { type: 'string' }, 'max-tokens': { type: 'string' }, temperature: { type: 'string' }, seed: { type: 'string' },
+      'top-k': { type: 'string' }, 'top-p': { type: 'string' }, 'min-p': { type: 'string' }, 'repeat-penalty': { type: 'string' },
+      tokens: { type: 'string' }, chat: { type: 'boolean' }, context: { type: 'string' },
+    },
+  });
+  const [path, prompt] = positionals;
+  if (!path) throw new W4a8Error('E_OPTION', `a model path is required\n${GENERATE_USAGE}`);
+  const batch = numberOption(values.batch, 'batch', 1, true);
+  const model = await W4a8Model.load(path, {
+    contextLength: values.context === undefined ? undefined : numberOption(values.context, 'context', 0, true),
+    maxBatch: Math.max(batch, 1),
+  });
+  try {
+    const promptIds = values.tokens !== undefined ? values.tokens.split(',').map((t) => numberOption(t.trim(), 'tokens', 0, true)) : undefined;
+    const text = prompt ?? (promptIds ? undefined : 'Once upon a time');
+    const input: string | number[] = promptIds ?? (values.chat ? model.tokenize(model.tokenizer!.applyChatTemplate([{ role: 'user', content: text! }]), false) : text!);
+    const seed = numberOption(values.seed, 'seed', 1, true);
+    const options: GenerateOptions = {
+      maxTokens: numberOption(values['max-tokens'], 'max-tokens', 128, true),
+      temperature: numberOption(values.temperature, 'temperature', 0.8),
+      topK: numberOption(values['top-k'], 'top-k', 40, true),
+      topP: numberOption(values['top-p'], 'top-p', 0.95),
+      minP: numberOption(values['min-p'], 'min-p', 0.05),
+      repetitionPenalty: numberOption(values['repeat-penalty'], 'repeat-penalty', 1),
+    };
+    const start = performance.now();
+    if (batch === 1) {
+      let generated = 0;
+      if (typeof input === 'string') process.stdout.write(input);
+      for await (const chunk of model.stream(input, { ...options, seed })) {
+        generated += chunk.tokenIds.length;
+        process.stdout.write(model.tokenizer ? chunk.text : `${chunk.tokenIds.join(' ')} `);
+      }
+      const seconds = (performance.now() - start) / 1000;
+      process.stdout.write(`\n\n${generated} tokens in ${seconds.toFixed(2)} s: ${(generated / seconds).toFixed(1)} tokens/s\n`);
+      return;
+    }
+    const results = await Promise.all(Array.from({ length: batch }, (_, i) => model.complete(input, { ...options, seed: seed + i })));
+    const seconds = (performance.now() - start) / 1000;
+    results.forEach((r, i) => console.log(`--- [${i}] ${r.generatedTokens} tokens (${r.finishReason})\n${model.tokenizer ? r.text : r.tokenIds.join(' ')}`));
+    const total = results.reduce((s, r) => s + r.generatedTokens, 0);
+    console.log(`\nbatch ${batch}: ${total} tokens in ${seconds.toFixed(2)} s: ${(total / seconds).toFixed(1)} tokens/s in all`);
+  } finally {
+    await model.dispose();
+  }
+}

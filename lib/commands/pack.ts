@@ -1,0 +1,125 @@
+/**
+ * `w4a8 pack <model-dir|file.bin> -o model.w4a8 [options]`: imports a Hugging Face folder or a llama2.c
+ * checkpoint, packs it to W4A8 (lib/pack.ts) and writes the .w4a8 file (lib/format). Progress goes to
+ * stderr: a bar on a terminal, else one line per decoder layer; the summary goes to stdout.
+ */
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { W4a8Error } from '../errors.js';
+import { writePackedModel } from '../format/packed-write.js';
+import { importHuggingFace } from '../import/hf.js';
+import { importLlama2c } from '../import/llama2c.js';
+import type { QuantMethod, SourceModel } from '../model/types.js';
+import { packModel, type PackOptions } from '../pack.js';
+import { checkFormat } from '../validate.js';
+import type { GroupSize } from '../weights.js';
+
+export const PACK_USAGE = `w4a8 pack <model-dir|file.bin> -o <model.w4a8> [options]
+  <model-dir>          Hugging Face folder (config.json + *.safetensors: Llama, Mistral, Qwen2)
+  <file.bin>           llama2.c checkpoint (tokenizer.bin beside it is converted when present)
+  -o, --output FILE    the packed model to write
+  --group G            inputs per INT4 group: 32, 64 or 128 (default 128)
+  --fp8 F              FP8 format of the dequantized weights: e4m3fn, e4m3 or e5m2 (default e4m3fn)
+  --act-fp8 F          FP8 format of the activations (default: as --fp8)
+  --scales S           group scales: float or pow2 (power of two, exact in E4M3; default float)
+  --symmetric          symmetric INT4 (zero point 8) instead of asymmetric
+  --method M           rtn (default; gptq and dpq come with the calibration quantizer)
+  --tokenizer FILE     llama2.c tokenizer.bin (default: tokenizer.bin beside the checkpoint)`;
+
+export interface CommandOutput {
+  /** Summary lines. */
+  log: (line: string) => void;
+  /** Progress: a bar when it is a terminal, else plain lines. */
+  progress: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+const DEFAULT_OUTPUT: CommandOutput = { log: (line) => console.log(line), progress: process.stderr };
+
+function parse(args: string[]) {
+  try {
+    return parseArgs({
+      args, allowPositionals: true,
+      options: {
+        output: { type: 'string', short: 'o' }, group: { type: 'string' }, fp8: { type: 'string' }, 'act-fp8': { type: 'string' },
+        scales: { type: 'string' }, symmetric: { type: 'boolean' }, method: { type: 'string' }, tokenizer: { type: 'string' },
+      },
+    });
+  } catch (error) {
+    throw new W4a8Error('E_OPTION', `${(error as Error).message}\n${PACK_USAGE}`);
+  }
+}
+
+function choice<T extends string>(value: string | undefined, choices: readonly T[], name: string, fallback: T): T {
+  if (value === undefined) return fallback;
+  if ((choices as readonly string[]).includes(value)) return value as T;
+  throw new W4a8Error(name === '--group' ? 'E_GROUP' : 'E_OPTION', `${name} must be one of ${choices.join(', ')}, got '${value}'`);
+}
+
+function megabytes(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(bytes < 1e7 ? 2 : 1)} MB`;
+}
+
+function seconds(since: number): string {
+  return `${((performance.now() - since) / 1000).toFixed(1)} s`;
+}
+
+export async function packCommand(args: string[], output: CommandOutput = DEFAULT_OUTPUT): Promise<void> {
+  const { values, positionals } = parse(args);
+  if (positionals.length !== 1) throw new W4a8Error('E_OPTION', `one model path is required, got ${positionals.length}\n${PACK_USAGE}`);
+  if (!values.output) throw new W4a8Error('E_OPTION', `-o/--output is required\n${PACK_USAGE}`);
+  const input = positionals[0];
+  const options: PackOptions = {
+    groupSize: Number(choice(values.group, ['32', '64', '128'], '--group', '128')) as GroupSize,
+    weightFormat: checkFormat(values.fp8 ?? 'e4m3fn', '--fp8'),
+    scales: choice(values.scales, ['float', 'pow2'] as const, '--scales', 'float'),
+    symmetric: values.symmetric ?? false,
+    method: choice(values.method, ['rtn', 'gptq', 'dpq'] as const, '--method', 'rtn') as QuantMethod,
+  };
+  if (values['act-fp8'] !== undefined) options.activationFormat = checkFormat(values['act-fp8'], '--act-fp8');
+
+  let start = performance.now();
+  let isFolder: boolean;
+  try {
+    isFolder = (await stat(input)).isDirectory();
+  } catch (error) {
+    throw new W4a8Error('E_IO', `cannot open '${input}': ${(error as Error).message}`);
+  }
+  if (isFolder && values.tokenizer !== undefined) throw new W4a8Error('E_OPTION', '--tokenizer is for llama2.c checkpoints; a Hugging Face folder brings its own');
+  const source: SourceModel = isFolder ? await importHuggingFace(input)
+    : await importLlama2c(input, values.tokenizer === undefined ? {} : { tokenizerPath: values.tokenizer });
+  const c = source.config;
+  const sourceBytes = [...source.tensors.values()].reduce((sum, t) => sum + t.data.byteLength, 0);
+  output.log(`imported ${path.basename(input)} (${isFolder ? 'Hugging Face' : 'llama2.c'}): dim ${c.dim}, MLP ${c.hiddenDim}, ` +
+    `${c.nLayers} layers, ${c.nHeads}/${c.nKvHeads} heads, vocab ${c.vocabSize}, ${megabytes(sourceBytes)}` +
+    `${source.tokenizerJson ? ', tokenizer' : ''}${source.chatTemplate ? ', chat template' : ''} in ${seconds(start)}`);
+
+  start = performance.now();
+  const bar = output.progress.isTTY
+    ? new cliProgress.SingleBar({ stream: output.progress, format: 'packing [{bar}] {value}/{total} linear layers, {linear}', hideCursor: true },
+      cliProgress.Presets.shades_classic)
+    : undefined;
+  const perLayer = new Map<number, number>();
+  const linearsPerLayer = 7;
+  bar?.start(c.nLayers * linearsPerLayer, 0, { linear: '' });
+  let packed;
+  try {
+    packed = await packModel(source, options, (p) => {
+      bar?.update(p.done, { linear: p.linear });
+      const count = (perLayer.get(p.layer) ?? 0) + 1;
+      perLayer.set(p.layer, count);
+      if (!bar && count === linearsPerLayer) output.progress.write(`packed layer ${p.layer + 1}/${c.nLayers}\n`);
+    });
+  } finally {
+    bar?.stop();
+  }
+  const q = packed.quant;
+  output.log(`packed ${c.nLayers * linearsPerLayer} linear layers: ${q.method.toUpperCase()}, G=${q.groupSize}, ` +
+    `${q.symmetric ? 'symmetric' : 'asymmetric'}, ${q.scales} scales, weights ${q.weightFormat}, activations ${q.activationFormat} in ${seconds(start)}`);
+
+  start = performance.now();
+  const written = await writePackedModel(values.output, packed);
+  output.log(`wrote ${written.path}: ${written.tensors} tensors, ${megabytes(written.bytes)} ` +
+    `(${(sourceBytes / written.bytes).toFixed(1)}x smaller than the source) in ${seconds(start)}`);
+}

@@ -1,0 +1,179 @@
+/**
+ * packModel: a full-precision SourceModel -> a PackedModel (the .w4a8 layout of lib/format/layout.ts).
+ *   linear layers   INT4 per group + FP32 group/channel scales, through Int4Weights.packAsync (off the
+ *                   JS thread, a few layers at once); K is zero-padded up to a multiple of the group
+ *                   size first (stories260K: K = 64 and 172), the runtime feeding zeros there
+ *   embeddings      BF16, rounded to nearest even (`model.embed_tokens.weight`, `lm_head.weight`)
+ *   norms, biases   F32
+ * Only round-to-nearest ('rtn') is implemented here; 'gptq' and 'dpq' are accepted names (the file
+ * format records them) that need the calibration quantizer.
+ */
+import { availableParallelism } from 'node:os';
+import { W4a8Error } from './errors.js';
+import { QUANT_METHODS, checkModelConfig } from './format/config.js';
+import { EMBEDDING, LM_HEAD, allLinearNames, linearShape, packedTensorSpecs, paddedInputs, sourceTensorShapes } from './format/layout.js';
+import { tensorToFloat32 } from './format/widen.js';
+import { floatToBf16 } from './fp8.js';
+import type { ModelConfig, PackedModel, QuantConfig, QuantMethod, SourceModel, Tensor } from './model/types.js';
+import { checkBoolean, checkChoice, checkFormat, checkOptions, type Fp8Format } from './validate.js';
+import { GROUP_SIZES, Int4Weights, type GroupSize } from './weights.js';
+
+export interface PackOptions {
+  /** Inputs per group: 32, 64 or 128 (default 128). */
+  groupSize?: GroupSize;
+  /** FP8 format the INT4 weights dequantize into (default 'e4m3fn'). */
+  weightFormat?: Fp8Format;
+  /** FP8 format of the activations (default: weightFormat). */
+  activationFormat?: Fp8Format;
+  /** 'pow2': power-of-two group scales (hardware-aligned, exact in E4M3). Default 'float'. */
+  scales?: 'float' | 'pow2';
+  /** z = 8 and s_g = amax / 7 instead of the asymmetric min/max range. Default false. */
+  symmetric?: boolean;
+  /** Only 'rtn' for now (default). */
+  method?: QuantMethod;
+  /** Linear layers packed at the same time (default: min(4, CPU count)). */
+  concurrency?: number;
+}
+
+export interface PackProgress {
+  /** Linear layers packed so far, out of total. */
+  done: number;
+  total: number;
+  /** The linear layer just packed, e.g. `model.layers.3.mlp.down_proj`. */
+  linear: string;
+  /** Its decoder layer. */
+  layer: number;
+}
+
+function checkPackOptions(options: unknown): { quant: QuantConfig; concurrency: number } {
+  const o = checkOptions(options, 'options');
+  const weightFormat = o.weightFormat === undefined ? 'e4m3fn' : checkFormat(o.weightFormat, 'options.weightFormat');
+  const quant: QuantConfig = {
+    weightFormat,
+    activationFormat: o.activationFormat === undefined ? weightFormat : checkFormat(o.activationFormat, 'options.activationFormat'),
+    groupSize: checkChoice(o.groupSize, GROUP_SIZES, 'options.groupSize', 128),
+    symmetric: checkBoolean(o.symmetric, 'options.symmetric', false),
+    scales: checkChoice(o.scales, ['float', 'pow2'] as const, 'options.scales', 'float'),
+    method: checkChoice(o.method, QUANT_METHODS, 'options.method', 'rtn'),
+  };
+  if (quant.method !== 'rtn') throw new W4a8Error('E_OPTION', `options.method '${quant.method}': gptq/dpq come with the quantizer; use 'rtn'`);
+  const fallback = Math.max(1, Math.min(4, availableParallelism()));
+  const concurrency = o.concurrency === undefined ? fallback : o.concurrency;
+  if (!Number.isInteger(concurrency) || (concurrency as number) < 1 || (concurrency as number) > 64)
+    throw new W4a8Error('E_OPTION', `options.concurrency must be an integer in [1, 64], got ${String(concurrency)}`);
+  return { quant, concurrency: concurrency as number };
+}
+
+/** The source's tensors are exactly those its config implies, each F32/BF16/F16 with the right shape and length. */
+function checkSource(source: unknown): { config: ModelConfig; tensors: Map<string, Tensor> } {
+  const s = checkOptions(source, 'source') as Partial<SourceModel>;
+  const config = checkModelConfig(s.config, 'source.config', 'E_OPTION');
+  if (!(s.tensors instanceof Map)) throw new W4a8Error('E_TYPE', 'source.tensors must be a Map of name -> Tensor');
+  const expected = sourceTensorShapes(config);
+  for (const [name, shape] of expected) {
+    const t = s.tensors.get(name);
+    if (!t) throw new W4a8Error('E_SHAPE', `source has no tensor '${name}' [${shape.join(', ')}]`);
+    const kind = t.dtype === 'F32' ? Float32Array : t.dtype === 'BF16' || t.dtype === 'F16' ? Uint16Array : undefined;
+    if (!kind || !(t.data instanceof kind))
+      throw new W4a8Error('E_TYPE', `source tensor '${name}' must be F32 (Float32Array), BF16 or F16 (Uint16Array), got ${t.dtype} ${t.data?.constructor?.name}`);
+    if (!Array.isArray(t.shape) || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+      throw new W4a8Error('E_SHAPE', `source tensor '${name}' has shape [${t.shape}], the config implies [${shape.join(', ')}]`);
+    const count = shape.reduce((a, b) => a * b, 1);
+    if (t.data.length !== count) throw new W4a8Error('E_LENGTH', `source tensor '${name}' must have ${count} elements, got ${t.data.length}`);
+  }
+  for (const name of s.tensors.keys())
+    if (!expected.has(name)) throw new W4a8Error('E_SHAPE', `source has an unexpected tensor '${name}' (not implied by its config)`);
+  return { config, tensors: s.tensors };
+}
+
+/** Throws when a weight is NaN or infinite (one multiply-add per value; located only on failure). */
+function checkFinite(values: Float32Array, name: string, cols: number): void {
+  let sum = 0;
+  for (let i = 0; i < values.length; i++) sum += values[i] * 0; // NaN as soon as one value is NaN or +-inf
+  if (sum === 0) return;
+  const i = values.findIndex((v) => !Number.isFinite(v));
+  throw new W4a8Error('E_FILE', `source tensor '${name}' holds ${values[i]} at [${Math.floor(i / cols)}, ${i % cols}]`);
+}
+
+/** W [rows, cols] as FP32 [rows, Kp], the extra inputs zero (no copy when already FP32 and Kp = cols). */
+function paddedWeights(name: string, tensor: Tensor, rows: number, cols: number, Kp: number): Float32Array {
+  const values = tensorToFloat32(name, tensor);
+  checkFinite(values, name, cols);
+  if (Kp === cols) return values;
+  const out = new Float32Array(rows * Kp);
+  for (let n = 0; n < rows; n++) out.set(values.subarray(n * cols, (n + 1) * cols), n * Kp);
+  return out;
+}
+
+async function packLinear(linear: string, source: Map<string, Tensor>, config: ModelConfig, quant: QuantConfig): Promise<[string, Tensor][]> {
+  const { rows, cols } = linearShape(config, linear);
+  const Kp = paddedInputs(cols, quant.groupSize);
+  const weights = paddedWeights(`${linear}.weight`, source.get(`${linear}.weight`)!, rows, cols, Kp);
+  const packed = await Int4Weights.packAsync(weights, rows, Kp, {
+    groupSize: quant.groupSize, symmetric: quant.symmetric, scales: quant.scales, format: quant.weightFormat,
+  });
+  const groups = Kp / quant.groupSize;
+  return [
+    [`${linear}.qweight`, { dtype: 'U8', shape: [rows, Kp / 2], data: packed.codes }],
+    [`${linear}.scales`, { dtype: 'F32', shape: [rows, groups], data: packed.groupScales }],
+    [`${linear}.zeros`, { dtype: 'U8', shape: [rows, groups], data: packed.zeros }],
+    [`${linear}.channel_scale`, { dtype: 'F32', shape: [rows], data: packed.channelScales }],
+  ];
+}
+
+/** Embeddings to BF16 (kept as is when already BF16), round to nearest even. */
+function toBf16(name: string, tensor: Tensor): Tensor {
+  if (tensor.dtype === 'BF16') return { dtype: 'BF16', shape: tensor.shape.slice(), data: tensor.data };
+  return { dtype: 'BF16', shape: tensor.shape.slice(), data: floatToBf16(tensorToFloat32(name, tensor)) };
+}
+
+function toF32(name: string, tensor: Tensor): Tensor {
+  return { dtype: 'F32', shape: tensor.shape.slice(), data: tensorToFloat32(name, tensor) };
+}
+
+/** Runs `tasks` with at most `limit` in flight; rejects on the first failure, after which no new task starts. */
+async function runLimited(tasks: (() => Promise<void>)[], limit: number): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (next < tasks.length && !failed) {
+      try {
+        await tasks[next++]();
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
+}
+
+export async function packModel(
+  source: SourceModel, options: PackOptions = {}, onProgress?: (progress: PackProgress) => void,
+): Promise<PackedModel> {
+  const { quant, concurrency } = checkPackOptions(options);
+  const { config, tensors: sourceTensors } = checkSource(source);
+  if (onProgress !== undefined && typeof onProgress !== 'function') throw new W4a8Error('E_TYPE', 'onProgress must be a function');
+
+  const packed = new Map<string, Tensor>();
+  const linears = allLinearNames(config);
+  let done = 0;
+  await runLimited(linears.map((linear) => async () => {
+    for (const [name, tensor] of await packLinear(linear, sourceTensors, config, quant)) packed.set(name, tensor);
+    done++;
+    onProgress?.({ done, total: linears.length, linear, layer: Number(linear.split('.')[2]) });
+  }), concurrency);
+
+  for (const [name, tensor] of sourceTensors) {
+    if (name === EMBEDDING || name === LM_HEAD) packed.set(name, toBf16(name, tensor));
+    else if (!name.endsWith('_proj.weight')) packed.set(name, toF32(name, tensor)); // norms, biases
+  }
+  // Layer order, whatever order the linears finished in.
+  const tensors = new Map<string, Tensor>();
+  for (const name of packedTensorSpecs(config, quant.groupSize).keys()) tensors.set(name, packed.get(name)!);
+  const model: PackedModel = { config, quant, tensors };
+  if (source.tokenizerJson !== undefined) model.tokenizerJson = source.tokenizerJson;
+  if (source.tokenizerConfigJson !== undefined) model.tokenizerConfigJson = source.tokenizerConfigJson;
+  if (source.chatTemplate !== undefined) model.chatTemplate = source.chatTemplate;
+  return model;
+}

@@ -1,0 +1,444 @@
+// AVX-512 mixed-input GEMMs (W4A8, W4A16, W8A8), written once over a dot-product policy `Dot` and
+// compiled twice: gemm_bf16.cpp (vdpbf16ps) and gemm_fma.cpp (FP32 FMA, for CPUs without AVX512-BF16).
+//
+// Both operands become BF16 before the multiply; that is exact, because every FP8 value is a BF16
+// value and W4A16 weights are BF16 by definition (DESIGN.md §1). A Dot step adds, in each of 16 FP32
+// lanes, the exact products of one pair of adjacent BF16 words: products are exact, only the order of
+// the FP32 additions differs from the reference (16 lane sums over k, then a fixed horizontal tree).
+//
+// Operands (one zmm = 32 BF16 words = one "chunk" of k):
+//   weights  decoded on the fly from the canonical packed layout, 128 k (INT4) or 64 k (FP8) per
+//            64-byte load; the FP8 weight matrix is never materialized.
+//     INT4:  code byte i of a 64-byte block holds k = 2i (low nibble) and 2i+1 (high nibble). Read as
+//            32 words, word j holds k = 4j+s in bits 4s..4s+3 (s = 0..3). Shifting the word right by 4s
+//            and looking it up with vpermw in the group's 16-entry BF16 table (the table is repeated
+//            in both halves, so index bit 4 does not matter) gives chunk s: word j = w[4j + s].
+//            G = 64 and 32 put 2 or 4 groups' tables in the index space (vpermw 5 bits, vpermt2w 6).
+//     FP8:   vpermi2b looks up the high and low BF16 bytes of 128-entry tables (code & 0x7F), the sign
+//            is ORed in, and vpunpckl/hbw interleave them: chunk h (0, 1), word 8L+i = w[16L + 8h + i].
+//   activations  converted once per call to BF16 in the same k order ("xp": [M][Kp] words, zero padded
+//            to whole blocks), so a Dot pairs every weight with its own activation.
+//   The table of each group, lut[q] = fp8(fl32(s_g * (q - z))) as BF16, is built with 16-lane FP32
+//   arithmetic that reproduces fp8Encode exactly (simd.h), once per group and row.
+//
+// Tiling: M <= kFusedMaxRows runs "fused": each row's weights are decoded into registers and used for
+// all M activations. Larger M decodes kScratchRows weight rows once into a small per-thread BF16
+// buffer (L1/L2-resident, never the whole matrix) and runs an Mr x 4 register-blocked micro-kernel over
+// all M. Both paths keep one accumulator per output and add chunks in increasing k order, so every
+// output is bit-identical whatever the path, the N split or M (batch invariance).
+#pragma once
+#include <algorithm>
+#include <type_traits>
+
+#include "kernels/avx512/simd.h"
+
+namespace w4a8::avx512 {
+namespace {
+
+constexpr int kChunkK = 32;        // BF16 words per zmm
+constexpr int kFusedMaxRows = 4;   // M up to this: fused path
+constexpr int kFusedTileN = 4;     // weight rows decoded together in the fused path
+constexpr int kScratchRows = 4;    // weight rows per scratch tile (micro-kernel width)
+
+// (q - z) as FP32 for every zero point z: row z is the vector lut arithmetic starts from.
+struct QMinusZ {
+  alignas(64) float v[16][16];
+  constexpr QMinusZ() : v() {
+    for (int z = 0; z < 16; ++z)
+      for (int q = 0; q < 16; ++q) v[z][q] = (float)(q - z);
+  }
+};
+constexpr QMinusZ kQMinusZ{};
+
+// ---- weight sources: decode one block of one row into kChunksPerBlock BF16 vectors --------------
+
+// The 16 FP32 values s_g * (q - z) of one group, as an exact product (q - z is a small integer).
+W4A8_ALWAYS_INLINE __m512 groupValues(const float* scales, const uint8_t* zeros, int g) {
+  return _mm512_mul_ps(_mm512_load_ps(kQMinusZ.v[zeros[g] & 15]), _mm512_set1_ps(scales[g]));
+}
+
+// W4A8: table entries are fp8(s_g * (q - z)); rows whose scales all satisfy fp8 min normal <= |s_g| < inf
+// ("short" rows: every entry is zero or in the FP8 normal/overflow range) skip the subnormal and NaN
+// handling of the encoder. W4A16: table entries are bf16(s_g * (q - z)).
+enum class Int4Table { Fp8, Bf16 };
+
+template <int G, Int4Table kTable>
+struct Int4Source {
+  static constexpr int kBlockK = 128, kChunksPerBlock = 4;
+  struct Row {
+    const uint8_t* codes;
+    const float* scales;
+    const uint8_t* zeros;
+  };
+
+  const Int4WeightsView& w;
+  Fp8Vec fp8;
+  float minNormal;
+  int groups, fullBlocks, blocks, tailBytes;
+
+  explicit Int4Source(const Int4WeightsView& view) : w(view), fp8(fast::fp8Params(view.format)) {
+    const uint32_t minNormalBits = fast::fp8Params(view.format).minNormalBits;
+    __builtin_memcpy(&minNormal, &minNormalBits, 4);
+    groups = view.groups();
+    fullBlocks = view.cols / kBlockK;
+    tailBytes = (view.cols % kBlockK) / 2;
+    blocks = fullBlocks + (tailBytes ? 1 : 0);
+  }
+
+  W4A8_ALWAYS_INLINE Row row(int n) const {
+    const size_t g0 = (size_t)n * groups;
+    return {w.codes + (size_t)n * (w.cols / 2), w.groupScales + g0, w.zeros + g0};
+  }
+  bool shortPath(int n) const { return kTable == Int4Table::Bf16 || fast::rowScalesAtLeast(w, n, minNormal); }
+
+  // BF16 table entries (high word of each dword) of group g; in the tail block, zero past the row's end.
+  template <bool kShort, bool kTail>
+  W4A8_ALWAYS_INLINE __m512i table(const Row& r, int g) const {
+    if (kTail && g >= groups) return _mm512_setzero_si512();
+    const __m512 v = groupValues(r.scales, r.zeros, g);
+    if constexpr (kTable == Int4Table::Bf16) return roundToBf16High(v);
+    else if constexpr (kShort) return roundToFp8ValueNormal(v, fp8);
+    else return roundToFp8Value(v, fp8);
+  }
+
+  template <bool kShort, bool kTail>
+  W4A8_ALWAYS_INLINE void decode(const Row& r, int b, __m512i* out) const {
+    const uint8_t* p = r.codes + (size_t)b * 64;
+    const __m512i codes = kTail ? _mm512_maskz_loadu_epi8(byteMask(tailBytes), p) : _mm512_loadu_si512(p);
+    const __m512i shifted[4] = {codes, _mm512_srli_epi16(codes, 4), _mm512_srli_epi16(codes, 8),
+                                _mm512_srli_epi16(codes, 12)};
+    if constexpr (G == 128) {
+      const __m512i t = table<kShort, kTail>(r, b);
+      const __m512i lut = packHighWords(t, t);  // same table in both halves: index bit 4 is ignored
+      #pragma GCC unroll 16
+      for (int s = 0; s < 4; ++s) out[s] = _mm512_permutexvar_epi16(shifted[s], lut);
+    } else if constexpr (G == 64) {
+      // Words 0..15 of the block belong to group 2b, words 16..31 to 2b+1: index = nibble | 16 * half.
+      const __m512i lut = packHighWords(table<kShort, kTail>(r, 2 * b), table<kShort, kTail>(r, 2 * b + 1));
+      const __m512i half = _mm512_set_epi64(0x0010001000100010ll, 0x0010001000100010ll, 0x0010001000100010ll,
+                                            0x0010001000100010ll, 0, 0, 0, 0);
+      const __m512i nibble = _mm512_set1_epi16(0x000F);
+      #pragma GCC unroll 16
+      for (int s = 0; s < 4; ++s)
+        out[s] = _mm512_permutexvar_epi16(_mm512_ternarylogic_epi32(shifted[s], nibble, half, 0xEA), lut);
+    } else {
+      // Words 8q..8q+7 belong to group 4b+q: index = nibble | 16 * q over two 32-entry tables.
+      const __m512i lut01 = packHighWords(table<kShort, kTail>(r, 4 * b), table<kShort, kTail>(r, 4 * b + 1));
+      const __m512i lut23 = packHighWords(table<kShort, kTail>(r, 4 * b + 2), table<kShort, kTail>(r, 4 * b + 3));
+      const __m512i quarter = _mm512_set_epi64(0x0030003000300030ll, 0x0030003000300030ll, 0x0020002000200020ll,
+                                               0x0020002000200020ll, 0x0010001000100010ll, 0x0010001000100010ll,
+                                               0, 0);
+      const __m512i nibble = _mm512_set1_epi16(0x000F);
+      #pragma GCC unroll 16
+      for (int s = 0; s < 4; ++s)
+        out[s] = _mm512_permutex2var_epi16(lut01, _mm512_ternarylogic_epi32(shifted[s], nibble, quarter, 0xEA),
+                                           lut23);
+    }
+  }
+};
+
+// FP8 codes -> BF16, 64 codes per block (weights of W8A8, and activations of W8A8/W4A8).
+struct Fp8Decoder {
+  __m512i high0, high1, low0, low1;  // 128-entry byte tables, two zmm each
+  explicit Fp8Decoder(Fp8Format f) {
+    const fast::Fp8Bf16Bytes& t = fast::fp8Bf16Bytes(f);
+    high0 = _mm512_load_si512(t.high);
+    high1 = _mm512_load_si512(t.high + 64);
+    low0 = _mm512_load_si512(t.low);
+    low1 = _mm512_load_si512(t.low + 64);
+  }
+  W4A8_ALWAYS_INLINE void decode(__m512i codes, __m512i* out) const {
+    __m512i high = _mm512_permutex2var_epi8(high0, codes, high1);  // index bit 7 (the sign) is ignored
+    const __m512i low = _mm512_permutex2var_epi8(low0, codes, low1);
+    high = _mm512_ternarylogic_epi32(high, codes, _mm512_set1_epi8((char)0x80), 0xF8);  // | sign
+    out[0] = _mm512_unpacklo_epi8(low, high);
+    out[1] = _mm512_unpackhi_epi8(low, high);
+  }
+};
+
+struct Fp8Source {
+  static constexpr int kBlockK = 64, kChunksPerBlock = 2;
+  struct Row {
+    const uint8_t* codes;
+  };
+  const Fp8WeightsView& w;
+  Fp8Decoder decoder;
+  int fullBlocks, blocks, tailBytes;
+  explicit Fp8Source(const Fp8WeightsView& view) : w(view), decoder(view.format) {
+    fullBlocks = view.cols / kBlockK;
+    tailBytes = view.cols % kBlockK;
+    blocks = fullBlocks + (tailBytes ? 1 : 0);
+  }
+  W4A8_ALWAYS_INLINE Row row(int n) const { return {w.codes + (size_t)n * w.cols}; }
+  bool shortPath(int) const { return true; }
+  template <bool kShort, bool kTail>
+  W4A8_ALWAYS_INLINE void decode(const Row& r, int b, __m512i* out) const {
+    const uint8_t* p = r.codes + (size_t)b * 64;
+    decoder.decode(kTail ? _mm512_maskz_loadu_epi8(byteMask(tailBytes), p) : _mm512_loadu_si512(p), out);
+  }
+};
+
+// ---- activations: BF16 in the weight source's k order, [M][Kp], zero padded ---------------------
+
+// INT4 order: xp[128b + 32s + j] = x[128b + 4j + s]. `bf16At(m, k)` gives the BF16 of x[m, k].
+template <class Bf16At>
+void prepareInt4Order(int M, int K, int Kp, uint16_t* xp, Bf16At bf16At) {
+  for (int m = 0; m < M; ++m) {
+    uint16_t* row = xp + (size_t)m * Kp;
+    for (int b = 0; b < Kp / 128; ++b)
+      #pragma GCC unroll 16
+      for (int s = 0; s < 4; ++s)
+        for (int j = 0; j < 32; ++j) {
+          const int k = 128 * b + 4 * j + s;
+          row[128 * b + 32 * s + j] = k < K ? bf16At(m, k) : 0;
+        }
+  }
+}
+
+// FP8 order, by running the weight decoder itself over the activation codes.
+inline void prepareFp8Order(const uint8_t* x8, Fp8Format f, int M, int K, int Kp, uint16_t* xp) {
+  const Fp8Decoder decoder(f);
+  for (int m = 0; m < M; ++m) {
+    const uint8_t* in = x8 + (size_t)m * K;
+    uint16_t* out = xp + (size_t)m * Kp;
+    for (int k = 0; k < Kp; k += 64) {
+      __m512i w[2];
+      decoder.decode(_mm512_maskz_loadu_epi8(byteMask(K - k), in + k), w);
+      _mm512_store_si512(out + k, w[0]);
+      _mm512_store_si512(out + k + 32, w[1]);
+    }
+  }
+}
+
+// ---- the two tiling paths ---------------------------------------------------------------------
+
+// Output scaling and store for one tile: y[m, n] = scale(m, n) * sum.
+template <class Scale>
+inline void storeSums(const GemmOutput& y, int m0, int n0, int mr, int nr, const float* sums, int ldSums,
+                      Scale scale) {
+  for (int m = 0; m < mr; ++m)
+    for (int r = 0; r < nr; ++r) storeValue(y, m0 + m, n0 + r, scale(m0 + m, n0 + r) * sums[m * ldSums + r]);
+}
+
+template <class Dot, int MR, int NR, bool kShort, class Source>
+void fusedTile(const Source& src, int n0, const uint16_t* xp, int Kp, float* sums /* [MR][NR] */) {
+  constexpr int CPB = Source::kChunksPerBlock;
+  typename Source::Row rows[NR];
+  #pragma GCC unroll 16
+  for (int r = 0; r < NR; ++r) rows[r] = src.row(n0 + r);
+  __m512 acc[MR][NR];
+  #pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m)
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
+  auto block = [&](int b, auto tail) {
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) {
+      __m512i w[CPB];
+      src.template decode<kShort, decltype(tail)::value>(rows[r], b, w);
+      #pragma GCC unroll 16
+      for (int c = 0; c < CPB; ++c)
+        #pragma GCC unroll 16
+        for (int m = 0; m < MR; ++m)
+          acc[m][r] = Dot::dot(acc[m][r], _mm512_load_si512(xp + (size_t)m * Kp + (b * CPB + c) * kChunkK), w[c]);
+    }
+  };
+  for (int b = 0; b < src.fullBlocks; ++b) block(b, std::false_type{});
+  if (src.blocks > src.fullBlocks) block(src.fullBlocks, std::true_type{});
+  #pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m)
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) sums[m * NR + r] = horizontalSum(acc[m][r]);
+}
+
+template <class Dot, int MR, int NR, class Source>
+void fusedTileAnyPath(const Source& src, int n0, const uint16_t* xp, int Kp, float* sums) {
+  bool allShort = true;
+  #pragma GCC unroll 16
+  for (int r = 0; r < NR; ++r) allShort &= src.shortPath(n0 + r);
+  if (allShort) fusedTile<Dot, MR, NR, true>(src, n0, xp, Kp, sums);
+  else fusedTile<Dot, MR, NR, false>(src, n0, xp, Kp, sums);
+}
+
+template <class Dot, int MR, class Source, class Scale>
+void fusedRows(const Source& src, int nBegin, int nEnd, const uint16_t* xp, int Kp, int m0, const GemmOutput& y,
+               Scale scale) {
+  float sums[MR * kFusedTileN];
+  int n = nBegin;
+  for (; n + kFusedTileN <= nEnd; n += kFusedTileN) {
+    fusedTileAnyPath<Dot, MR, kFusedTileN>(src, n, xp, Kp, sums);
+    storeSums(y, m0, n, MR, kFusedTileN, sums, kFusedTileN, scale);
+  }
+  for (; n < nEnd; ++n) {
+    fusedTileAnyPath<Dot, MR, 1>(src, n, xp, Kp, sums);
+    storeSums(y, m0, n, MR, 1, sums, 1, scale);
+  }
+}
+
+// acc[m][r] += x[m] . w[r] over all chunks; w: [chunks][NR][32] words, x rows Kp words apart.
+template <class Dot, int MR, int NR>
+void microKernel(const uint16_t* xp, int Kp, const uint16_t* ws, int chunks, float* sums /* [MR][NR] */) {
+  __m512 acc[MR][NR];
+  #pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m)
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
+  for (int c = 0; c < chunks; ++c) {
+    __m512i w[NR];
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) w[r] = _mm512_load_si512(ws + ((size_t)c * NR + r) * kChunkK);
+    #pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) {
+      const __m512i x = _mm512_load_si512(xp + (size_t)m * Kp + (size_t)c * kChunkK);
+      #pragma GCC unroll 16
+      for (int r = 0; r < NR; ++r) acc[m][r] = Dot::dot(acc[m][r], x, w[r]);
+    }
+  }
+  #pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m)
+    #pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) sums[m * NR + r] = horizontalSum(acc[m][r]);
+}
+
+template <class Dot, int NR, int MR = 1>
+void microKernelFor(int mr, const uint16_t* xp, int Kp, const uint16_t* ws, int chunks, float* sums) {
+  if constexpr (MR <= Dot::kMicroRows) {
+    if (mr == MR) return microKernel<Dot, MR, NR>(xp, Kp, ws, chunks, sums);
+    microKernelFor<Dot, NR, MR + 1>(mr, xp, Kp, ws, chunks, sums);
+  }
+}
+
+// Decodes weight row n into column r of the scratch tile ws: [chunks][nr][32] words.
+template <bool kShort, class Source>
+void decodeRow(const Source& src, int n, int nr, int r, uint16_t* ws) {
+  constexpr int CPB = Source::kChunksPerBlock;
+  const typename Source::Row row = src.row(n);
+  auto block = [&](int b, auto tail) {
+    __m512i w[CPB];
+    src.template decode<kShort, decltype(tail)::value>(row, b, w);
+    #pragma GCC unroll 16
+    for (int c = 0; c < CPB; ++c) _mm512_store_si512(ws + ((size_t)(b * CPB + c) * nr + r) * kChunkK, w[c]);
+  };
+  for (int b = 0; b < src.fullBlocks; ++b) block(b, std::false_type{});
+  if (src.blocks > src.fullBlocks) block(src.fullBlocks, std::true_type{});
+}
+
+template <class Dot, class Source, class Scale>
+void scratchRows(const Source& src, int M, int nBegin, int nEnd, const uint16_t* xp, int Kp, const GemmOutput& y,
+                 Scale scale) {
+  const int chunks = Kp / kChunkK;
+  uint16_t* ws = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchWeights, (size_t)kScratchRows * Kp * 2));
+  float sums[Dot::kMicroRows * kScratchRows];
+  for (int n0 = nBegin; n0 < nEnd; n0 += kScratchRows) {
+    const int nr = std::min(kScratchRows, nEnd - n0);
+    for (int r = 0; r < nr; ++r) {
+      if (src.shortPath(n0 + r)) decodeRow<true>(src, n0 + r, nr, r, ws);
+      else decodeRow<false>(src, n0 + r, nr, r, ws);
+    }
+    for (int m0 = 0; m0 < M; m0 += Dot::kMicroRows) {
+      const int mr = std::min(Dot::kMicroRows, M - m0);
+      const uint16_t* x = xp + (size_t)m0 * Kp;
+      switch (nr) {
+        case 1: microKernelFor<Dot, 1>(mr, x, Kp, ws, chunks, sums); break;
+        case 2: microKernelFor<Dot, 2>(mr, x, Kp, ws, chunks, sums); break;
+        case 3: microKernelFor<Dot, 3>(mr, x, Kp, ws, chunks, sums); break;
+        default: microKernelFor<Dot, 4>(mr, x, Kp, ws, chunks, sums); break;
+      }
+      storeSums(y, m0, n0, mr, nr, sums, nr, scale);
+    }
+  }
+}
+
+template <class Dot, class Source, class Scale>
+void runGemm(const Source& src, int M, int nBegin, int nEnd, const uint16_t* xp, int Kp, const GemmOutput& y,
+             Scale scale) {
+  if (M > kFusedMaxRows) return scratchRows<Dot>(src, M, nBegin, nEnd, xp, Kp, y, scale);
+  for (int m0 = 0; m0 < M; m0 += kFusedMaxRows) {  // (one pass today: M <= kFusedMaxRows)
+    const uint16_t* x = xp + (size_t)m0 * Kp;
+    switch (std::min(kFusedMaxRows, M - m0)) {
+      case 1: fusedRows<Dot, 1>(src, nBegin, nEnd, x, Kp, m0, y, scale); break;
+      case 2: fusedRows<Dot, 2>(src, nBegin, nEnd, x, Kp, m0, y, scale); break;
+      case 3: fusedRows<Dot, 3>(src, nBegin, nEnd, x, Kp, m0, y, scale); break;
+      default: fusedRows<Dot, 4>(src, nBegin, nEnd, x, Kp, m0, y, scale); break;
+    }
+  }
+}
+
+inline int roundUp(int k, int block) { return (k + block - 1) / block * block; }
+
+// ---- the three GEMMs --------------------------------------------------------------------------
+
+template <class Dot, int G, Int4Table kTable, class Scale>
+void int4GemmG(const Int4WeightsView& w, int M, int nBegin, int nEnd, const uint16_t* xp, int Kp,
+               const GemmOutput& y, Scale scale) {
+  const Int4Source<G, kTable> src(w);
+  runGemm<Dot>(src, M, nBegin, nEnd, xp, Kp, y, scale);
+}
+
+template <class Dot, Int4Table kTable, class Scale>
+void int4Gemm(const Int4WeightsView& w, int M, int nBegin, int nEnd, const uint16_t* xp, int Kp,
+              const GemmOutput& y, Scale scale) {
+  switch (w.groupSize) {
+    case 128: return int4GemmG<Dot, 128, kTable>(w, M, nBegin, nEnd, xp, Kp, y, scale);
+    case 64: return int4GemmG<Dot, 64, kTable>(w, M, nBegin, nEnd, xp, Kp, y, scale);
+    default: return int4GemmG<Dot, 32, kTable>(w, M, nBegin, nEnd, xp, Kp, y, scale);
+  }
+}
+
+template <class Dot>
+void gemmW4A8Impl(const W4A8GemmArgs& a, int nBegin, int nEnd) {
+  if (nBegin >= nEnd || a.M <= 0) return;
+  const int K = a.w.cols, Kp = roundUp(K, 128);
+  uint16_t* xp = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchActivations, (size_t)a.M * Kp * 2));
+  const uint16_t* table = fp8DecodeTableBf16(a.actFormat);
+  prepareInt4Order(a.M, K, Kp, xp, [&](int m, int k) { return table[a.x8[(size_t)m * K + k]]; });
+  int4Gemm<Dot, Int4Table::Fp8>(a.w, a.M, nBegin, nEnd, xp, Kp, a.y,
+                                [&](int m, int n) { return a.xScales[m] * a.w.channelScales[n]; });
+}
+
+// Returns false (computing nothing) when an activation is a BF16 subnormal and Dot flushes those.
+template <class Dot>
+bool gemmW4A16Impl(const W4A16GemmArgs& a, int nBegin, int nEnd) {
+  if (nBegin >= nEnd || a.M <= 0) return true;
+  const int K = a.w.cols, Kp = roundUp(K, 128);
+  uint16_t* xp = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchActivations, (size_t)a.M * Kp * 2));
+  bool subnormal = false;
+  prepareInt4Order(a.M, K, Kp, xp, [&](int m, int k) {
+    const uint16_t h = a.x16[(size_t)m * K + k];
+    subnormal |= (h & 0x7F80) == 0 && (h & 0x7F) != 0;
+    return h;
+  });
+  if (subnormal && Dot::kFlushesSubnormals) return false;
+  int4Gemm<Dot, Int4Table::Bf16>(a.w, a.M, nBegin, nEnd, xp, Kp, a.y,
+                                 [&](int, int n) { return a.w.channelScales[n]; });
+  return true;
+}
+
+template <class Dot>
+void gemmW8A8Impl(const W8A8GemmArgs& a, int nBegin, int nEnd) {
+  if (nBegin >= nEnd || a.M <= 0) return;
+  const int K = a.w.cols, Kp = roundUp(K, 64);
+  uint16_t* xp = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchActivations, (size_t)a.M * Kp * 2));
+  prepareFp8Order(a.x8, a.actFormat, a.M, K, Kp, xp);
+  const Fp8Source src(a.w);
+  runGemm<Dot>(src, a.M, nBegin, nEnd, xp, Kp, a.y,
+               [&](int m, int n) { return a.xScales[m] * a.w.channelScales[n]; });
+}
+
+// FP32 FMA on BF16 pairs: the exact products of the odd then the even words, each added with one
+// rounding (the order Intel documents for vdpbf16ps).
+struct DotFma {
+  static constexpr int kMicroRows = 4;  // 4 x 4 accumulators + split operands fit 32 registers
+  static constexpr bool kFlushesSubnormals = false;
+  static W4A8_ALWAYS_INLINE __m512 dot(__m512 acc, __m512i x, __m512i w) {
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+    const __m512 xOdd = _mm512_castsi512_ps(_mm512_and_si512(x, high));
+    const __m512 wOdd = _mm512_castsi512_ps(_mm512_and_si512(w, high));
+    const __m512 xEven = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+    const __m512 wEven = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    return _mm512_fmadd_ps(xEven, wEven, _mm512_fmadd_ps(xOdd, wOdd, acc));
+  }
+};
+
+}  // namespace
+}  // namespace w4a8::avx512

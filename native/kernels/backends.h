@@ -1,0 +1,36 @@
+// Entry points of the fast CPU backends, one namespace per instruction set (same signatures as
+// kernels.h). Only dispatch.cpp and tests should name these; everyone else goes through KernelTable.
+#pragma once
+#include "kernels/kernels.h"
+
+namespace w4a8 {
+
+// kernels/avx2/: AVX2 + FMA + F16C, FP32 FMA arithmetic.
+namespace avx2 {
+void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd);
+void gemmW8A8(const W8A8GemmArgs& a, int nBegin, int nEnd);
+void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd);
+void gemmF32(const F32GemmArgs& a, int nBegin, int nEnd);
+void quantizeActivationsDynamic(const float* x, int M, int K, Fp8Format f, uint8_t* x8, float* xScales);
+void quantizeActivationsStatic(const float* x, int M, int K, float scale, Fp8Format f, uint8_t* x8,
+                               float* xScales);
+}  // namespace avx2
+
+// kernels/avx512/: AVX512 F/BW/VL/DQ/VBMI. The mixed-input GEMMs exist twice: avx512:: multiplies with
+// FP32 FMA, avx512bf16:: with vdpbf16ps (AVX512-BF16); both consume the same BF16 operands.
+namespace avx512 {
+void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd);
+void gemmW8A8(const W8A8GemmArgs& a, int nBegin, int nEnd);
+void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd);
+void gemmF32(const F32GemmArgs& a, int nBegin, int nEnd);
+void quantizeActivationsDynamic(const float* x, int M, int K, Fp8Format f, uint8_t* x8, float* xScales);
+void quantizeActivationsStatic(const float* x, int M, int K, float scale, Fp8Format f, uint8_t* x8,
+                               float* xScales);
+}  // namespace avx512
+namespace avx512bf16 {
+void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd);
+void gemmW8A8(const W8A8GemmArgs& a, int nBegin, int nEnd);
+void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd);
+}  // namespace avx512bf16
+
+}  // namespace w4a8

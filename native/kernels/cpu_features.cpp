@@ -1,0 +1,79 @@
+#include "kernels/cpu_features.h"
+
+#include <cpuid.h>
+#include <cstdint>
+#include <cstring>
+
+namespace w4a8 {
+namespace {
+
+uint64_t readXcr0() {
+  uint32_t eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return ((uint64_t)edx << 32) | eax;
+}
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
+  const bool osxsave = ecx & (1u << 27), avx = ecx & (1u << 28);
+  const bool fma = ecx & (1u << 12), f16c = ecx & (1u << 29);
+  if (!osxsave || !avx) return f;
+  const uint64_t xcr0 = readXcr0();
+  const bool osYmm = (xcr0 & 0x6) == 0x6;           // SSE and AVX state
+  const bool osZmm = (xcr0 & 0xE6) == 0xE6;         // + opmask, ZMM_Hi256, Hi16_ZMM
+  const bool osTile = (xcr0 & 0x60000) == 0x60000;  // XTILECFG, XTILEDATA
+  unsigned maxLeaf = __get_cpuid_max(0, nullptr);
+  if (maxLeaf < 7 || !osYmm) return f;
+  __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  f.avx2 = ebx & (1u << 5);
+  f.fma = fma;
+  f.f16c = f16c;
+  if (osZmm) {
+    f.avx512f = ebx & (1u << 16);
+    f.avx512dq = ebx & (1u << 17);
+    f.avx512bw = ebx & (1u << 30);
+    f.avx512vl = ebx & (1u << 31);
+    f.avx512vbmi = ecx & (1u << 1);
+  }
+  if (osTile) {
+    f.amxBf16 = edx & (1u << 22);
+    f.amxTile = edx & (1u << 24);
+  }
+  const unsigned subleaves = eax;
+  if (subleaves >= 1 && osZmm) {
+    __cpuid_count(7, 1, eax, ebx, ecx, edx);
+    f.avx512bf16 = eax & (1u << 5);
+  }
+  return f;
+}
+
+}  // namespace
+
+std::string CpuFeatures::missingFor(const char* isa) const {
+  struct Need { const char* name; bool have; };
+  const Need avx2Needs[] = {{"AVX2", avx2}, {"FMA", fma}, {"F16C", f16c}};
+  const Need avx512Needs[] = {{"AVX512F", avx512f}, {"AVX512BW", avx512bw}, {"AVX512VL", avx512vl},
+                              {"AVX512DQ", avx512dq}, {"AVX512VBMI", avx512vbmi}};
+  std::string missing;
+  auto add = [&](const Need* needs, int count) {
+    for (int i = 0; i < count; ++i)
+      if (!needs[i].have) missing += (missing.empty() ? "" : " ") + std::string(needs[i].name);
+  };
+  if (!std::strcmp(isa, "avx2") || !std::strncmp(isa, "avx512", 6) || !std::strcmp(isa, "amx")) add(avx2Needs, 3);
+  if (!std::strncmp(isa, "avx512", 6) || !std::strcmp(isa, "amx")) add(avx512Needs, 5);
+  // avx512 also runs without AVX512-BF16 (FP32 FMA instead of vdpbf16ps), so BF16 is never "missing".
+  if (!std::strcmp(isa, "amx")) {
+    if (!amxTile) missing += (missing.empty() ? "" : " ") + std::string("AMX-TILE");
+    if (!amxBf16) missing += (missing.empty() ? "" : " ") + std::string("AMX-BF16");
+  }
+  return missing;
+}
+
+const CpuFeatures& cpuFeatures() {
+  static const CpuFeatures features = detect();
+  return features;
+}
+
+}  // namespace w4a8

@@ -1,0 +1,21 @@
+// What the CPU and the operating system let us run, from cpuid and xgetbv (an instruction set counts
+// only when the OS also saves its registers on context switch, which XCR0 reports).
+#pragma once
+#include <string>
+
+namespace w4a8 {
+
+struct CpuFeatures {
+  bool avx2 = false, fma = false, f16c = false;                       // + OS support for YMM state
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vbmi = false;
+  bool avx512bf16 = false;                                             // vdpbf16ps, vcvtne2ps2bf16
+  bool amxBf16 = false, amxTile = false;                               // + OS support for tile state
+  bool avx2Backend() const { return avx2 && fma && f16c; }
+  bool avx512Backend() const { return avx2Backend() && avx512f && avx512bw && avx512vl && avx512dq && avx512vbmi; }
+  // Names of the features the backend `isa` needs but this CPU lacks, e.g. "AVX512VBMI AVX512DQ".
+  std::string missingFor(const char* isa) const;
+};
+
+const CpuFeatures& cpuFeatures();  // detected once
+
+}  // namespace w4a8

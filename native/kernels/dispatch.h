@@ -1,0 +1,56 @@
+// Kernel dispatch: one table of function pointers per CPU backend, chosen once from cpuid.
+//
+//   reference  scalar C++, the definition (kernels/reference/)
+//   avx2       AVX2 + FMA + F16C, FP32 FMA arithmetic (kernels/avx2/)
+//   avx512     AVX512 F/BW/VL/VBMI(/DQ); vdpbf16ps where the CPU has AVX512-BF16 (kernels/avx512/)
+//   amx        slot for AMX-BF16 tiles (not built yet: requesting it falls back, see backendReason())
+//
+// The active table is chosen at first use: the best backend this CPU and OS support, or the one named
+// by the environment variable W4A8_ISA=reference|avx2|avx512|amx. A name the CPU cannot run (or an
+// unknown name) falls back to the best available one, and backendReason() says so.
+#pragma once
+#include <string>
+
+#include "kernels/kernels.h"
+
+namespace w4a8 {
+
+// Same signatures as kernels.h. Every backend fills every entry (reusing another backend's function
+// where it has no faster one). GEMMs compute output channels [nBegin, nEnd) and give bit-identical
+// results for any split of N (see kernels/parallel.h for the threaded entry points).
+struct KernelTable {
+  const char* name;     // "reference", "avx2", "avx512", ...
+  const char* detail;   // arithmetic used, e.g. "AVX-512 vdpbf16ps (BF16 products, FP32 accumulation)"
+  void (*gemmW4A8)(const W4A8GemmArgs& a, int nBegin, int nEnd);
+  void (*gemmW8A8)(const W8A8GemmArgs& a, int nBegin, int nEnd);
+  void (*gemmW4A16)(const W4A16GemmArgs& a, int nBegin, int nEnd);
+  void (*gemmF32)(const F32GemmArgs& a, int nBegin, int nEnd);
+  // Bit-exact with the reference functions of kernels.h.
+  void (*quantizeActivationsDynamic)(const float* x, int M, int K, Fp8Format f, uint8_t* x8, float* xScales);
+  void (*quantizeActivationsStatic)(const float* x, int M, int K, float scale, Fp8Format f, uint8_t* x8,
+                                    float* xScales);
+  void (*dequantInt4ToFp8)(const Int4WeightsView& w, uint8_t* out, int nBegin, int nEnd);
+};
+
+// The table every caller should use: chosen once (thread-safe) from cpuid and W4A8_ISA.
+const KernelTable& activeKernels();
+const char* backendName();    // activeKernels().name
+const char* backendReason();  // why it was chosen, e.g. "W4A8_ISA=avx512 but this CPU lacks AVX512VBMI; using avx2"
+
+// The table for one backend name, or nullptr when this CPU/OS cannot run it (or it is not built,
+// as amx is not yet). Besides the public names, "avx512-fma" names the AVX-512 variant without
+// vdpbf16ps (what a CPU without AVX512-BF16 runs), so tests can check it on any AVX-512 machine.
+const KernelTable* kernelsFor(const char* isa);
+
+// Every name kernelsFor() knows, nullptr-terminated, best last: reference, avx2, avx512-fma, avx512, amx.
+const char* const* kernelNames();
+
+// The choice activeKernels() makes, as a pure function of the requested name (nullptr or "" = none,
+// meaning "best available"), so tests can check the W4A8_ISA rules without touching the environment.
+struct KernelChoice {
+  const KernelTable* table;
+  std::string reason;
+};
+KernelChoice chooseKernels(const char* requested);
+
+}  // namespace w4a8

@@ -1,0 +1,67 @@
+// W4A8_ISA rules (kernels/dispatch.h): a name the CPU can run is used, anything else falls back to
+// the best available backend with a reason that says what happened.
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "kernels/dispatch.h"
+#include "tests/check.h"
+
+using namespace w4a8;
+
+namespace {
+bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST(isa_choice_without_request_is_the_best_available) {
+  const KernelChoice best = chooseKernels(nullptr);
+  CHECK(best.table != nullptr, "a table");
+  CHECK(chooseKernels("").table == best.table, "empty W4A8_ISA means no request");
+  // Best means the last runnable public name in kernelNames() order (reference < avx2 < avx512).
+  const KernelTable* expected = kernelsFor("reference");
+  for (const char* name : {"avx2", "avx512"})
+    if (const KernelTable* t = kernelsFor(name)) expected = t;
+  CHECK(best.table == expected, "best is %s, expected %s", best.table->name, expected->name);
+  CHECK(contains(best.reason, "best"), "reason: %s", best.reason.c_str());
+}
+
+TEST(isa_request_for_a_runnable_backend_is_honoured) {
+  for (const char* const* name = kernelNames(); *name; ++name) {
+    const KernelTable* t = kernelsFor(*name);
+    if (!t) continue;
+    const KernelChoice c = chooseKernels(*name);
+    CHECK(c.table == t, "W4A8_ISA=%s chose %s", *name, c.table->name);
+    CHECK(contains(c.reason, "forced by W4A8_ISA="), "reason: %s", c.reason.c_str());
+  }
+}
+
+TEST(isa_request_for_a_missing_backend_falls_back_and_says_so) {
+  const KernelTable* best = chooseKernels(nullptr).table;
+  const KernelChoice amx = chooseKernels("amx");  // not built yet anywhere
+  CHECK(amx.table == best, "amx falls back to the best (%s), got %s", best->name, amx.table->name);
+  CHECK(contains(amx.reason, "W4A8_ISA=amx") && contains(amx.reason, "using"), "reason: %s", amx.reason.c_str());
+  const KernelChoice bogus = chooseKernels("sse9");
+  CHECK(bogus.table == best && contains(bogus.reason, "not a backend"), "reason: %s", bogus.reason.c_str());
+  for (const char* name : {"avx2", "avx512"})
+    if (!kernelsFor(name)) {
+      const KernelChoice c = chooseKernels(name);
+      CHECK(c.table == best && contains(c.reason, "lacks"), "W4A8_ISA=%s: %s", name, c.reason.c_str());
+    }
+}
+
+TEST(active_kernels_follow_the_environment) {
+  const KernelChoice expected = chooseKernels(std::getenv("W4A8_ISA"));
+  CHECK(&activeKernels() == expected.table, "active %s, expected %s", backendName(), expected.table->name);
+  CHECK(backendReason() == expected.reason, "reason %s vs %s", backendReason(), expected.reason.c_str());
+  std::printf("        active backend: %s (%s)\n", backendName(), backendReason());
+}
+
+TEST(every_table_is_complete) {
+  for (const char* const* name = kernelNames(); *name; ++name) {
+    const KernelTable* t = kernelsFor(*name);
+    if (!t) continue;
+    CHECK(t->name && t->detail && t->gemmW4A8 && t->gemmW8A8 && t->gemmW4A16 && t->gemmF32 &&
+              t->quantizeActivationsDynamic && t->quantizeActivationsStatic && t->dequantInt4ToFp8,
+          "%s has an empty entry", *name);
+  }
+}

@@ -1,0 +1,521 @@
+// Every fast backend this CPU can run (kernelsFor over kernelNames()) against the scalar reference:
+// GEMMs within FP32 summation-order tolerance, |y - y_ref| <= 1e-5 * s_x * s_c * sum_k |x8 * w8|
+// (products are exact, only the order of additions differs), BF16 outputs equal to the rounded FP32
+// outputs, and activation quantization and INT4 -> FP8 dequantization bit for bit.
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/dispatch.h"
+#include "kernels/parallel.h"
+#include "quant/fp8_pack.h"
+#include "quant/int4_pack.h"
+#include "tests/check.h"
+
+using namespace w4a8;
+
+namespace {
+
+const Fp8Format kFormats[] = {Fp8Format::E4M3FN, Fp8Format::E4M3, Fp8Format::E5M2};
+const char* formatName(Fp8Format f) { return f == Fp8Format::E4M3FN ? "e4m3fn" : f == Fp8Format::E4M3 ? "e4m3" : "e5m2"; }
+
+// The fast backends available here (everything kernelsFor knows except the reference itself).
+std::vector<const KernelTable*> fastBackends() {
+  std::vector<const KernelTable*> tables;
+  for (const char* const* name = kernelNames(); *name; ++name)
+    if (std::strcmp(*name, "reference"))
+      if (const KernelTable* t = kernelsFor(*name)) tables.push_back(t);
+  return tables;
+}
+
+struct Int4Layer {
+  int M, N, K, G;
+  Fp8Format weightFormat, actFormat;
+  std::vector<float> x;
+  std::vector<uint8_t> codes, zeros, x8, w8;  // w8: reference dequantization, for the tolerance only
+  std::vector<uint16_t> x16;
+  std::vector<float> groupScales, channelScales, xScales;
+  Int4WeightsView view() const {
+    return {codes.data(), groupScales.data(), zeros.data(), channelScales.data(), N, K, G, weightFormat};
+  }
+};
+
+Int4Layer makeInt4Layer(uint64_t seed, int M, int N, int K, int G, Fp8Format wf, Fp8Format af, bool symmetric,
+                        bool pow2) {
+  w4a8test::Rng rng(seed);
+  Int4Layer l;
+  l.M = M, l.N = N, l.K = K, l.G = G, l.weightFormat = wf, l.actFormat = af;
+  std::vector<float> w((size_t)N * K);
+  for (float& v : w) v = rng.uniform(-0.2f, 0.2f) * (1 + rng.below(3));
+  l.x.resize((size_t)M * K);
+  for (float& v : l.x) v = rng.uniform(-3.0f, 3.0f) * std::ldexp(1.0f, rng.below(12) - 6);  // wide range
+  l.codes.assign((size_t)N * K / 2, 0);
+  l.zeros.assign((size_t)N * K / G, 0);
+  l.groupScales.assign((size_t)N * K / G, 0);
+  l.channelScales.assign(N, 0);
+  Int4PackOptions options;
+  options.groupSize = G;
+  options.symmetric = symmetric;
+  options.pow2Scales = pow2;
+  options.format = wf;
+  packInt4Rows(w.data(), N, K, options, {l.codes.data(), l.groupScales.data(), l.zeros.data(), l.channelScales.data()},
+               0, N);
+  l.x8.resize((size_t)M * K);
+  l.xScales.resize(M);
+  quantizeActivationsDynamic(l.x.data(), M, K, af, l.x8.data(), l.xScales.data());
+  l.x16.resize(l.x.size());
+  floatToBf16Array(l.x.data(), l.x.size(), l.x16.data());
+  l.w8.resize((size_t)N * K);
+  dequantInt4ToFp8(l.view(), l.w8.data(), 0, N);
+  return l;
+}
+
+// Checks got (FP32 [M, N]) against ref within `bound(m, n)`; NaN must match NaN.
+template <class Bound>
+int checkClose(const std::vector<float>& got, const std::vector<float>& ref, int M, int N, Bound bound,
+               const std::string& what) {
+  int bad = 0;
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      const float g = got[(size_t)m * N + n], r = ref[(size_t)m * N + n];
+      const bool ok = std::isnan(r) ? std::isnan(g) : std::fabs((double)g - r) <= bound(m, n);
+      if (!ok && ++bad <= 3)
+        CHECK(false, "%s: m=%d n=%d got %.9g ref %.9g bound %.3g", what.c_str(), m, n, g, r, bound(m, n));
+    }
+  return bad;
+}
+
+void checkBf16MatchesF32(const std::vector<uint16_t>& bf16, const std::vector<float>& f32, const std::string& what) {
+  int bad = 0;
+  for (size_t i = 0; i < f32.size(); ++i) {
+    const bool ok = bf16[i] == floatToBf16(f32[i]);
+    if (!ok && ++bad <= 3) CHECK(false, "%s: BF16 output %zu is %#x, FP32 output rounds to %#x", what.c_str(), i,
+                                 bf16[i], floatToBf16(f32[i]));
+  }
+}
+
+// sum_k |a[m, k] * b[n, k]| with FP8/BF16 decoded operands, for the tolerance.
+template <class A, class B>
+double magnitude(A a, B b, int m, int n, int K) {
+  double sum = 0;
+  for (int k = 0; k < K; ++k) sum += std::fabs((double)a(m, k) * b(n, k));
+  return sum;
+}
+
+// The sampled shape grid: every M, N and K multiple appears with every G, format and packing.
+const int kMs[] = {1, 2, 3, 5, 16, 17, 64};
+const int kNs[] = {1, 7, 16, 33, 50, 8, 19};
+const int kGroups[] = {32, 64, 128};
+
+struct Case {
+  int M, N, K, G;
+  Fp8Format wf, af;
+  bool symmetric, pow2;
+  uint64_t seed;
+  std::string name() const {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "M=%d N=%d K=%d G=%d w=%s x=%s %s %s seed=%llu", M, N, K, G, formatName(wf),
+                  formatName(af), symmetric ? "sym" : "asym", pow2 ? "pow2" : "float", (unsigned long long)seed);
+    return buf;
+  }
+};
+
+std::vector<Case> int4Cases() {
+  std::vector<Case> cases;
+  int i = 0;
+  for (Fp8Format wf : kFormats)
+    for (int G : kGroups)
+      for (int packing = 0; packing < 4; ++packing, ++i) {
+        Case c;
+        c.M = kMs[i % 7];
+        c.N = kNs[(i / 2) % 7];
+        c.K = G * (1 + i % 3);
+        c.G = G;
+        c.wf = wf;
+        c.af = kFormats[(i / 3) % 3];
+        c.symmetric = packing & 1;
+        c.pow2 = packing & 2;
+        c.seed = 1000 + i;
+        cases.push_back(c);
+      }
+  return cases;
+}
+
+void runW4A8Case(const Case& c, const std::vector<const KernelTable*>& backends) {
+  const Int4Layer l = makeInt4Layer(c.seed, c.M, c.N, c.K, c.G, c.wf, c.af, c.symmetric, c.pow2);
+  const int M = c.M, N = c.N, K = c.K;
+  std::vector<float> ref((size_t)M * N);
+  reference::gemmW4A8({l.x8.data(), l.xScales.data(), c.af, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
+  const float* xTable = fp8DecodeTable(c.af);
+  const float* wTable = fp8DecodeTable(c.wf);
+  auto bound = [&](int m, int n) {
+    const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
+                                 [&](int nn, int k) { return wTable[l.w8[(size_t)nn * K + k]]; }, m, n, K);
+    return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
+  };
+  for (const KernelTable* t : backends) {
+    std::vector<float> y((size_t)M * N, -1.0f);
+    std::vector<uint16_t> y16((size_t)M * N);
+    t->gemmW4A8({l.x8.data(), l.xScales.data(), c.af, M, l.view(), {y.data(), nullptr, N}}, 0, N);
+    t->gemmW4A8({l.x8.data(), l.xScales.data(), c.af, M, l.view(), {nullptr, y16.data(), N}}, 0, N);
+    checkClose(y, ref, M, N, bound, std::string(t->name) + " W4A8 " + c.name());
+    checkBf16MatchesF32(y16, y, std::string(t->name) + " W4A8 " + c.name());
+  }
+}
+
+void runW4A16Case(const Case& c, const std::vector<const KernelTable*>& backends) {
+  const Int4Layer l = makeInt4Layer(c.seed + 7, c.M, c.N, c.K, c.G, c.wf, c.af, c.symmetric, c.pow2);
+  const int M = c.M, N = c.N, K = c.K, groups = K / c.G;
+  std::vector<float> ref((size_t)M * N);
+  reference::gemmW4A16({l.x16.data(), M, l.view(), {ref.data(), nullptr, N}}, 0, N);
+  auto weight = [&](int n, int k) {
+    const int g = k / c.G;
+    const float v = int4GroupValue(l.groupScales[(size_t)n * groups + g], l.zeros[(size_t)n * groups + g],
+                                   int4Code(l.codes.data() + (size_t)n * K / 2, k));
+    return bf16ToFloat(floatToBf16(v));
+  };
+  auto bound = [&](int m, int n) {
+    const double mag = magnitude([&](int mm, int k) { return bf16ToFloat(l.x16[(size_t)mm * K + k]); }, weight, m, n, K);
+    return 1e-5 * l.channelScales[n] * mag + 1e-37;
+  };
+  for (const KernelTable* t : backends) {
+    std::vector<float> y((size_t)M * N, -1.0f);
+    std::vector<uint16_t> y16((size_t)M * N);
+    t->gemmW4A16({l.x16.data(), M, l.view(), {y.data(), nullptr, N}}, 0, N);
+    t->gemmW4A16({l.x16.data(), M, l.view(), {nullptr, y16.data(), N}}, 0, N);
+    checkClose(y, ref, M, N, bound, std::string(t->name) + " W4A16 " + c.name());
+    checkBf16MatchesF32(y16, y, std::string(t->name) + " W4A16 " + c.name());
+  }
+}
+
+}  // namespace
+
+TEST(fast_backends_are_available_as_cpuid_says) {
+  // The reference is always there; a name that is not known gives nullptr.
+  CHECK(kernelsFor("reference") != nullptr, "reference table");
+  CHECK(kernelsFor("no-such-isa") == nullptr, "unknown name");
+  CHECK(kernelsFor("amx") == nullptr, "amx is not built yet");
+  std::string names;
+  for (const KernelTable* t : fastBackends()) names += std::string(" ") + t->name;
+  std::printf("        fast backends here:%s\n", names.empty() ? " (none)" : names.c_str());
+}
+
+TEST(w4a8_gemm_matches_reference_on_every_backend) {
+  const auto backends = fastBackends();
+  for (const Case& c : int4Cases()) runW4A8Case(c, backends);
+}
+
+TEST(w4a16_gemm_matches_reference_on_every_backend) {
+  const auto backends = fastBackends();
+  for (const Case& c : int4Cases()) runW4A16Case(c, backends);
+}
+
+TEST(w8a8_gemm_matches_reference_on_every_backend) {
+  const auto backends = fastBackends();
+  const int Ks[] = {32, 96, 200, 37, 128, 384, 64};
+  int i = 0;
+  for (Fp8Format wf : kFormats)
+    for (Fp8Format af : kFormats)
+      for (int rep = 0; rep < 2; ++rep, ++i) {
+        const int M = kMs[i % 7], N = kNs[(i / 2) % 7], K = Ks[i % 7];
+        w4a8test::Rng rng(2000 + i);
+        std::vector<float> w((size_t)N * K), x((size_t)M * K);
+        for (float& v : w) v = rng.uniform(-1.0f, 1.0f) * std::ldexp(1.0f, rng.below(10) - 5);
+        for (float& v : x) v = rng.uniform(-1.0f, 1.0f) * std::ldexp(1.0f, rng.below(10) - 5);
+        std::vector<uint8_t> codes((size_t)N * K), x8((size_t)M * K);
+        std::vector<float> channelScales(N), xScales(M);
+        packFp8Rows(w.data(), N, K, wf, codes.data(), channelScales.data(), 0, N);
+        quantizeActivationsDynamic(x.data(), M, K, af, x8.data(), xScales.data());
+        const Fp8WeightsView view{codes.data(), channelScales.data(), N, K, wf};
+        std::vector<float> ref((size_t)M * N);
+        reference::gemmW8A8({x8.data(), xScales.data(), af, M, view, {ref.data(), nullptr, N}}, 0, N);
+        const float* xTable = fp8DecodeTable(af);
+        const float* wTable = fp8DecodeTable(wf);
+        auto bound = [&](int m, int n) {
+          const double mag = magnitude([&](int mm, int k) { return xTable[x8[(size_t)mm * K + k]]; },
+                                       [&](int nn, int k) { return wTable[codes[(size_t)nn * K + k]]; }, m, n, K);
+          return 1e-5 * xScales[m] * channelScales[n] * mag + 1e-37;
+        };
+        char name[96];
+        std::snprintf(name, sizeof name, "W8A8 M=%d N=%d K=%d w=%s x=%s seed=%d", M, N, K, formatName(wf),
+                      formatName(af), 2000 + i);
+        for (const KernelTable* t : backends) {
+          std::vector<float> y((size_t)M * N, -1.0f);
+          std::vector<uint16_t> y16((size_t)M * N);
+          t->gemmW8A8({x8.data(), xScales.data(), af, M, view, {y.data(), nullptr, N}}, 0, N);
+          t->gemmW8A8({x8.data(), xScales.data(), af, M, view, {nullptr, y16.data(), N}}, 0, N);
+          checkClose(y, ref, M, N, bound, std::string(t->name) + " " + name);
+          checkBf16MatchesF32(y16, y, std::string(t->name) + " " + name);
+        }
+      }
+}
+
+TEST(f32_gemm_matches_reference_on_every_backend) {
+  const auto backends = fastBackends();
+  const int Ks[] = {1, 15, 16, 17, 96, 200, 384};
+  for (int i = 0; i < 14; ++i) {
+    const int M = kMs[i % 7], N = kNs[(i / 2) % 7], K = Ks[(i + 3) % 7];
+    w4a8test::Rng rng(3000 + i);
+    std::vector<float> w((size_t)N * K), x((size_t)M * K);
+    for (float& v : w) v = rng.uniform(-1.0f, 1.0f);
+    for (float& v : x) v = rng.uniform(-4.0f, 4.0f);
+    std::vector<float> ref((size_t)M * N);
+    reference::gemmF32({x.data(), w.data(), M, N, K, {ref.data(), nullptr, N}}, 0, N);
+    // FP32 products round (in the reference; FMA does not), so the bound is on the exact products.
+    auto bound = [&](int m, int n) {
+      return 1e-5 * magnitude([&](int mm, int k) { return x[(size_t)mm * K + k]; },
+                              [&](int nn, int k) { return w[(size_t)nn * K + k]; }, m, n, K) + 1e-37;
+    };
+    char name[64];
+    std::snprintf(name, sizeof name, "F32 M=%d N=%d K=%d seed=%d", M, N, K, 3000 + i);
+    for (const KernelTable* t : backends) {
+      std::vector<float> y((size_t)M * N, -1.0f);
+      std::vector<uint16_t> y16((size_t)M * N);
+      t->gemmF32({x.data(), w.data(), M, N, K, {y.data(), nullptr, N}}, 0, N);
+      t->gemmF32({x.data(), w.data(), M, N, K, {nullptr, y16.data(), N}}, 0, N);
+      checkClose(y, ref, M, N, bound, std::string(t->name) + " " + name);
+      checkBf16MatchesF32(y16, y, std::string(t->name) + " " + name);
+    }
+  }
+}
+
+TEST(gemm_outputs_honour_ldy_and_leave_other_columns_alone) {
+  // Y written into a wider matrix (ldy > N) and over a sub-range of N: nothing else may change.
+  const Int4Layer l = makeInt4Layer(77, 3, 21, 256, 64, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false);
+  const int ldy = 40, nBegin = 5, nEnd = 18;
+  std::vector<float> ref((size_t)3 * ldy, 123.0f);
+  reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, 3, l.view(), {ref.data(), nullptr, ldy}}, nBegin,
+                      nEnd);
+  for (const KernelTable* t : fastBackends()) {
+    std::vector<float> y((size_t)3 * ldy, 123.0f);
+    t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, 3, l.view(), {y.data(), nullptr, ldy}}, nBegin, nEnd);
+    for (int m = 0; m < 3; ++m)
+      for (int n = 0; n < ldy; ++n) {
+        const float g = y[(size_t)m * ldy + n], r = ref[(size_t)m * ldy + n];
+        if (n < nBegin || n >= nEnd) CHECK(g == 123.0f, "%s wrote outside [nBegin, nEnd): m=%d n=%d", t->name, m, n);
+        else CHECK(std::fabs(g - r) <= 1e-4f * std::fabs(r) + 1e-6f, "%s m=%d n=%d %g vs %g", t->name, m, n, g, r);
+      }
+  }
+}
+
+TEST(w4a8_group_tables_match_reference_on_extreme_scales) {
+  // Group scales that push s_g * (q - z) into FP8 subnormals, to saturation, to zero, and to NaN/inf:
+  // the full encode path of the fast table builders must agree with fp8Encode there too.
+  const int M = 2, N = 12, K = 256, G = 32, groups = K / G;
+  for (Fp8Format wf : kFormats) {
+    Int4Layer l = makeInt4Layer(55, M, N, K, G, wf, Fp8Format::E4M3FN, false, false);
+    w4a8test::Rng rng(56);
+    for (int n = 0; n < N; ++n)
+      for (int g = 0; g < groups; ++g) {
+        float& s = l.groupScales[(size_t)n * groups + g];
+        switch ((n + g) % 9) {
+          case 0: s = std::ldexp(rng.uniform(1.0f, 2.0f), -12 - rng.below(8)); break;  // FP8 subnormals
+          case 1: s = std::ldexp(rng.uniform(1.0f, 2.0f), 4 + rng.below(12)); break;    // saturates
+          case 2: s = 0.0f; break;
+          case 3: s = std::ldexp(1.0f, -9); break;                                        // exact subnormals
+          case 4: s = -rng.uniform(0.01f, 1.0f); break;                                   // negative scale
+          case 5: s = (n == 3 && g == 5) ? NAN : rng.uniform(0.01f, 1.0f); break;
+          case 6: s = (n == 7 && g == 2) ? INFINITY : rng.uniform(0.01f, 1.0f); break;
+          default: s = rng.uniform(0.001f, 1.0f); break;
+        }
+        l.zeros[(size_t)n * groups + g] = (uint8_t)rng.below(16);
+      }
+    std::vector<float> ref((size_t)M * N);
+    reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
+    std::vector<uint8_t> w8((size_t)N * K);
+    dequantInt4ToFp8(l.view(), w8.data(), 0, N);
+    const float* xTable = fp8DecodeTable(l.actFormat);
+    const float* wTable = fp8DecodeTable(wf);
+    auto bound = [&](int m, int n) {
+      const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
+                                   [&](int nn, int k) { return wTable[w8[(size_t)nn * K + k]]; }, m, n, K);
+      return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
+    };
+    for (const KernelTable* t : fastBackends()) {
+      std::vector<float> y((size_t)M * N);
+      t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y.data(), nullptr, N}}, 0, N);
+      checkClose(y, ref, M, N, bound, std::string(t->name) + " extreme scales " + formatName(wf));
+      std::vector<uint8_t> fast((size_t)N * K);
+      t->dequantInt4ToFp8(l.view(), fast.data(), 0, N);
+      CHECK(fast == w8, "%s dequantInt4ToFp8 differs on extreme scales (%s)", t->name, formatName(wf));
+    }
+  }
+}
+
+TEST(w4a16_handles_bf16_subnormal_activations_and_scales) {
+  // vdpbf16ps flushes BF16 subnormals to zero; the avx512 backend must notice them and compute exactly.
+  // Row 0 of X is all subnormal (its outputs are sums of subnormal products only, which a flush would
+  // zero), row 1 mixed; weight row 2 has a group scale of 2^-130 (BF16-subnormal weights).
+  const int M = 3, N = 9, K = 128, G = 32, groups = K / G;
+  Int4Layer l = makeInt4Layer(91, M, N, K, G, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false);
+  for (int k = 0; k < K; ++k) l.x16[k] = (uint16_t)((1 + k % 127) | (k & 8 ? 0x8000 : 0));
+  for (int k = 0; k < K; k += 3) l.x16[(size_t)K + k] = (uint16_t)(0x0040 + k);
+  l.groupScales[(size_t)2 * groups + 1] = 0x1p-130f;
+  std::vector<float> ref((size_t)M * N);
+  reference::gemmW4A16({l.x16.data(), M, l.view(), {ref.data(), nullptr, N}}, 0, N);
+  auto weight = [&](int n, int k) {
+    const int g = k / G;
+    return bf16ToFloat(floatToBf16(int4GroupValue(l.groupScales[(size_t)n * groups + g], l.zeros[(size_t)n * groups + g],
+                                                  int4Code(l.codes.data() + (size_t)n * K / 2, k))));
+  };
+  auto bound = [&](int m, int n) {
+    const double mag = magnitude([&](int mm, int k) { return bf16ToFloat(l.x16[(size_t)mm * K + k]); }, weight, m, n, K);
+    // Products in the FP32 subnormal range round in the reference (not in an FMA): K * 2^-149 at most.
+    return l.channelScales[n] * (1e-5 * mag + K * 0x1p-149);
+  };
+  for (const KernelTable* t : fastBackends()) {
+    std::vector<float> y((size_t)M * N);
+    t->gemmW4A16({l.x16.data(), M, l.view(), {y.data(), nullptr, N}}, 0, N);
+    checkClose(y, ref, M, N, bound, std::string(t->name) + " W4A16 with subnormals");
+    for (int n = 0; n < N; ++n) CHECK(y[n] != 0.0f || ref[n] == 0.0f, "%s: subnormal row flushed, n=%d", t->name, n);
+  }
+}
+
+TEST(quantize_activations_is_bit_exact_on_every_backend) {
+  w4a8test::Rng rng(4000);
+  const int M = 7, K = 203;  // K not a multiple of any vector width
+  std::vector<float> x((size_t)M * K);
+  for (size_t i = 0; i < x.size(); ++i) {
+    switch (rng.below(12)) {
+      case 0: x[i] = 0.0f; break;
+      case 1: x[i] = -0.0f; break;
+      case 2: x[i] = std::ldexp(rng.uniform(-1.0f, 1.0f), -140); break;  // FP32 subnormal
+      case 3: x[i] = std::ldexp(rng.uniform(-1.0f, 1.0f), rng.below(40) - 20); break;
+      default: x[i] = rng.uniform(-5.0f, 5.0f) * std::ldexp(1.0f, rng.below(16) - 8); break;
+    }
+  }
+  x[5] = NAN;                 // row 0: a NaN must not change amax
+  x[K + 3] = INFINITY;        // row 1: inf amax
+  for (int k = 0; k < K; ++k) x[(size_t)2 * K + k] = 0.0f;  // row 2: all zero -> scale 1
+  x[(size_t)3 * K + 9] = -INFINITY;
+  // Row 4: FP8 midpoints times the scale the row will get (ties to even must agree).
+  for (int k = 0; k < K; ++k) x[(size_t)4 * K + k] = (float)(k % 64) * 0.0625f + 0.03125f;
+  for (Fp8Format f : kFormats) {
+    std::vector<uint8_t> ref((size_t)M * K), got((size_t)M * K);
+    std::vector<float> refScales(M), gotScales(M);
+    quantizeActivationsDynamic(x.data(), M, K, f, ref.data(), refScales.data());
+    for (const KernelTable* t : fastBackends()) {
+      std::fill(got.begin(), got.end(), 0xAA);
+      t->quantizeActivationsDynamic(x.data(), M, K, f, got.data(), gotScales.data());
+      CHECK(got == ref, "%s dynamic codes differ (%s)", t->name, formatName(f));
+      for (int m = 0; m < M; ++m)
+        CHECK(floatBits(gotScales[m]) == floatBits(refScales[m]), "%s dynamic scale of row %d (%s): %g vs %g",
+              t->name, m, formatName(f), gotScales[m], refScales[m]);
+      for (float scale : {1.0f, 0.001f, 1e-30f, 3.7e5f, 0.0f}) {  // saturating, subnormal, division by zero
+        std::vector<uint8_t> refStatic((size_t)M * K), gotStatic((size_t)M * K);
+        std::vector<float> refStaticScales(M), gotStaticScales(M);
+        quantizeActivationsStatic(x.data(), M, K, scale, f, refStatic.data(), refStaticScales.data());
+        t->quantizeActivationsStatic(x.data(), M, K, scale, f, gotStatic.data(), gotStaticScales.data());
+        CHECK(gotStatic == refStatic, "%s static codes differ (%s, scale %g)", t->name, formatName(f), scale);
+        CHECK(gotStaticScales == refStaticScales, "%s static scales (%s)", t->name, formatName(f));
+      }
+    }
+  }
+  // Every FP32 bit pattern class through the encoder: a sweep of exponents and mantissas.
+  std::vector<float> sweep;
+  for (uint32_t e = 0; e < 256; ++e)
+    for (uint32_t m : {0u, 1u, 0x7FFFFu, 0x80000u, 0x80001u, 0xFFFFFu, 0x100000u, 0x180000u, 0x280000u, 0x7FFFFFu})
+      for (uint32_t s : {0u, 0x80000000u}) sweep.push_back(bitsFloat(s | (e << 23) | m));
+  for (Fp8Format f : kFormats) {
+    std::vector<uint8_t> ref(sweep.size()), got(sweep.size());
+    std::vector<float> scales(1);
+    quantizeActivationsStatic(sweep.data(), 1, (int)sweep.size(), 1.0f, f, ref.data(), scales.data());
+    for (const KernelTable* t : fastBackends()) {
+      t->quantizeActivationsStatic(sweep.data(), 1, (int)sweep.size(), 1.0f, f, got.data(), scales.data());
+      for (size_t i = 0; i < sweep.size(); ++i)
+        CHECK(got[i] == ref[i], "%s encode %s of %#x: %#x vs %#x", t->name, formatName(f), floatBits(sweep[i]), got[i],
+              ref[i]);
+    }
+  }
+}
+
+TEST(dequant_int4_to_fp8_is_bit_exact_on_every_backend) {
+  for (const Case& c : int4Cases()) {
+    const Int4Layer l = makeInt4Layer(c.seed + 11, 1, c.N, c.K, c.G, c.wf, c.af, c.symmetric, c.pow2);
+    for (const KernelTable* t : fastBackends()) {
+      std::vector<uint8_t> got((size_t)c.N * c.K, 0xAA);
+      t->dequantInt4ToFp8(l.view(), got.data(), 0, c.N);
+      CHECK(got == l.w8, "%s %s", t->name, c.name().c_str());
+    }
+  }
+}
+
+TEST(parallel_and_split_results_equal_single_threaded_bit_for_bit) {
+  ThreadPool pool(3);
+  const Int4Layer l = makeInt4Layer(5000, 17, 203, 384, 128, Fp8Format::E4M3FN, Fp8Format::E5M2, false, false);
+  const int M = l.M, N = l.N, K = l.K;
+  std::vector<uint8_t> w8((size_t)N * K);
+  dequantInt4ToFp8(l.view(), w8.data(), 0, N);
+  const Fp8WeightsView fp8View{w8.data(), l.channelScales.data(), N, K, l.weightFormat};
+  std::vector<float> wf32((size_t)N * K);
+  for (size_t i = 0; i < wf32.size(); ++i) wf32[i] = fp8DecodeTable(l.weightFormat)[w8[i]];
+  std::vector<const KernelTable*> all = fastBackends();
+  all.push_back(kernelsFor("reference"));
+  for (const KernelTable* t : all) {
+    for (int kind = 0; kind < 4; ++kind) {
+      std::vector<float> single((size_t)M * N), threaded((size_t)M * N, -1.0f), split((size_t)M * N, -1.0f);
+      auto run = [&](float* y, int nBegin, int nEnd, bool parallel) {
+        const GemmOutput out{y, nullptr, N};
+        const W4A8GemmArgs a8{l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), out};
+        const W8A8GemmArgs a88{l.x8.data(), l.xScales.data(), l.actFormat, M, fp8View, out};
+        const W4A16GemmArgs a16{l.x16.data(), M, l.view(), out};
+        const F32GemmArgs a32{l.x.data(), wf32.data(), M, N, K, out};
+        if (parallel) {
+          if (kind == 0) gemmW4A8Parallel(*t, pool, a8);
+          if (kind == 1) gemmW8A8Parallel(*t, pool, a88);
+          if (kind == 2) gemmW4A16Parallel(*t, pool, a16);
+          if (kind == 3) gemmF32Parallel(*t, pool, a32);
+          return;
+        }
+        if (kind == 0) t->gemmW4A8(a8, nBegin, nEnd);
+        if (kind == 1) t->gemmW8A8(a88, nBegin, nEnd);
+        if (kind == 2) t->gemmW4A16(a16, nBegin, nEnd);
+        if (kind == 3) t->gemmF32(a32, nBegin, nEnd);
+      };
+      run(single.data(), 0, N, false);
+      run(threaded.data(), 0, N, true);
+      // Ranges that cut through every row tile (1, 2, 4, 16) must not change a single bit either.
+      const int cuts[] = {0, 1, 6, 13, 30, 31, 101, 150, N};
+      for (int i = 0; i + 1 < (int)(sizeof cuts / sizeof cuts[0]); ++i) run(split.data(), cuts[i], cuts[i + 1], false);
+      CHECK(std::memcmp(single.data(), threaded.data(), single.size() * 4) == 0, "%s kind %d: pool result differs",
+            t->name, kind);
+      CHECK(std::memcmp(single.data(), split.data(), single.size() * 4) == 0, "%s kind %d: split result differs",
+            t->name, kind);
+    }
+  }
+}
+
+TEST(outputs_do_not_depend_on_batch_size) {
+  // Row m of an M-row call equals the same row computed alone: tiles and paths (fused at small M,
+  // scratch tiles at large M) add in the same order.
+  const Int4Layer l = makeInt4Layer(6000, 17, 37, 256, 64, Fp8Format::E4M3, Fp8Format::E4M3FN, true, false);
+  const int M = l.M, N = l.N, K = l.K;
+  std::vector<const KernelTable*> all = fastBackends();
+  all.push_back(kernelsFor("reference"));
+  for (const KernelTable* t : all) {
+    std::vector<float> batch((size_t)M * N), one(N), batch16((size_t)M * N), one16(N);
+    t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {batch.data(), nullptr, N}}, 0, N);
+    t->gemmW4A16({l.x16.data(), M, l.view(), {batch16.data(), nullptr, N}}, 0, N);
+    for (int m = 0; m < M; m += 4) {
+      t->gemmW4A8({l.x8.data() + (size_t)m * K, l.xScales.data() + m, l.actFormat, 1, l.view(), {one.data(), nullptr, N}},
+                  0, N);
+      t->gemmW4A16({l.x16.data() + (size_t)m * K, 1, l.view(), {one16.data(), nullptr, N}}, 0, N);
+      CHECK(std::memcmp(one.data(), batch.data() + (size_t)m * N, N * 4) == 0, "%s W4A8 row %d", t->name, m);
+      CHECK(std::memcmp(one16.data(), batch16.data() + (size_t)m * N, N * 4) == 0, "%s W4A16 row %d", t->name, m);
+    }
+  }
+}
+
+TEST(nan_activations_give_nan_outputs_like_the_reference) {
+  Int4Layer l = makeInt4Layer(7000, 2, 5, 128, 32, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false);
+  l.x8[17] = 0x7F;  // NaN in row 0 only
+  std::vector<float> ref(10);
+  reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, 2, l.view(), {ref.data(), nullptr, 5}}, 0, 5);
+  for (const KernelTable* t : fastBackends()) {
+    std::vector<float> y(10);
+    t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, 2, l.view(), {y.data(), nullptr, 5}}, 0, 5);
+    for (int i = 0; i < 10; ++i)
+      CHECK(std::isnan(y[i]) == std::isnan(ref[i]), "%s output %d: %g vs %g", t->name, i, y[i], ref[i]);
+  }
+}
