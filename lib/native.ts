@@ -63,8 +63,15 @@ export interface NativeModelHandle {
   freeSequence(id: number): void;
   truncateSequence(id: number, length: number): void;
   sequenceLength(id: number): number;
-  /** One batched forward step; resolves when logits [ids.length, vocab] are written. */
-  step(ids: Int32Array, counts: Int32Array, tokens: Int32Array, logits: Float32Array): Promise<void>;
+  /**
+   * One batched forward step; resolves when the logits are written: [ids.length, vocab] for each
+   * sequence's last token, or [Σ counts, vocab] for every token with allPositions.
+   */
+  step(ids: Int32Array, counts: Int32Array, tokens: Int32Array, logits: Float32Array, allPositions?: boolean): Promise<void>;
+  /** Accumulate the input Hessians (H = 2 Σ xᵀx) of decoder layer `layer` in later steps; -1 stops. */
+  collectHessians(layer: number): void;
+  /** The Hessians so far (q/k/v input, o input, gate/up input, down input), then a fresh start. */
+  takeHessians(): { layer: number; tokens: number; hessians: [Float64Array, Float64Array, Float64Array, Float64Array] };
   dispose(): void;
 }
 

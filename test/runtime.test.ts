@@ -6,6 +6,7 @@ import { W4a8Model } from '../lib/model/model.js';
 import { syntheticSourceModel, type SyntheticShape } from '../lib/model/synthetic.js';
 import { packModel } from '../lib/pack.js';
 import { packedLogits, sourceLogits } from './reference/llama-ref.js';
+import { createReferenceNativeModel } from '../lib/model/native-model.js';
 
 const SHAPE: SyntheticShape = { dim: 64, hiddenDim: 172, nLayers: 2, nHeads: 8, nKvHeads: 4, maxSeqLen: 64 };
 
@@ -142,5 +143,44 @@ describe('native Llama runtime', () => {
     await model.dispose();
     await expect(pending).rejects.toMatchObject({ code: 'E_DISPOSED' });
     await expect(model.generate('a')).rejects.toMatchObject({ code: 'E_DISPOSED' });
+  });
+});
+
+describe('full-precision reference model and calibration hooks', () => {
+  it('runs FP32 weights like the float64 reference, with logits at every position', async () => {
+    const { source } = await smallModel();
+    const handle = createReferenceNativeModel(source);
+    const tokens = [256, 72, 101, 108, 108, 111];
+    const want = sourceLogits(source, tokens);
+    const vocab = source.config.vocabSize;
+    const logits = new Float32Array(tokens.length * vocab);
+    const id = handle.createSequence(16);
+    await handle.step(Int32Array.of(id), Int32Array.of(tokens.length), Int32Array.from(tokens), logits, true);
+    for (let i = 0; i < tokens.length; i++)
+      expect(maxRelativeError(logits.subarray(i * vocab, (i + 1) * vocab), want[i]), `position ${i}`).toBeLessThan(1e-4);
+    handle.dispose();
+  });
+
+  it('accumulates H = 2 Σ xᵀx of a layer input, symmetric, over every token of every step', async () => {
+    const { source } = await smallModel();
+    const handle = createReferenceNativeModel(source);
+    handle.collectHessians(1);
+    const a = handle.createSequence(16), b = handle.createSequence(16);
+    await handle.step(Int32Array.of(a, b), Int32Array.of(3, 2), Int32Array.of(256, 65, 66, 256, 67), new Float32Array(2 * 258));
+    await handle.step(Int32Array.of(a), Int32Array.of(1), Int32Array.of(68), new Float32Array(258));
+    const taken = handle.takeHessians();
+    expect(taken.layer).toBe(1);
+    expect(taken.tokens).toBe(6);
+    const widths = [64, 64, 64, 172];
+    taken.hessians.forEach((h, i) => {
+      const K = widths[i];
+      expect(h.length).toBe(K * K);
+      for (let r = 0; r < K; r++) {
+        expect(h[r * K + r]).toBeGreaterThanOrEqual(0);
+        for (let c = 0; c < r; c++) expect(h[r * K + c]).toBeCloseTo(h[c * K + r], 6);
+      }
+    });
+    expect(handle.takeHessians().tokens).toBe(0);
+    handle.dispose();
   });
 });

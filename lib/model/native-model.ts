@@ -1,7 +1,7 @@
 /** Builds the native model (native/addon/model_bindings.cpp) from a PackedModel's tensors, zero-copy. */
 import { W4a8Error } from '../errors.js';
 import { callNative, type NativeModelHandle } from '../native.js';
-import type { PackedModel, Tensor } from './types.js';
+import type { PackedModel, SourceModel, Tensor } from './types.js';
 
 function tensor(model: PackedModel, name: string): Tensor {
   const t = model.tensors.get(name);
@@ -46,4 +46,41 @@ export function createNativeModel(model: PackedModel): NativeModelHandle {
   };
   const config = { ...c, activationFormat: model.quant.activationFormat };
   return callNative((a) => new a.ModelHandle(config, weights));
+}
+
+function float32(t: Tensor, name: string): Float32Array {
+  if (t.dtype === 'F32') return t.data as Float32Array;
+  if (t.dtype === 'BF16') {
+    const out = new Float32Array(t.data.length);
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < out.length; i++) bits[i] = t.data[i] << 16;
+    return out;
+  }
+  throw new W4a8Error('E_FILE', `${name} must be F32 or BF16 for the FP32 reference, got ${t.dtype}`);
+}
+
+/**
+ * The full-precision model (FP32 linear layers, embeddings and lm_head) of an unpacked source: the
+ * reference that calibration (input Hessians) and evaluation (KL divergence, top-1 agreement) compare with.
+ */
+export function createReferenceNativeModel(source: SourceModel): NativeModelHandle {
+  const c = source.config;
+  const get = (name: string) => {
+    const t = source.tensors.get(name);
+    if (!t) throw new W4a8Error('E_FILE', `the source model has no tensor ${name}`);
+    return float32(t, name);
+  };
+  const linear = (name: string, hasBias: boolean) => ({ f32: get(`${name}.weight`), bias: hasBias ? get(`${name}.bias`) : undefined });
+  const layers = Array.from({ length: c.nLayers }, (_, i) => {
+    const p = `model.layers.${i}`;
+    return {
+      attnNorm: get(`${p}.input_layernorm.weight`), ffnNorm: get(`${p}.post_attention_layernorm.weight`),
+      q: linear(`${p}.self_attn.q_proj`, c.qkvBias), k: linear(`${p}.self_attn.k_proj`, c.qkvBias),
+      v: linear(`${p}.self_attn.v_proj`, c.qkvBias), o: linear(`${p}.self_attn.o_proj`, false),
+      gate: linear(`${p}.mlp.gate_proj`, false), up: linear(`${p}.mlp.up_proj`, false), down: linear(`${p}.mlp.down_proj`, false),
+    };
+  });
+  const embedding = get('model.embed_tokens.weight');
+  const weights = { embedding, layers, finalNorm: get('model.norm.weight'), lmHead: c.tieEmbeddings ? embedding : get('lm_head.weight') };
+  return callNative((a) => new a.ModelHandle({ ...c, activationFormat: 'e4m3fn' }, weights));
 }

@@ -20,6 +20,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
         InstanceMethod("sequenceLength", &ModelHandle::sequenceLength),
         InstanceMethod("step", &ModelHandle::step),
         InstanceMethod("dispose", &ModelHandle::dispose),
+        InstanceMethod("collectHessians", &ModelHandle::collectHessians),
+        InstanceMethod("takeHessians", &ModelHandle::takeHessians),
     });
   }
 
@@ -71,8 +73,35 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     return Napi::Number::New(info.Env(), model(info.Env()).sequenceLength(sequenceId(info[0])));
   }
 
-  // (sequenceIds: Int32Array [B], counts: Int32Array [B], tokens: Int32Array [Σcounts], logits: Float32Array [B*vocab]) -> Promise
+  // (sequenceIds: Int32Array [B], counts: Int32Array [B], tokens: Int32Array [Σcounts],
+  //  logits: Float32Array [B*vocab], or [Σcounts*vocab] with allPositions = true) -> Promise
   Napi::Value step(const Napi::CallbackInfo& info);
+
+  // (layer: -1 to stop, or a decoder layer whose linear-input Hessians later steps accumulate)
+  Napi::Value collectHessians(const Napi::CallbackInfo& info) {
+    LlamaModel& m = model(info.Env());
+    if (!info[0].IsNumber()) fail(info.Env(), codes::kType, "layer must be a number");
+    const int layer = info[0].As<Napi::Number>().Int32Value();
+    if (layer < -1 || layer >= m.config().nLayers) fail(info.Env(), codes::kShape, "layer out of range");
+    m.collectHessians(layer);
+    return info.Env().Undefined();
+  }
+
+  // -> {layer, tokens, hessians: [qkv, o, gateUp, down] as Float64Array [K*K]}
+  Napi::Value takeHessians(const Napi::CallbackInfo& info) {
+    LayerHessians taken = model(info.Env()).takeHessians();
+    Napi::Object result = Napi::Object::New(info.Env());
+    result.Set("layer", taken.layer);
+    result.Set("tokens", (double)taken.tokens);
+    Napi::Array list = Napi::Array::New(info.Env(), 4);
+    for (uint32_t i = 0; i < 4; ++i) {
+      Napi::Float64Array h = Napi::Float64Array::New(info.Env(), taken.h[i].size());
+      std::copy(taken.h[i].begin(), taken.h[i].end(), h.Data());
+      list.Set(i, h);
+    }
+    result.Set("hessians", list);
+    return result;
+  }
 
   Napi::Value dispose(const Napi::CallbackInfo& info) {
     if (!disposed_) {
@@ -140,6 +169,13 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     if (!value.IsObject()) fail(value.Env(), codes::kType, name + " must be an object");
     Napi::Object o = value.As<Napi::Object>();
     LinearLayer layer;
+    layer.outputs = outputs;
+    if (!o.Get("f32").IsUndefined()) {  // full-precision weights [outputs, inputs]
+      layer.f32 = tracked<float>(o.Get("f32"), name + ".f32", (size_t)outputs * inputs);
+      layer.inputs = inputs;
+      if (!o.Get("bias").IsUndefined()) layer.bias = tracked<float>(o.Get("bias"), name + ".bias", outputs);
+      return layer;
+    }
     layer.w = int4Weights(o.Get("weights"), (name + ".weights").c_str());
     keepAlive_.push_back(Napi::Persistent(o.Get("weights").As<Napi::Object>()));
     for (const char* part : {"codes", "groupScales", "zeros", "channelScales"})
@@ -158,8 +194,15 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     Napi::Object o = value.As<Napi::Object>();
     LlamaWeights w;
     const size_t tableSize = (size_t)c.vocabSize * c.dim;
-    w.embedding = tracked<uint16_t>(o.Get("embedding"), "weights.embedding", tableSize);
-    w.lmHead = tracked<uint16_t>(o.Get("lmHead"), "weights.lmHead", tableSize);
+    // Embedding and lm_head: BF16 (Uint16Array) in packed models, FP32 in the full-precision reference.
+    if (isTypedArrayOf(o.Get("embedding"), napi_float32_array))
+      w.embeddingF32 = tracked<float>(o.Get("embedding"), "weights.embedding", tableSize);
+    else
+      w.embedding = tracked<uint16_t>(o.Get("embedding"), "weights.embedding", tableSize);
+    if (isTypedArrayOf(o.Get("lmHead"), napi_float32_array))
+      w.lmHeadF32 = tracked<float>(o.Get("lmHead"), "weights.lmHead", tableSize);
+    else
+      w.lmHead = tracked<uint16_t>(o.Get("lmHead"), "weights.lmHead", tableSize);
     w.finalNorm = tracked<float>(o.Get("finalNorm"), "weights.finalNorm", c.dim);
     if (!o.Get("layers").IsArray()) fail(value.Env(), codes::kType, "weights.layers must be an array");
     Napi::Array layers = o.Get("layers").As<Napi::Array>();
@@ -179,7 +222,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       d.gate = parseLinear(L.Get("gate"), p + ".gate", c.hiddenDim, c.dim);
       d.up = parseLinear(L.Get("up"), p + ".up", c.hiddenDim, c.dim);
       d.down = parseLinear(L.Get("down"), p + ".down", c.dim, c.hiddenDim);
-      if (d.q.w.cols != d.k.w.cols || d.q.w.cols != d.v.w.cols || d.gate.w.cols != d.up.w.cols)
+      if (!d.q.f32 && (d.q.w.cols != d.k.w.cols || d.q.w.cols != d.v.w.cols || d.gate.w.cols != d.up.w.cols))
         fail(value.Env(), codes::kShape, p + ": q/k/v and gate/up must share their packed width");
       w.layers.push_back(d);
     }
@@ -197,9 +240,10 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
 class StepWorker : public Napi::AsyncWorker {
  public:
   StepWorker(Napi::Env env, ModelHandle* handle, Napi::Object self, std::shared_ptr<LlamaModel> model,
-             std::vector<StepItem> items, float* logits, std::vector<Napi::ObjectReference> inputs)
+             std::vector<StepItem> items, float* logits, bool allPositions, std::vector<Napi::ObjectReference> inputs)
       : Napi::AsyncWorker(env, "w4a8.step"), handle_(handle), model_(std::move(model)), items_(std::move(items)),
-        logits_(logits), inputs_(std::move(inputs)), deferred_(Napi::Promise::Deferred::New(env)) {
+        logits_(logits), allPositions_(allPositions), inputs_(std::move(inputs)),
+        deferred_(Napi::Promise::Deferred::New(env)) {
     self_ = Napi::Persistent(self);
   }
   Napi::Promise promise() { return deferred_.Promise(); }
@@ -207,7 +251,7 @@ class StepWorker : public Napi::AsyncWorker {
  protected:
   void Execute() override {
     try {
-      model_->step(items_, logits_);
+      model_->step(items_, logits_, allPositions_);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -228,6 +272,7 @@ class StepWorker : public Napi::AsyncWorker {
   std::shared_ptr<LlamaModel> model_;
   std::vector<StepItem> items_;
   float* logits_;
+  bool allPositions_;
   std::vector<Napi::ObjectReference> inputs_;
   Napi::Promise::Deferred deferred_;
 };
@@ -250,14 +295,15 @@ Napi::Value ModelHandle::step(const Napi::CallbackInfo& info) {
     total += (size_t)counts[i];
   }
   const int32_t* tokens = int32s(info[2], "tokens", total);
-  float* logits = typedArray<float>(info[3], "logits", batch * (size_t)m.config().vocabSize);
+  const bool allPositions = info.Length() > 4 && info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value();
+  float* logits = typedArray<float>(info[3], "logits", (allPositions ? total : batch) * (size_t)m.config().vocabSize);
   std::vector<StepItem> items;
   for (size_t i = 0, offset = 0; i < batch; offset += counts[i], ++i) items.push_back({ids[i], tokens + offset, counts[i]});
   std::vector<Napi::ObjectReference> inputs;
   for (size_t i = 0; i < 4; ++i) inputs.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
   ++inFlight_;
   auto* worker = new StepWorker(info.Env(), this, info.This().As<Napi::Object>(), model_, std::move(items), logits,
-                                std::move(inputs));
+                                allPositions, std::move(inputs));
   Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;

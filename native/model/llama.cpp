@@ -120,6 +120,19 @@ void LlamaModel::checkItems(const std::vector<StepItem>& items) const {
 // y [rows, N] = x [rows, inputs] Wᵀ (+ bias). x rows are `stride` floats apart. The activations are
 // quantized to FP8 per token here, after zero-padding K to the packed width.
 void LlamaModel::linear(const LinearLayer& layer, const float* x, int rows, int stride, float* y, Scratch& s) {
+  if (layer.f32) {
+    const float* input = x;
+    if (stride != layer.inputs) {
+      float* packed = sized(s.padded, (size_t)rows * layer.inputs);
+      for (int r = 0; r < rows; ++r) std::copy(x + (size_t)r * stride, x + (size_t)r * stride + layer.inputs, packed + (size_t)r * layer.inputs);
+      input = packed;
+    }
+    runGemmF32({input, layer.f32, rows, layer.outputs, layer.inputs, {y, nullptr, layer.outputs}});
+    if (layer.bias)
+      for (int r = 0; r < rows; ++r)
+        for (int n = 0; n < layer.outputs; ++n) y[(size_t)r * layer.outputs + n] += layer.bias[n];
+    return;
+  }
   const int cols = layer.w.cols;
   const float* input = x;
   if (layer.inputs != cols || stride != cols) {
@@ -164,7 +177,44 @@ void LlamaModel::attention(const std::vector<StepItem>& items, int layer, Scratc
   });
 }
 
-void LlamaModel::step(const std::vector<StepItem>& items, float* logits) {
+void LlamaModel::resetHessians(int layer) {
+  hessians_ = LayerHessians();
+  hessians_.layer = layer;
+  if (layer < 0) return;
+  const int widths[4] = {config_.dim, config_.qDim(), config_.dim, config_.hiddenDim};
+  for (int i = 0; i < 4; ++i) hessians_.h[i].assign((size_t)widths[i] * widths[i], 0.0);
+}
+
+void LlamaModel::collectHessians(int layer) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (layer >= config_.nLayers) throw std::runtime_error("layer out of range");
+  resetHessians(layer);
+}
+
+LayerHessians LlamaModel::takeHessians() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  LayerHessians taken = std::move(hessians_);
+  resetHessians(taken.layer);
+  return taken;
+}
+
+// H += 2 Σ_rows xᵀx over x [rows, width] (rows `stride` apart); rows of H split over the threads.
+void LlamaModel::accumulateHessian(int which, const float* x, int rows, int stride, int width) {
+  double* h = hessians_.h[which].data();
+  parallelFor(width, [&](int begin, int end) {
+    for (int i = begin; i < end; ++i) {
+      double* hRow = h + (size_t)i * width;
+      for (int r = 0; r < rows; ++r) {
+        const float* xr = x + (size_t)r * stride;
+        const double xi = 2.0 * xr[i];
+        if (xi == 0.0) continue;
+        for (int j = 0; j < width; ++j) hRow[j] += xi * xr[j];
+      }
+    }
+  });
+}
+
+void LlamaModel::step(const std::vector<StepItem>& items, float* logits, bool allPositions) {
   std::lock_guard<std::mutex> lock(mutex_);
   checkItems(items);
   const LlamaConfig& c = config_;
@@ -181,7 +231,9 @@ void LlamaModel::step(const std::vector<StepItem>& items, float* logits) {
     for (int j = 0; j < items[i].count; ++j, ++r) {
       s.rowSequence[r] = seq;
       s.rowPosition[r] = seq->length + j;
-      bf16RowToFloat(weights_.embedding + (size_t)items[i].tokens[j] * dim, x + (size_t)r * dim, dim);
+      const size_t row = (size_t)items[i].tokens[j] * dim;
+      if (weights_.embeddingF32) std::copy(weights_.embeddingF32 + row, weights_.embeddingF32 + row + dim, x + (size_t)r * dim);
+      else bf16RowToFloat(weights_.embedding + row, x + (size_t)r * dim, dim);
     }
   }
   float* xb = sized(s.xb, (size_t)rows * dim);
@@ -196,7 +248,9 @@ void LlamaModel::step(const std::vector<StepItem>& items, float* logits) {
   for (int l = 0; l < c.nLayers; ++l) {
     const DecoderLayer& layer = weights_.layers[l];
     // Attention block: x += Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))
+    const bool hessians = hessians_.layer == l;
     rmsNorm(x, layer.attnNorm, xb, rows, dim, c.rmsNormEps);
+    if (hessians) accumulateHessian(0, xb, rows, dim, dim);
     linear(layer.q, xb, rows, dim, q, s);
     linear(layer.k, xb, rows, dim, k, s);
     linear(layer.v, xb, rows, dim, v, s);
@@ -209,24 +263,34 @@ void LlamaModel::step(const std::vector<StepItem>& items, float* logits) {
       std::copy(v + (size_t)r * kvDim, v + (size_t)(r + 1) * kvDim, seq->values.get() + at);
     }
     attention(items, l, s);
+    if (hessians) accumulateHessian(1, s.attn.data(), rows, qDim, qDim);
     linear(layer.o, s.attn.data(), rows, qDim, tmp, s);
     for (size_t i = 0; i < (size_t)rows * dim; ++i) x[i] += tmp[i];
     // MLP block: x += Wdown · (silu(Wgate·n(x)) * Wup·n(x))
     rmsNorm(x, layer.ffnNorm, xb, rows, dim, c.rmsNormEps);
+    if (hessians) accumulateHessian(2, xb, rows, dim, dim);
     linear(layer.gate, xb, rows, dim, gate, s);
     linear(layer.up, xb, rows, dim, up, s);
     for (size_t i = 0; i < (size_t)rows * hidden; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    if (hessians) accumulateHessian(3, gate, rows, hidden, hidden);
     linear(layer.down, gate, rows, hidden, tmp, s);
     for (size_t i = 0; i < (size_t)rows * dim; ++i) x[i] += tmp[i];
   }
 
-  // Logits of each item's last token only: final norm, then the BF16 lm_head.
-  float* last = sized(s.finalRows, items.size() * (size_t)dim);
-  for (int i = 0, r = 0; i < (int)items.size(); ++i) {
-    r += items[i].count;
-    rmsNorm(x + (size_t)(r - 1) * dim, weights_.finalNorm, last + (size_t)i * dim, 1, dim, c.rmsNormEps);
+  if (hessians_.layer >= 0) hessians_.tokens += rows;
+  // Logits of each item's last token (or of every token): final norm, then the lm_head.
+  const int outRows = allPositions ? rows : (int)items.size();
+  float* last = sized(s.finalRows, (size_t)outRows * dim);
+  if (allPositions) {
+    rmsNorm(x, weights_.finalNorm, last, rows, dim, c.rmsNormEps);
+  } else {
+    for (int i = 0, r = 0; i < (int)items.size(); ++i) {
+      r += items[i].count;
+      rmsNorm(x + (size_t)(r - 1) * dim, weights_.finalNorm, last + (size_t)i * dim, 1, dim, c.rmsNormEps);
+    }
   }
-  gemmBf16Weights(last, (int)items.size(), weights_.lmHead, c.vocabSize, dim, logits);
+  if (weights_.lmHeadF32) runGemmF32({last, weights_.lmHeadF32, outRows, c.vocabSize, dim, {logits, nullptr, c.vocabSize}});
+  else gemmBf16Weights(last, outRows, weights_.lmHead, c.vocabSize, dim, logits);
   for (const StepItem& item : items) sequences_.at(item.sequence)->length += item.count;
 }
 

@@ -2,6 +2,8 @@
 // batch of sequences: RMSNorm, RoPE (rotate-half convention), grouped-query attention over a per-sequence
 // KV cache, SwiGLU MLP; every linear layer is W4A8 (FP8 activations per token, INT4->FP8 weights),
 // embeddings and lm_head are BF16. The weights are views into memory owned by the caller (an mmap).
+// The same model also runs FP32 weights (linear layers, embeddings, lm_head): the full-precision
+// reference that calibration (Hessians of each linear input) and evaluation (KL divergence) need.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -43,6 +45,8 @@ struct LlamaConfig {
 // multiple of the group size); the padded inputs have zero weights and are fed zeros.
 struct LinearLayer {
   Int4WeightsView w;
+  const float* f32 = nullptr;   // FP32 weights [N, inputs] instead of w (full-precision reference)
+  int outputs = 0;              // N
   const float* bias = nullptr;  // [N] or none
   int inputs = 0;               // logical K (<= w.cols)
 };
@@ -55,10 +59,21 @@ struct DecoderLayer {
 };
 
 struct LlamaWeights {
-  const uint16_t* embedding = nullptr;  // [vocab, dim] BF16
+  const uint16_t* embedding = nullptr;  // [vocab, dim] BF16, or
+  const float* embeddingF32 = nullptr;  // [vocab, dim] FP32
   std::vector<DecoderLayer> layers;
   const float* finalNorm = nullptr;     // [dim]
-  const uint16_t* lmHead = nullptr;     // [vocab, dim] BF16 (the embedding when tied)
+  const uint16_t* lmHead = nullptr;     // [vocab, dim] BF16 (the embedding when tied), or
+  const float* lmHeadF32 = nullptr;     // [vocab, dim] FP32
+};
+
+// Second moments of the inputs of one decoder layer's linear layers, for GPTQ / DPQ:
+// H = 2 Σ_tokens xᵀx (FP64 sums), one per distinct input: 0 = q/k/v input [dim, dim],
+// 1 = o input [qDim, qDim], 2 = gate/up input [dim, dim], 3 = down input [hidden, hidden].
+struct LayerHessians {
+  int layer = -1;
+  long tokens = 0;
+  std::vector<double> h[4];
 };
 
 // KV cache of one sequence: keys and values [nLayers][capacity][kvDim] FP32. Left uninitialised
@@ -90,15 +105,22 @@ class LlamaModel {
   bool hasSequence(int id) const;
 
   // Runs all items in one batched forward step and writes the logits of each item's last token to
-  // logits[i * vocab]. Throws std::runtime_error on a bad item (unknown sequence, too long, bad token)
-  // before changing any state.
-  void step(const std::vector<StepItem>& items, float* logits);
+  // logits[i * vocab] (allPositions: of every token, row by row, [Σ counts, vocab]). Throws
+  // std::runtime_error on a bad item (unknown sequence, too long, bad token) before changing any state.
+  void step(const std::vector<StepItem>& items, float* logits, bool allPositions = false);
+
+  // From now on, accumulate the input Hessians of decoder layer `layer` over every step (-1: stop).
+  void collectHessians(int layer);
+  // The Hessians gathered since collectHessians(), and a fresh start.
+  LayerHessians takeHessians();
 
  private:
   struct Scratch;
   void checkItems(const std::vector<StepItem>& items) const;
   void linear(const LinearLayer& layer, const float* x, int rows, int stride, float* y, Scratch& s);
   void attention(const std::vector<StepItem>& items, int layer, Scratch& s);
+  void accumulateHessian(int which, const float* x, int rows, int stride, int width);
+  void resetHessians(int layer);
 
   LlamaConfig config_;
   LlamaWeights weights_;
@@ -106,6 +128,7 @@ class LlamaModel {
   std::unordered_map<int, std::unique_ptr<SequenceCache>> sequences_;
   int nextSequenceId_ = 1;
   std::unique_ptr<Scratch> scratch_;
+  LayerHessians hessians_;
   mutable std::mutex mutex_;  // one step at a time; sequence table changes wait for it
 };
 
