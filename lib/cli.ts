@@ -15,6 +15,7 @@ import { checkFormat } from './validate.js';
 import { Fp8Weights, Int4Weights, type GroupSize } from './weights.js';
 import { GENERATE_USAGE, generateCommand } from './commands/generate.js';
 import { startCommand } from './commands/start.js';
+import { SERVE_USAGE, serveCommand } from './commands/serve.js';
 import { PACK_USAGE, packCommand } from './commands/pack.js';
 
 const USAGE = `usage: w4a8 <command> [options]
@@ -22,6 +23,7 @@ commands:
   start [model.w4a8] [--batch 8] [--max-tokens 64]
           batched decoding on a model (default: a synthetic random-weight Llama built on the fly)
   generate <model.w4a8> [prompt] [options]   stream a continuation (see w4a8 generate --help)
+  serve <model.w4a8> [--port 8080]           OpenAI-compatible HTTP server (see w4a8 serve --help)
   pack <model-dir|file.bin> -o <model.w4a8> [options]   quantize a model to W4A8 (see w4a8 pack --help)
   info    print the kernel backend and the FP8 formats
   demo    pack a random layer and compare W4A8, W8A8, W4A16 against FP32
@@ -115,6 +117,10 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'info') return info();
   if (command === 'demo') return demo(rest);
   if (command === 'start') return startCommand(rest);
+  if (command === 'serve') {
+    if (rest.includes('--help')) return void console.log(SERVE_USAGE);
+    return serveCommand(rest);
+  }
   if (command === 'pack') {
     if (rest.includes('--help')) return void console.log(PACK_USAGE);
     return packCommand(rest);

@@ -184,3 +184,35 @@ describe('full-precision reference model and calibration hooks', () => {
     handle.dispose();
   });
 });
+
+describe('scheduling limits', () => {
+  it('queues requests beyond the KV cache budget and rejects beyond the queue', async () => {
+    const { packed } = await smallModel();
+    // Each request reserves 4 + 8 = 12 tokens: a 30-token budget runs two at a time.
+    const model = W4a8Model.fromPacked(packed, { maxTokensInFlight: 30, maxQueue: 3 });
+    const prompt = [256, 65, 66, 67];
+    // The first request starts at once; three wait (the queue's limit); a fifth is turned away.
+    const runs = Array.from({ length: 4 }, (_, i) => model.complete(prompt, { maxTokens: 8, seed: i, temperature: 0 }));
+    const overflow = model.complete(prompt, { maxTokens: 8 });
+    await expect(overflow).rejects.toMatchObject({ code: 'E_BUSY' });
+    expect(model.stats.reservedTokens).toBeLessThanOrEqual(30);
+    for (const r of await Promise.all(runs)) expect(r.generatedTokens).toBeGreaterThan(0);
+    expect(model.stats).toEqual({ running: 0, queued: 0, reservedTokens: 0 });
+    await expect(model.complete(prompt, { maxTokens: 40 })).rejects.toMatchObject({ code: 'E_CONTEXT' });
+    await model.dispose();
+  });
+
+  it('pauses a stream whose reader falls behind, while the other requests go on', async () => {
+    const { packed } = await smallModel();
+    const model = W4a8Model.fromPacked(packed);
+    const slow = model.stream([256, 65], { maxTokens: 60 })[Symbol.asyncIterator]();
+    await slow.next(); // started, then not read for a while
+    const other = await model.complete([256, 66], { maxTokens: 50 });
+    expect(other.generatedTokens).toBeGreaterThan(0);
+    // The slow reader's sequence stopped at the high-water mark instead of running to the end.
+    let rest = 0;
+    while (!(await slow.next()).done) rest++;
+    expect(rest).toBeGreaterThan(20);
+    await model.dispose();
+  });
+});

@@ -18,6 +18,8 @@ export interface EngineRequest {
   signal?: AbortSignal;
   /** Called with each generated token; return false to finish ('stop', e.g. a stop string matched). */
   onToken: (tokenId: number) => boolean;
+  /** While this returns true the sequence sits out the steps (its consumer is behind): backpressure. */
+  isPaused?: () => boolean;
 }
 
 export interface EngineResult {
@@ -36,12 +38,24 @@ export interface EngineOptions {
   maxBatch: number;
   /** Most prompt tokens fed in one step, over all sequences. */
   prefillChunk: number;
+  /** KV cache budget in tokens over all running sequences (each reserves prompt + maxTokens). */
+  maxTokensInFlight: number;
+  /** Most requests waiting for a place; more are rejected with E_BUSY. */
+  maxQueue: number;
   vocabSize: number;
+}
+
+export interface EngineStats {
+  running: number;
+  queued: number;
+  /** KV cache tokens reserved by the running sequences. */
+  reservedTokens: number;
 }
 
 interface Active {
   request: EngineRequest;
   sequence: number;
+  capacity: number; // KV cache tokens reserved: prompt + maxTokens, at most the context
   sampler: Sampler;
   fed: number; // prompt tokens already in the cache
   history: number[]; // prompt + generated ids
@@ -59,11 +73,18 @@ export class BatchEngine {
   private running = false;
   private closed = false;
   private idle: Promise<void> = Promise.resolve();
+  private reserved = 0;
+  private wakeUp?: () => void;
 
   constructor(private readonly handle: NativeModelHandle, private readonly options: EngineOptions) {}
 
-  get activeCount(): number {
-    return this.active.length + this.waiting.length;
+  get stats(): EngineStats {
+    return { running: this.active.length, queued: this.waiting.length, reservedTokens: this.reserved };
+  }
+
+  /** Called when a paused consumer caught up. */
+  wake(): void {
+    this.wakeUp?.();
   }
 
   submit(request: EngineRequest): Promise<EngineResult> {
@@ -73,14 +94,21 @@ export class BatchEngine {
       return Promise.reject(new W4a8Error('E_CONTEXT',
         `the prompt has ${request.promptIds.length} tokens; the context holds ${this.options.contextLength} (prompt + at least one generated token)`));
     if (request.signal?.aborted) return Promise.reject(abortError());
+    const capacity = Math.min(this.options.contextLength, request.promptIds.length + request.maxTokens);
+    if (capacity > this.options.maxTokensInFlight)
+      return Promise.reject(new W4a8Error('E_CONTEXT',
+        `the request needs ${capacity} KV cache tokens (prompt + maxTokens); the budget is ${this.options.maxTokensInFlight}`));
+    if (this.waiting.length >= this.options.maxQueue)
+      return Promise.reject(new W4a8Error('E_BUSY', `${this.waiting.length} requests are already waiting; try again later`));
     return new Promise<EngineResult>((resolve, reject) => {
       const entry: Active = {
-        request, sequence: -1, sampler: new Sampler(request.sampling), fed: 0, history: [...request.promptIds], generated: 0,
-        start: performance.now(), resolve, reject, aborted: false,
+        request, sequence: -1, capacity, sampler: new Sampler(request.sampling), fed: 0, history: [...request.promptIds],
+        generated: 0, start: performance.now(), resolve, reject, aborted: false,
       };
-      request.signal?.addEventListener('abort', () => { entry.aborted = true; }, { once: true });
+      request.signal?.addEventListener('abort', () => { entry.aborted = true; this.wake(); }, { once: true });
       this.waiting.push(entry);
       this.kick();
+      this.wake();
     });
   }
 
@@ -89,6 +117,7 @@ export class BatchEngine {
     this.closed = true;
     for (const entry of [...this.waiting, ...this.active]) entry.aborted = true;
     this.kick();
+    this.wake();
     await this.idle;
   }
 
@@ -101,12 +130,21 @@ export class BatchEngine {
   private async loop(): Promise<void> {
     while (this.waiting.length > 0 || this.active.length > 0) {
       this.dropAborted();
-      while (this.waiting.length > 0 && this.active.length < this.options.maxBatch) {
+      // Admit waiting requests in order while the batch and the KV cache budget have room.
+      while (this.waiting.length > 0 && this.active.length < this.options.maxBatch &&
+             this.reserved + this.waiting[0].capacity <= this.options.maxTokensInFlight) {
         const entry = this.waiting.shift()!;
-        entry.sequence = this.handle.createSequence(this.options.contextLength);
+        entry.sequence = this.handle.createSequence(entry.capacity);
+        this.reserved += entry.capacity;
         this.active.push(entry);
       }
       if (this.active.length === 0) continue;
+      if (this.active.every((e) => e.request.isPaused?.() && !e.aborted)) {
+        // Every consumer is behind: wait until one reads on (or a request arrives or aborts).
+        await new Promise<void>((resolve) => { this.wakeUp = resolve; });
+        this.wakeUp = undefined;
+        continue;
+      }
       await this.step();
     }
   }
@@ -116,7 +154,7 @@ export class BatchEngine {
       for (let i = list.length - 1; i >= 0; i--)
         if (list[i].aborted) {
           const [entry] = list.splice(i, 1);
-          if (entry.sequence >= 0) this.handle.freeSequence(entry.sequence);
+          if (entry.sequence >= 0) this.release(entry);
           entry.reject(this.closed ? new W4a8Error('E_DISPOSED', 'the model was disposed during generation') : abortError());
         }
   }
@@ -124,8 +162,10 @@ export class BatchEngine {
   /** One forward step: decode tokens for sequences past their prompt, prompt chunks for the others. */
   private async step(): Promise<void> {
     const items: { entry: Active; tokens: number[] }[] = [];
+    if (this.active.every((e) => e.request.isPaused?.())) return;
     let prefillBudget = this.options.prefillChunk;
     for (const entry of this.active) {
+      if (entry.request.isPaused?.()) continue;
       const prompt = entry.request.promptIds;
       if (entry.fed < prompt.length) {
         if (prefillBudget <= 0) continue;
@@ -163,10 +203,15 @@ export class BatchEngine {
     });
   }
 
+  private release(entry: Active): void {
+    this.handle.freeSequence(entry.sequence);
+    this.reserved -= entry.capacity;
+  }
+
   private finish(entry: Active, reason: FinishReason | undefined, error?: unknown): void {
     const at = this.active.indexOf(entry);
     if (at >= 0) this.active.splice(at, 1);
-    this.handle.freeSequence(entry.sequence);
+    this.release(entry);
     if (reason === undefined) {
       entry.reject(error instanceof W4a8Error ? error : new W4a8Error('E_NATIVE', (error as Error)?.message ?? String(error)));
       return;

@@ -5,7 +5,7 @@
  */
 import { W4a8Error } from '../errors.js';
 import { readPackedModel } from '../format/index.js';
-import { BatchEngine, abortError, type EngineResult, type FinishReason } from './engine.js';
+import { BatchEngine, abortError, type EngineResult, type EngineStats, type FinishReason } from './engine.js';
 import { createNativeModel } from './native-model.js';
 import { resolveSampling, type SamplingOptions } from './sampler.js';
 import { TextStream } from './text-stream.js';
@@ -19,7 +19,14 @@ export interface ModelOptions {
   maxBatch?: number;
   /** Most prompt tokens fed per step over all sequences (chunked prefill). Default 256. */
   prefillChunk?: number;
+  /** KV cache budget in tokens over running sequences (each reserves prompt + maxTokens). Default maxBatch × contextLength. */
+  maxTokensInFlight?: number;
+  /** Most requests waiting for a place in the batch; more are rejected with E_BUSY. Default 1024. */
+  maxQueue?: number;
 }
+
+/** Chunks a stream() consumer may leave unread before its sequence pauses (backpressure). */
+const STREAM_HIGH_WATER = 32;
 
 export interface GenerateOptions extends SamplingOptions {
   /** Most tokens to generate. Default 256. */
@@ -69,10 +76,13 @@ export class W4a8Model {
     this.contextLength = positiveInteger(options.contextLength, 'contextLength', packed.config.maxSeqLen, packed.config.maxSeqLen);
     if (packed.tokenizerJson) this.tokenizer = new TextTokenizer(packed.tokenizerJson, packed.tokenizerConfigJson, packed.chatTemplate);
     this.handle = createNativeModel(packed);
+    const maxBatch = positiveInteger(options.maxBatch, 'maxBatch', 16, 4096);
     this.engine = new BatchEngine(this.handle, {
       contextLength: this.contextLength,
-      maxBatch: positiveInteger(options.maxBatch, 'maxBatch', 16, 4096),
+      maxBatch,
       prefillChunk: positiveInteger(options.prefillChunk, 'prefillChunk', 256),
+      maxTokensInFlight: positiveInteger(options.maxTokensInFlight, 'maxTokensInFlight', maxBatch * this.contextLength, 2 ** 40),
+      maxQueue: positiveInteger(options.maxQueue, 'maxQueue', 1024, 2 ** 30),
       vocabSize: packed.config.vocabSize,
     });
   }
@@ -86,6 +96,11 @@ export class W4a8Model {
   /** A model over already-read tensors (the views stay referenced for the model's lifetime). */
   static fromPacked(packed: PackedModel, options: ModelOptions = {}): W4a8Model {
     return new W4a8Model(packed, options);
+  }
+
+  /** Running and queued requests, and the KV cache tokens they reserve. */
+  get stats(): EngineStats {
+    return this.engine.stats;
   }
 
   /** Text -> ids (with the tokenizer's special tokens, e.g. BOS). */
@@ -128,10 +143,14 @@ export class W4a8Model {
     const finished = this.run(prompt, { ...options, signal }, (chunk) => {
       queue.push(chunk);
       wake?.();
-    }).then(() => { done = true; }, (error) => { failure = error; done = true; }).finally(() => wake?.());
+    }, () => queue.length >= STREAM_HIGH_WATER).then(() => { done = true; }, (error) => { failure = error; done = true; }).finally(() => wake?.());
     try {
       while (true) {
-        if (queue.length > 0) yield queue.shift()!;
+        if (queue.length > 0) {
+          const chunk = queue.shift()!;
+          if (queue.length === STREAM_HIGH_WATER / 2) this.engine.wake(); // caught up: let it run again
+          yield chunk;
+        }
         else if (done) break;
         else await new Promise<void>((resolve) => { wake = resolve; });
       }
@@ -177,7 +196,8 @@ export class W4a8Model {
     return ids;
   }
 
-  private run(prompt: string | readonly number[], options: GenerateOptions, emit: (chunk: GenerationChunk) => void): Promise<EngineResult> {
+  private run(prompt: string | readonly number[], options: GenerateOptions, emit: (chunk: GenerationChunk) => void,
+    isPaused?: () => boolean): Promise<EngineResult> {
     if (this.disposed) return Promise.reject(new W4a8Error('E_DISPOSED', 'the model has been disposed'));
     if (options.signal?.aborted) return Promise.reject(abortError());
     const promptIds = this.promptIds(prompt);
@@ -189,6 +209,7 @@ export class W4a8Model {
     const text = tokenizer ? new TextStream((ids) => tokenizer.decode(ids), stop) : undefined;
     const result = this.engine.submit({
       promptIds, maxTokens, sampling: resolveSampling(options), stopTokenIds: new Set(this.config.eosTokenIds), signal: options.signal,
+      isPaused,
       onToken: (id) => {
         if (this.config.eosTokenIds.includes(id)) return false;
         emit({ text: text ? text.push(id) : '', tokenIds: [id] });
