@@ -11,3 +11,12 @@ export {
   quantizeActivations, backend, type GemmOptions, type QuantizedGemmOptions, type OutputType, type Matrix,
   type QuantizedActivations,
 } from './gemm.js';
+export { W4a8Model, type ModelOptions, type GenerateOptions, type GenerationChunk, type GenerationResult } from './model/model.js';
+export type { SamplingOptions } from './model/sampler.js';
+export type { ChatMessage } from './model/tokenizer.js';
+export type { ModelConfig, QuantConfig, PackedModel, SourceModel, Tensor } from './model/types.js';
+export { readPackedModel, writePackedModel, readSafetensors } from './format/index.js';
+export { importModel, importHuggingFace, importLlama2c } from './import/index.js';
+export { packModel, type PackOptions } from './pack.js';
+export { createServer, type ServerOptions } from './server/server.js';
+export { syntheticSourceModel } from './model/synthetic.js';
