@@ -1,12 +1,16 @@
 #include "kernels/cpu_features.h"
 
-#include <cpuid.h>
 #include <cstdint>
 #include <cstring>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define W4A8_HAVE_CPUID 1
+#endif
 
 namespace w4a8 {
 namespace {
 
+#if W4A8_HAVE_CPUID
 uint64_t readXcr0() {
   uint32_t eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
@@ -48,6 +52,9 @@ CpuFeatures detect() {
   }
   return f;
 }
+#else
+CpuFeatures detect() { return {}; }  // not x86: only the reference backend
+#endif
 
 }  // namespace
 

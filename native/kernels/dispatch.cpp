@@ -3,10 +3,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/cpu_features.h"
 #include "kernels/fast_common.h"
 #if W4A8_X86_BACKENDS
 #include "kernels/backends.h"
-#include "kernels/cpu_features.h"
 #endif
 
 namespace w4a8 {
@@ -80,22 +80,18 @@ const KernelTable kAvx512FmaAsAvx512 = {
 const char* const kNames[] = {"reference", "avx2", "avx512-fma", "avx512", "amx", nullptr};
 
 // Best first: what "no request" picks.
-const KernelTable* bestAvailable() {
-#if !W4A8_X86_BACKENDS
-  return &kReference;
-#else
-  const CpuFeatures& cpu = cpuFeatures();
+const KernelTable* bestAvailable(const CpuFeatures& cpu) {
+#if W4A8_X86_BACKENDS
   if (cpu.avx512Backend()) return cpu.avx512bf16 ? &kAvx512Bf16 : &kAvx512FmaAsAvx512;
   if (cpu.avx2Backend()) return &kAvx2;
-  return &kReference;
 #endif
+  return &kReference;
 }
 
-std::string describeCpu() {
+std::string describeCpu(const CpuFeatures& cpu) {
 #if !W4A8_X86_BACKENDS
   return "no x86 backends in this build";
 #else
-  const CpuFeatures& cpu = cpuFeatures();
   if (cpu.avx512Backend())
     return cpu.avx512bf16 ? "AVX512 F/BW/VL/DQ/VBMI + AVX512-BF16" : "AVX512 F/BW/VL/DQ/VBMI, no AVX512-BF16";
   if (cpu.avx2Backend()) return "AVX2+FMA+F16C, no AVX512 F/BW/VL/DQ/VBMI";
@@ -103,21 +99,20 @@ std::string describeCpu() {
 #endif
 }
 
-std::string missingFeatures(const char* isa) {
+std::string missingFeatures(const char* isa, const CpuFeatures& cpu) {
 #if !W4A8_X86_BACKENDS
   return "an x86-64 build";
 #else
-  return cpuFeatures().missingFor(isa);
+  return cpu.missingFor(isa);
 #endif
 }
 
 }  // namespace
 
-const KernelTable* kernelsFor(const char* isa) {
+const KernelTable* kernelsFor(const char* isa, const CpuFeatures& cpu) {
   if (!isa) return nullptr;
   if (!std::strcmp(isa, "reference")) return &kReference;
 #if W4A8_X86_BACKENDS
-  const CpuFeatures& cpu = cpuFeatures();
   if (!std::strcmp(isa, "avx2")) return cpu.avx2Backend() ? &kAvx2 : nullptr;
   if (!std::strcmp(isa, "avx512-fma")) return cpu.avx512Backend() ? &kAvx512Fma : nullptr;
   if (!std::strcmp(isa, "avx512"))
@@ -128,27 +123,32 @@ const KernelTable* kernelsFor(const char* isa) {
   return nullptr;
 }
 
+const KernelTable* kernelsFor(const char* isa) { return kernelsFor(isa, cpuFeatures()); }
+
 const char* const* kernelNames() { return kNames; }
 
-KernelChoice chooseKernels(const char* requested) {
-  const KernelTable* best = bestAvailable();
-  const std::string cpu = describeCpu();
-  if (!requested || !*requested) return {best, std::string(best->name) + ": best for this CPU (" + cpu + ")"};
-  if (const KernelTable* t = kernelsFor(requested))
+KernelChoice chooseKernels(const char* requested, const CpuFeatures& cpu) {
+  const KernelTable* best = bestAvailable(cpu);
+  const std::string cpuText = describeCpu(cpu);
+  if (!requested || !*requested) return {best, std::string(best->name) + ": best for this CPU (" + cpuText + ")"};
+  if (const KernelTable* t = kernelsFor(requested, cpu))
     return {t, std::string(t->name) + ": forced by W4A8_ISA=" + requested + " (" + t->detail + ")"};
   std::string why;
   bool known = false;
   for (const char* const* n = kNames; *n; ++n) known |= !std::strcmp(*n, requested);
-  if (!known) why = "is not a backend (reference|avx2|avx512|amx)";
-  else if (!std::strcmp(requested, "amx")) {
-    const std::string missing = missingFeatures("amx");
+  if (!known) {
+    why = "is not a backend (reference|avx2|avx512|amx)";
+  } else if (!std::strcmp(requested, "amx")) {
+    const std::string missing = missingFeatures("amx", cpu);
     why = missing.empty() ? "is not built yet (AMX-BF16 kernels are planned)"
                           : "is not built yet, and this CPU lacks " + missing;
   } else {
-    why = "needs " + missingFeatures(requested) + ", which this CPU/OS lacks";
+    why = "needs " + missingFeatures(requested, cpu) + ", which this CPU/OS lacks";
   }
-  return {best, std::string("W4A8_ISA=") + requested + " " + why + "; using " + best->name + " (" + cpu + ")"};
+  return {best, std::string("W4A8_ISA=") + requested + " " + why + "; using " + best->name + " (" + cpuText + ")"};
 }
+
+KernelChoice chooseKernels(const char* requested) { return chooseKernels(requested, cpuFeatures()); }
 
 namespace {
 const KernelChoice& activeChoice() {

@@ -15,6 +15,8 @@
 
 namespace w4a8 {
 
+struct CpuFeatures;  // kernels/cpu_features.h
+
 // Same signatures as kernels.h. Every backend fills every entry (reusing another backend's function
 // where it has no faster one). GEMMs compute output channels [nBegin, nEnd) and give bit-identical
 // results for any split of N (see kernels/parallel.h for the threaded entry points).
@@ -35,7 +37,7 @@ struct KernelTable {
 // The table every caller should use: chosen once (thread-safe) from cpuid and W4A8_ISA.
 const KernelTable& activeKernels();
 const char* backendName();    // activeKernels().name
-const char* backendReason();  // why it was chosen, e.g. "W4A8_ISA=avx512 but this CPU lacks AVX512VBMI; using avx2"
+const char* backendReason();  // why, e.g. "W4A8_ISA=avx512 needs AVX512VBMI, which this CPU/OS lacks; using avx2 (...)"
 
 // The table for one backend name, or nullptr when this CPU/OS cannot run it (or it is not built,
 // as amx is not yet). Besides the public names, "avx512-fma" names the AVX-512 variant without
@@ -52,5 +54,8 @@ struct KernelChoice {
   std::string reason;
 };
 KernelChoice chooseKernels(const char* requested);
+// The same two for a given CPU (tests: what a CPU without AVX-512 would run).
+KernelChoice chooseKernels(const char* requested, const CpuFeatures& cpu);
+const KernelTable* kernelsFor(const char* isa, const CpuFeatures& cpu);
 
 }  // namespace w4a8

@@ -85,13 +85,13 @@ void lutDequantInt4ToFp8(const Int4WeightsView& w, uint8_t* out, int nBegin, int
   }
 }
 
-bool rowScalesAtLeast(const Int4WeightsView& w, int n, float minMagnitude) {
+bool rowScalesWithin(const Int4WeightsView& w, int n, float lo, float hi) {
   const int groups = w.groups();
   const float* scales = w.groupScales + (size_t)n * groups;
   bool ok = true;
   for (int g = 0; g < groups; ++g) {
     const float a = std::fabs(scales[g]);
-    ok &= (a >= minMagnitude) & (a < INFINITY);  // NaN compares false
+    ok &= (a >= lo) & (a <= hi);  // NaN compares false
   }
   return ok;
 }

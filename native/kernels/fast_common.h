@@ -52,10 +52,10 @@ void* threadScratch(ScratchSlot slot, size_t bytes);
 // the same result as dequantInt4ToFp8 (reference/dequant.cpp), byte for byte. Portable C++.
 void lutDequantInt4ToFp8(const Int4WeightsView& w, uint8_t* out, int nBegin, int nEnd);
 
-// True when every group scale s of row n has minMagnitude <= |s| < inf (false for NaN). With
-// minMagnitude = the FP8 format's smallest normal, every s * (q - z) is zero or in the FP8 normal or
-// overflow range, so the short encode path (no subnormal or NaN handling) is exact.
-bool rowScalesAtLeast(const Int4WeightsView& w, int n, float minMagnitude);
+// True when every group scale s of row n has lo <= |s| <= hi (false for NaN). With lo = the FP8
+// format's smallest normal and hi = 2^100, every s * (q - z) is zero or a normal FP8-or-larger value
+// far from FP32 overflow, so the short table path (no subnormal, NaN or inf handling) is exact.
+bool rowScalesWithin(const Int4WeightsView& w, int n, float lo, float hi);
 
 // True when some group scale of row n has 0 < |s| < 2^-126, i.e. a BF16 weight s * (q - z) may be an
 // FP32/BF16 subnormal, which vdpbf16ps would flush to zero.

@@ -5,6 +5,9 @@ namespace {
 
 // Below this many multiply-adds a call runs on the calling thread: waking workers costs more.
 constexpr double kMinParallelMacs = 1 << 18;
+// Chunks per pool thread: a few, so that a thread that loses its core is covered by the others. Each
+// chunk converts the activations again (M x K, small next to the chunk's N/chunks x M x K work).
+constexpr int kChunksPerThread = 4;
 
 template <class Args, class Kernel>
 void splitN(ThreadPool& pool, const Args& a, int N, double macs, Kernel kernel) {
@@ -12,7 +15,7 @@ void splitN(ThreadPool& pool, const Args& a, int N, double macs, Kernel kernel) 
     kernel(a, 0, N);
     return;
   }
-  pool.parallelFor(N, kParallelRowTile, [&](int begin, int end) { kernel(a, begin, end); });
+  pool.parallelFor(N, kParallelRowTile, [&](int begin, int end) { kernel(a, begin, end); }, kChunksPerThread);
 }
 
 double macs(int M, int N, int K) { return (double)M * N * K; }

@@ -1,5 +1,5 @@
-// Threaded GEMM entry points: what the addon calls. Each splits the output channels N into one
-// contiguous range per pool thread (boundaries on kParallelRowTile), runs the backend's kernel on every
+// Threaded GEMM entry points: what the addon calls. Each splits the output channels N into a few
+// contiguous ranges per pool thread (boundaries on kParallelRowTile), runs the backend's kernel on every
 // range and returns when all are done. The kernels give bit-identical results for any split, so the
 // output does not depend on the thread count.
 #pragma once

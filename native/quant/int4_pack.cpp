@@ -6,6 +6,10 @@
 namespace w4a8 {
 namespace {
 
+int clampCode(float x) { return (int)std::min(15.0f, std::max(0.0f, x)); }
+
+}  // namespace
+
 // Smallest power of two >= x (x > 0, finite).
 float roundUpToPowerOfTwo(float x) {
   int exponent;
@@ -13,15 +17,7 @@ float roundUpToPowerOfTwo(float x) {
   return mantissa == 0.5f ? x : std::ldexp(1.0f, exponent);
 }
 
-int clampCode(float x) { return (int)std::min(15.0f, std::max(0.0f, x)); }
-
-struct GroupParams {
-  float scale;
-  int zero;
-};
-
-// One group of channel-scaled weights -> (s_g, z).
-GroupParams chooseGroupParams(const float* scaled, int count, const Int4PackOptions& options) {
+Int4GroupParams chooseInt4GroupParams(const float* scaled, int count, const Int4PackOptions& options) {
   float lo = 0.0f, hi = 0.0f;  // the range always holds 0 so that 0 stays representable
   for (int i = 0; i < count; ++i) {
     lo = std::min(lo, scaled[i]);
@@ -35,8 +31,6 @@ GroupParams chooseGroupParams(const float* scaled, int count, const Int4PackOpti
   const int zero = options.symmetric ? 8 : clampCode(std::nearbyint(-lo / scale));
   return {scale, zero};
 }
-
-}  // namespace
 
 void packInt4Rows(const float* w, int rows, int cols, const Int4PackOptions& options, Int4WeightsMut out,
                   int rowBegin, int rowEnd) {
@@ -53,7 +47,7 @@ void packInt4Rows(const float* w, int rows, int cols, const Int4PackOptions& opt
     for (int g = 0; g < groups; ++g) {
       const float* groupWeights = row + (size_t)g * options.groupSize;
       for (int i = 0; i < options.groupSize; ++i) scaled[i] = groupWeights[i] / channelScale;
-      const GroupParams params = chooseGroupParams(scaled, options.groupSize, options);
+      const Int4GroupParams params = chooseInt4GroupParams(scaled, options.groupSize, options);
       out.groupScales[(size_t)n * groups + g] = params.scale;
       out.zeros[(size_t)n * groups + g] = (uint8_t)params.zero;
       for (int i = 0; i < options.groupSize; ++i) {

@@ -11,6 +11,16 @@ struct Int4PackOptions {
   Fp8Format format = Fp8Format::E4M3FN;
 };
 
+// The INT4 grid of one group of channel-scaled weights (W / s_c): asymmetric s_g = (max - min) / 15 over a
+// range that always holds 0, z = round(-min / s_g); symmetric s_g = amax / 7, z = 8; pow2 rounds s_g up to
+// a power of two. An all-zero group gets s_g = 1. Shared by RTN and the GPTQ / DPQ sweep (gptq.h).
+struct Int4GroupParams {
+  float scale;
+  int zero;
+};
+Int4GroupParams chooseInt4GroupParams(const float* scaled, int count, const Int4PackOptions& options);
+float roundUpToPowerOfTwo(float x);  // smallest power of two >= x (x > 0, finite)
+
 // w: [rows, cols] FP32 row-major. Packs rows [rowBegin, rowEnd) into `out` (canonical layout).
 // s_c[n] = amax(W[n,:]) / FP8_MAX (1 for an all-zero row), so W[n,:] / s_c spans the FP8 range.
 void packInt4Rows(const float* w, int rows, int cols, const Int4PackOptions& options, Int4WeightsMut out,

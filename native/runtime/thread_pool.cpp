@@ -29,7 +29,7 @@ void ThreadPool::startWorkers() {
   // The generation is read here, not in the new thread: a job (or a stop) published before the thread
   // gets going must still count as new to it.
   const uint64_t seen = generation_.load(std::memory_order_acquire);
-  for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, seen] { workerLoop(seen); });
+  for (int i = 1; i < size(); ++i) workers_.emplace_back([this, seen] { workerLoop(seen); });
 }
 
 void ThreadPool::stopWorkers() {
@@ -46,7 +46,7 @@ void ThreadPool::stopWorkers() {
 void ThreadPool::resize(int threads) {
   std::lock_guard<std::mutex> call(callMutex_);
   stopWorkers();
-  threads_ = std::max(1, threads);
+  threads_.store(std::max(1, threads));
   startWorkers();
 }
 
@@ -91,11 +91,11 @@ void ThreadPool::workerLoop(uint64_t seen) {
   }
 }
 
-void ThreadPool::run(int count, int align, ChunkFn fn, void* context) {
+void ThreadPool::run(int count, int align, ChunkFn fn, void* context, int chunksPerThread) {
   if (count <= 0) return;
   align = std::max(1, align);
   const int units = (count + align - 1) / align;
-  if (threads_ == 1 || units == 1 || tlsInsideParallelFor) {
+  if (size() == 1 || units == 1 || tlsInsideParallelFor) {
     fn(context, 0, count);  // nothing to split, or nested inside a chunk: run inline
     return;
   }
@@ -106,7 +106,7 @@ void ThreadPool::run(int count, int align, ChunkFn fn, void* context) {
     context_ = context;
     count_ = count;
     align_ = align;
-    const int chunks = std::min(threads_, units);
+    const int chunks = std::min(size() * std::max(1, chunksPerThread), units);
     unitsPerChunk_ = units / chunks;
     extraUnits_ = units % chunks;
     remainingChunks_.store(chunks, std::memory_order_relaxed);
@@ -115,7 +115,11 @@ void ThreadPool::run(int count, int align, ChunkFn fn, void* context) {
   }
   wake_.notify_all();
   runChunks();
-  while (remainingChunks_.load(std::memory_order_acquire) != 0) cpuRelax();
+  // Wait for the chunks other threads took; yield now and then in case one of them lost its core.
+  for (int spins = 0; remainingChunks_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < 4096) cpuRelax();
+    else std::this_thread::yield();
+  }
 }
 
 namespace {

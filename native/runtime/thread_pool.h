@@ -1,8 +1,10 @@
 // A persistent pool of worker threads for splitting one kernel call over cores.
 //
-// parallelFor(count, align, fn) cuts [0, count) into at most size() contiguous chunks whose
-// boundaries are multiples of `align` (a kernel's row tile), runs fn(begin, end) once per chunk
-// (the calling thread takes part) and returns when all are done. Nothing is allocated per call.
+// parallelFor(count, align, fn, chunksPerThread) cuts [0, count) into at most size() * chunksPerThread
+// contiguous chunks of near-equal size whose boundaries are multiples of `align` (a kernel's row tile),
+// runs fn(begin, end) once per chunk, the threads (the caller included) taking chunks as they become
+// free, and returns when all are done. More chunks than threads let a thread that lost its core for a
+// while be covered by the others. Nothing is allocated per call.
 // Calls from several threads are serialized; a call from inside a running fn (nesting) runs inline.
 // Workers spin briefly after a job before sleeping, so back-to-back calls (one per layer) wake fast.
 #pragma once
@@ -25,15 +27,15 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int size() const { return threads_; }
+  int size() const { return threads_.load(std::memory_order_relaxed); }
   void resize(int threads);  // waits for a running call, then restarts the workers
 
-  void run(int count, int align, ChunkFn fn, void* context);
+  void run(int count, int align, ChunkFn fn, void* context, int chunksPerThread = 1);
 
   template <class F>
-  void parallelFor(int count, int align, F&& fn) {
+  void parallelFor(int count, int align, F&& fn, int chunksPerThread = 1) {
     run(count, align, [](void* c, int b, int e) { (*static_cast<std::remove_reference_t<F>*>(c))(b, e); },
-        const_cast<void*>(static_cast<const void*>(&fn)));
+        const_cast<void*>(static_cast<const void*>(&fn)), chunksPerThread);
   }
 
  private:
@@ -42,7 +44,7 @@ class ThreadPool {
   void workerLoop(uint64_t seenGeneration);
   void runChunks();  // takes chunks until none is left
 
-  int threads_;
+  std::atomic<int> threads_;
   std::vector<std::thread> workers_;
   std::mutex callMutex_;  // one call at a time
 

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/cpu_features.h"
 #include "kernels/dispatch.h"
 #include "tests/check.h"
 
@@ -64,4 +65,27 @@ TEST(every_table_is_complete) {
               t->quantizeActivationsDynamic && t->quantizeActivationsStatic && t->dequantInt4ToFp8,
           "%s has an empty entry", *name);
   }
+}
+
+TEST(isa_choice_on_other_cpus_falls_back_with_a_reason) {
+  // The same rules for CPUs this machine is not: AVX2 only, AVX-512 without BF16, nothing.
+  CpuFeatures avx2Only;
+  avx2Only.avx2 = avx2Only.fma = avx2Only.f16c = true;
+  CpuFeatures avx512NoBf16 = avx2Only;
+  avx512NoBf16.avx512f = avx512NoBf16.avx512bw = avx512NoBf16.avx512vl = avx512NoBf16.avx512dq = true;
+  avx512NoBf16.avx512vbmi = true;
+  const CpuFeatures none;
+#if defined(__x86_64__)
+  const KernelChoice a = chooseKernels("avx512", avx2Only);
+  CHECK(a.table == kernelsFor("avx2", avx2Only) && !std::strcmp(a.table->name, "avx2"), "fell back to %s",
+        a.table->name);
+  CHECK(contains(a.reason, "AVX512F") && contains(a.reason, "using avx2"), "reason: %s", a.reason.c_str());
+  CHECK(chooseKernels(nullptr, avx2Only).table == a.table, "best on an AVX2 CPU is avx2");
+  const KernelChoice b = chooseKernels(nullptr, avx512NoBf16);
+  CHECK(!std::strcmp(b.table->name, "avx512") && b.table->gemmW4A8 == kernelsFor("avx512-fma", avx512NoBf16)->gemmW4A8,
+        "AVX-512 without BF16 runs the FMA variant under the name avx512 (%s)", b.table->detail);
+  const KernelChoice c = chooseKernels("avx2", none);
+  CHECK(!std::strcmp(c.table->name, "reference") && contains(c.reason, "AVX2"), "reason: %s", c.reason.c_str());
+#endif
+  CHECK(kernelsFor("avx2", none) == nullptr && kernelsFor("reference", none) != nullptr, "no AVX2, no avx2 table");
 }

@@ -300,24 +300,36 @@ TEST(gemm_outputs_honour_ldy_and_leave_other_columns_alone) {
 }
 
 TEST(w4a8_group_tables_match_reference_on_extreme_scales) {
-  // Group scales that push s_g * (q - z) into FP8 subnormals, to saturation, to zero, and to NaN/inf:
-  // the full encode path of the fast table builders must agree with fp8Encode there too.
-  const int M = 2, N = 12, K = 256, G = 32, groups = K / G;
+  // Group scales that push s_g * (q - z) into FP8 subnormals, to saturation, to zero, and to NaN/inf,
+  // and dyadic scales whose products sit exactly on FP8 rounding midpoints (ties to even). Rows 0..3
+  // and 4..7 stay in the range of the short table path (saturation and ties included); rows 8..11
+  // mix everything and take the full encoder.
+  const int N = 12, K = 256, G = 32, groups = K / G;
+  for (int M : {2, 9})  // fused and scratch-tile paths
   for (Fp8Format wf : kFormats) {
     Int4Layer l = makeInt4Layer(55, M, N, K, G, wf, Fp8Format::E4M3FN, false, false);
     w4a8test::Rng rng(56);
+    const float dyadic[] = {1.0625f, 1.5625f, 1.1875f, 1.03125f, 1.09375f, 1.75f, 1.3125f, 1.0f};
     for (int n = 0; n < N; ++n)
       for (int g = 0; g < groups; ++g) {
         float& s = l.groupScales[(size_t)n * groups + g];
-        switch ((n + g) % 9) {
-          case 0: s = std::ldexp(rng.uniform(1.0f, 2.0f), -12 - rng.below(8)); break;  // FP8 subnormals
-          case 1: s = std::ldexp(rng.uniform(1.0f, 2.0f), 4 + rng.below(12)); break;    // saturates
-          case 2: s = 0.0f; break;
-          case 3: s = std::ldexp(1.0f, -9); break;                                        // exact subnormals
-          case 4: s = -rng.uniform(0.01f, 1.0f); break;                                   // negative scale
-          case 5: s = (n == 3 && g == 5) ? NAN : rng.uniform(0.01f, 1.0f); break;
-          case 6: s = (n == 7 && g == 2) ? INFINITY : rng.uniform(0.01f, 1.0f); break;
-          default: s = rng.uniform(0.001f, 1.0f); break;
+        const int kind = (n / 4) % 3;  // whole 4-row tiles of one kind
+        if (kind == 0) {  // short path: saturating and large values
+          s = std::ldexp(rng.uniform(1.0f, 2.0f), rng.below(20) - 2);
+        } else if (kind == 1) {  // short path: ties
+          s = std::ldexp(dyadic[rng.below(8)], rng.below(6) - 2) * (rng.below(2) ? 1.0f : -1.0f);
+        } else {
+          switch ((n + g) % 9) {
+            case 0: s = std::ldexp(rng.uniform(1.0f, 2.0f), -12 - rng.below(8)); break;  // FP8 subnormals
+            case 1: s = std::ldexp(rng.uniform(1.0f, 2.0f), 4 + rng.below(12)); break;    // saturates
+            case 2: s = 0.0f; break;
+            case 3: s = std::ldexp(1.0f, -9); break;                                        // exact subnormals
+            case 4: s = -rng.uniform(0.01f, 1.0f); break;                                   // negative scale
+            case 5: s = (n == 9 && g == 5) ? NAN : rng.uniform(0.01f, 1.0f); break;
+            case 6: s = (n == 11 && g == 2) ? INFINITY : rng.uniform(0.01f, 1.0f); break;
+            case 7: s = 0x1p110f; break;                                                    // beyond the short path
+            default: s = rng.uniform(0.001f, 1.0f); break;
+          }
         }
         l.zeros[(size_t)n * groups + g] = (uint8_t)rng.below(16);
       }
@@ -517,5 +529,34 @@ TEST(nan_activations_give_nan_outputs_like_the_reference) {
     t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, 2, l.view(), {y.data(), nullptr, 5}}, 0, 5);
     for (int i = 0; i < 10; ++i)
       CHECK(std::isnan(y[i]) == std::isnan(ref[i]), "%s output %d: %g vs %g", t->name, i, y[i], ref[i]);
+  }
+}
+
+TEST(long_prompts_run_in_row_passes_with_the_same_results) {
+  // M above the backends' rows-per-pass (256): later passes must read and write the right rows.
+  const int M = 300, N = 9, K = 192, G = 64;
+  const Int4Layer l = makeInt4Layer(8000, M, N, K, G, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, true);
+  std::vector<uint8_t> w8((size_t)N * K);
+  dequantInt4ToFp8(l.view(), w8.data(), 0, N);
+  const Fp8WeightsView fp8View{w8.data(), l.channelScales.data(), N, K, l.weightFormat};
+  std::vector<float> ref((size_t)M * N), ref88((size_t)M * N), ref16((size_t)M * N);
+  reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
+  reference::gemmW8A8({l.x8.data(), l.xScales.data(), l.actFormat, M, fp8View, {ref88.data(), nullptr, N}}, 0, N);
+  reference::gemmW4A16({l.x16.data(), M, l.view(), {ref16.data(), nullptr, N}}, 0, N);
+  for (const KernelTable* t : fastBackends()) {
+    std::vector<float> y((size_t)M * N), y88((size_t)M * N), y16((size_t)M * N), one(N);
+    t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y.data(), nullptr, N}}, 0, N);
+    t->gemmW8A8({l.x8.data(), l.xScales.data(), l.actFormat, M, fp8View, {y88.data(), nullptr, N}}, 0, N);
+    t->gemmW4A16({l.x16.data(), M, l.view(), {y16.data(), nullptr, N}}, 0, N);
+    for (size_t i = 0; i < y.size(); ++i) {
+      CHECK(std::fabs(y[i] - ref[i]) <= 1e-4f * std::fabs(ref[i]) + 1e-4f, "%s W4A8 %zu: %g vs %g", t->name, i, y[i], ref[i]);
+      CHECK(std::fabs(y88[i] - ref88[i]) <= 1e-4f * std::fabs(ref88[i]) + 1e-4f, "%s W8A8 %zu", t->name, i);
+      CHECK(std::fabs(y16[i] - ref16[i]) <= 1e-4f * std::fabs(ref16[i]) + 1e-4f, "%s W4A16 %zu", t->name, i);
+    }
+    for (int m : {0, 255, 256, 299}) {
+      t->gemmW4A8({l.x8.data() + (size_t)m * K, l.xScales.data() + m, l.actFormat, 1, l.view(), {one.data(), nullptr, N}},
+                  0, N);
+      CHECK(std::memcmp(one.data(), y.data() + (size_t)m * N, N * 4) == 0, "%s row %d differs from its pass", t->name, m);
+    }
   }
 }

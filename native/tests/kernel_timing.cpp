@@ -3,6 +3,7 @@
 // its limit, measured here: streaming read bandwidth and the FMA peak.
 //
 // Usage: w4a8_kernel_timing [--quick] [--hot] [--backend NAME] [--kernel w4a8|w8a8|w4a16|f32] [--threads T]
+//                           [--shape NxK]   (default 11008x4096: N outputs, K inputs)
 //   Weights rotate over enough copies to exceed the last-level cache, so M = 1 reads come from DRAM.
 #include <immintrin.h>
 
@@ -23,39 +24,46 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-// Best time of `reps` rounds of `fn`, each round long enough (>= minSeconds) to be measurable.
+// Fastest single call of `fn` over at least `minSeconds` of calls (and `minCalls` calls): on a shared
+// machine the minimum is the figure least disturbed by other processes.
 template <class Fn>
-double bestSeconds(Fn fn, double minSeconds, int reps = 3) {
+double bestSeconds(Fn fn, double minSeconds, int minCalls = 5) {
   fn();  // warm-up: scratch buffers, pool threads, page faults
   double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    int iters = 0;
+  const double start = now();
+  for (int calls = 0; calls < minCalls || now() - start < minSeconds; ++calls) {
     const double t0 = now();
-    double t;
-    do {
-      fn();
-      ++iters;
-      t = now() - t0;
-    } while (t < minSeconds);
-    best = std::min(best, t / iters);
+    fn();
+    best = std::min(best, now() - t0);
   }
   return best;
 }
 
+// Sums `count` floats with 256-bit loads (4 independent accumulators): a read stream that is not
+// limited by the core, so its speed is the memory's.
+__attribute__((target("avx2"))) float sumFloats(const float* p, size_t count) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (size_t i = 0; i + 32 <= count; i += 32) {
+    s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p + i));
+    s1 = _mm256_add_ps(s1, _mm256_loadu_ps(p + i + 8));
+    s2 = _mm256_add_ps(s2, _mm256_loadu_ps(p + i + 16));
+    s3 = _mm256_add_ps(s3, _mm256_loadu_ps(p + i + 24));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  return lanes[0] + lanes[7];
+}
+
 // Streaming read bandwidth (GB/s) over `bytes`, split over the pool.
 double measureReadBandwidth(ThreadPool& pool, size_t bytes) {
-  std::vector<uint64_t> buffer(bytes / 8, 1);
-  std::vector<uint64_t> sinks(64 * 16);
+  std::vector<float> buffer(bytes / 4, 1.0f);
+  volatile float sink = 0;
   const int blocks = 1024;
   const double t = bestSeconds(
       [&] {
         pool.parallelFor(blocks, 1, [&](int b, int e) {
           const size_t per = buffer.size() / blocks;
-          uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-          for (size_t i = (size_t)b * per; i < (size_t)e * per; i += 4) {
-            s0 += buffer[i], s1 += buffer[i + 1], s2 += buffer[i + 2], s3 += buffer[i + 3];
-          }
-          sinks[(size_t)(b % 64) * 16] += s0 + s1 + s2 + s3;
+          sink = sink + sumFloats(buffer.data() + (size_t)b * per, (size_t)(e - b) * per);
         });
       },
       0.3);
@@ -69,17 +77,21 @@ __attribute__((target("avx512f"))) float fmaLoopAvx512(long iters) {
   const __m512 m = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
   for (long it = 0; it < iters; ++it)
     for (int i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  alignas(64) float lanes[16];
   float sink = 0;
-  for (int i = 0; i < 12; ++i) sink += _mm512_reduce_add_ps(a[i]);
+  for (int i = 0; i < 12; ++i) {
+    _mm512_store_ps(lanes, a[i]);
+    sink += lanes[0];
+  }
   return sink;
 }
 
 // FP32 FMA peak (GFLOP/s) of the pool's threads together.
 double fmaPeakAvx512(ThreadPool& pool) {
-  const long iters = 5000000;
+  const long iters = 1000000;
   volatile float sink = 0;
   const double t = bestSeconds(
-      [&] { pool.parallelFor(pool.size(), 1, [&](int, int) { sink = sink + fmaLoopAvx512(iters); }); }, 0.2, 2);
+      [&] { pool.parallelFor(pool.size(), 1, [&](int, int) { sink = sink + fmaLoopAvx512(iters); }); }, 0.3, 3);
   return 12.0 * 16 * 2 * iters * pool.size() / t / 1e9;
 }
 
@@ -110,6 +122,7 @@ struct Options {
   bool hot = false;  // one weight copy: M = 1 reads come from the last-level cache where it fits
   std::string backend, kernel;
   int maxThreads = 0;
+  int N = 11008, K = 4096;  // --shape NxK: outputs x inputs
 };
 
 }  // namespace
@@ -123,10 +136,11 @@ int main(int argc, char** argv) {
     else if (a == "--backend" && i + 1 < argc) opt.backend = argv[++i];
     else if (a == "--kernel" && i + 1 < argc) opt.kernel = argv[++i];
     else if (a == "--threads" && i + 1 < argc) opt.maxThreads = std::atoi(argv[++i]);
+    else if (a == "--shape" && i + 1 < argc) std::sscanf(argv[++i], "%dx%d", &opt.N, &opt.K);
   }
   const int hw = std::max(1, (int)std::thread::hardware_concurrency());
   const int maxThreads = opt.maxThreads > 0 ? opt.maxThreads : hw;
-  const int N = 11008, K = 4096, G = 128, Mbig = 64;
+  const int N = opt.N, K = opt.K, G = 128, Mbig = 64;
   const Fp8Format f = Fp8Format::E4M3FN;
   w4a8test::Rng rng(1);
 
@@ -185,11 +199,11 @@ int main(int argc, char** argv) {
             gemmF32Parallel(*t, pool, {x.data(), wf32.data(), M, N, K, out});
           }
         };
-        const double t1 = bestSeconds([&] { call(1); }, slow ? 0.05 : 0.25, slow ? 1 : 3);
+        const double t1 = bestSeconds([&] { call(1); }, slow ? 0.05 : opt.quick ? 0.3 : 1.0, slow ? 1 : 5);
         const double gbs = weightBytes / t1 / 1e9;
         double gflops = 0;
         if (!slow) {
-          const double t64 = bestSeconds([&] { call(Mbig); }, 0.3, opt.quick ? 1 : 2);
+          const double t64 = bestSeconds([&] { call(Mbig); }, opt.quick ? 0.3 : 1.0, 3);
           gflops = 2.0 * Mbig * N * K / t64 / 1e9;
         }
         std::printf("%-11s %-6s %3d %12.2f %12.2f %10.1f %10.1f\n", *name, kernel, threads, gbs, bandwidth, gflops,

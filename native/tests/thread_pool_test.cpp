@@ -1,5 +1,6 @@
 // ThreadPool (runtime/thread_pool.h): every index is covered exactly once by aligned contiguous
 // chunks, nested calls run inline, concurrent callers are serialized, and resizing works.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -27,6 +28,15 @@ TEST(thread_pool_covers_every_index_once_in_aligned_chunks) {
                                              hits[i].load());
         CHECK(aligned, "threads=%d count=%d align=%d: unaligned or empty chunk", threads, count, align);
         CHECK(calls <= threads, "at most one chunk per thread (%d calls)", calls.load());
+        std::vector<std::atomic<int>> hits4(count);
+        std::atomic<int> calls4{0};
+        pool.parallelFor(count, align, [&](int begin, int end) {
+          for (int i = begin; i < end; ++i) hits4[i]++;
+          calls4++;
+        }, 4);
+        for (int i = 0; i < count; ++i) CHECK(hits4[i] == 1, "4 chunks per thread: index %d hit %d times", i, hits4[i].load());
+        const int expectedChunks = threads == 1 ? 1 : std::min(4 * threads, (count + align - 1) / align);
+        CHECK(calls4 == expectedChunks, "chunks: %d, expected %d", calls4.load(), expectedChunks);
       }
   }
 }

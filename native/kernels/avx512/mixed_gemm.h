@@ -10,9 +10,9 @@
 //   weights  decoded on the fly from the canonical packed layout, 128 k (INT4) or 64 k (FP8) per
 //            64-byte load; the FP8 weight matrix is never materialized.
 //     INT4:  code byte i of a 64-byte block holds k = 2i (low nibble) and 2i+1 (high nibble). Read as
-//            32 words, word j holds k = 4j+s in bits 4s..4s+3 (s = 0..3). Shifting the word right by 4s
-//            and looking it up with vpermw in the group's 16-entry BF16 table (the table is repeated
-//            in both halves, so index bit 4 does not matter) gives chunk s: word j = w[4j + s].
+//            32 words, word j holds k = 4j+s in bits 4s..4s+3 (s = 0..3). Bringing nibble s to bits
+//            0..3 and looking it up with vpermw in the group's 16-entry BF16 table (the table is
+//            repeated in both halves, so index bit 4 does not matter) gives chunk s: word j = w[4j+s].
 //            G = 64 and 32 put 2 or 4 groups' tables in the index space (vpermw 5 bits, vpermt2w 6).
 //     FP8:   vpermi2b looks up the high and low BF16 bytes of 128-entry tables (code & 0x7F), the sign
 //            is ORed in, and vpunpckl/hbw interleave them: chunk h (0, 1), word 8L+i = w[16L + 8h + i].
@@ -40,6 +40,10 @@ constexpr int kFusedMaxRows = 4;   // M up to this: fused path
 constexpr int kFusedTileN = 4;     // weight rows decoded together in the fused path
 constexpr int kScratchRows = 4;    // weight rows per scratch tile (micro-kernel width)
 
+// Words between rows of the converted activations: Kp, plus one cache line when Kp * 2 bytes is a
+// multiple of 4 KiB, so that the micro-kernel's activation rows do not all land in the same L1 sets.
+constexpr int xRowStride(int Kp) { return (Kp * 2) % 4096 == 0 ? Kp + 32 : Kp; }
+
 // (q - z) as FP32 for every zero point z: row z is the vector lut arithmetic starts from.
 struct QMinusZ {
   alignas(64) float v[16][16];
@@ -52,14 +56,15 @@ constexpr QMinusZ kQMinusZ{};
 
 // ---- weight sources: decode one block of one row into kChunksPerBlock BF16 vectors --------------
 
-// The 16 FP32 values s_g * (q - z) of one group, as an exact product (q - z is a small integer).
+// The 16 FP32 values fl32(s_g * (q - z)) of one group (q - z is exact; the product rounds once, as in
+// the reference). Zero points are 0..15 by contract; the mask only keeps the table index in bounds.
 W4A8_ALWAYS_INLINE __m512 groupValues(const float* scales, const uint8_t* zeros, int g) {
   return _mm512_mul_ps(_mm512_load_ps(kQMinusZ.v[zeros[g] & 15]), _mm512_set1_ps(scales[g]));
 }
 
-// W4A8: table entries are fp8(s_g * (q - z)); rows whose scales all satisfy fp8 min normal <= |s_g| < inf
-// ("short" rows: every entry is zero or in the FP8 normal/overflow range) skip the subnormal and NaN
-// handling of the encoder. W4A16: table entries are bf16(s_g * (q - z)).
+// W4A8: table entries are fp8(s_g * (q - z)); rows whose scales all satisfy fp8 min normal <= |s_g| <=
+// 2^100 ("short" rows: every entry is zero or in the FP8 normal/overflow range) use the 5-operation
+// rounding of simd.h instead of the full encoder. W4A16: table entries are bf16(s_g * (q - z)).
 enum class Int4Table { Fp8, Bf16 };
 
 template <int G, Int4Table kTable>
@@ -89,47 +94,74 @@ struct Int4Source {
     const size_t g0 = (size_t)n * groups;
     return {w.codes + (size_t)n * (w.cols / 2), w.groupScales + g0, w.zeros + g0};
   }
-  bool shortPath(int n) const { return kTable == Int4Table::Bf16 || fast::rowScalesAtLeast(w, n, minNormal); }
+  bool shortPath(int n) const {
+    return kTable == Int4Table::Bf16 || fast::rowScalesWithin(w, n, minNormal, 0x1p100f);
+  }
+  // Prefetch block b of the row `rows` rows further down (the next tile's), and its scales once.
+  W4A8_ALWAYS_INLINE void prefetchAhead(const Row& r, int b, int rows) const {
+    _mm_prefetch((const char*)(r.codes + (size_t)rows * (w.cols / 2) + (size_t)b * 64), _MM_HINT_T0);
+    if ((b & 15) == 0) _mm_prefetch((const char*)(r.scales + (size_t)rows * groups + b * (kBlockK / G)), _MM_HINT_T0);
+  }
 
-  // BF16 table entries (high word of each dword) of group g; in the tail block, zero past the row's end.
+  // The 16 values s_g * (q - z) of group g; in the tail block, zero past the row's end.
+  template <bool kTail>
+  W4A8_ALWAYS_INLINE __m512 values(const Row& r, int g) const {
+    if (kTail && g >= groups) return _mm512_setzero_ps();
+    return groupValues(r.scales, r.zeros, g);
+  }
+
+  // The BF16 tables of groups a (words 0..15) and b (words 16..31).
   template <bool kShort, bool kTail>
-  W4A8_ALWAYS_INLINE __m512i table(const Row& r, int g) const {
-    if (kTail && g >= groups) return _mm512_setzero_si512();
-    const __m512 v = groupValues(r.scales, r.zeros, g);
-    if constexpr (kTable == Int4Table::Bf16) return roundToBf16High(v);
-    else if constexpr (kShort) return roundToFp8ValueNormal(v, fp8);
-    else return roundToFp8Value(v, fp8);
+  W4A8_ALWAYS_INLINE __m512i lut(const Row& r, int a, int b) const {
+    const __m512 va = values<kTail>(r, a), vb = a == b ? va : values<kTail>(r, b);
+    if constexpr (kTable == Int4Table::Bf16) {
+#ifdef __AVX512BF16__
+      // vcvtne2ps2bf16 rounds like floatToBf16 except that it flushes FP32 subnormals, which cannot
+      // occur here: calls with group scales below 2^-126 take the FP32-FMA version (gemm_bf16.cpp).
+      return (__m512i)_mm512_cvtne2ps_pbh(vb, va);
+#else
+      return packHighWords(roundToBf16High(va), a == b ? roundToBf16High(va) : roundToBf16High(vb));
+#endif
+    } else if constexpr (kShort) {
+      const __m512i ta = roundToFp8ValueShort(va, fp8);
+      return packHighWords(ta, a == b ? ta : roundToFp8ValueShort(vb, fp8));
+    } else {
+      const __m512i ta = roundToFp8Value(va, fp8);
+      return packHighWords(ta, a == b ? ta : roundToFp8Value(vb, fp8));
+    }
   }
 
   template <bool kShort, bool kTail>
   W4A8_ALWAYS_INLINE void decode(const Row& r, int b, __m512i* out) const {
     const uint8_t* p = r.codes + (size_t)b * 64;
+    // Word j of the block holds k = 4j..4j+3; read again one byte later, its low byte holds 4j+2, 4j+3.
+    // So chunk s's nibble sits in bits 0..3 of: codes, codes >> 4, codesPlus1, codesPlus1 >> 4 (a load
+    // is cheaper than a shift; the masked load never reads past the row's last code byte).
     const __m512i codes = kTail ? _mm512_maskz_loadu_epi8(byteMask(tailBytes), p) : _mm512_loadu_si512(p);
-    const __m512i shifted[4] = {codes, _mm512_srli_epi16(codes, 4), _mm512_srli_epi16(codes, 8),
-                                _mm512_srli_epi16(codes, 12)};
+    const __m512i codesPlus1 = _mm512_maskz_loadu_epi8(byteMask((kTail ? tailBytes : 64) - 1), p + 1);
+    const __m512i shifted[4] = {codes, _mm512_srli_epi16(codes, 4), codesPlus1, _mm512_srli_epi16(codesPlus1, 4)};
     if constexpr (G == 128) {
-      const __m512i t = table<kShort, kTail>(r, b);
-      const __m512i lut = packHighWords(t, t);  // same table in both halves: index bit 4 is ignored
-      #pragma GCC unroll 16
-      for (int s = 0; s < 4; ++s) out[s] = _mm512_permutexvar_epi16(shifted[s], lut);
+      const __m512i table = lut<kShort, kTail>(r, b, b);  // same table in both halves: index bit 4 is ignored
+#pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) out[s] = _mm512_permutexvar_epi16(shifted[s], table);
     } else if constexpr (G == 64) {
       // Words 0..15 of the block belong to group 2b, words 16..31 to 2b+1: index = nibble | 16 * half.
-      const __m512i lut = packHighWords(table<kShort, kTail>(r, 2 * b), table<kShort, kTail>(r, 2 * b + 1));
+      const __m512i table = lut<kShort, kTail>(r, 2 * b, 2 * b + 1);
       const __m512i half = _mm512_set_epi64(0x0010001000100010ll, 0x0010001000100010ll, 0x0010001000100010ll,
                                             0x0010001000100010ll, 0, 0, 0, 0);
       const __m512i nibble = _mm512_set1_epi16(0x000F);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int s = 0; s < 4; ++s)
-        out[s] = _mm512_permutexvar_epi16(_mm512_ternarylogic_epi32(shifted[s], nibble, half, 0xEA), lut);
+        out[s] = _mm512_permutexvar_epi16(_mm512_ternarylogic_epi32(shifted[s], nibble, half, 0xEA), table);
     } else {
       // Words 8q..8q+7 belong to group 4b+q: index = nibble | 16 * q over two 32-entry tables.
-      const __m512i lut01 = packHighWords(table<kShort, kTail>(r, 4 * b), table<kShort, kTail>(r, 4 * b + 1));
-      const __m512i lut23 = packHighWords(table<kShort, kTail>(r, 4 * b + 2), table<kShort, kTail>(r, 4 * b + 3));
+      const __m512i lut01 = lut<kShort, kTail>(r, 4 * b, 4 * b + 1);
+      const __m512i lut23 = lut<kShort, kTail>(r, 4 * b + 2, 4 * b + 3);
       const __m512i quarter = _mm512_set_epi64(0x0030003000300030ll, 0x0030003000300030ll, 0x0020002000200020ll,
                                                0x0020002000200020ll, 0x0010001000100010ll, 0x0010001000100010ll,
                                                0, 0);
       const __m512i nibble = _mm512_set1_epi16(0x000F);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int s = 0; s < 4; ++s)
         out[s] = _mm512_permutex2var_epi16(lut01, _mm512_ternarylogic_epi32(shifted[s], nibble, quarter, 0xEA),
                                            lut23);
@@ -171,6 +203,9 @@ struct Fp8Source {
   }
   W4A8_ALWAYS_INLINE Row row(int n) const { return {w.codes + (size_t)n * w.cols}; }
   bool shortPath(int) const { return true; }
+  W4A8_ALWAYS_INLINE void prefetchAhead(const Row& r, int b, int rows) const {
+    _mm_prefetch((const char*)(r.codes + (size_t)rows * w.cols + (size_t)b * 64), _MM_HINT_T0);
+  }
   template <bool kShort, bool kTail>
   W4A8_ALWAYS_INLINE void decode(const Row& r, int b, __m512i* out) const {
     const uint8_t* p = r.codes + (size_t)b * 64;
@@ -180,19 +215,63 @@ struct Fp8Source {
 
 // ---- activations: BF16 in the weight source's k order, [M][Kp], zero padded ---------------------
 
-// INT4 order: xp[128b + 32s + j] = x[128b + 4j + s]. `bf16At(m, k)` gives the BF16 of x[m, k].
-template <class Bf16At>
-void prepareInt4Order(int M, int K, int Kp, uint16_t* xp, Bf16At bf16At) {
+// INT4 order: xp[128b + 32s + j] = x[128b + 4j + s], from FP8 codes. vpermt2b gathers the codes of
+// chunks (0, 1) and (2, 3) of a 128-k block so that the FP8 decoder (whose output word 8L+i of its
+// first/second vector comes from byte 16L+i / 16L+8+i) writes them in INT4 order.
+inline void prepareInt4OrderFromFp8(const uint8_t* x8, Fp8Format f, int M, int K, int Kp, uint16_t* xp) {
+  alignas(64) uint8_t gather[2][64];
+  for (int pair = 0; pair < 2; ++pair)
+    for (int L = 0; L < 4; ++L)
+      for (int i = 0; i < 8; ++i) {
+        gather[pair][16 * L + i] = (uint8_t)(32 * L + 4 * i + 2 * pair);
+        gather[pair][16 * L + 8 + i] = (uint8_t)(32 * L + 4 * i + 2 * pair + 1);
+      }
+  const __m512i gather01 = _mm512_load_si512(gather[0]), gather23 = _mm512_load_si512(gather[1]);
+  const Fp8Decoder decoder(f);
   for (int m = 0; m < M; ++m) {
-    uint16_t* row = xp + (size_t)m * Kp;
-    for (int b = 0; b < Kp / 128; ++b)
-      #pragma GCC unroll 16
-      for (int s = 0; s < 4; ++s)
-        for (int j = 0; j < 32; ++j) {
-          const int k = 128 * b + 4 * j + s;
-          row[128 * b + 32 * s + j] = k < K ? bf16At(m, k) : 0;
-        }
+    const uint8_t* in = x8 + (size_t)m * K;
+    uint16_t* out = xp + (size_t)m * xRowStride(Kp);
+    for (int k = 0; k < Kp; k += 128) {
+      const __m512i lo = _mm512_maskz_loadu_epi8(byteMask(K - k), in + k);
+      const __m512i hi = _mm512_maskz_loadu_epi8(byteMask(K - k - 64), in + k + 64);
+      __m512i w[4];
+      decoder.decode(_mm512_permutex2var_epi8(lo, gather01, hi), w);
+      decoder.decode(_mm512_permutex2var_epi8(lo, gather23, hi), w + 2);
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) _mm512_store_si512(out + k + 32 * c, w[c]);
+    }
   }
+}
+
+// INT4 order from BF16 words: chunk s = x16[128b + 4j + s] for j = 0..31, gathered from words 0..63
+// (j < 16) and 64..127 (j >= 16) with the same index 4j + s. Returns true when some activation is a
+// BF16 subnormal (exponent 0, mantissa not 0).
+inline bool prepareInt4OrderFromBf16(const uint16_t* x16, int M, int K, int Kp, uint16_t* xp) {
+  alignas(64) uint16_t gather[4][32] = {};
+  for (int s = 0; s < 4; ++s)
+    for (int j = 0; j < 16; ++j) gather[s][j] = (uint16_t)(4 * j + s);
+  __mmask32 subnormal = 0;
+  for (int m = 0; m < M; ++m) {
+    const uint16_t* in = x16 + (size_t)m * K;
+    uint16_t* out = xp + (size_t)m * xRowStride(Kp);
+    for (int k = 0; k < Kp; k += 128) {
+      __m512i v[4];
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        v[q] = _mm512_maskz_loadu_epi16(lane16Mask(K - k - 32 * q), in + k + 32 * q);
+        subnormal |= _mm512_testn_epi16_mask(v[q], _mm512_set1_epi16(0x7F80)) &
+                     _mm512_test_epi16_mask(v[q], _mm512_set1_epi16(0x007F));
+      }
+#pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) {
+        const __m512i idx = _mm512_load_si512(gather[s]);
+        const __m512i low = _mm512_permutex2var_epi16(v[0], idx, v[1]);
+        const __m512i high = _mm512_permutex2var_epi16(v[2], idx, v[3]);
+        _mm512_store_si512(out + k + 32 * s, _mm512_shuffle_i64x2(low, high, 0x44));  // low[0..15], high[0..15]
+      }
+    }
+  }
+  return subnormal != 0;
 }
 
 // FP8 order, by running the weight decoder itself over the activation codes.
@@ -200,7 +279,7 @@ inline void prepareFp8Order(const uint8_t* x8, Fp8Format f, int M, int K, int Kp
   const Fp8Decoder decoder(f);
   for (int m = 0; m < M; ++m) {
     const uint8_t* in = x8 + (size_t)m * K;
-    uint16_t* out = xp + (size_t)m * Kp;
+    uint16_t* out = xp + (size_t)m * xRowStride(Kp);
     for (int k = 0; k < Kp; k += 64) {
       __m512i w[2];
       decoder.decode(_mm512_maskz_loadu_epi8(byteMask(K - k), in + k), w);
@@ -224,37 +303,38 @@ template <class Dot, int MR, int NR, bool kShort, class Source>
 void fusedTile(const Source& src, int n0, const uint16_t* xp, int Kp, float* sums /* [MR][NR] */) {
   constexpr int CPB = Source::kChunksPerBlock;
   typename Source::Row rows[NR];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < NR; ++r) rows[r] = src.row(n0 + r);
   __m512 acc[MR][NR];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
   auto block = [&](int b, auto tail) {
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       __m512i w[CPB];
       src.template decode<kShort, decltype(tail)::value>(rows[r], b, w);
-      #pragma GCC unroll 16
+      src.prefetchAhead(rows[r], b, NR);  // the next tile's rows, one tile ahead (GEMV is DRAM-bound)
+#pragma GCC unroll 16
       for (int c = 0; c < CPB; ++c)
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int m = 0; m < MR; ++m)
-          acc[m][r] = Dot::dot(acc[m][r], _mm512_load_si512(xp + (size_t)m * Kp + (b * CPB + c) * kChunkK), w[c]);
+          acc[m][r] = Dot::dot(acc[m][r], _mm512_load_si512(xp + (size_t)m * xRowStride(Kp) + (b * CPB + c) * kChunkK), w[c]);
     }
   };
   for (int b = 0; b < src.fullBlocks; ++b) block(b, std::false_type{});
   if (src.blocks > src.fullBlocks) block(src.fullBlocks, std::true_type{});
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) sums[m * NR + r] = horizontalSum(acc[m][r]);
 }
 
 template <class Dot, int MR, int NR, class Source>
 void fusedTileAnyPath(const Source& src, int n0, const uint16_t* xp, int Kp, float* sums) {
   bool allShort = true;
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < NR; ++r) allShort &= src.shortPath(n0 + r);
   if (allShort) fusedTile<Dot, MR, NR, true>(src, n0, xp, Kp, sums);
   else fusedTile<Dot, MR, NR, false>(src, n0, xp, Kp, sums);
@@ -279,24 +359,24 @@ void fusedRows(const Source& src, int nBegin, int nEnd, const uint16_t* xp, int 
 template <class Dot, int MR, int NR>
 void microKernel(const uint16_t* xp, int Kp, const uint16_t* ws, int chunks, float* sums /* [MR][NR] */) {
   __m512 acc[MR][NR];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
   for (int c = 0; c < chunks; ++c) {
     __m512i w[NR];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) w[r] = _mm512_load_si512(ws + ((size_t)c * NR + r) * kChunkK);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
-      const __m512i x = _mm512_load_si512(xp + (size_t)m * Kp + (size_t)c * kChunkK);
-      #pragma GCC unroll 16
+      const __m512i x = _mm512_load_si512(xp + (size_t)m * xRowStride(Kp) + (size_t)c * kChunkK);
+#pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) acc[m][r] = Dot::dot(acc[m][r], x, w[r]);
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) sums[m * NR + r] = horizontalSum(acc[m][r]);
 }
 
@@ -316,7 +396,7 @@ void decodeRow(const Source& src, int n, int nr, int r, uint16_t* ws) {
   auto block = [&](int b, auto tail) {
     __m512i w[CPB];
     src.template decode<kShort, decltype(tail)::value>(row, b, w);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int c = 0; c < CPB; ++c) _mm512_store_si512(ws + ((size_t)(b * CPB + c) * nr + r) * kChunkK, w[c]);
   };
   for (int b = 0; b < src.fullBlocks; ++b) block(b, std::false_type{});
@@ -337,7 +417,7 @@ void scratchRows(const Source& src, int M, int nBegin, int nEnd, const uint16_t*
     }
     for (int m0 = 0; m0 < M; m0 += Dot::kMicroRows) {
       const int mr = std::min(Dot::kMicroRows, M - m0);
-      const uint16_t* x = xp + (size_t)m0 * Kp;
+      const uint16_t* x = xp + (size_t)m0 * xRowStride(Kp);
       switch (nr) {
         case 1: microKernelFor<Dot, 1>(mr, x, Kp, ws, chunks, sums); break;
         case 2: microKernelFor<Dot, 2>(mr, x, Kp, ws, chunks, sums); break;
@@ -354,7 +434,7 @@ void runGemm(const Source& src, int M, int nBegin, int nEnd, const uint16_t* xp,
              Scale scale) {
   if (M > kFusedMaxRows) return scratchRows<Dot>(src, M, nBegin, nEnd, xp, Kp, y, scale);
   for (int m0 = 0; m0 < M; m0 += kFusedMaxRows) {  // (one pass today: M <= kFusedMaxRows)
-    const uint16_t* x = xp + (size_t)m0 * Kp;
+    const uint16_t* x = xp + (size_t)m0 * xRowStride(Kp);
     switch (std::min(kFusedMaxRows, M - m0)) {
       case 1: fusedRows<Dot, 1>(src, nBegin, nEnd, x, Kp, m0, y, scale); break;
       case 2: fusedRows<Dot, 2>(src, nBegin, nEnd, x, Kp, m0, y, scale); break;
@@ -385,44 +465,53 @@ void int4Gemm(const Int4WeightsView& w, int M, int nBegin, int nEnd, const uint1
   }
 }
 
-template <class Dot>
-void gemmW4A8Impl(const W4A8GemmArgs& a, int nBegin, int nEnd) {
-  if (nBegin >= nEnd || a.M <= 0) return;
-  const int K = a.w.cols, Kp = roundUp(K, 128);
-  uint16_t* xp = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchActivations, (size_t)a.M * Kp * 2));
-  const uint16_t* table = fp8DecodeTableBf16(a.actFormat);
-  prepareInt4Order(a.M, K, Kp, xp, [&](int m, int k) { return table[a.x8[(size_t)m * K + k]]; });
-  int4Gemm<Dot, Int4Table::Fp8>(a.w, a.M, nBegin, nEnd, xp, Kp, a.y,
-                                [&](int m, int n) { return a.xScales[m] * a.w.channelScales[n]; });
+// Rows of X are converted and multiplied kRowsPerPass at a time, which bounds the per-thread activation
+// buffer (long prompts) and changes no result: every output is computed the same way in any pass.
+constexpr int kRowsPerPass = 256;
+
+inline GemmOutput rowsFrom(const GemmOutput& y, int m0) {
+  return {y.f32 ? y.f32 + (size_t)m0 * y.ldy : nullptr, y.bf16 ? y.bf16 + (size_t)m0 * y.ldy : nullptr, y.ldy};
 }
 
-// Returns false (computing nothing) when an activation is a BF16 subnormal and Dot flushes those.
+template <class Dot>
+void gemmW4A8Impl(const W4A8GemmArgs& a, int nBegin, int nEnd) {
+  const int K = a.w.cols, Kp = roundUp(K, 128);
+  for (int m0 = 0; m0 < a.M && nBegin < nEnd; m0 += kRowsPerPass) {
+    const int rows = std::min(kRowsPerPass, a.M - m0);
+    uint16_t* xp = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchActivations, (size_t)rows * xRowStride(Kp) * 2));
+    prepareInt4OrderFromFp8(a.x8 + (size_t)m0 * K, a.actFormat, rows, K, Kp, xp);
+    int4Gemm<Dot, Int4Table::Fp8>(a.w, rows, nBegin, nEnd, xp, Kp, rowsFrom(a.y, m0),
+                                  [&](int m, int n) { return a.xScales[m0 + m] * a.w.channelScales[n]; });
+  }
+}
+
+// Returns false when an activation is a BF16 subnormal and Dot flushes those; the caller then runs the
+// whole call again with a Dot that does not (outputs written so far are all overwritten).
 template <class Dot>
 bool gemmW4A16Impl(const W4A16GemmArgs& a, int nBegin, int nEnd) {
-  if (nBegin >= nEnd || a.M <= 0) return true;
   const int K = a.w.cols, Kp = roundUp(K, 128);
-  uint16_t* xp = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchActivations, (size_t)a.M * Kp * 2));
-  bool subnormal = false;
-  prepareInt4Order(a.M, K, Kp, xp, [&](int m, int k) {
-    const uint16_t h = a.x16[(size_t)m * K + k];
-    subnormal |= (h & 0x7F80) == 0 && (h & 0x7F) != 0;
-    return h;
-  });
-  if (subnormal && Dot::kFlushesSubnormals) return false;
-  int4Gemm<Dot, Int4Table::Bf16>(a.w, a.M, nBegin, nEnd, xp, Kp, a.y,
-                                 [&](int, int n) { return a.w.channelScales[n]; });
+  for (int m0 = 0; m0 < a.M && nBegin < nEnd; m0 += kRowsPerPass) {
+    const int rows = std::min(kRowsPerPass, a.M - m0);
+    uint16_t* xp = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchActivations, (size_t)rows * xRowStride(Kp) * 2));
+    const bool subnormal = prepareInt4OrderFromBf16(a.x16 + (size_t)m0 * K, rows, K, Kp, xp);
+    if (subnormal && Dot::kFlushesSubnormals) return false;
+    int4Gemm<Dot, Int4Table::Bf16>(a.w, rows, nBegin, nEnd, xp, Kp, rowsFrom(a.y, m0),
+                                   [&](int, int n) { return a.w.channelScales[n]; });
+  }
   return true;
 }
 
 template <class Dot>
 void gemmW8A8Impl(const W8A8GemmArgs& a, int nBegin, int nEnd) {
-  if (nBegin >= nEnd || a.M <= 0) return;
   const int K = a.w.cols, Kp = roundUp(K, 64);
-  uint16_t* xp = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchActivations, (size_t)a.M * Kp * 2));
-  prepareFp8Order(a.x8, a.actFormat, a.M, K, Kp, xp);
   const Fp8Source src(a.w);
-  runGemm<Dot>(src, a.M, nBegin, nEnd, xp, Kp, a.y,
-               [&](int m, int n) { return a.xScales[m] * a.w.channelScales[n]; });
+  for (int m0 = 0; m0 < a.M && nBegin < nEnd; m0 += kRowsPerPass) {
+    const int rows = std::min(kRowsPerPass, a.M - m0);
+    uint16_t* xp = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchActivations, (size_t)rows * xRowStride(Kp) * 2));
+    prepareFp8Order(a.x8 + (size_t)m0 * K, a.actFormat, rows, K, Kp, xp);
+    runGemm<Dot>(src, rows, nBegin, nEnd, xp, Kp, rowsFrom(a.y, m0),
+                 [&](int m, int n) { return a.xScales[m0 + m] * a.w.channelScales[n]; });
+  }
 }
 
 // FP32 FMA on BF16 pairs: the exact products of the odd then the even words, each added with one

@@ -19,8 +19,8 @@ namespace {
 // Fp8Params as vectors.
 struct Fp8Vec {
   __m512i shift, roundBias, keepMask, maxFiniteBits, minNormalBits, rebias, maxFiniteCode;
-  __m512 magic;
-  __m512i magicBits;
+  __m512 magic, maxFinite;
+  __m512i magicBits, binadeToQuantumStep;
   explicit Fp8Vec(const fast::Fp8Params& p)
       : shift(_mm512_set1_epi32((int)p.mantissaShift)),
         roundBias(_mm512_set1_epi32((int)p.roundBias)),
@@ -30,7 +30,9 @@ struct Fp8Vec {
         rebias(_mm512_set1_epi32((int)p.rebias)),
         maxFiniteCode(_mm512_set1_epi32((int)p.maxFiniteCode)),
         magic(_mm512_set1_ps(p.subnormalMagic)),
-        magicBits(_mm512_set1_epi32((int)p.subnormalMagicBits)) {}
+        maxFinite(_mm512_set1_ps(p.maxFinite)),
+        magicBits(_mm512_set1_epi32((int)p.subnormalMagicBits)),
+        binadeToQuantumStep(_mm512_set1_epi32((int)(p.mantissaShift << 23))) {}
 };
 
 W4A8_ALWAYS_INLINE __m512i absBits(__m512i u) { return _mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)); }
@@ -60,10 +62,16 @@ W4A8_ALWAYS_INLINE __m512i roundToFp8Value(__m512 v, const Fp8Vec& c) {
   return withSignOf(r, u);
 }
 
-// Same for inputs that are zero or at least the smallest normal in magnitude, and not NaN.
-W4A8_ALWAYS_INLINE __m512i roundToFp8ValueNormal(__m512 v, const Fp8Vec& c) {
+// Same for inputs v = 0 or minNormal <= |v| <= 2^104 (so not NaN or inf), in 5 operations: with
+// C = +-2^(e + mantissaShift) for v's binade 2^e, the FP32 add v + C has a unit in the last place of
+// exactly one FP8 quantum 2^(e - mantissaBits) and rounds to nearest even like fp8Encode; subtracting C
+// is exact. vrangeps then clamps |r| to the largest finite value, keeping the sign (saturation).
+W4A8_ALWAYS_INLINE __m512i roundToFp8ValueShort(__m512 v, const Fp8Vec& c) {
   const __m512i u = _mm512_castps_si512(v);
-  return withSignOf(roundMagnitudeNormal(absBits(u), c), u);
+  const __m512 binade = _mm512_castsi512_ps(
+      _mm512_add_epi32(_mm512_and_si512(u, _mm512_set1_epi32((int)0xFF800000u)), c.binadeToQuantumStep));
+  const __m512 r = _mm512_sub_ps(_mm512_add_ps(v, binade), binade);
+  return _mm512_castps_si512(_mm512_range_ps(r, c.maxFinite, 0x02));  // min |.|, sign of r
 }
 
 // fp8Encode(v) (saturating) for every input: 16 codes, one in the low byte of each dword.
@@ -116,8 +124,15 @@ W4A8_ALWAYS_INLINE void storeValue(const GemmOutput& y, int m, int n, float valu
   else y.bf16[index] = toBf16(value);
 }
 
-W4A8_ALWAYS_INLINE __mmask64 byteMask(int bytes) { return bytes >= 64 ? ~0ull : ((1ull << bytes) - 1); }
-W4A8_ALWAYS_INLINE __mmask16 lane32Mask(int lanes) { return (__mmask16)(lanes >= 16 ? 0xFFFF : ((1u << lanes) - 1)); }
+W4A8_ALWAYS_INLINE __mmask64 byteMask(int bytes) {
+  return bytes >= 64 ? ~0ull : bytes <= 0 ? 0ull : ((1ull << bytes) - 1);
+}
+W4A8_ALWAYS_INLINE __mmask32 lane16Mask(int lanes) {
+  return (__mmask32)(lanes >= 32 ? 0xFFFFFFFFu : lanes <= 0 ? 0u : ((1u << lanes) - 1));
+}
+W4A8_ALWAYS_INLINE __mmask16 lane32Mask(int lanes) {
+  return (__mmask16)(lanes >= 16 ? 0xFFFFu : lanes <= 0 ? 0u : ((1u << lanes) - 1));
+}
 
 }  // namespace
 }  // namespace w4a8::avx512
