@@ -6,6 +6,8 @@
  *       packs a seeded random layer to W4A8, W8A8 and W4A16, runs each GEMM off the main thread and
  *       prints its error against the FP32 product and its time.
  *   w4a8 pack <model-dir|file.bin> -o model.w4a8 [...]   imports and quantizes a model (commands/pack.ts)
+ *   w4a8 eval <model> --text FILE [--reference SOURCE]   perplexity, KLD, top-1 agreement (commands/eval.ts)
+ *   w4a8 sample <source> -o tokens.json                  token sequences sampled from the FP32 model
  */
 import { parseArgs } from 'node:util';
 import { W4a8Error } from './errors.js';
@@ -17,6 +19,7 @@ import { GENERATE_USAGE, generateCommand } from './commands/generate.js';
 import { startCommand } from './commands/start.js';
 import { SERVE_USAGE, serveCommand } from './commands/serve.js';
 import { PACK_USAGE, packCommand } from './commands/pack.js';
+import { EVAL_USAGE, SAMPLE_USAGE, evalCommand, sampleCommand } from './commands/eval.js';
 
 const USAGE = `usage: w4a8 <command> [options]
 commands:
@@ -25,6 +28,10 @@ commands:
   generate <model.w4a8> [prompt] [options]   stream a continuation (see w4a8 generate --help)
   serve <model.w4a8> [--port 8080]           OpenAI-compatible HTTP server (see w4a8 serve --help)
   pack <model-dir|file.bin> -o <model.w4a8> [options]   quantize a model to W4A8 (see w4a8 pack --help)
+  eval <model> (--text F | --tokens F | --sample N) [--reference SOURCE]
+          perplexity, and KLD / top-1 agreement against the FP32 model (see w4a8 eval --help);
+          eval --models [DIR]: every method on every trained model, as a table (npm run eval)
+  sample <model-dir|file.bin> -o tokens.json   token sequences sampled from the FP32 model
   info    print the kernel backend and the FP8 formats
   demo    pack a random layer and compare W4A8, W8A8, W4A16 against FP32
           [--rows 4096] [--cols 4096] [--tokens 4] [--format e4m3fn] [--group 128] [--seed 1]`;
@@ -124,6 +131,14 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'pack') {
     if (rest.includes('--help')) return void console.log(PACK_USAGE);
     return packCommand(rest);
+  }
+  if (command === 'eval') {
+    if (rest.includes('--help')) return void console.log(EVAL_USAGE);
+    return evalCommand(rest);
+  }
+  if (command === 'sample') {
+    if (rest.includes('--help')) return void console.log(SAMPLE_USAGE);
+    return sampleCommand(rest);
   }
   if (command === 'generate') {
     if (rest.includes('--help')) return void console.log(GENERATE_USAGE);

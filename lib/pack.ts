@@ -5,8 +5,12 @@
  *                   size first (stories260K: K = 64 and 172), the runtime feeding zeros there
  *   embeddings      BF16, rounded to nearest even (`model.embed_tokens.weight`, `lm_head.weight`)
  *   norms, biases   F32
- * Only round-to-nearest ('rtn') is implemented here; 'gptq' and 'dpq' are accepted names (the file
- * format records them) that need the calibration quantizer.
+ * Methods:
+ *   rtn    round to nearest per group (no data needed)
+ *   gptq   W4A8-GPTQ: Hessian-aware sweep with INT4 error feedback (lib/quant/gptq.ts)
+ *   dpq    the same sweep with the composite INT4 -> FP8 quantizer (DESIGN.md §4), optionally in GAR order
+ * gptq and dpq need calibration token sequences (options.calibration): the Hessians of every layer's
+ * inputs are gathered layer by layer through the already-quantized layers (lib/quant/calibrate.ts).
  */
 import { availableParallelism } from 'node:os';
 import { W4a8Error } from './errors.js';
@@ -17,6 +21,8 @@ import { floatToBf16 } from './fp8.js';
 import type { ModelConfig, PackedModel, QuantConfig, QuantMethod, SourceModel, Tensor } from './model/types.js';
 import { checkBoolean, checkChoice, checkFormat, checkOptions, type Fp8Format } from './validate.js';
 import { GROUP_SIZES, Int4Weights, type GroupSize } from './weights.js';
+import { checkCalibrationSequences, quantizeSequential, type SequentialProgress } from './quant/calibrate.js';
+import { checkDamp, type SweepOrder } from './quant/gptq.js';
 
 export interface PackOptions {
   /** Inputs per group: 32, 64 or 128 (default 128). */
@@ -29,8 +35,32 @@ export interface PackOptions {
   scales?: 'float' | 'pow2';
   /** z = 8 and s_g = amax / 7 instead of the asymmetric min/max range. Default false. */
   symmetric?: boolean;
-  /** Only 'rtn' for now (default). */
+  /** 'rtn' (default), 'gptq' or 'dpq' (these two need `calibration`). */
   method?: QuantMethod;
+  /** gptq/dpq: calibration token sequences (Int32Array or number[], each at most the model's context). */
+  calibration?: readonly (Int32Array | readonly number[])[];
+  /** gptq/dpq: dampening, the fraction of mean(diag H) added to diag(H) (default 0.01). */
+  damp?: number;
+  /** gptq/dpq: group-aware reordering of the sweep (GAR). Default false. */
+  gar?: boolean;
+  /**
+   * gptq/dpq: plain GPTQ act-order (columns by diag H, descending) with static groups: group parameters
+   * are fixed from the original weights before the sweep, so the canonical layout needs no runtime
+   * gather. Not with gar. Default false.
+   */
+  actOrder?: boolean;
+  /**
+   * gptq/dpq: choose each group's scale and zero among RTN's range shrunk by 0..30%, by the least
+   * Hessian-weighted error on the grid the sweep sees. Default: true for dpq, false for gptq.
+   */
+  scaleSearch?: boolean;
+  /**
+   * gptq/dpq: four calibration passes per decoder layer, so that the inputs of o, gate/up and down come
+   * from the layer's own already-quantized q/k/v, o and gate/up (GPTQ's true-sequential). Default false.
+   */
+  trueSequential?: boolean;
+  /** gptq/dpq: tokens per calibration forward step (default 8192). */
+  calibrationStepTokens?: number;
   /** Linear layers packed at the same time (default: min(4, CPU count)). */
   concurrency?: number;
 }
@@ -43,9 +73,20 @@ export interface PackProgress {
   linear: string;
   /** Its decoder layer. */
   layer: number;
+  /** gptq/dpq only: the calibration pass of `layer` (sequences run so far, of total) before its linears are packed. */
+  calibration?: { done: number; total: number };
 }
 
-function checkPackOptions(options: unknown): { quant: QuantConfig; concurrency: number } {
+interface CalibrationPlan {
+  sequences: Int32Array[];
+  damp: number;
+  scaleSearch: boolean;
+  trueSequential: boolean;
+  order: SweepOrder;
+  stepTokens: number;
+}
+
+function checkPackOptions(options: unknown): { quant: QuantConfig; concurrency: number; calibration?: Omit<CalibrationPlan, 'sequences'> & { sequences: unknown } } {
   const o = checkOptions(options, 'options');
   const weightFormat = o.weightFormat === undefined ? 'e4m3fn' : checkFormat(o.weightFormat, 'options.weightFormat');
   const quant: QuantConfig = {
@@ -56,12 +97,32 @@ function checkPackOptions(options: unknown): { quant: QuantConfig; concurrency: 
     scales: checkChoice(o.scales, ['float', 'pow2'] as const, 'options.scales', 'float'),
     method: checkChoice(o.method, QUANT_METHODS, 'options.method', 'rtn'),
   };
-  if (quant.method !== 'rtn') throw new W4a8Error('E_OPTION', `options.method '${quant.method}': gptq/dpq come with the quantizer; use 'rtn'`);
+  const gar = checkBoolean(o.gar, 'options.gar', false);
+  const actOrder = checkBoolean(o.actOrder, 'options.actOrder', false);
+  let calibration;
+  if (quant.method === 'rtn') {
+    for (const key of ['calibration', 'damp', 'calibrationStepTokens', 'scaleSearch', 'trueSequential'] as const)
+      if (o[key] !== undefined) throw new W4a8Error('E_OPTION', `options.${key} is for gptq/dpq; method 'rtn' uses no calibration`);
+    if (gar || actOrder) throw new W4a8Error('E_OPTION', `options.${gar ? 'gar' : 'actOrder'} is for gptq/dpq, not 'rtn'`);
+  } else {
+    if (o.calibration === undefined)
+      throw new W4a8Error('E_OPTION', `options.method '${quant.method}' needs options.calibration (token sequences for the Hessians)`);
+    if (gar && actOrder) throw new W4a8Error('E_OPTION', 'options.gar and options.actOrder are two column orders: choose one');
+    const stepTokens = o.calibrationStepTokens === undefined ? 8192 : o.calibrationStepTokens;
+    if (!Number.isInteger(stepTokens) || (stepTokens as number) < 1)
+      throw new W4a8Error('E_OPTION', `options.calibrationStepTokens must be a positive integer, got ${String(stepTokens)}`);
+    calibration = {
+      sequences: o.calibration, damp: checkDamp(o.damp, 'options.damp'), stepTokens: stepTokens as number,
+      scaleSearch: checkBoolean(o.scaleSearch, 'options.scaleSearch', quant.method === 'dpq'),
+      trueSequential: checkBoolean(o.trueSequential, 'options.trueSequential', false),
+      order: (gar ? 'gar' : actOrder ? 'act-order' : 'natural') as SweepOrder,
+    };
+  }
   const fallback = Math.max(1, Math.min(4, availableParallelism()));
   const concurrency = o.concurrency === undefined ? fallback : o.concurrency;
   if (!Number.isInteger(concurrency) || (concurrency as number) < 1 || (concurrency as number) > 64)
     throw new W4a8Error('E_OPTION', `options.concurrency must be an integer in [1, 64], got ${String(concurrency)}`);
-  return { quant, concurrency: concurrency as number };
+  return { quant, concurrency: concurrency as number, calibration };
 }
 
 /** The source's tensors are exactly those its config implies, each F32/BF16/F16 with the right shape and length. */
@@ -112,13 +173,48 @@ async function packLinear(linear: string, source: Map<string, Tensor>, config: M
   const packed = await Int4Weights.packAsync(weights, rows, Kp, {
     groupSize: quant.groupSize, symmetric: quant.symmetric, scales: quant.scales, format: quant.weightFormat,
   });
-  const groups = Kp / quant.groupSize;
+  return linearTensors(linear, packed);
+}
+
+/** The four packed tensors of a linear layer from its Int4Weights (cols = Kp). */
+function linearTensors(linear: string, packed: Int4Weights): [string, Tensor][] {
+  const groups = packed.cols / packed.groupSize;
   return [
-    [`${linear}.qweight`, { dtype: 'U8', shape: [rows, Kp / 2], data: packed.codes }],
-    [`${linear}.scales`, { dtype: 'F32', shape: [rows, groups], data: packed.groupScales }],
-    [`${linear}.zeros`, { dtype: 'U8', shape: [rows, groups], data: packed.zeros }],
-    [`${linear}.channel_scale`, { dtype: 'F32', shape: [rows], data: packed.channelScales }],
+    [`${linear}.qweight`, { dtype: 'U8', shape: [packed.rows, packed.cols / 2], data: packed.codes }],
+    [`${linear}.scales`, { dtype: 'F32', shape: [packed.rows, groups], data: packed.groupScales }],
+    [`${linear}.zeros`, { dtype: 'U8', shape: [packed.rows, groups], data: packed.zeros }],
+    [`${linear}.channel_scale`, { dtype: 'F32', shape: [packed.rows], data: packed.channelScales }],
   ];
+}
+
+/** gptq / dpq: sequential calibration and quantization (lib/quant/calibrate.ts); records the details in quant. */
+async function packCalibrated(source: SourceModel, sourceTensors: Map<string, Tensor>, config: ModelConfig, quant: QuantConfig,
+  plan: CalibrationPlan, packed: Map<string, Tensor>, onProgress?: (progress: PackProgress) => void): Promise<void> {
+  const total = config.nLayers * 7;
+  const report = (p: SequentialProgress) => {
+    if (p.stage === 'calibrate') onProgress?.({ done: p.layer * 7, total, linear: '', layer: p.layer, calibration: { done: p.done, total: p.total } });
+    else onProgress?.({ done: p.done, total, linear: p.linear!, layer: p.layer });
+  };
+  const weightsOf = (linear: string) => {
+    const { rows, cols } = linearShape(config, linear);
+    const Kp = paddedInputs(cols, quant.groupSize);
+    return { weights: paddedWeights(`${linear}.weight`, sourceTensors.get(`${linear}.weight`)!, rows, cols, Kp), rows, cols: Kp };
+  };
+  const method = quant.method as 'gptq' | 'dpq';
+  const { linears, layers } = await quantizeSequential({ ...source, config, tensors: sourceTensors }, quant, weightsOf,
+    { sequences: plan.sequences, method, order: plan.order, damp: plan.damp, searchScales: plan.scaleSearch, stepTokens: plan.stepTokens,
+      trueSequential: plan.trueSequential },
+    report);
+  for (const [linear, weights] of linears) for (const [name, tensor] of linearTensors(linear, weights)) packed.set(name, tensor);
+  const tokens = plan.sequences.reduce((sum, s) => sum + s.length, 0);
+  const maxDamp = Math.max(...layers.flatMap((l) => l.linears.map((x) => x.damp)));
+  quant.details = {
+    calibration: { sequences: plan.sequences.length, tokens, hessians: 'sequential (layers < l quantized W4A8)' },
+    damp: plan.damp, ...(maxDamp > plan.damp ? { maxDampUsed: maxDamp } : {}),
+    order: plan.order, quantizer: method === 'dpq' ? 'composite s_c*fp8(s_g*(q-z))' : 'int4 s_c*s_g*(q-z)',
+    scaleSearch: plan.scaleSearch, trueSequential: plan.trueSequential,
+    channelScale: '2*amax/FP8_MAX',
+  };
 }
 
 /** Embeddings to BF16 (kept as is when already BF16), round to nearest even. */
@@ -151,18 +247,23 @@ async function runLimited(tasks: (() => Promise<void>)[], limit: number): Promis
 export async function packModel(
   source: SourceModel, options: PackOptions = {}, onProgress?: (progress: PackProgress) => void,
 ): Promise<PackedModel> {
-  const { quant, concurrency } = checkPackOptions(options);
+  const { quant, concurrency, calibration } = checkPackOptions(options);
   const { config, tensors: sourceTensors } = checkSource(source);
   if (onProgress !== undefined && typeof onProgress !== 'function') throw new W4a8Error('E_TYPE', 'onProgress must be a function');
 
   const packed = new Map<string, Tensor>();
   const linears = allLinearNames(config);
-  let done = 0;
-  await runLimited(linears.map((linear) => async () => {
-    for (const [name, tensor] of await packLinear(linear, sourceTensors, config, quant)) packed.set(name, tensor);
-    done++;
-    onProgress?.({ done, total: linears.length, linear, layer: Number(linear.split('.')[2]) });
-  }), concurrency);
+  if (calibration === undefined) {
+    let done = 0;
+    await runLimited(linears.map((linear) => async () => {
+      for (const [name, tensor] of await packLinear(linear, sourceTensors, config, quant)) packed.set(name, tensor);
+      done++;
+      onProgress?.({ done, total: linears.length, linear, layer: Number(linear.split('.')[2]) });
+    }), concurrency);
+  } else {
+    const plan: CalibrationPlan = { ...calibration, sequences: checkCalibrationSequences(calibration.sequences, config, 'options.calibration') };
+    await packCalibrated(source, sourceTensors, config, quant, plan, packed, onProgress);
+  }
 
   for (const [name, tensor] of sourceTensors) {
     if (name === EMBEDDING || name === LM_HEAD) packed.set(name, toBf16(name, tensor));

@@ -111,8 +111,8 @@ describe('packModel on a synthetic model', () => {
   };
   const q = 'model.layers.0.self_attn.q_proj.weight';
   it.each([
-    { label: 'method gptq', options: { method: 'gptq' }, code: 'E_OPTION', message: 'gptq/dpq come with the quantizer' },
-    { label: 'method dpq', options: { method: 'dpq' }, code: 'E_OPTION', message: 'gptq/dpq' },
+    { label: 'method gptq without calibration', options: { method: 'gptq' }, code: 'E_OPTION', message: 'needs options.calibration' },
+    { label: 'method dpq without calibration', options: { method: 'dpq' }, code: 'E_OPTION', message: 'needs options.calibration' },
     { label: 'an unknown method', options: { method: 'awq' }, code: 'E_OPTION', message: 'options.method' },
     { label: 'group size 48', options: { groupSize: 48 }, code: 'E_GROUP', message: 'options.groupSize' },
     { label: 'an unknown FP8 format', options: { weightFormat: 'e3m4' }, code: 'E_FORMAT', message: 'options.weightFormat' },
@@ -204,8 +204,20 @@ describe('w4a8 pack', () => {
     await expectCode(() => run(args), code, message);
   });
 
-  it('accepts --method gptq on the command line but says it needs the quantizer', async () => {
+  it('accepts --method gptq on the command line but asks for calibration data', async () => {
     const f = await writeHfFolder(path.join(dir, 'hf-gptq'), { architecture: 'LlamaForCausalLM', dtype: 'F32', shards: 1, tie: true, tokenizer: false });
-    await expectCode(() => run([f.dir, '-o', path.join(dir, 'gptq.w4a8'), '--method', 'gptq']), 'E_OPTION', 'gptq/dpq come with the quantizer');
+    await expectCode(() => run([f.dir, '-o', path.join(dir, 'gptq.w4a8'), '--method', 'gptq']), 'E_OPTION', 'needs calibration data');
+    await expectCode(() => run([f.dir, '-o', path.join(dir, 'rtn.w4a8'), '--gar']), 'E_OPTION', '--gar is for --method gptq or dpq');
+  });
+
+  it('packs with --method dpq --gar from sampled calibration sequences', async () => {
+    const f = await writeHfFolder(path.join(dir, 'hf-dpq'), { architecture: 'LlamaForCausalLM', dtype: 'F32', shards: 1, tie: true, tokenizer: false });
+    const out = path.join(dir, 'dpq.w4a8');
+    const { lines } = await run([f.dir, '-o', out, '--method', 'dpq', '--gar', '--calib-sample', '--calib-count', '4', '--calib-length', '16', '--damp', '0.05']);
+    expect(lines.join('\n')).toContain('calibration: 4 sequences, 64 tokens');
+    expect(lines.join('\n')).toContain('DPQ+GAR');
+    const model = await readPackedModel(out);
+    expect(model.quant.method).toBe('dpq');
+    expect(model.quant.details).toMatchObject({ order: 'gar', damp: 0.05 });
   });
 });

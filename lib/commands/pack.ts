@@ -13,6 +13,7 @@ import { importHuggingFace } from '../import/hf.js';
 import { importLlama2c } from '../import/llama2c.js';
 import type { QuantMethod, SourceModel } from '../model/types.js';
 import { packModel, type PackOptions } from '../pack.js';
+import { loadSequences } from '../quant/data.js';
 import { checkFormat } from '../validate.js';
 import type { GroupSize } from '../weights.js';
 
@@ -25,8 +26,23 @@ export const PACK_USAGE = `w4a8 pack <model-dir|file.bin> -o <model.w4a8> [optio
   --act-fp8 F          FP8 format of the activations (default: as --fp8)
   --scales S           group scales: float or pow2 (power of two, exact in E4M3; default float)
   --symmetric          symmetric INT4 (zero point 8) instead of asymmetric
-  --method M           rtn (default; gptq and dpq come with the calibration quantizer)
-  --tokenizer FILE     llama2.c tokenizer.bin (default: tokenizer.bin beside the checkpoint)`;
+  --method M           rtn (default), gptq (W4A8-GPTQ) or dpq (dual precision: composite INT4 -> FP8 error)
+  --tokenizer FILE     llama2.c tokenizer.bin (default: tokenizer.bin beside the checkpoint)
+ gptq / dpq (calibrated, layer by layer; one of --calib-text, --calib-tokens, --calib-sample is required):
+  --calib-text FILE    calibration text, tokenized with the model's tokenizer
+  --calib-tokens FILE  calibration token ids (JSON [[ids...], ...] or one sequence per line)
+  --calib-sample       sample the calibration sequences from the FP32 model (models without a tokenizer)
+  --calib-count N      calibration sequences (default 64)
+  --calib-length L     tokens per calibration sequence (default 256, at most the model's context)
+  --calib-seed S       seed of --calib-sample (default 1; evaluate with another seed)
+  --damp D             dampening: D * mean(diag H) added to diag(H) (default 0.01)
+  --gar                group-aware reordering of the sweep (groups by max diag H, columns by diag H)
+  --act-order          plain GPTQ act-order with static groups (group scales fixed before the sweep, so
+                       the packed layout needs no runtime gather); for comparison, not with --gar
+  --true-sequential    4 calibration passes per layer (o, gate/up, down inputs after q/k/v, o, gate/up
+                       are quantized): a little more accurate, 4x the calibration time
+  --scale-search / --no-scale-search
+                       search each group's scale for the least Hessian-weighted error (default: on for dpq)`;
 
 export interface CommandOutput {
   /** Summary lines. */
@@ -44,6 +60,10 @@ function parse(args: string[]) {
       options: {
         output: { type: 'string', short: 'o' }, group: { type: 'string' }, fp8: { type: 'string' }, 'act-fp8': { type: 'string' },
         scales: { type: 'string' }, symmetric: { type: 'boolean' }, method: { type: 'string' }, tokenizer: { type: 'string' },
+        'calib-text': { type: 'string' }, 'calib-tokens': { type: 'string' }, 'calib-sample': { type: 'boolean' },
+        'calib-count': { type: 'string' }, 'calib-length': { type: 'string' }, 'calib-seed': { type: 'string' },
+        damp: { type: 'string' }, gar: { type: 'boolean' }, 'act-order': { type: 'boolean' }, 'true-sequential': { type: 'boolean' },
+        'scale-search': { type: 'boolean' }, 'no-scale-search': { type: 'boolean' },
       },
     });
   } catch (error) {
@@ -55,6 +75,13 @@ function choice<T extends string>(value: string | undefined, choices: readonly T
   if (value === undefined) return fallback;
   if ((choices as readonly string[]).includes(value)) return value as T;
   throw new W4a8Error(name === '--group' ? 'E_GROUP' : 'E_OPTION', `${name} must be one of ${choices.join(', ')}, got '${value}'`);
+}
+
+function positiveInt(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new W4a8Error('E_OPTION', `${name} must be a positive integer, got '${value}'`);
+  return n;
 }
 
 function megabytes(bytes: number): string {
@@ -78,6 +105,26 @@ export async function packCommand(args: string[], output: CommandOutput = DEFAUL
     method: choice(values.method, ['rtn', 'gptq', 'dpq'] as const, '--method', 'rtn') as QuantMethod,
   };
   if (values['act-fp8'] !== undefined) options.activationFormat = checkFormat(values['act-fp8'], '--act-fp8');
+  const calibrated = options.method !== 'rtn';
+  const calibrationFlags = ['calib-text', 'calib-tokens', 'calib-sample', 'calib-count', 'calib-length', 'calib-seed', 'damp', 'gar',
+    'act-order', 'true-sequential', 'scale-search', 'no-scale-search'] as const;
+  if (!calibrated) {
+    const misplaced = calibrationFlags.find((flag) => values[flag] !== undefined);
+    if (misplaced) throw new W4a8Error('E_OPTION', `--${misplaced} is for --method gptq or dpq`);
+  } else {
+    if (values.damp !== undefined) {
+      const damp = Number(values.damp);
+      if (!(damp >= 0 && damp <= 1)) throw new W4a8Error('E_OPTION', `--damp must be a number in [0, 1], got '${values.damp}'`);
+      options.damp = damp;
+    }
+    if (values['scale-search'] && values['no-scale-search']) throw new W4a8Error('E_OPTION', '--scale-search and --no-scale-search contradict');
+    if (values['scale-search'] || values['no-scale-search']) options.scaleSearch = values['scale-search'] === true;
+    options.gar = values.gar ?? false;
+    options.actOrder = values['act-order'] ?? false;
+    options.trueSequential = values['true-sequential'] ?? false;
+    if (values['calib-text'] === undefined && values['calib-tokens'] === undefined && !values['calib-sample'])
+      throw new W4a8Error('E_OPTION', `--method ${options.method} needs calibration data: --calib-text FILE, --calib-tokens FILE or --calib-sample`);
+  }
 
   let start = performance.now();
   let isFolder: boolean;
@@ -95,18 +142,37 @@ export async function packCommand(args: string[], output: CommandOutput = DEFAUL
     `${c.nLayers} layers, ${c.nHeads}/${c.nKvHeads} heads, vocab ${c.vocabSize}, ${megabytes(sourceBytes)}` +
     `${source.tokenizerJson ? ', tokenizer' : ''}${source.chatTemplate ? ', chat template' : ''} in ${seconds(start)}`);
 
+  if (calibrated) {
+    start = performance.now();
+    options.calibration = await loadSequences(c, {
+      textFile: values['calib-text'], tokensFile: values['calib-tokens'], sample: values['calib-sample'],
+      count: positiveInt(values['calib-count'], '--calib-count', 64), length: positiveInt(values['calib-length'], '--calib-length', 256),
+      seed: positiveInt(values['calib-seed'], '--calib-seed', 1),
+    }, 'calibration', { source, tokenizer: source });
+    const tokens = options.calibration.reduce((sum, s) => sum + s.length, 0);
+    output.log(`calibration: ${options.calibration.length} sequences, ${tokens} tokens ` +
+      `(${values['calib-text'] ?? values['calib-tokens'] ?? `sampled from the FP32 model, seed ${values['calib-seed'] ?? 1}`}) in ${seconds(start)}`);
+  }
+
   start = performance.now();
   const bar = output.progress.isTTY
-    ? new cliProgress.SingleBar({ stream: output.progress, format: 'packing [{bar}] {value}/{total} linear layers, {linear}', hideCursor: true },
+    ? new cliProgress.SingleBar({ stream: output.progress, format: 'packing [{bar}] {value}/{total} linear layers, {linear}{calibration}', hideCursor: true },
       cliProgress.Presets.shades_classic)
     : undefined;
   const perLayer = new Map<number, number>();
   const linearsPerLayer = 7;
-  bar?.start(c.nLayers * linearsPerLayer, 0, { linear: '' });
+  bar?.start(c.nLayers * linearsPerLayer, 0, { linear: '', calibration: '' });
+  let calibratingLayer = -1;
   let packed;
   try {
     packed = await packModel(source, options, (p) => {
-      bar?.update(p.done, { linear: p.linear });
+      if (p.calibration) {
+        bar?.update(p.done, { linear: '', calibration: `calibrating layer ${p.layer + 1}/${c.nLayers}: ${p.calibration.done}/${p.calibration.total} sequences` });
+        if (!bar && p.layer !== calibratingLayer) output.progress.write(`calibrating layer ${p.layer + 1}/${c.nLayers}\n`);
+        calibratingLayer = p.layer;
+        return;
+      }
+      bar?.update(p.done, { linear: p.linear, calibration: '' });
       const count = (perLayer.get(p.layer) ?? 0) + 1;
       perLayer.set(p.layer, count);
       if (!bar && count === linearsPerLayer) output.progress.write(`packed layer ${p.layer + 1}/${c.nLayers}\n`);
@@ -115,7 +181,8 @@ export async function packCommand(args: string[], output: CommandOutput = DEFAUL
     bar?.stop();
   }
   const q = packed.quant;
-  output.log(`packed ${c.nLayers * linearsPerLayer} linear layers: ${q.method.toUpperCase()}, G=${q.groupSize}, ` +
+  const order = q.details?.order === 'gar' ? '+GAR' : q.details?.order === 'act-order' ? '+act-order' : '';
+  output.log(`packed ${c.nLayers * linearsPerLayer} linear layers: ${q.method.toUpperCase()}${order}, G=${q.groupSize}, ` +
     `${q.symmetric ? 'symmetric' : 'asymmetric'}, ${q.scales} scales, weights ${q.weightFormat}, activations ${q.activationFormat} in ${seconds(start)}`);
 
   start = performance.now();

@@ -10,6 +10,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   registerModel(env, exports);
   registerFile(env, exports);
   registerProbes(env, exports);
+  registerQuant(env, exports);
   return exports;
 }
 

@@ -11,5 +11,6 @@ void registerPack(Napi::Env env, Napi::Object exports);
 void registerGemm(Napi::Env env, Napi::Object exports);
 void registerModel(Napi::Env env, Napi::Object exports);
 void registerFile(Napi::Env env, Napi::Object exports);
+void registerQuant(Napi::Env env, Napi::Object exports);   // GPTQ / DPQ (quant_bindings.cpp)
 void registerProbes(Napi::Env env, Napi::Object exports);  // machine-limit probes for bench/kernels.mjs
 }  // namespace w4a8::addon

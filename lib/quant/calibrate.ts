@@ -1,0 +1,191 @@
+/**
+ * Sequential calibration and GPTQ / DPQ quantization of a whole model, layer by layer, as GPTQ does:
+ * for decoder layer l, a native model whose layers < l are the already-quantized W4A8 layers and whose
+ * layer l is FP32 (layers > l are left out: they do not change layer l's inputs) runs the calibration
+ * sequences with collectHessians(l); the four Hessians of layer l's linear inputs
+ *   H_qkv [dim, dim], H_o [qDim, qDim], H_gateUp [dim, dim], H_down [hidden, hidden]   (FP64, 2 Σ xᵀx)
+ * then quantize its seven linears (native, threaded over rows), and the next layer starts from there.
+ * Only one layer's Hessians are alive at a time. Cost: L forward passes of 1..L layers over the set.
+ */
+import { W4a8Error } from '../errors.js';
+import { floatToBf16 } from '../fp8.js';
+import { callNative, type NativeModelHandle } from '../native.js';
+import type { ModelConfig, QuantConfig, SourceModel, Tensor } from '../model/types.js';
+import { linearNames } from '../model/types.js';
+import type { Int4Weights } from '../weights.js';
+import { quantizeLinearAsync, type SweepOrder } from './gptq.js';
+
+export interface SequentialOptions {
+  /** Calibration token sequences (each at least 1 token, at most config.maxSeqLen). */
+  sequences: readonly Int32Array[];
+  method: 'gptq' | 'dpq';
+  order: SweepOrder;
+  damp: number;
+  /** Group-scale search (GptqLayerOptions.searchScales; default: on for dpq). */
+  searchScales?: boolean;
+  /**
+   * Four calibration passes per layer instead of one: the o, gate/up and down inputs then come from this
+   * layer's already-quantized q/k/v, o and gate/up (GPTQ's true-sequential). 4x the calibration time.
+   */
+  trueSequential?: boolean;
+  /** Tokens per forward step (sequences are batched up to this; default 8192). */
+  stepTokens?: number;
+}
+
+export interface SequentialProgress {
+  /** 'calibrate': running the calibration set through layers 0..layer; 'quantize': one linear done. */
+  stage: 'calibrate' | 'quantize';
+  layer: number;
+  /** calibrate: sequences run so far for this layer, of total. quantize: linears done in the model, of total. */
+  done: number;
+  total: number;
+  /** quantize: the linear just packed. */
+  linear?: string;
+}
+
+export interface LayerReport {
+  layer: number;
+  tokens: number;
+  /** Per linear: the dampening used and the GPTQ objective Σ err². */
+  linears: { name: string; damp: number; loss: number }[];
+}
+
+function float32(source: SourceModel, name: string): Float32Array {
+  const t = source.tensors.get(name);
+  if (!t) throw new W4a8Error('E_FILE', `the source model has no tensor ${name}`);
+  if (t.dtype === 'F32') return t.data as Float32Array;
+  if (t.dtype === 'BF16') {
+    const out = new Float32Array(t.data.length);
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < out.length; i++) bits[i] = t.data[i] << 16;
+    return out;
+  }
+  throw new W4a8Error('E_FILE', `${name} must be F32 or BF16 for calibration, got ${t.dtype}`);
+}
+
+function bf16(source: SourceModel, name: string): Uint16Array {
+  const t = source.tensors.get(name) as Tensor;
+  return t.dtype === 'BF16' ? (t.data as Uint16Array) : floatToBf16(float32(source, name));
+}
+
+/**
+ * A native model of decoder layers 0..lastLayer: quantized linears where `quantized` has them (W4A8),
+ * the source's FP32 weights elsewhere; BF16 embeddings as in the packed model.
+ */
+export function createMixedNativeModel(source: SourceModel, quantized: ReadonlyMap<string, Int4Weights>, lastLayer: number,
+  activationFormat: QuantConfig['activationFormat']): NativeModelHandle {
+  const c = source.config;
+  const linear = (name: string, bias: boolean) => {
+    const b = bias ? float32(source, `${name}.bias`) : undefined;
+    const q = quantized.get(name);
+    return q ? { weights: q, bias: b } : { f32: float32(source, `${name}.weight`), bias: b };
+  };
+  const layers = Array.from({ length: lastLayer + 1 }, (_, i) => {
+    const p = `model.layers.${i}`;
+    return {
+      attnNorm: float32(source, `${p}.input_layernorm.weight`), ffnNorm: float32(source, `${p}.post_attention_layernorm.weight`),
+      q: linear(`${p}.self_attn.q_proj`, c.qkvBias), k: linear(`${p}.self_attn.k_proj`, c.qkvBias),
+      v: linear(`${p}.self_attn.v_proj`, c.qkvBias), o: linear(`${p}.self_attn.o_proj`, false),
+      gate: linear(`${p}.mlp.gate_proj`, false), up: linear(`${p}.mlp.up_proj`, false), down: linear(`${p}.mlp.down_proj`, false),
+    };
+  });
+  const embedding = bf16(source, 'model.embed_tokens.weight');
+  const weights = {
+    embedding, layers, finalNorm: float32(source, 'model.norm.weight'),
+    lmHead: c.tieEmbeddings ? embedding : bf16(source, 'lm_head.weight'),
+  };
+  const config = { ...c, nLayers: lastLayer + 1, activationFormat };
+  return callNative((a) => new a.ModelHandle(config, weights));
+}
+
+/** Runs every sequence through the model once (batched up to stepTokens per step), for its side effects (Hessians). */
+async function runSequences(handle: NativeModelHandle, config: ModelConfig, sequences: readonly Int32Array[], stepTokens: number,
+  onSequences: (done: number) => void): Promise<void> {
+  let next = 0;
+  while (next < sequences.length) {
+    const batch: Int32Array[] = [];
+    let tokens = 0;
+    while (next < sequences.length && (batch.length === 0 || tokens + sequences[next].length <= stepTokens)) {
+      tokens += sequences[next].length;
+      batch.push(sequences[next++]);
+    }
+    const ids = Int32Array.from(batch, (s) => handle.createSequence(s.length));
+    try {
+      const all = new Int32Array(tokens);
+      let offset = 0;
+      for (const s of batch) {
+        all.set(s, offset);
+        offset += s.length;
+      }
+      await handle.step(ids, Int32Array.from(batch, (s) => s.length), all, new Float32Array(batch.length * config.vocabSize));
+    } finally {
+      for (const id of ids) handle.freeSequence(id);
+    }
+    onSequences(next);
+  }
+}
+
+export function checkCalibrationSequences(sequences: unknown, config: ModelConfig, name: string): Int32Array[] {
+  if (!Array.isArray(sequences) || sequences.length === 0)
+    throw new W4a8Error('E_OPTION', `${name} must be a non-empty array of token sequences (Int32Array or number[])`);
+  return sequences.map((s, i) => {
+    const ids = s instanceof Int32Array ? s : Array.isArray(s) ? Int32Array.from(s as number[]) : undefined;
+    if (!ids || ids.length === 0) throw new W4a8Error('E_OPTION', `${name}[${i}] must be a non-empty Int32Array or number[]`);
+    if (ids.length > config.maxSeqLen) throw new W4a8Error('E_OPTION', `${name}[${i}] has ${ids.length} tokens, more than the model's context (${config.maxSeqLen})`);
+    for (let t = 0; t < ids.length; t++)
+      if (!Number.isInteger(ids[t]) || ids[t] < 0 || ids[t] >= config.vocabSize)
+        throw new W4a8Error('E_OPTION', `${name}[${i}][${t}] is ${ids[t]}, expected a token id in [0, ${config.vocabSize})`);
+    return ids;
+  });
+}
+
+/**
+ * Calibrates and quantizes every linear layer of the model in order. `paddedWeights(linear)` gives W as
+ * FP32 [N, Kp] (K zero-padded to the group size). Returns the packed linears and a per-layer report.
+ */
+export async function quantizeSequential(
+  source: SourceModel, quant: QuantConfig, paddedWeights: (linear: string) => { weights: Float32Array; rows: number; cols: number },
+  options: SequentialOptions, onProgress?: (p: SequentialProgress) => void,
+): Promise<{ linears: Map<string, Int4Weights>; layers: LayerReport[] }> {
+  const c = source.config;
+  const stepTokens = options.stepTokens ?? 8192;
+  const quantized = new Map<string, Int4Weights>();
+  const layers: LayerReport[] = [];
+  const totalLinears = c.nLayers * 7;
+  // Which Hessian (0 qkv, 1 o, 2 gate/up, 3 down) each of the seven linears uses.
+  const hessianIndex = [0, 0, 0, 1, 2, 2, 3];
+  const widths = [c.dim, c.nHeads * c.headDim, c.dim, c.hiddenDim];
+  // Without trueSequential one pass gives all four Hessians of a layer (layer l all FP32); with it, four
+  // passes, each after the linears that feed the next input are quantized (q/k/v, then o, then gate/up).
+  const stages = options.trueSequential ? [[0], [1], [2], [3]] : [[0, 1, 2, 3]];
+  for (let l = 0; l < c.nLayers; l++) {
+    const report: LayerReport = { layer: l, tokens: 0, linears: [] };
+    const names = linearNames(l);
+    for (const stage of stages) {
+      const handle = createMixedNativeModel(source, quantized, l, quant.activationFormat);
+      let taken;
+      try {
+        handle.collectHessians(l);
+        await runSequences(handle, c, options.sequences, stepTokens,
+          (done) => onProgress?.({ stage: 'calibrate', layer: l, done, total: options.sequences.length }));
+        taken = handle.takeHessians();
+      } finally {
+        handle.dispose();
+      }
+      report.tokens = taken.tokens;
+      for (let i = 0; i < names.length; i++) {
+        if (!stage.includes(hessianIndex[i])) continue;
+        const { weights, rows, cols } = paddedWeights(names[i]);
+        const result = await quantizeLinearAsync(weights, rows, cols, taken.hessians[hessianIndex[i]], widths[hessianIndex[i]], {
+          method: options.method, order: options.order, damp: options.damp, searchScales: options.searchScales,
+          groupSize: quant.groupSize, symmetric: quant.symmetric, scales: quant.scales, format: quant.weightFormat,
+        });
+        quantized.set(names[i], result.weights);
+        report.linears.push({ name: names[i], damp: result.damp, loss: result.loss });
+        onProgress?.({ stage: 'quantize', layer: l, done: l * 7 + i + 1, total: totalLinears, linear: names[i] });
+      }
+    }
+    layers.push(report);
+  }
+  return { linears: quantized, layers };
+}
