@@ -1,0 +1,118 @@
+// CUDA backend (Hopper, sm_90a): the host API a runtime calls. Plain C++ types only, so the addon and the
+// model code can include it without CUDA headers; every pointer named `device...` or held in a Device*
+// struct is a device pointer (from deviceAlloc or cudaMalloc), 16-byte aligned.
+//
+// Kernels (DESIGN.md §1, same contract as kernels.h):
+//   quantizeActivations*  per-token (dynamic) or per-tensor (static) FP32 -> FP8, bit-exact with the reference
+//   dequantInt4ToFp8      INT4 -> FP8 codes [N, K], bit-exact with the reference (the prefill path's weights)
+//   gemmW4A8              Y = (s_x[m] * s_c[n]) * sum_k x8[m,k] * w8[n,k], three paths:
+//     DecodeF16Mma   fused: INT4 codes -> FP8 through the group's 16-entry table (prmt) -> exact FP16 ->
+//                    mma.sync m16n8k16 with FP32 accumulation, split-K over CTAs; M <= 64 per launch.
+//                    Products exact, FP32-class accumulation: the numeric contract. All formats.
+//     DecodeFp8Mma   fused, same dequant, FP8 mma.sync m16n8k32 (e4m3 x e4m3). Hopper's FP8 tensor cores
+//                    add the 32 products of one instruction with ~14-bit alignment (an "FP22" sum, not
+//                    FP32): faster, but outside FP32 summation tolerance. E4M3FN / E4M3 only.
+//     PrefillLt      dequantize to FP8 once (or use a cached copy), cuBLASLt FP8 GEMM with per-channel x
+//                    per-token outer-vector scales (same FP22 tensor-core sums). Large M.
+//   Auto picks DecodeF16Mma for M <= 64 and PrefillLt above (when cuBLASLt is built in and takes the
+//   formats), else DecodeF16Mma over tiles of 64 tokens.
+// All work is asynchronous on the context's stream; call synchronize() before reading results on the host.
+// Status: tested on an H100 and correct (native/tests/cuda/RESULTS.md); the decode GEMM does not reach the issue's
+// bandwidth targets yet, and the prefill path reaches 0.55-0.87 x cuBLASLt FP8. Not linked into the addon yet.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/kernels.h"
+
+namespace w4a8::cuda {
+
+enum class Status : int {
+  Ok = 0,
+  NoDevice,         // no CUDA device, or the driver is missing
+  InvalidArgument,  // shape, pointer or option the kernels cannot take (message says which)
+  Unsupported,      // valid, but this path / format / build cannot do it (e.g. no cuBLASLt)
+  CudaError,        // a CUDA runtime call or a launch failed
+  CublasError,      // a cuBLASLt call failed
+};
+const char* statusName(Status s);
+
+struct DeviceInfo {
+  char name[256];
+  int computeMajor, computeMinor;
+  int multiprocessors;
+  size_t globalMemoryBytes;
+  int l2CacheBytes;
+  bool cublasLt;  // built with cuBLASLt (the prefill path and W8A8)
+};
+
+// True when a CUDA device can be used (and fills *info when given).
+bool deviceAvailable(DeviceInfo* info = nullptr);
+
+// A context owns a stream, the cuBLASLt handle and workspace, and the split-K scratch of the decode GEMM.
+// One context is used by one host thread at a time.
+struct Context;
+Status createContext(Context** out, int device = 0);
+void destroyContext(Context* ctx);
+Status synchronize(Context* ctx);
+const char* lastError(Context* ctx);  // message of the last failing call on this context ("" if none)
+void* streamHandle(Context* ctx);     // the cudaStream_t, for callers that mix in their own kernels
+
+// Device memory, for callers without CUDA headers. Copies are synchronous with respect to the host.
+Status deviceAlloc(Context* ctx, void** devicePtr, size_t bytes);
+void deviceFree(void* devicePtr);
+Status copyToDevice(Context* ctx, void* devicePtr, const void* hostPtr, size_t bytes);
+Status copyToHost(Context* ctx, void* hostPtr, const void* devicePtr, size_t bytes);
+Status fillDevice(Context* ctx, void* devicePtr, int byteValue, size_t bytes);
+
+// INT4 weights on the device: `view` is the canonical layout of weights.h with device pointers, and
+// fp8Codes an optional dequantized copy [rows, cols] (one byte per weight) that the prefill path reads
+// instead of dequantizing on every call. A plain view: uploadInt4Weights() allocates (one buffer) and
+// freeInt4Weights() releases what upload/prepare allocated; a caller may also build views of its own.
+struct DeviceInt4Weights {
+  Int4WeightsView view;
+  uint8_t* fp8Codes;
+  void* ownedBlock;  // allocation owned by this struct (upload), or nullptr
+  void* ownedFp8;    // fp8Codes when prepareFp8Weights allocated it, or nullptr
+};
+Status uploadInt4Weights(Context* ctx, const Int4WeightsView& host, DeviceInt4Weights* out);
+Status prepareFp8Weights(Context* ctx, DeviceInt4Weights* w);  // fills fp8Codes (dequantized once)
+void freeInt4Weights(DeviceInt4Weights* w);
+
+// ---- kernels (device pointers) -----------------------------------------------------------------------
+// x: [M, K] FP32 row-major; x8: [M, K] FP8 codes; xScales: [M]. Bit-exact with kernels.h's functions.
+Status quantizeActivationsDynamic(Context* ctx, const float* x, int M, int K, Fp8Format f, uint8_t* x8,
+                                  float* xScales);
+Status quantizeActivationsStatic(Context* ctx, const float* x, int M, int K, float scale, Fp8Format f,
+                                 uint8_t* x8, float* xScales);
+// out: [rows, cols] FP8 codes, out[n * cols + k] = fp8(fl32(s_g * (q - z))). Bit-exact with dequantInt4ToFp8.
+Status dequantInt4ToFp8(Context* ctx, const Int4WeightsView& w, uint8_t* out);
+
+enum class GemmPath : int { Auto = 0, DecodeF16Mma, DecodeFp8Mma, PrefillLt };
+const char* gemmPathName(GemmPath p);
+
+struct GemmOptions {
+  GemmPath path = GemmPath::Auto;
+  int splitK = 0;  // decode paths: CTAs along K (0 = chosen from the shape and the device)
+};
+// What a call did, for tests and the bench.
+struct GemmPlanInfo {
+  GemmPath path;
+  int splitK;        // decode: splits used; prefill: 0
+  int tokenTile;     // decode: tokens per launch (8, 16, 32 or 64); prefill: M
+  bool fusedScales;  // prefill: scales applied by cuBLASLt (outer vectors) rather than by an epilogue kernel
+};
+
+// Y = W4A8 GEMM of device operands: a.x8 [M, K], a.xScales [M], a.w (device view), a.y (device; ldy >= N).
+// fp8Weights: optional [N, K] dequantized copy for the prefill path (else it dequantizes into scratch).
+Status gemmW4A8(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights = nullptr,
+                const GemmOptions& options = GemmOptions(), GemmPlanInfo* info = nullptr);
+// Y = W8A8 GEMM through cuBLASLt (Unsupported when built without it, or for e5m2 x e5m2).
+Status gemmW8A8(Context* ctx, const W8A8GemmArgs& a, GemmPlanInfo* info = nullptr);
+
+// ---- test hooks --------------------------------------------------------------------------------------
+// The FP32 -> FP8 conversion the kernels use for weight tables (hardware cvt with the format's saturation,
+// the software fp8Encode for inf and NaN), element-wise: tests expect out[i] = fp8Encode(in[i], f).
+Status encodeFp8ForTest(Context* ctx, const float* in, uint8_t* out, size_t count, Fp8Format f);
+
+}  // namespace w4a8::cuda
