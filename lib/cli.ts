@@ -16,16 +16,16 @@ import { backend, gemmF32Async, gemmW4A16Async, gemmW4A8Async, gemmW8A8Async } f
 import { checkFormat } from './validate.js';
 import { Fp8Weights, Int4Weights, type GroupSize } from './weights.js';
 import { GENERATE_USAGE, generateCommand } from './commands/generate.js';
-import { startCommand } from './commands/start.js';
+import { START_USAGE, startCommand } from './commands/start.js';
 import { SERVE_USAGE, serveCommand } from './commands/serve.js';
 import { PACK_USAGE, packCommand } from './commands/pack.js';
 import { EVAL_USAGE, SAMPLE_USAGE, evalCommand, sampleCommand } from './commands/eval.js';
 
 const USAGE = `usage: w4a8 <command> [options]
 commands:
-  start [model.w4a8] [--batch 8] [--max-tokens 64]
-          batched decoding on a model (default: a synthetic random-weight Llama built on the fly)
-  generate <model.w4a8> [prompt] [options]   stream a continuation (see w4a8 generate --help)
+  start [model.w4a8] [--batch 8] [--max-tokens 64] [--synthetic]
+          batched decoding (default: the project's own model, models/default; see w4a8 start --help)
+  generate [model.w4a8] [prompt] [options]   stream a continuation (see w4a8 generate --help)
   serve <model.w4a8> [--port 8080]           OpenAI-compatible HTTP server (see w4a8 serve --help)
   pack <model-dir|file.bin> -o <model.w4a8> [options]   quantize a model to W4A8 (see w4a8 pack --help)
   eval <model> (--text F | --tokens F | --sample N) [--reference SOURCE]
@@ -123,7 +123,10 @@ async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   if (command === 'info') return info();
   if (command === 'demo') return demo(rest);
-  if (command === 'start') return startCommand(rest);
+  if (command === 'start') {
+    if (rest.includes('--help')) return void console.log(START_USAGE);
+    return startCommand(rest);
+  }
   if (command === 'serve') {
     if (rest.includes('--help')) return void console.log(SERVE_USAGE);
     return serveCommand(rest);

@@ -20,3 +20,9 @@ export { importModel, importHuggingFace, importLlama2c } from './import/index.js
 export { packModel, type PackOptions } from './pack.js';
 export { createServer, type ServerOptions } from './server/server.js';
 export { syntheticSourceModel } from './model/synthetic.js';
+export {
+  quantizeLinear, quantizeLinearAsync, columnOrder, SWEEP_ORDERS, type SweepOrder, type GptqLayerOptions, type GptqLayerResult,
+} from './quant/gptq.js';
+export { evaluateModel, type EvalOptions, type EvalResult } from './quant/evaluate.js';
+export { createNativeModel, createReferenceNativeModel } from './model/native-model.js';
+export { DEFAULT_MODEL_DIR, DEFAULT_MODEL_FILE, defaultModelFile } from './default-model.js';

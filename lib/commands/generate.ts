@@ -1,12 +1,18 @@
 /**
- * `w4a8 generate <model.w4a8> [prompt]`: streams the continuation of a prompt (or of --batch copies
- * of it, decoded together with different seeds) and prints tokens/s at the end.
+ * `w4a8 generate [model.w4a8] [prompt]`: streams the continuation of a prompt (or of --batch copies
+ * of it, decoded together with different seeds) and prints tokens/s at the end. Without a model it
+ * uses the project's own trained model (models/default/model.w4a8).
  */
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { defaultModelFile } from '../default-model.js';
 import { W4a8Error } from '../errors.js';
 import { W4a8Model, type GenerateOptions } from '../model/model.js';
 
-export const GENERATE_USAGE = `w4a8 generate <model.w4a8> [prompt] [options]
+export const GENERATE_USAGE = `w4a8 generate [model.w4a8] [prompt] [options]
+  model.w4a8           a packed model (or --model FILE); the first argument is taken as the model when
+                       it names an existing file or ends in .w4a8, else as the prompt; default: the
+                       project's own model, models/default/model.w4a8
   --batch N            decode N copies of the prompt in one batch (seeds seed..seed+N-1)
   --max-tokens N       tokens to generate (default 128)
   --temperature T      0 = greedy (default 0.8); --top-k, --top-p, --min-p, --repeat-penalty
@@ -23,17 +29,27 @@ export function numberOption(value: string | undefined, name: string, fallback: 
   return n;
 }
 
+/** Splits the positionals into the model (named, first positional that looks like one, or the default) and the prompt. */
+function modelAndPrompt(named: string | undefined, positionals: string[]): { path: string; prompt?: string } {
+  if (positionals.length > (named === undefined ? 2 : 1))
+    throw new W4a8Error('E_OPTION', `too many arguments (quote the prompt)\n${GENERATE_USAGE}`);
+  if (named !== undefined) return { path: named, prompt: positionals[0] };
+  const [first, second] = positionals;
+  if (first !== undefined && (first.endsWith('.w4a8') || existsSync(first))) return { path: first, prompt: second };
+  if (second !== undefined) throw new W4a8Error('E_IO', `model file not found: ${first}`);
+  return { path: defaultModelFile(), prompt: first };
+}
+
 export async function generateCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true,
     options: {
       batch: { type: 'string' }, 'max-tokens': { type: 'string' }, temperature: { type: 'string' }, seed: { type: 'string' },
       'top-k': { type: 'string' }, 'top-p': { type: 'string' }, 'min-p': { type: 'string' }, 'repeat-penalty': { type: 'string' },
-      tokens: { type: 'string' }, chat: { type: 'boolean' }, context: { type: 'string' },
+      tokens: { type: 'string' }, chat: { type: 'boolean' }, context: { type: 'string' }, model: { type: 'string' },
     },
   });
-  const [path, prompt] = positionals;
-  if (!path) throw new W4a8Error('E_OPTION', `a model path is required\n${GENERATE_USAGE}`);
+  const { path, prompt } = modelAndPrompt(values.model, positionals);
   const batch = numberOption(values.batch, 'batch', 1, true);
   const model = await W4a8Model.load(path, {
     contextLength: values.context === undefined ? undefined : numberOption(values.context, 'context', 0, true),

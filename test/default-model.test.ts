@@ -1,0 +1,82 @@
+// The project's own trained model (models/default): its FP32 perplexity on the shipped held-out text stays
+// under the bound of its model card, the shipped W4A8 file stays within the card's bound of FP32, and the
+// main commands (`w4a8 start`, `w4a8 generate` with no model) run it and print readable text.
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_FILE } from '../lib/default-model.js';
+import { readPackedModel } from '../lib/format/index.js';
+import { importModel } from '../lib/import/index.js';
+import { createNativeModel, createReferenceNativeModel } from '../lib/model/native-model.js';
+import type { NativeModelHandle } from '../lib/native.js';
+import { tokenizeText } from '../lib/quant/data.js';
+import { evaluateModel, type EvalResult } from '../lib/quant/evaluate.js';
+
+const run = promisify(execFile);
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
+
+// The test protocol of models/default/README.md ("Bounds checked by the tests"): every 20th passage of
+// test.txt, each passage its own sequence (encoding puts <s> in front), non-overlapping windows of 512.
+const PASSAGE_STEP = 20;
+const FP32_PERPLEXITY_BOUND = 20;      // the card's bound for the FP32 model under this protocol
+const W4A8_RELATIVE_BOUND = 1.10;      // shipped W4A8 file: perplexity at most +10% over FP32
+
+function testPassages(): string[] {
+  const text = readFileSync(path.join(DEFAULT_MODEL_DIR, 'test.txt'), 'utf8');
+  return text.split(/\n\s*\n/).map((p) => p.trim()).filter((p) => p.length > 0).filter((_, i) => i % PASSAGE_STEP === 0);
+}
+
+describe('the default model (models/default)', () => {
+  let w4a8: NativeModelHandle, fp32: NativeModelHandle;
+  let result: EvalResult;
+
+  beforeAll(async () => {
+    expect(existsSync(DEFAULT_MODEL_FILE), `${DEFAULT_MODEL_FILE} is shipped`).toBe(true);
+    const packed = await readPackedModel(DEFAULT_MODEL_FILE);
+    const source = await importModel(DEFAULT_MODEL_DIR);
+    w4a8 = createNativeModel(packed);
+    fp32 = createReferenceNativeModel(source);
+    const sequences = testPassages().map((p) => tokenizeText(packed, p, 'test.txt'));
+    const context = packed.config.maxSeqLen;
+    result = await evaluateModel(w4a8, sequences, packed.config.vocabSize, context, { context, stride: context, reference: fp32 });
+    console.log(`default model, every ${PASSAGE_STEP}th test passage (${result.tokens} tokens): FP32 perplexity ` +
+      `${result.referencePerplexity!.toFixed(3)}, W4A8 ${result.perplexity.toFixed(3)} ` +
+      `(${((result.perplexity / result.referencePerplexity! - 1) * 100).toFixed(2)}%), KLD ${result.kld!.toFixed(4)}, top-1 ${(result.top1! * 100).toFixed(1)}%`);
+  }, 240_000);
+
+  afterAll(() => {
+    w4a8?.dispose();
+    fp32?.dispose();
+  });
+
+  it(`FP32 perplexity on the held-out text is below the model card's bound (${FP32_PERPLEXITY_BOUND})`, () => {
+    expect(result.tokens).toBeGreaterThan(5000);
+    expect(result.referencePerplexity!).toBeLessThan(FP32_PERPLEXITY_BOUND);
+  });
+
+  it(`the shipped W4A8 file is within +${Math.round((W4A8_RELATIVE_BOUND - 1) * 100)}% of FP32 perplexity`, () => {
+    expect(result.perplexity).toBeLessThan(result.referencePerplexity! * W4A8_RELATIVE_BOUND);
+    expect(result.top1!).toBeGreaterThan(0.8);
+  });
+
+  it('w4a8 generate with no model continues an English prompt on the default model', async () => {
+    const { stdout } = await run(process.execPath, [cli, 'generate', 'The purpose of this chapter is to', '--max-tokens', '24', '--temperature', '0']);
+    expect(stdout.startsWith('The purpose of this chapter is to')).toBe(true);
+    const continuation = stdout.slice('The purpose of this chapter is to'.length).split('\n\n')[0];
+    // Readable English: mostly lowercase letters and spaces, several common words.
+    expect((continuation.match(/[a-z ]/g) ?? []).length / continuation.length).toBeGreaterThan(0.8);
+    expect(continuation.split(/\s+/).filter((w) => /^(the|of|and|to|a|in|is|that|for|be|this|it)$/i.test(w)).length).toBeGreaterThan(2);
+    expect(stdout).toMatch(/\d+ tokens in [\d.]+ s: [\d.]+ tokens\/s/);
+  }, 60_000);
+
+  it('npm start (w4a8 start) decodes several English prompts together on the default model', async () => {
+    const { stdout } = await run(process.execPath, [cli, 'start', '--batch', '4', '--max-tokens', '16']);
+    expect(stdout).toContain('models/default/model.w4a8');
+    expect(stdout).toMatch(/batch 1: \d+ tokens, [\d.]+ tokens\/s/);
+    expect(stdout).toMatch(/batch 4: \d+ tokens in [\d.]+ s = [\d.]+ tokens\/s in all/);
+    expect(stdout).toContain('[3] "In the beginning');
+  }, 120_000);
+});
