@@ -75,7 +75,7 @@ export interface NativeModelHandle {
   /** The Hessians so far (q/k/v input, o input, gate/up input, down input), then a fresh start. */
   takeHessians(): { layer: number; tokens: number; hessians: [Float64Array, Float64Array, Float64Array, Float64Array] };
   /** Uploads the weights to the GPU and runs every later step there; only before the first sequence. */
-  useDevice(device: 'cuda', options?: { exactPrefill?: boolean }): Promise<void>;
+  useDevice(device: 'cuda', options?: { fastPrefill?: boolean }): Promise<void>;
   /** Where the steps run. */
   backend(): { device: 'cpu' | 'cuda'; name: string };
   dispose(): void;

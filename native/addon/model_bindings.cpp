@@ -171,7 +171,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     return result;
   }
 
-  // ('cuda', {exactPrefill?}) -> Promise: uploads the weights and runs every later step on the GPU. Only
+  // ('cuda', {fastPrefill?}) -> Promise: uploads the weights and runs every later step on the GPU. Only
   // before the first sequence. Rejects with E_UNSUPPORTED when there is no usable GPU (or no CUDA build).
   Napi::Value useDevice(const Napi::CallbackInfo& info) {
     std::shared_ptr<LlamaModel> m = model_;
@@ -180,8 +180,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       fail(info.Env(), "E_OPTION", "device must be 'cuda'");
     CudaBackendOptions options;
     if (info[1].IsObject()) {
-      const Napi::Value exact = info[1].As<Napi::Object>().Get("exactPrefill");
-      options.exactPrefill = exact.IsBoolean() && exact.As<Napi::Boolean>().Value();
+      const Napi::Value fast = info[1].As<Napi::Object>().Get("fastPrefill");
+      options.fastPrefill = fast.IsBoolean() && fast.As<Napi::Boolean>().Value();
     }
     const LlamaConfig config = m->config();
     const LlamaWeights weights = weights_;

@@ -15,9 +15,10 @@ constexpr int kCudaPluginAbi = 1;  // bumped whenever CudaPluginApi or the struc
 
 struct CudaBackendOptions {
   int device = 0;
-  // Every linear layer through the fused decode GEMM (FP32 accumulation), also for steps of more than 64
-  // tokens, which otherwise take cuBLASLt's FP8 GEMM (faster, FP8 tensor-core sums: outside FP32 tolerance).
-  bool exactPrefill = false;
+  // Linear layers of steps of more than 64 tokens through cuBLASLt's FP8 GEMM (when built in): faster
+  // prefill, but Hopper's FP8 tensor cores sum with ~14-bit alignment, outside the FP32 summation tolerance
+  // of the numeric contract. Default: the fused GEMM (exact products, FP32 sums) for every step.
+  bool fastPrefill = false;
   // Decode steps (at most 64 tokens, logits of the last ones) replay a CUDA graph of the whole step, one per
   // row count, captured the second time that count is seen: ~550 kernel launches of a 7B step cost more CPU
   // time than the GPU needs at batch 1. W4A8_CUDA_GRAPHS=0 in the environment turns it off.

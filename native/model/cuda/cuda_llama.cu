@@ -5,14 +5,16 @@
 //
 // Per layer, for rows = the step's tokens ([rows, width] FP32 buffers):
 //   xb = rmsNorm(x)                      (x += previous layer's MLP output first, fused)
-//   q, k, v = W4A8(xb)                   one FP8 quantization of xb feeds the three GEMMs
+//   qkv = W4A8_qkv(xb)                   q, k and v in one GEMM: their weights are uploaded as one matrix,
+//                                        rows concatenated (the same dot products, one launch)
 //   rope(q, k); k, v -> KV cache         attn = attention(q, cache)     tmp = W4A8_o(attn)
-//   xb = rmsNorm(x += tmp)               gate, up = W4A8(xb)            gate = silu(gate) * up
-//   tmp = W4A8_down(gate)
+//   xb = rmsNorm(x += tmp)               gateUp = W4A8_gateUp(xb)       act = silu(gate) * up
+//   tmp = W4A8_down(act)
 // then x += tmp, the final norm of the rows whose logits are wanted, and the BF16 lm_head.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -43,13 +45,14 @@ struct DeviceBuffer {
   ~DeviceBuffer() { cudaFree(data); }
   template <typename T>
   T* as() const { return static_cast<T*>(data); }
-  void ensure(size_t want) {
-    if (want <= bytes) return;
+  bool ensure(size_t want) {  // true when the buffer moved
+    if (want <= bytes) return false;
     cudaFree(data);
     data = nullptr;
     bytes = 0;
     W4A8_CHECK_CUDA(cudaMalloc(&data, want));
     bytes = want;
+    return true;
   }
 };
 
@@ -127,7 +130,10 @@ class CudaLlama final : public StepBackend {
   struct Layer {
     const float* attnNorm = nullptr;
     const float* ffnNorm = nullptr;
-    Linear q, k, v, o, gate, up, down;
+    Linear qkv;     // [qDim + 2 kvDim, dim]: q, k, v rows
+    Linear o;
+    Linear gateUp;  // [2 hidden, dim]: gate, up rows
+    Linear down;
   };
   struct Sequence {
     float* keys = nullptr;
@@ -144,15 +150,45 @@ class CudaLlama final : public StepBackend {
         if (lin->f32) throw std::runtime_error("the CUDA backend runs W4A8 linear layers only (this model has FP32 ones)");
   }
 
-  Linear uploadLinear(const LinearLayer& host) {
+  // Uploads the row-concatenation of `parts` (same packed width, group size and format: one linear layer of
+  // sum(rows) outputs), through a host staging copy when there are several.
+  Linear uploadLinear(std::initializer_list<const LinearLayer*> parts) {
+    const LinearLayer& first = **parts.begin();
+    const Int4WeightsView& w0 = first.w;
+    int rows = 0;
+    bool anyBias = false;
+    for (const LinearLayer* p : parts) {
+      if (p->w.cols != w0.cols || p->w.groupSize != w0.groupSize || p->w.format != w0.format || p->inputs != first.inputs)
+        throw std::runtime_error("fused linear layers must share their packed width, group size and format");
+      rows += p->w.rows;
+      anyBias |= p->bias != nullptr;
+    }
+    Int4WeightsView view = w0;
+    std::vector<uint8_t> codes, zeros;
+    std::vector<float> groupScales, channelScales, bias;
+    if (parts.size() > 1) {
+      const size_t rowCodes = w0.cols / 2, rowGroups = w0.groups();
+      for (const LinearLayer* p : parts) {
+        codes.insert(codes.end(), p->w.codes, p->w.codes + p->w.rows * rowCodes);
+        zeros.insert(zeros.end(), p->w.zeros, p->w.zeros + p->w.rows * rowGroups);
+        groupScales.insert(groupScales.end(), p->w.groupScales, p->w.groupScales + p->w.rows * rowGroups);
+        channelScales.insert(channelScales.end(), p->w.channelScales, p->w.channelScales + p->w.rows);
+      }
+      view = {codes.data(), groupScales.data(), zeros.data(), channelScales.data(), rows, w0.cols, w0.groupSize, w0.format};
+    }
+    if (anyBias)
+      for (const LinearLayer* p : parts) {
+        if (p->bias) bias.insert(bias.end(), p->bias, p->bias + p->w.rows);
+        else bias.insert(bias.end(), p->w.rows, 0.0f);
+      }
     Linear lin;
-    cuda::Status s = cuda::uploadInt4Weights(ctx_, host.w, &lin.w);
+    cuda::Status s = cuda::uploadInt4Weights(ctx_, view, &lin.w);
     if (s != cuda::Status::Ok) {
       cuda::freeInt4Weights(&lin.w);
       throw std::runtime_error(std::string("uploading weights: ") + cuda::lastError(ctx_));
     }
-    lin.inputs = host.inputs;
-    if (host.bias) lin.bias = upload(host.bias, host.w.rows, owned_);
+    lin.inputs = first.inputs;
+    if (anyBias) lin.bias = upload(bias.data(), bias.size(), owned_);
     return lin;
   }
 
@@ -178,9 +214,11 @@ class CudaLlama final : public StepBackend {
       Layer& d = layers_.back();
       d.attnNorm = upload(l.attnNorm, c.dim, owned_);
       d.ffnNorm = upload(l.ffnNorm, c.dim, owned_);
-      d.q = uploadLinear(l.q), d.k = uploadLinear(l.k), d.v = uploadLinear(l.v), d.o = uploadLinear(l.o);
-      d.gate = uploadLinear(l.gate), d.up = uploadLinear(l.up), d.down = uploadLinear(l.down);
-      for (const Linear* lin : {&d.q, &d.k, &d.v, &d.o, &d.gate, &d.up, &d.down}) maxCols_ = std::max(maxCols_, lin->w.view.cols);
+      d.qkv = uploadLinear({&l.q, &l.k, &l.v});
+      d.o = uploadLinear({&l.o});
+      d.gateUp = uploadLinear({&l.gate, &l.up});
+      d.down = uploadLinear({&l.down});
+      for (const Linear* lin : {&d.qkv, &d.o, &d.gateUp, &d.down}) maxCols_ = std::max(maxCols_, lin->w.view.cols);
     }
   }
 
@@ -188,7 +226,7 @@ class CudaLlama final : public StepBackend {
     if (ctx_) cuda::synchronize(ctx_);
     dropGraphs();
     for (Layer& l : layers_)
-      for (Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) cuda::freeInt4Weights(&lin->w);
+      for (Linear* lin : {&l.qkv, &l.o, &l.gateUp, &l.down}) cuda::freeInt4Weights(&lin->w);
     layers_.clear();
     for (void* p : owned_) cudaFree(p);
     owned_.clear();
@@ -221,33 +259,29 @@ class CudaLlama final : public StepBackend {
     W4A8GemmArgs a{x8_.as<uint8_t>(), xScales_.as<float>(), config_.activationFormat, rows, lin.w.view,
                    {y, nullptr, lin.w.view.rows}};
     cuda::GemmOptions options;
-    if (options_.exactPrefill) options.path = cuda::GemmPath::DecodeF16Mma;
+    if (!options_.fastPrefill) options.path = cuda::GemmPath::DecodeF16Mma;
     checkStatus(cuda::gemmW4A8(ctx_, a, nullptr, options), "W4A8 GEMM");
     if (lin.bias) W4A8_CHECK_CUDA(launchAddBias(y, lin.bias, rows, lin.w.view.rows, stream_));
   }
 
   void ensureScratch(int rows, int outRows) {
     const LlamaConfig& c = config_;
-    const void* before = x_.data;
-    const size_t sizes = x_.bytes + gate_.bytes + padded_.bytes + last_.bytes + logits_.bytes + rowInfo_.bytes;
-    const size_t r = rows, f = sizeof(float);
-    x_.ensure(r * c.dim * f);
-    xb_.ensure(r * c.dim * f);
-    tmp_.ensure(r * c.dim * f);
-    q_.ensure(r * c.qDim() * f);
-    attn_.ensure(r * c.qDim() * f);
-    k_.ensure(r * c.kvDim() * f);
-    v_.ensure(r * c.kvDim() * f);
-    gate_.ensure(r * c.hiddenDim * f);
-    up_.ensure(r * c.hiddenDim * f);
-    padded_.ensure(r * maxCols_ * f);
-    x8_.ensure(r * maxCols_);
-    xScales_.ensure(r * f);
-    last_.ensure((size_t)outRows * c.dim * f);
-    logits_.ensure((size_t)outRows * c.vocabSize * f);
-    rowInfo_.ensure(r * sizeof(RowInfo) + (size_t)outRows * sizeof(int));
-    if (before != x_.data || sizes != x_.bytes + gate_.bytes + padded_.bytes + last_.bytes + logits_.bytes + rowInfo_.bytes)
-      ++bufferGeneration_;
+    const size_t r = rows, f = sizeof(float), qkvDim = (size_t)c.qDim() + 2 * c.kvDim();
+    bool moved = false;
+    moved |= x_.ensure(r * c.dim * f);
+    moved |= xb_.ensure(r * c.dim * f);
+    moved |= tmp_.ensure(r * c.dim * f);
+    moved |= qkv_.ensure(r * qkvDim * f);
+    moved |= attn_.ensure(r * c.qDim() * f);
+    moved |= gateUp_.ensure(r * 2 * c.hiddenDim * f);
+    moved |= act_.ensure(r * c.hiddenDim * f);
+    moved |= padded_.ensure(r * maxCols_ * f);
+    moved |= x8_.ensure(r * maxCols_);
+    moved |= xScales_.ensure(r * f);
+    moved |= last_.ensure((size_t)outRows * c.dim * f);
+    moved |= logits_.ensure((size_t)outRows * c.vocabSize * f);
+    moved |= rowInfo_.ensure(r * sizeof(RowInfo) + (size_t)outRows * sizeof(int));
+    if (moved) ++bufferGeneration_;
     const size_t hostBytes = r * sizeof(RowInfo) + (size_t)outRows * sizeof(int);
     if (hostBytes > rowInfoHostBytes_) {
       if (rowInfoHost_) cudaFreeHost(rowInfoHost_);
@@ -271,7 +305,7 @@ class CudaLlama final : public StepBackend {
   std::vector<void*> owned_;
   int maxCols_ = 0;
   std::unordered_map<int, Sequence> sequences_;
-  DeviceBuffer x_, xb_, tmp_, q_, attn_, k_, v_, gate_, up_, padded_, x8_, xScales_, last_, logits_, rowInfo_;
+  DeviceBuffer x_, xb_, tmp_, qkv_, attn_, gateUp_, act_, padded_, x8_, xScales_, last_, logits_, rowInfo_;
   // CUDA graphs of decode steps by row count (rows * 65536 + output rows), valid while neither our buffers nor
   // the context's scratch move (graphGeneration_ = the sum of both generation counters when captured).
   std::unordered_map<int, cudaGraphExec_t> graphs_;
@@ -302,7 +336,7 @@ void CudaLlama::step(const std::vector<StepItem>& items, const std::vector<int>&
   const size_t infoBytes = (size_t)rows * sizeof(RowInfo) + (allPositions ? 0 : (size_t)outRows * sizeof(int));
   W4A8_CHECK_CUDA(cudaMemcpyAsync(rowInfo_.data, rowInfoHost_, infoBytes, cudaMemcpyHostToDevice, stream_));
 
-  const bool graphable = options_.graphs && !allPositions && rows <= 64;
+  const bool graphable = options_.graphs && !allPositions && rows <= 64;  // decode-like steps
   const int key = rows * 65536 + outRows;
   if (graphable && cuda::scratchGeneration(ctx_) + bufferGeneration_ != graphGeneration_) {
     dropGraphs();  // a buffer moved since the graphs were captured
@@ -347,31 +381,28 @@ void CudaLlama::enqueueForward(int rows, int outRows, bool allPositions) {
   const RowInfo* rowsOnDevice = rowInfo_.as<RowInfo>();
   const int* outRowsOnDevice = allPositions ? nullptr : reinterpret_cast<const int*>(rowsOnDevice + rows);
 
-  float *x = x_.as<float>(), *xb = xb_.as<float>(), *tmp = tmp_.as<float>(), *q = q_.as<float>(),
-        *attn = attn_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>(), *gate = gate_.as<float>(),
-        *up = up_.as<float>();
-  const int dim = c.dim, qDim = c.qDim(), hidden = c.hiddenDim;
+  float *x = x_.as<float>(), *xb = xb_.as<float>(), *tmp = tmp_.as<float>(), *qkv = qkv_.as<float>(),
+        *attn = attn_.as<float>(), *gateUp = gateUp_.as<float>(), *act = act_.as<float>();
+  const int dim = c.dim, qDim = c.qDim(), kvDim = c.kvDim(), qkvDim = qDim + 2 * kvDim, hidden = c.hiddenDim;
+  float *q = qkv, *k = qkv + qDim, *v = qkv + qDim + kvDim;  // columns of qkv [rows, qkvDim]
   W4A8_CHECK_CUDA(launchEmbed(rowsOnDevice, rows, embedding_, dim, x, stream_));
   for (int l = 0; l < c.nLayers; ++l) {
     const Layer& layer = layers_[l];
     // Attention block (the previous layer's MLP output is added to x by the norm).
     W4A8_CHECK_CUDA(launchRmsNorm(x, l == 0 ? nullptr : tmp, layer.attnNorm, nullptr, rows, dim, c.rmsNormEps, xb, stream_));
-    quantizeInput(xb, rows, layer.q.inputs, dim, layer.q.w.view.cols);
-    gemm(layer.q, rows, q);
-    gemm(layer.k, rows, k);
-    gemm(layer.v, rows, v);
-    W4A8_CHECK_CUDA(launchRopeAndStore(rowsOnDevice, rows, q, k, v, c.nHeads, c.nKvHeads, c.headDim,
+    quantizeInput(xb, rows, layer.qkv.inputs, dim, layer.qkv.w.view.cols);
+    gemm(layer.qkv, rows, qkv);
+    W4A8_CHECK_CUDA(launchRopeAndStore(rowsOnDevice, rows, q, k, v, qkvDim, c.nHeads, c.nKvHeads, c.headDim,
                                        inverseFrequencies_, l, stream_));
-    W4A8_CHECK_CUDA(launchAttention(rowsOnDevice, rows, q, c.nHeads, c.nKvHeads, c.headDim, l, attn, stream_));
+    W4A8_CHECK_CUDA(launchAttention(rowsOnDevice, rows, q, qkvDim, c.nHeads, c.nKvHeads, c.headDim, l, attn, stream_));
     quantizeInput(attn, rows, layer.o.inputs, qDim, layer.o.w.view.cols);
     gemm(layer.o, rows, tmp);
     // MLP block.
     W4A8_CHECK_CUDA(launchRmsNorm(x, tmp, layer.ffnNorm, nullptr, rows, dim, c.rmsNormEps, xb, stream_));
-    quantizeInput(xb, rows, layer.gate.inputs, dim, layer.gate.w.view.cols);
-    gemm(layer.gate, rows, gate);
-    gemm(layer.up, rows, up);
-    W4A8_CHECK_CUDA(launchSwiGlu(gate, up, (size_t)rows * hidden, stream_));
-    quantizeInput(gate, rows, layer.down.inputs, hidden, layer.down.w.view.cols);
+    quantizeInput(xb, rows, layer.gateUp.inputs, dim, layer.gateUp.w.view.cols);
+    gemm(layer.gateUp, rows, gateUp);
+    W4A8_CHECK_CUDA(launchSwiGlu(gateUp, rows, hidden, act, stream_));
+    quantizeInput(act, rows, layer.down.inputs, hidden, layer.down.w.view.cols);
     gemm(layer.down, rows, tmp);
   }
   W4A8_CHECK_CUDA(launchAdd(x, tmp, (size_t)rows * dim, stream_));

@@ -7,7 +7,8 @@
 namespace w4a8::cudamodel {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;      // element-wise kernels
+constexpr int kRowThreads = 1024;  // one CTA per row (RMSNorm): a decode step has few rows, so wide CTAs
 
 unsigned blocksFor(size_t items, int threads) { return (unsigned)((items + threads - 1) / threads); }
 
@@ -28,24 +29,24 @@ __global__ void embedKernel(const RowInfo* __restrict__ rows, const uint16_t* __
 
 // One CTA per output row. The sum of squares in FP64, as ops.cpp's rmsNorm, so the scale differs from the
 // CPU's by the order of an FP64 sum only.
-__global__ void __launch_bounds__(kThreads) rmsNormKernel(float* __restrict__ x, const float* __restrict__ delta,
+__global__ void __launch_bounds__(kRowThreads) rmsNormKernel(float* __restrict__ x, const float* __restrict__ delta,
                                                           const float* __restrict__ weight,
                                                           const int* __restrict__ rowIndex, int dim, float eps,
                                                           float* __restrict__ out) {
-  __shared__ double warpSums[kThreads / 32];
+  __shared__ double warpSums[kRowThreads / 32];
   __shared__ float inverseRms;
   const int source = rowIndex ? rowIndex[blockIdx.x] : blockIdx.x;
   float* row = x + (size_t)source * dim;
   double squares = 0;
   if (delta) {
     const float* d = delta + (size_t)source * dim;
-    for (int i = threadIdx.x; i < dim; i += kThreads) {
+    for (int i = threadIdx.x; i < dim; i += kRowThreads) {
       const float v = row[i] + d[i];
       row[i] = v;
       squares += (double)v * v;
     }
   } else {
-    for (int i = threadIdx.x; i < dim; i += kThreads) squares += (double)row[i] * row[i];
+    for (int i = threadIdx.x; i < dim; i += kRowThreads) squares += (double)row[i] * row[i];
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) squares += __shfl_xor_sync(0xffffffffu, squares, offset);
@@ -53,13 +54,13 @@ __global__ void __launch_bounds__(kThreads) rmsNormKernel(float* __restrict__ x,
   __syncthreads();
   if (threadIdx.x == 0) {
     double total = 0;
-    for (int w = 0; w < kThreads / 32; ++w) total += warpSums[w];
+    for (int w = 0; w < kRowThreads / 32; ++w) total += warpSums[w];
     inverseRms = (float)(1.0 / sqrt(total / dim + (double)eps));
   }
   __syncthreads();
   const float scale = inverseRms;
   float* o = out + (size_t)blockIdx.x * dim;
-  for (int i = threadIdx.x; i < dim; i += kThreads) o[i] = row[i] * scale * weight[i];
+  for (int i = threadIdx.x; i < dim; i += kRowThreads) o[i] = row[i] * scale * weight[i];
 }
 
 __global__ void addKernel(float* __restrict__ x, const float* __restrict__ delta, size_t count) {
@@ -81,13 +82,13 @@ __global__ void addBiasKernel(float* __restrict__ y, const float* __restrict__ b
 // One CTA per row: the (head, i) rotations of q and k (i < headDim / 2 pairs element i with i + half), then
 // the row's k and v into its caches.
 __global__ void ropeStoreKernel(const RowInfo* __restrict__ rows, float* __restrict__ q, float* __restrict__ k,
-                                const float* __restrict__ v, int nHeads, int nKvHeads, int headDim,
+                                const float* __restrict__ v, int stride, int nHeads, int nKvHeads, int headDim,
                                 const float* __restrict__ inverseFrequencies, int layer) {
   const RowInfo row = rows[blockIdx.x];
-  const int half = headDim / 2, qDim = nHeads * headDim, kvDim = nKvHeads * headDim;
-  float* qr = q + (size_t)blockIdx.x * qDim;
-  float* kr = k + (size_t)blockIdx.x * kvDim;
-  const float* vr = v + (size_t)blockIdx.x * kvDim;
+  const int half = headDim / 2, kvDim = nKvHeads * headDim;
+  float* qr = q + (size_t)blockIdx.x * stride;
+  float* kr = k + (size_t)blockIdx.x * stride;
+  const float* vr = v + (size_t)blockIdx.x * stride;
   const size_t at = ((size_t)layer * row.capacity + row.position) * kvDim;
   for (int p = threadIdx.x; p < (nHeads + nKvHeads) * half; p += blockDim.x) {
     const bool isKey = p >= nHeads * half;
@@ -108,15 +109,17 @@ __global__ void ropeStoreKernel(const RowInfo* __restrict__ rows, float* __restr
   for (int i = threadIdx.x; i < kvDim; i += blockDim.x) row.values[at + i] = vr[i];
 }
 
-// One CTA of 4 warps per (head, row). Warp w takes positions w, w + 4, ...: lanes split the head's
+// One CTA of 16 warps per (head, row). Warp w takes positions w, w + 16, ...: lanes split the head's
 // dimensions (element lane + 32 j), a warp sum gives the score, and an online softmax (running max, sum of
 // exponentials, rescaled V accumulator) needs no score buffer; the 4 warps' partial results are merged at
 // the end. The same function as the CPU's two-pass softmax, up to the order of the sums.
-constexpr int kAttentionWarps = 4;
+// (Simple, not flash-decoding: one CTA walks a row's whole context; fine for the short contexts measured.)
+constexpr int kAttentionWarps = 16;  // positions interleaved over the warps: the loop is latency-bound
 
 template <int kPerLane>
 __global__ void __launch_bounds__(32 * kAttentionWarps) attentionKernel(const RowInfo* __restrict__ rows,
-                                                                       const float* __restrict__ q, int nHeads,
+                                                                       const float* __restrict__ q, int qStride,
+                                                                       int nHeads,
                                                                        int nKvHeads, int headDim, int layer,
                                                                        float scale, float* __restrict__ out) {
   __shared__ float warpMax[kAttentionWarps], warpSumExp[kAttentionWarps];
@@ -127,7 +130,7 @@ __global__ void __launch_bounds__(32 * kAttentionWarps) attentionKernel(const Ro
   const size_t base = (size_t)layer * row.capacity * kvDim + (size_t)(h / (nHeads / nKvHeads)) * headDim;
   const float* keys = row.keys + base;
   const float* values = row.values + base;
-  const float* qh = q + (size_t)r * qDim + (size_t)h * headDim;
+  const float* qh = q + (size_t)r * qStride + (size_t)h * headDim;
   float qv[kPerLane], acc[kPerLane];
 #pragma unroll
   for (int j = 0; j < kPerLane; ++j) {
@@ -173,11 +176,12 @@ __global__ void __launch_bounds__(32 * kAttentionWarps) attentionKernel(const Ro
   }
 }
 
-__global__ void swiGluKernel(float* __restrict__ gate, const float* __restrict__ up, size_t count) {
+__global__ void swiGluKernel(const float* __restrict__ gateUp, int rows, int hidden, float* __restrict__ out) {
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < count) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + expf(-g)) * up[i];
+  if (i < (size_t)rows * hidden) {
+    const size_t r = i / hidden, j = i % hidden;
+    const float g = gateUp[r * 2 * hidden + j];
+    out[i] = g / (1.0f + expf(-g)) * gateUp[r * 2 * hidden + hidden + j];
   }
 }
 
@@ -254,7 +258,7 @@ cudaError_t launchEmbed(const RowInfo* rows, int count, const uint16_t* table, i
 
 cudaError_t launchRmsNorm(float* x, const float* delta, const float* weight, const int* rowIndex, int rows, int dim,
                           float eps, float* out, cudaStream_t s) {
-  rmsNormKernel<<<rows, kThreads, 0, s>>>(x, delta, weight, rowIndex, dim, eps, out);
+  rmsNormKernel<<<rows, kRowThreads, 0, s>>>(x, delta, weight, rowIndex, dim, eps, out);
   return cudaGetLastError();
 }
 
@@ -273,26 +277,27 @@ cudaError_t launchAddBias(float* y, const float* bias, int rows, int n, cudaStre
   return cudaGetLastError();
 }
 
-cudaError_t launchRopeAndStore(const RowInfo* rows, int count, float* q, float* k, const float* v, int nHeads,
-                               int nKvHeads, int headDim, const float* inverseFrequencies, int layer, cudaStream_t s) {
-  ropeStoreKernel<<<count, 128, 0, s>>>(rows, q, k, v, nHeads, nKvHeads, headDim, inverseFrequencies, layer);
+cudaError_t launchRopeAndStore(const RowInfo* rows, int count, float* q, float* k, const float* v, int stride,
+                               int nHeads, int nKvHeads, int headDim, const float* inverseFrequencies, int layer,
+                               cudaStream_t s) {
+  ropeStoreKernel<<<count, 256, 0, s>>>(rows, q, k, v, stride, nHeads, nKvHeads, headDim, inverseFrequencies, layer);
   return cudaGetLastError();
 }
 
-cudaError_t launchAttention(const RowInfo* rows, int count, const float* q, int nHeads, int nKvHeads, int headDim,
-                            int layer, float* out, cudaStream_t s) {
+cudaError_t launchAttention(const RowInfo* rows, int count, const float* q, int qStride, int nHeads, int nKvHeads,
+                            int headDim, int layer, float* out, cudaStream_t s) {
   const dim3 grid(nHeads, count);
   const float scale = 1.0f / std::sqrt((float)headDim);  // as the CPU step computes it
   const int threads = 32 * kAttentionWarps;
-  if (headDim <= 64) attentionKernel<2><<<grid, threads, 0, s>>>(rows, q, nHeads, nKvHeads, headDim, layer, scale, out);
-  else if (headDim <= 128) attentionKernel<4><<<grid, threads, 0, s>>>(rows, q, nHeads, nKvHeads, headDim, layer, scale, out);
-  else if (headDim <= 256) attentionKernel<8><<<grid, threads, 0, s>>>(rows, q, nHeads, nKvHeads, headDim, layer, scale, out);
+  if (headDim <= 64) attentionKernel<2><<<grid, threads, 0, s>>>(rows, q, qStride, nHeads, nKvHeads, headDim, layer, scale, out);
+  else if (headDim <= 128) attentionKernel<4><<<grid, threads, 0, s>>>(rows, q, qStride, nHeads, nKvHeads, headDim, layer, scale, out);
+  else if (headDim <= 256) attentionKernel<8><<<grid, threads, 0, s>>>(rows, q, qStride, nHeads, nKvHeads, headDim, layer, scale, out);
   else return cudaErrorInvalidValue;
   return cudaGetLastError();
 }
 
-cudaError_t launchSwiGlu(float* gate, const float* up, size_t count, cudaStream_t s) {
-  swiGluKernel<<<blocksFor(count, kThreads), kThreads, 0, s>>>(gate, up, count);
+cudaError_t launchSwiGlu(const float* gateUp, int rows, int hidden, float* out, cudaStream_t s) {
+  swiGluKernel<<<blocksFor((size_t)rows * hidden, kThreads), kThreads, 0, s>>>(gateUp, rows, hidden, out);
   return cudaGetLastError();
 }
 

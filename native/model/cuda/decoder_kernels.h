@@ -37,17 +37,19 @@ cudaError_t launchPadRows(const float* x, int rows, int width, int stride, int c
 cudaError_t launchAddBias(float* y, const float* bias, int rows, int n, cudaStream_t s);
 
 // Rotate-half RoPE of q [rows, nHeads * headDim] and k [rows, nKvHeads * headDim] at each row's position,
-// then k and v [rows, kvDim] stored into the row's caches at (layer, position).
-cudaError_t launchRopeAndStore(const RowInfo* rows, int count, float* q, float* k, const float* v, int nHeads,
-                               int nKvHeads, int headDim, const float* inverseFrequencies, int layer, cudaStream_t s);
+// then k and v [rows, kvDim] stored into the row's caches at (layer, position). q, k and v rows are
+// `stride` floats apart (columns of one [rows, qDim + 2 kvDim] buffer).
+cudaError_t launchRopeAndStore(const RowInfo* rows, int count, float* q, float* k, const float* v, int stride,
+                               int nHeads, int nKvHeads, int headDim, const float* inverseFrequencies, int layer,
+                               cudaStream_t s);
 
 // out [rows, nHeads * headDim] = softmax(q · Kᵀ / sqrt(headDim)) · V over positions 0..position of each row's
-// cache, grouped-query (head h reads KV head h / (nHeads / nKvHeads)). headDim <= 256.
-cudaError_t launchAttention(const RowInfo* rows, int count, const float* q, int nHeads, int nKvHeads, int headDim,
-                            int layer, float* out, cudaStream_t s);
+// cache, grouped-query (head h reads KV head h / (nHeads / nKvHeads)). q rows `qStride` apart. headDim <= 256.
+cudaError_t launchAttention(const RowInfo* rows, int count, const float* q, int qStride, int nHeads, int nKvHeads,
+                            int headDim, int layer, float* out, cudaStream_t s);
 
-// gate[i] = silu(gate[i]) * up[i].
-cudaError_t launchSwiGlu(float* gate, const float* up, size_t count, cudaStream_t s);
+// out [rows, hidden] = silu(gate) * up, gateUp [rows, 2 hidden] = (gate, up) columns.
+cudaError_t launchSwiGlu(const float* gateUp, int rows, int hidden, float* out, cudaStream_t s);
 
 // y [M, N] = x [M, K] · wᵀ, w BF16 [N, K], FP32 products and sums (the lm_head).
 cudaError_t launchBf16Gemm(const float* x, int M, const uint16_t* w, int N, int K, float* y, cudaStream_t s);

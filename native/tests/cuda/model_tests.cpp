@@ -252,10 +252,10 @@ bool haveGpu() {
   return r.available;
 }
 
-void checkCase(const char* label, const ModelShape& shape, uint64_t seed, bool exactPrefill, int longPrefill,
-               double bound, double tightFraction = 0.9) {
+void checkCase(const char* label, const ModelShape& shape, uint64_t seed, bool fastPrefill, int longPrefill,
+               double bound, double tightFraction = 0.9, double mismatchFraction = 0.1) {
   CudaBackendOptions options;
-  options.exactPrefill = exactPrefill;
+  options.fastPrefill = fastPrefill;
   try {
     const Comparison c = runBoth(shape, seed, options, longPrefill);
     std::printf("    %s (w=%s x=%s G=%d seed=%llu): %d/%d rows within 1e-4, largest |gpu - cpu| = %.3g of the row's "
@@ -264,7 +264,7 @@ void checkCase(const char* label, const ModelShape& shape, uint64_t seed, bool e
                 (unsigned long long)seed, c.tightRows, c.rows, c.worst, c.argmaxMismatches);
     CHECK(c.worst <= bound, "%s: %.3g > %.3g", label, c.worst, bound);
     CHECK(c.tightRows >= tightFraction * c.rows, "%s: only %d of %d rows within 1e-4", label, c.tightRows, c.rows);
-    CHECK(c.argmaxMismatches <= 0.1 * c.rows, "%s: %d rows pick another token", label, c.argmaxMismatches);
+    CHECK(c.argmaxMismatches <= mismatchFraction * c.rows, "%s: %d rows pick another token", label, c.argmaxMismatches);
   } catch (const std::exception& e) {
     CHECK(false, "%s: %s", label, e.what());
   }
@@ -298,11 +298,16 @@ TEST(gpu_decoder_step_matches_cpu_e5m2_weights_headdim_128) {
 
 TEST(gpu_prefill_over_64_rows_matches_cpu) {
   REQUIRE_GPU();
-  // The fused GEMM for every M: FP32 sums, the same bound.
-  checkCase("100-token prefill, fused GEMM", kSmall, 14, true, 100, 0.08);
-  // cuBLASLt's FP8 GEMM above 64 tokens (when built in): FP8 tensor-core sums (~2^-7 per GEMM at worst), so
-  // no row need be within 1e-4; the same bound on the largest difference.
-  checkCase("100-token prefill, default path", kSmall, 14, false, 100, 0.08, 0.0);
+  // The default: the fused GEMM for every M, FP32 sums, the same bounds.
+  checkCase("100-token prefill, fused GEMM", kSmall, 14, false, 100, 0.08);
+}
+
+TEST(gpu_fast_prefill_stays_near_cpu) {
+  REQUIRE_GPU();
+  // fastPrefill: cuBLASLt's FP8 GEMM above 64 tokens (when built in), FP8 tensor-core sums (~2^-7 of
+  // sum|x8 w8| per GEMM at worst), so no row need be within 1e-4, and on this random model (flat logits)
+  // the greedy token may differ: measured, bounded loosely (0.15 of the largest logit, 20% of the rows).
+  checkCase("100-token prefill, fastPrefill", kSmall, 14, true, 100, 0.15, 0.0, 0.2);
 }
 
 TEST(gpu_backend_rejects_fp32_reference_models) {
@@ -324,7 +329,7 @@ TEST(gpu_backend_rejects_fp32_reference_models) {
 // ---- the decode benchmark ----------------------------------------------------------------------------------
 namespace w4a8::cuda {
 
-int runModelBench(const char* jsonPath, int layers) {
+int runModelBench(const char* jsonPath, int layers, bool withCpu, const char* batchList) {
   usePluginOfThisBuild();
   const CudaDeviceReport report = probeCudaDevice();
   if (!report.available) {
@@ -380,9 +385,13 @@ int runModelBench(const char* jsonPath, int layers) {
     start = std::chrono::steady_clock::now();
     gpu.setBackend(createCudaBackend(m->config, m->weights, options));
     std::printf("  upload to the GPU: %.2f s\n", seconds(start));
-    for (int batch : {1, 8, 32, 64}) measure(gpu, graphs ? "cuda" : "cuda-eager", batch, 64);
+    for (const char* b = batchList; *b;) {
+      measure(gpu, graphs ? "cuda" : "cuda-eager", std::atoi(b), 64);
+      while (*b && *b != ',') ++b;
+      if (*b == ',') ++b;
+    }
   }
-  {
+  if (withCpu) {
     LlamaModel cpu(m->config, m->weights);
     for (int batch : {1, 32}) measure(cpu, "cpu", batch, batch == 1 ? 8 : 3);
   }
