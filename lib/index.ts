@@ -12,6 +12,7 @@ export {
   type QuantizedActivations,
 } from './gemm.js';
 export { W4a8Model, type ModelOptions, type GenerateOptions, type GenerationChunk, type GenerationResult } from './model/model.js';
+export { cudaDevice, type Device, type CudaDeviceInfo, type BackendInfo } from './model/device.js';
 export type { SamplingOptions } from './model/sampler.js';
 export type { ChatMessage } from './model/tokenizer.js';
 export type { ModelConfig, QuantConfig, PackedModel, SourceModel, Tensor } from './model/types.js';

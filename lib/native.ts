@@ -55,6 +55,8 @@ export interface NativeAddon {
   /** The whole file mapped read-only (external ArrayBuffer, munmapped when collected); never write through it. */
   mapFile(path: string): ArrayBuffer;
   ModelHandle: new (config: object, weights: object) => NativeModelHandle;
+  /** The GPU found through the CUDA plugin (model/cuda_plugin.h); resolves on a worker thread. */
+  cudaDevice(): Promise<{ available: boolean; name: string; reason: string; computeCapability: string; memoryBytes: number }>;
 }
 
 /** A native Llama model (native/addon/model_bindings.cpp). */
@@ -72,6 +74,10 @@ export interface NativeModelHandle {
   collectHessians(layer: number): void;
   /** The Hessians so far (q/k/v input, o input, gate/up input, down input), then a fresh start. */
   takeHessians(): { layer: number; tokens: number; hessians: [Float64Array, Float64Array, Float64Array, Float64Array] };
+  /** Uploads the weights to the GPU and runs every later step there; only before the first sequence. */
+  useDevice(device: 'cuda', options?: { fastPrefill?: boolean }): Promise<void>;
+  /** Where the steps run. */
+  backend(): { device: 'cpu' | 'cuda'; name: string };
   dispose(): void;
 }
 

@@ -26,6 +26,29 @@ if (!existsSync(nativeTests)) {
   if (!counts || run.status !== 0) failed += counts ? 0 : 1;
 }
 
+// The CUDA suite (build/w4a8_cuda_tests: kernels and the GPU decoder step against the CPU) needs a GPU: it
+// runs with W4A8_CUDA_TESTS=1, and is otherwise skipped with a line that says so.
+const cudaTests = path.join(root, 'build', 'w4a8_cuda_tests');
+if (process.env.W4A8_CUDA_TESTS === '1') {
+  if (!existsSync(cudaTests)) {
+    console.error(`W4A8_CUDA_TESTS=1 but ${cudaTests} is missing: the addon was built without CUDA (no nvcc found, or W4A8_CUDA=off)`);
+    failed++;
+  } else {
+    const run = spawnSync(cudaTests, [], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    process.stdout.write(run.stdout ?? '');
+    const counts = /cuda: (\d+) passed, (\d+) failed/.exec(run.stdout ?? '');
+    if (counts) {
+      passed += Number(counts[1]);
+      failed += Number(counts[2]);
+    }
+    if (!counts || run.status !== 0) failed += counts ? 0 : 1;
+  }
+} else {
+  console.log(existsSync(cudaTests)
+    ? 'cuda: GPU tests skipped (built; run them on a machine with a GPU: W4A8_CUDA_TESTS=1 npm test)'
+    : 'cuda: GPU tests skipped (the addon was built without CUDA)');
+}
+
 const reportDir = mkdtempSync(path.join(tmpdir(), 'w4a8-test-'));
 const report = path.join(reportDir, 'vitest.json');
 const vitest = spawnSync(process.execPath,

@@ -5,6 +5,9 @@
  */
 import { W4a8Error } from '../errors.js';
 import { readPackedModel } from '../format/index.js';
+import { backend as cpuBackend } from '../gemm.js';
+import { callNative, callNativeAsync, type NativeModelHandle } from '../native.js';
+import { checkDevice, cudaDevice, type BackendInfo, type Device } from './device.js';
 import { BatchEngine, abortError, type EngineResult, type EngineStats, type FinishReason } from './engine.js';
 import { createNativeModel } from './native-model.js';
 import { resolveSampling, type SamplingOptions } from './sampler.js';
@@ -23,6 +26,12 @@ export interface ModelOptions {
   maxTokensInFlight?: number;
   /** Most requests waiting for a place in the batch; more are rejected with E_BUSY. Default 1024. */
   maxQueue?: number;
+  /**
+   * Where the forward steps run: 'cpu', 'cuda' (an NVIDIA Hopper GPU; E_UNSUPPORTED when there is none or
+   * the addon was built without CUDA) or 'auto' (the GPU when there is one, else the CPU). Default 'auto'
+   * for load() and create(); fromPacked() runs on the CPU.
+   */
+  device?: Device;
 }
 
 /** Chunks a stream() consumer may leave unread before its sequence pauses (backpressure). */
@@ -67,7 +76,7 @@ export class W4a8Model {
   readonly tokenizer?: TextTokenizer;
   readonly contextLength: number;
   private readonly engine: BatchEngine;
-  private readonly handle;
+  private readonly handle: NativeModelHandle;
   private disposed = false;
 
   private constructor(packed: PackedModel, options: ModelOptions) {
@@ -87,15 +96,41 @@ export class W4a8Model {
     });
   }
 
-  /** Opens a packed .w4a8 file (memory-mapped, validated) and prepares it for generation. */
+  /** Opens a packed .w4a8 file (memory-mapped, validated) and prepares it for generation on `options.device`. */
   static async load(path: string, options: ModelOptions = {}): Promise<W4a8Model> {
     if (typeof path !== 'string' || path.length === 0) throw new W4a8Error('E_TYPE', 'path must be a non-empty string');
-    return new W4a8Model(await readPackedModel(path), options);
+    checkDevice(options.device);
+    return W4a8Model.create(await readPackedModel(path), options);
   }
 
-  /** A model over already-read tensors (the views stay referenced for the model's lifetime). */
+  /** A model over already-read tensors on `options.device` (default 'auto'); a GPU gets its copy of the weights here. */
+  static async create(packed: PackedModel, options: ModelOptions = {}): Promise<W4a8Model> {
+    const device = checkDevice(options.device);
+    const model = new W4a8Model(packed, options);
+    try {
+      const cuda = device === 'cpu' ? undefined : await cudaDevice();
+      if (device === 'cuda' && !cuda?.available)
+        throw new W4a8Error('E_UNSUPPORTED', `device 'cuda' is not available: ${cuda?.reason ?? 'unknown'}`);
+      // No sequence exists yet, so the engine has not stepped: the backend can still be switched.
+      if (cuda?.available) await callNativeAsync(() => model.handle.useDevice('cuda'));
+    } catch (error) {
+      await model.dispose();
+      throw error;
+    }
+    return model;
+  }
+
+  /** A model over already-read tensors on the CPU (the views stay referenced for the model's lifetime). */
   static fromPacked(packed: PackedModel, options: ModelOptions = {}): W4a8Model {
+    const device = checkDevice(options.device ?? 'cpu');
+    if (device !== 'cpu') throw new W4a8Error('E_OPTION', `fromPacked runs on the CPU; use W4a8Model.create() for device '${device}'`);
     return new W4a8Model(packed, options);
+  }
+
+  /** Where the forward steps run: the CPU (name: the kernel set) or the GPU (name: the GPU's). */
+  get backend(): BackendInfo {
+    const b = callNative(() => this.handle.backend());
+    return b.device === 'cuda' ? { device: 'cuda', name: b.name } : { device: 'cpu', name: cpuBackend().name };
   }
 
   /** Running and queued requests, and the KV cache tokens they reserve. */

@@ -1,14 +1,79 @@
 // ModelHandle: a LlamaModel owned by JS. new ModelHandle(config, weights) keeps a reference to every
 // weight TypedArray (views into the mmap'd model file) for as long as the model lives; step() runs a
-// batched forward pass on a worker thread and resolves when the logits are written.
+// batched forward pass on a worker thread and resolves when the logits are written. useDevice('cuda')
+// moves the steps to the GPU (model/cuda_plugin.h), on a worker thread as well: it uploads the weights.
+#include <functional>
 #include <memory>
 #include <stdexcept>
 
 #include "addon/bindings.h"
+#include "model/cuda_plugin.h"
 #include "model/llama.h"
 
 namespace w4a8::addon {
 namespace {
+
+// Runs `task` on a worker thread; a failure rejects with `code` (set by the task) and its message, a success
+// resolves with what `finish` builds on the JS thread.
+class DeviceWorker : public Napi::AsyncWorker {
+ public:
+  using Task = std::function<void(std::string& code)>;
+  using Finish = std::function<Napi::Value(Napi::Env)>;
+  DeviceWorker(Napi::Env env, Task task, Finish finish, Napi::Object keep)
+      : Napi::AsyncWorker(env, "w4a8.device"), task_(std::move(task)), finish_(std::move(finish)),
+        deferred_(Napi::Promise::Deferred::New(env)) {
+    if (!keep.IsEmpty()) keep_ = Napi::Persistent(keep);
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  std::function<void()> onDone;  // on the JS thread, before the promise settles
+
+ protected:
+  void Execute() override {
+    try {
+      task_(code_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    if (onDone) onDone();
+    deferred_.Resolve(finish_(Env()));
+  }
+  void OnError(const Napi::Error& error) override {
+    if (onDone) onDone();
+    error.Value().Set("code", Napi::String::New(Env(), code_));
+    deferred_.Reject(error.Value());
+  }
+
+ private:
+  Task task_;
+  Finish finish_;
+  std::string code_ = "E_NATIVE";
+  Napi::ObjectReference keep_;
+  Napi::Promise::Deferred deferred_;
+};
+
+Napi::Object deviceReportObject(Napi::Env env, const CudaDeviceReport& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("available", r.available);
+  o.Set("name", r.name);
+  o.Set("reason", r.reason);
+  o.Set("computeCapability", r.computeMajor ? std::to_string(r.computeMajor) + "." + std::to_string(r.computeMinor) : "");
+  o.Set("memoryBytes", (double)r.memoryBytes);
+  return o;
+}
+
+// cudaDevice() -> Promise<{available, name, reason, computeCapability, memoryBytes}> (loads the plugin and
+// initialises the driver on a worker thread: that can take a second).
+Napi::Value cudaDevice(const Napi::CallbackInfo& info) {
+  auto report = std::make_shared<CudaDeviceReport>();
+  auto* worker = new DeviceWorker(
+      info.Env(), [report](std::string&) { *report = probeCudaDevice(0); },
+      [report](Napi::Env env) -> Napi::Value { return deviceReportObject(env, *report); }, Napi::Object());
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
 
 class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
  public:
@@ -22,12 +87,15 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
         InstanceMethod("dispose", &ModelHandle::dispose),
         InstanceMethod("collectHessians", &ModelHandle::collectHessians),
         InstanceMethod("takeHessians", &ModelHandle::takeHessians),
+        InstanceMethod("useDevice", &ModelHandle::useDevice),
+        InstanceMethod("backend", &ModelHandle::backend),
     });
   }
 
   ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {
     const LlamaConfig config = parseConfig(info[0]);
     LlamaWeights weights = parseWeights(info[1], config);
+    weights_ = weights;  // (pointer views, for a device backend's upload)
     model_ = std::make_shared<LlamaModel>(config, std::move(weights));
   }
 
@@ -101,6 +169,47 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     }
     result.Set("hessians", list);
     return result;
+  }
+
+  // ('cuda', {fastPrefill?}) -> Promise: uploads the weights and runs every later step on the GPU. Only
+  // before the first sequence. Rejects with E_UNSUPPORTED when there is no usable GPU (or no CUDA build).
+  Napi::Value useDevice(const Napi::CallbackInfo& info) {
+    std::shared_ptr<LlamaModel> m = model_;
+    model(info.Env());
+    if (!info[0].IsString() || info[0].As<Napi::String>().Utf8Value() != "cuda")
+      fail(info.Env(), "E_OPTION", "device must be 'cuda'");
+    CudaBackendOptions options;
+    if (info[1].IsObject()) {
+      const Napi::Value fast = info[1].As<Napi::Object>().Get("fastPrefill");
+      options.fastPrefill = fast.IsBoolean() && fast.As<Napi::Boolean>().Value();
+    }
+    const LlamaConfig config = m->config();
+    const LlamaWeights weights = weights_;
+    ++inFlight_;
+    auto* worker = new DeviceWorker(
+        info.Env(),
+        [m, config, weights, options](std::string& code) {
+          const CudaDeviceReport report = probeCudaDevice(options.device);
+          if (!report.available) {
+            code = "E_UNSUPPORTED";
+            throw std::runtime_error("CUDA is not available: " + report.reason);
+          }
+          m->setBackend(createCudaBackend(config, weights, options));
+        },
+        [](Napi::Env env) -> Napi::Value { return env.Undefined(); }, info.This().As<Napi::Object>());
+    worker->onDone = [this] { stepFinished(); };
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+  }
+
+  // -> {device: 'cpu' | 'cuda', name}
+  Napi::Value backend(const Napi::CallbackInfo& info) {
+    const StepBackend* b = model(info.Env()).backend();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("device", b ? b->device() : "cpu");
+    o.Set("name", b ? b->name() : "");
+    return o;
   }
 
   Napi::Value dispose(const Napi::CallbackInfo& info) {
@@ -230,6 +339,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   }
 
   std::shared_ptr<LlamaModel> model_;
+  LlamaWeights weights_;
   std::vector<Napi::ObjectReference> keepAlive_;
   bool disposed_ = false;
   int inFlight_ = 0;
@@ -311,6 +421,9 @@ Napi::Value ModelHandle::step(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void registerModel(Napi::Env env, Napi::Object exports) { exports.Set("ModelHandle", ModelHandle::define(env)); }
+void registerModel(Napi::Env env, Napi::Object exports) {
+  exports.Set("ModelHandle", ModelHandle::define(env));
+  exports.Set("cudaDevice", Napi::Function::New(env, cudaDevice, "cudaDevice"));
+}
 
 }  // namespace w4a8::addon

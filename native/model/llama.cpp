@@ -27,8 +27,9 @@ T* sized(std::vector<T>& v, size_t n) {
   return v.data();
 }
 
-// Inverse RoPE frequencies theta^(-2i/d), with Llama 3 or linear context scaling applied.
-std::vector<float> ropeFrequencies(const LlamaConfig& c) {
+}  // namespace
+
+std::vector<float> ropeInverseFrequencies(const LlamaConfig& c) {
   std::vector<float> f(c.headDim / 2);
   const RopeConfig& r = c.rope;
   for (int i = 0; i < c.headDim / 2; ++i) {
@@ -51,11 +52,9 @@ std::vector<float> ropeFrequencies(const LlamaConfig& c) {
   return f;
 }
 
-}  // namespace
-
 LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights)
     : config_(config), weights_(std::move(weights)), scratch_(new Scratch) {
-  inverseFrequencies_ = ropeFrequencies(config_);
+  inverseFrequencies_ = ropeInverseFrequencies(config_);
 }
 
 LlamaModel::~LlamaModel() = default;
@@ -66,17 +65,29 @@ int LlamaModel::createSequence(int capacity) {
     throw std::runtime_error("sequence capacity must be in [1, " + std::to_string(config_.maxSeqLen) + "]");
   auto cache = std::make_unique<SequenceCache>();
   cache->capacity = capacity;
+  const int id = nextSequenceId_++;
+  if (backend_) {  // the backend holds the KV cache
+    backend_->createSequence(id, capacity);
+    sequences_[id] = std::move(cache);
+    return id;
+  }
   const size_t size = (size_t)config_.nLayers * capacity * config_.kvDim();
   cache->keys.reset(new float[size]);
   cache->values.reset(new float[size]);
-  const int id = nextSequenceId_++;
   sequences_[id] = std::move(cache);
   return id;
 }
 
 void LlamaModel::freeSequence(int id) {
   std::lock_guard<std::mutex> lock(mutex_);
+  if (backend_ && sequences_.count(id)) backend_->freeSequence(id);
   sequences_.erase(id);
+}
+
+void LlamaModel::setBackend(std::unique_ptr<StepBackend> backend) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!sequences_.empty()) throw std::runtime_error("a backend can only be set before the first sequence");
+  backend_ = std::move(backend);
 }
 
 bool LlamaModel::hasSequence(int id) const {
@@ -217,6 +228,14 @@ void LlamaModel::accumulateHessian(int which, const float* x, int rows, int stri
 void LlamaModel::step(const std::vector<StepItem>& items, float* logits, bool allPositions) {
   std::lock_guard<std::mutex> lock(mutex_);
   checkItems(items);
+  if (backend_) {
+    if (hessians_.layer >= 0) throw std::runtime_error("Hessians are only collected on the CPU");
+    std::vector<int> startLengths;
+    for (const StepItem& item : items) startLengths.push_back(sequences_.at(item.sequence)->length);
+    backend_->step(items, startLengths, logits, allPositions);
+    for (const StepItem& item : items) sequences_.at(item.sequence)->length += item.count;
+    return;
+  }
   const LlamaConfig& c = config_;
   Scratch& s = *scratch_;
   int rows = 0;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "model/step_backend.h"
 
 namespace w4a8 {
 
@@ -67,6 +68,9 @@ struct LlamaWeights {
   const float* lmHeadF32 = nullptr;     // [vocab, dim] FP32
 };
 
+// Inverse RoPE frequencies theta^(-2i/d) [headDim / 2], with the config's context scaling applied.
+std::vector<float> ropeInverseFrequencies(const LlamaConfig& c);
+
 // Second moments of the inputs of one decoder layer's linear layers, for GPTQ / DPQ:
 // H = 2 Σ_tokens xᵀx (FP64 sums), one per distinct input: 0 = q/k/v input [dim, dim],
 // 1 = o input [qDim, qDim], 2 = gate/up input [dim, dim], 3 = down input [hidden, hidden].
@@ -109,6 +113,11 @@ class LlamaModel {
   // std::runtime_error on a bad item (unknown sequence, too long, bad token) before changing any state.
   void step(const std::vector<StepItem>& items, float* logits, bool allPositions = false);
 
+  // Runs every later step on `backend` (e.g. a GPU holding its own copy of the weights and the KV caches)
+  // instead of the CPU. Only before the first sequence is created; Hessians are CPU-only.
+  void setBackend(std::unique_ptr<StepBackend> backend);
+  const StepBackend* backend() const { return backend_.get(); }
+
   // From now on, accumulate the input Hessians of decoder layer `layer` over every step (-1: stop).
   void collectHessians(int layer);
   // The Hessians gathered since collectHessians(), and a fresh start.
@@ -129,6 +138,7 @@ class LlamaModel {
   int nextSequenceId_ = 1;
   std::unique_ptr<Scratch> scratch_;
   LayerHessians hessians_;
+  std::unique_ptr<StepBackend> backend_;  // null: the CPU path
   mutable std::mutex mutex_;  // one step at a time; sequence table changes wait for it
 };
 

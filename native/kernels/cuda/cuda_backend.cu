@@ -29,6 +29,7 @@ struct Context {
   size_t w8ScratchBytes = 0;
   float* accScratch = nullptr;
   size_t accScratchBytes = 0;
+  uint64_t scratchGeneration = 0;  // bumped on every reallocation of the buffers above
 #if W4A8_HAVE_CUBLASLT
   std::unique_ptr<LtGemm> lt;
   bool outerVectorScales = true;  // cleared once cuBLASLt refuses per-channel x per-token scale vectors
@@ -71,6 +72,7 @@ Status ensureScratch(Context* ctx, T** buffer, size_t* have, size_t bytes) {
   }
   W4A8_CUDA_TRY(ctx, cudaMalloc((void**)buffer, bytes));
   *have = bytes;
+  ++ctx->scratchGeneration;
   return Status::Ok;
 }
 
@@ -157,6 +159,7 @@ Status runDecode(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, bool fp
       W4A8_CUDA_TRY(ctx, cudaMalloc((void**)&ctx->counters, (size_t)tiles * sizeof(unsigned)));
       W4A8_CUDA_TRY(ctx, cudaMemsetAsync(ctx->counters, 0, (size_t)tiles * sizeof(unsigned), ctx->stream));
       ctx->counterCount = tiles;
+      ++ctx->scratchGeneration;
     }
     p.partials = ctx->partials;
     p.counters = ctx->counters;
@@ -314,6 +317,7 @@ Status synchronize(Context* ctx) {
 
 const char* lastError(Context* ctx) { return ctx ? ctx->error.c_str() : gNoContextError.c_str(); }
 void* streamHandle(Context* ctx) { return ctx->stream; }
+uint64_t scratchGeneration(Context* ctx) { return ctx->scratchGeneration; }
 
 Status deviceAlloc(Context* ctx, void** devicePtr, size_t bytes) {
   *devicePtr = nullptr;

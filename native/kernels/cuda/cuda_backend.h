@@ -18,7 +18,8 @@
 //   formats), else DecodeF16Mma over tiles of 64 tokens.
 // All work is asynchronous on the context's stream; call synchronize() before reading results on the host.
 // Status: tested on an H100 and correct (native/tests/cuda/RESULTS.md); the decode GEMM does not reach the issue's
-// bandwidth targets yet, and the prefill path reaches 0.55-0.87 x cuBLASLt FP8. Not linked into the addon yet.
+// bandwidth targets yet, and the prefill path reaches 0.55-0.87 x cuBLASLt FP8. Used by the GPU decoder step
+// (native/model/cuda), which the addon loads as a plugin (model/cuda_plugin.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -57,6 +58,9 @@ void destroyContext(Context* ctx);
 Status synchronize(Context* ctx);
 const char* lastError(Context* ctx);  // message of the last failing call on this context ("" if none)
 void* streamHandle(Context* ctx);     // the cudaStream_t, for callers that mix in their own kernels
+// Changes whenever the context reallocates its scratch (split-K partials, prefill buffers): CUDA graphs that
+// captured calls on this context before then point at freed memory and must be dropped.
+uint64_t scratchGeneration(Context* ctx);
 
 // Device memory, for callers without CUDA headers. Copies are synchronous with respect to the host.
 Status deviceAlloc(Context* ctx, void** devicePtr, size_t bytes);

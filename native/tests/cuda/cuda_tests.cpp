@@ -3,6 +3,7 @@
 //
 //   w4a8_cuda_tests [--small] [name-substring]   tests; --small: only small shapes (for compute-sanitizer)
 //   w4a8_cuda_tests --bench [--json PATH]        the benchmark table (cuda_bench.cu)
+//   w4a8_cuda_tests --model-bench [--layers N] [--batches 1,8,32,64] [--no-cpu] [--json PATH]   7B-shaped decode, GPU vs CPU (model_tests.cpp)
 //
 // Properties checked, on seeded random inputs (the seed is printed with each failure), odd shapes and every
 // FP8 format:
@@ -18,6 +19,7 @@
 //   - misuse returns InvalidArgument / Unsupported with a message.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -37,6 +39,7 @@ int currentFailures = 0;
 
 namespace w4a8::cuda {
 int runBench(Context* ctx, const char* jsonPath);  // cuda_bench.cu
+int runModelBench(const char* jsonPath, int layers, bool cpu, const char* batches);  // model_tests.cpp
 }
 
 using namespace w4a8;
@@ -567,12 +570,18 @@ TEST(gemm_rejects_misuse_with_a_message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool bench = false;
+  bool bench = false, modelBench = false, modelBenchCpu = true;
+  int layers = 32;
+  const char* batches = "1,8,32,64";
   const char* jsonPath = nullptr;
   const char* filter = nullptr;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--small")) gSmall = true;
     else if (!std::strcmp(argv[i], "--bench")) bench = true;
+    else if (!std::strcmp(argv[i], "--model-bench")) modelBench = true;
+    else if (!std::strcmp(argv[i], "--no-cpu")) modelBenchCpu = false;
+    else if (!std::strcmp(argv[i], "--batches") && i + 1 < argc) batches = argv[++i];
+    else if (!std::strcmp(argv[i], "--layers") && i + 1 < argc) layers = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) jsonPath = argv[++i];
     else filter = argv[i];
   }
@@ -580,6 +589,7 @@ int main(int argc, char** argv) {
     std::printf("cuda: no CUDA device\ncuda: 0 passed, 1 failed\n");
     return 1;
   }
+  if (modelBench) return runModelBench(jsonPath, layers, modelBenchCpu, batches);
   if (createContext(&gCtx) != Status::Ok) {
     std::printf("cuda: cannot create a context: %s\ncuda: 0 passed, 1 failed\n", lastError(nullptr));
     return 1;
