@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu_features.h"
 #include "kernels/dispatch.h"
 #include "kernels/parallel.h"
 #include "quant/fp8_pack.h"
@@ -195,7 +196,8 @@ TEST(fast_backends_are_available_as_cpuid_says) {
   // The reference is always there; a name that is not known gives nullptr.
   CHECK(kernelsFor("reference") != nullptr, "reference table");
   CHECK(kernelsFor("no-such-isa") == nullptr, "unknown name");
-  CHECK(kernelsFor("amx") == nullptr, "amx is not built yet");
+  // amx exactly when cpuid, the OS and the tile-data permission allow it (kernels/cpu_features.h).
+  CHECK((kernelsFor("amx") != nullptr) == cpuFeatures().amxBackend(), "amx table vs cpuid");
   std::string names;
   for (const KernelTable* t : fastBackends()) names += std::string(" ") + t->name;
   std::printf("        fast backends here:%s\n", names.empty() ? " (none)" : names.c_str());
@@ -499,22 +501,33 @@ TEST(parallel_and_split_results_equal_single_threaded_bit_for_bit) {
 }
 
 TEST(outputs_do_not_depend_on_batch_size) {
-  // Row m of an M-row call equals the same row computed alone: tiles and paths (fused at small M,
-  // scratch tiles at large M) add in the same order.
+  // Row m of an M-row call equals the same row computed in another batch: tiles and paths (fused at small M,
+  // scratch tiles at large M) add in the same order. A backend with a separate large-M path (amx: tiles from
+  // pooledMinRows tokens on, avx512 below) is batch-invariant on each side of that threshold, not across it:
+  // there the other batch is the pooledMinRows rows that start at row m (wrapping around), else row m alone.
   const Int4Layer l = makeInt4Layer(6000, 17, 37, 256, 64, Fp8Format::E4M3, Fp8Format::E4M3FN, true, false);
   const int M = l.M, N = l.N, K = l.K;
   std::vector<const KernelTable*> all = fastBackends();
   all.push_back(kernelsFor("reference"));
   for (const KernelTable* t : all) {
-    std::vector<float> batch((size_t)M * N), one(N), batch16((size_t)M * N), one16(N);
+    const int rows = t->gemmW4A8Pooled && M >= t->pooledMinRows ? t->pooledMinRows : 1;
+    std::vector<float> batch((size_t)M * N), other((size_t)rows * N), batch16((size_t)M * N), other16((size_t)rows * N);
     t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {batch.data(), nullptr, N}}, 0, N);
     t->gemmW4A16({l.x16.data(), M, l.view(), {batch16.data(), nullptr, N}}, 0, N);
     for (int m = 0; m < M; m += 4) {
-      t->gemmW4A8({l.x8.data() + (size_t)m * K, l.xScales.data() + m, l.actFormat, 1, l.view(), {one.data(), nullptr, N}},
-                  0, N);
-      t->gemmW4A16({l.x16.data() + (size_t)m * K, 1, l.view(), {one16.data(), nullptr, N}}, 0, N);
-      CHECK(std::memcmp(one.data(), batch.data() + (size_t)m * N, N * 4) == 0, "%s W4A8 row %d", t->name, m);
-      CHECK(std::memcmp(one16.data(), batch16.data() + (size_t)m * N, N * 4) == 0, "%s W4A16 row %d", t->name, m);
+      std::vector<uint8_t> x8((size_t)rows * K);
+      std::vector<uint16_t> x16((size_t)rows * K);
+      std::vector<float> xScales(rows);
+      for (int r = 0; r < rows; ++r) {
+        const int from = (m + r) % M;
+        std::memcpy(x8.data() + (size_t)r * K, l.x8.data() + (size_t)from * K, K);
+        std::memcpy(x16.data() + (size_t)r * K, l.x16.data() + (size_t)from * K, K * 2);
+        xScales[r] = l.xScales[from];
+      }
+      t->gemmW4A8({x8.data(), xScales.data(), l.actFormat, rows, l.view(), {other.data(), nullptr, N}}, 0, N);
+      t->gemmW4A16({x16.data(), rows, l.view(), {other16.data(), nullptr, N}}, 0, N);
+      CHECK(std::memcmp(other.data(), batch.data() + (size_t)m * N, N * 4) == 0, "%s W4A8 row %d", t->name, m);
+      CHECK(std::memcmp(other16.data(), batch16.data() + (size_t)m * N, N * 4) == 0, "%s W4A16 row %d", t->name, m);
     }
   }
 }
