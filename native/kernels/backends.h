@@ -38,7 +38,7 @@ void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd);
 // kernels/amx/: AMX-BF16 tiles (tdpbf16ps) for M >= kMinRows tokens; below, the avx512bf16 bodies. The
 // *Pooled entries run a whole call on a pool (see KernelTable::pooledMinRows in dispatch.h).
 namespace amx {
-constexpr int kMinRows = 16;
+constexpr int kMinRows = 8;  // where tiles overtake the avx512 bodies (measured: kernels/amx/mixed_gemm.cpp)
 void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd);
 void gemmW8A8(const W8A8GemmArgs& a, int nBegin, int nEnd);
 void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd);

@@ -84,7 +84,7 @@ const KernelTable kAvx512FmaAsAvx512 = {
 // entries so that one table serves every M.
 const KernelTable kAmx = {
     "amx",
-    "AMX-BF16 tdpbf16ps tiles for M >= 16, AVX-512 vdpbf16ps below (exact BF16 products, FP32 accumulation)",
+    "AMX-BF16 tdpbf16ps tiles for M >= 8 tokens, AVX-512 vdpbf16ps below (exact BF16 products, FP32 accumulation)",
     amx::gemmW4A8,
     amx::gemmW8A8,
     amx::gemmW4A16,

@@ -3,7 +3,7 @@
 //   reference  scalar C++, the definition (kernels/reference/)
 //   avx2       AVX2 + FMA + F16C, FP32 FMA arithmetic (kernels/avx2/)
 //   avx512     AVX512 F/BW/VL/VBMI(/DQ); vdpbf16ps where the CPU has AVX512-BF16 (kernels/avx512/)
-//   amx        AMX-BF16 tiles (tdpbf16ps) for calls of M >= 16 tokens, avx512 (vdpbf16ps) below (kernels/amx/)
+//   amx        AMX-BF16 tiles (tdpbf16ps) for calls of M >= 8 tokens, avx512 (vdpbf16ps) below (kernels/amx/)
 //
 // The active table is chosen at first use: the best backend this CPU and OS support, or the one named
 // by the environment variable W4A8_ISA=reference|avx2|avx512|amx. A name the CPU cannot run (or an

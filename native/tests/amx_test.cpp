@@ -1,4 +1,4 @@
-// The amx backend (kernels/amx/) against the scalar reference, at batches where it uses tiles (M >= 16):
+// The amx backend (kernels/amx/) against the scalar reference, at batches where it uses tiles (M >= 8):
 // odd and even M, N and K around its tile (16), tile-pair (32), panel (128 rows), k-block (512) and pass
 // (256 tokens) sizes, every FP8 format and both group-scale kinds, within the FP32 summation-order tolerance
 // |y - y_ref| <= 1e-5 * s_x * s_c * sum_k |x8 * w8|; the whole-call (pooled) entries bit-identical to the
@@ -104,7 +104,7 @@ template <class Range, class Pooled>
 std::vector<float> runEveryWay(int M, int N, Range range, Pooled pooled, const std::string& what) {
   std::vector<float> whole((size_t)M * N, -1.0f), split((size_t)M * N, -2.0f), onPool((size_t)M * N, -3.0f);
   range(0, N, GemmOutput{whole.data(), nullptr, N});
-  const int cuts[] = {0, 1, 15, 16, 31, 50, 128, 129, 200, N};
+  const int cuts[] = {0, 1, 15, 16, 31, 50, 128, 129, 270, N};
   for (int i = 0, begin = 0; i < 10 && begin < N; ++i) {
     const int end = i == 9 ? N : std::min(N, std::max(begin, cuts[i + 1]));
     if (end > begin) range(begin, end, GemmOutput{split.data(), nullptr, N});
@@ -122,9 +122,12 @@ struct Int4Case {
   bool symmetric, pow2;
 };
 
-// Around the tile sizes: M 16/17/31/33/48/100 and two passes (257, 300); N 1..257 across panels of 128;
-// K across k-blocks of 512 with every group size.
+// Around the tile sizes: M 8/9/12/16/17/31/33/48/100 and two passes (257, 300); N 1..300 across row pairs of
+// 32 and panels of 256; K across k-blocks of 1024 with every group size.
 const Int4Case kInt4Cases[] = {
+    {8, 50, 256, 64, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, true},
+    {9, 300, 128, 32, Fp8Format::E5M2, Fp8Format::E4M3, true, false},
+    {12, 17, 1280, 128, Fp8Format::E4M3, Fp8Format::E4M3FN, false, false},
     {16, 33, 128, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false},
     {17, 129, 640, 128, Fp8Format::E4M3, Fp8Format::E5M2, true, false},
     {31, 16, 544, 32, Fp8Format::E5M2, Fp8Format::E4M3FN, false, true},
@@ -204,7 +207,8 @@ TEST(amx_w8a8_matches_reference_on_odd_and_even_shapes) {
   if (!t) return;
   ThreadPool pool(3);
   struct Shape { int M, N, K; };
-  const Shape shapes[] = {{16, 33, 37}, {17, 129, 513}, {40, 50, 1000}, {257, 19, 200}, {33, 64, 64}, {18, 7, 1}};
+  const Shape shapes[] = {{16, 33, 37},  {17, 129, 513}, {40, 50, 1000}, {257, 19, 200},
+                          {33, 64, 64},  {18, 7, 1},     {8, 270, 1100}, {11, 40, 2049}};
   const Fp8Format formats[] = {Fp8Format::E4M3FN, Fp8Format::E4M3, Fp8Format::E5M2};
   int i = 0;
   for (const Shape& s : shapes) {

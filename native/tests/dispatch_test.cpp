@@ -101,7 +101,7 @@ TEST(isa_choice_on_other_cpus_falls_back_with_a_reason) {
   CpuFeatures amxCpu = avx512NoBf16;
   amxCpu.avx512bf16 = amxCpu.amxTile = amxCpu.amxBf16 = amxCpu.amxPermission = true;
   const KernelChoice d = chooseKernels(nullptr, amxCpu);
-  CHECK(!std::strcmp(d.table->name, "amx") && contains(d.reason, "AMX") && d.table->pooledMinRows == 16,
+  CHECK(!std::strcmp(d.table->name, "amx") && contains(d.reason, "AMX") && d.table->pooledMinRows > 1,
         "best with AMX: %s (%s)", d.table->name, d.reason.c_str());
   const KernelChoice e = chooseKernels("avx512", amxCpu);
   CHECK(!std::strcmp(e.table->name, "avx512") && !e.table->gemmW4A8Pooled, "W4A8_ISA=avx512 on an AMX CPU: %s",

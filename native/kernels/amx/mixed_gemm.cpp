@@ -1,10 +1,12 @@
 // AMX-BF16 mixed-input GEMMs (W4A8, W8A8, W4A16) for calls of M >= kMinRows tokens; smaller calls (decode)
-// run the avx512bf16 bodies, which are DRAM-bound there and need no tile set-up or transposes.
+// run the avx512bf16 bodies, which decode the weights into registers and stream them at DRAM speed, where the
+// tile path is bound by decoding into memory. (Measured on one Xeon core, 4096 x 4096 W4A8: at M = 1
+// avx512 1.3 ms, amx 2.1 ms; M = 4 2.6 / 2.3 ms; M = 8 4.5 / 2.2 ms; M = 16 7.8 / 2.4 ms.)
 //
 // Exactness (DESIGN.md §1): both operands become BF16 before the multiply, which loses nothing: FP8 values are
 // normal BF16 values, and INT4 -> FP8 goes through the group's 16-entry table exactly as in avx512/ (the same
-// decoders, mixed_gemm.h). tdpbf16ps multiplies BF16 pairs exactly and accumulates in FP32, so only the order
-// of the FP32 additions differs from the reference. Its flushing of subnormals cannot touch W4A8 or W8A8
+// decoders, avx512/mixed_gemm.h). tdpbf16ps multiplies BF16 pairs exactly and accumulates in FP32, so only the
+// order of the FP32 additions differs from the reference. Its flushing of subnormals cannot touch W4A8 or W8A8
 // (FP8 x FP8 products are >= 2^-32 and their sums multiples of it); W4A16 calls whose BF16 activations hold a
 // subnormal run the FP32-FMA body instead, and so do rows whose group scales are below 2^-126.
 //
@@ -14,11 +16,12 @@
 //                k 32c..32c+31 in the weight decoder's k order; tile row p, dword j = the k pair (2p, 2p+1) of
 //                token 16b + j. (Decoded to BF16 rows in decoder order as in avx512/, then 16 x 16 dword
 //                transposes.) The pooled entries build xv once for all threads; a range entry builds its own.
-//   weights      per panel of kPanelRows output channels and k-block of kKChunks chunks (512 k), decoded into
-//                a per-thread scratch ws = [chunk][row][32 BF16] (A tiles: 16 rows, 64 bytes apart), 128 KiB.
-//   products     for each 32-row pair of A tiles and 32-token pair of B tiles, 2 x 2 C tiles accumulate over the
-//                k-block's chunks (ws stays in L1/L2 across the tokens, xv's k-block in L2 across the panel);
-//                partial sums live in a per-thread FP32 buffer acc = [panel row][token] between k-blocks.
+//   weights      per panel of kPanelRows output channels, k-block of kKChunks chunks (1024 k) and pair of A
+//                tiles (32 rows), decoded right before use into a per-thread ws = [chunk][32 rows][32 BF16]
+//                (A tiles: 16 rows, 64 bytes apart), 64 KiB.
+//   products     for each pair of A tiles and 32-token pair of B tiles, 2 x 2 C tiles accumulate over the
+//                k-block's chunks: ws is reused by every token pair, xv's k-block (L2) by every row pair of the
+//                panel. Partial sums live in a per-thread FP32 buffer acc = [panel row][token] between k-blocks.
 //   output       y[m][n] = (s_x[m] * s_c[n]) * acc[n][m] (W4A16: s_c[n] * acc[n][m]), as the reference rounds
 //                it, through 16 x 16 transposes of acc.
 // Every output element is one C element whose sum runs over k in increasing chunk order, whatever the N split,
@@ -36,10 +39,12 @@ namespace w4a8::amx {
 namespace {
 
 using avx512::kChunkK;             // BF16 words per chunk: one A tile row, 16 B tile k pairs
-constexpr int kPanelRows = 128;    // weight rows decoded together (a multiple of 32)
-constexpr int kKChunks = 16;       // chunks per k-block: 512 k (a multiple of every decoder's chunks per block)
+constexpr int kPanelRows = 256;    // weight rows whose sums stay in acc across the k-blocks (a multiple of 32)
+constexpr int kKChunks = 32;       // chunks per k-block: 1024 k (a multiple of every decoder's chunks per block)
 constexpr int kRowsPerPass = 256;  // tokens converted and multiplied per pass (bounds xv and acc)
-constexpr int kChunksPerThread = 4;  // N chunks per pool thread, as kernels/parallel.cpp
+// N chunks per pool thread: fewer than kernels/parallel.cpp's 4, since every chunk streams all of xv again
+// (once per k-block and panel) and pays the tile set-up.
+constexpr int kChunksPerThread = 2;
 
 inline int roundUp(int v, int to) { return (v + to - 1) / to * to; }
 
@@ -67,9 +72,10 @@ void transposeToTiles(const uint16_t* ordered, int rows, int Kp, uint8_t* out) {
 }
 
 // Decodes rows [n0, n0 + nr) of blocks [b0, b1) into ws = [chunk - b0 * CPB][nPad][32] words; rows nr..nPad-1
-// are zero. Each row's next k-block is prefetched (128 rows are too many streams for the hardware prefetcher).
+// are zero. Each row's next k-block is prefetched (a panel's rows are too many streams for the hardware
+// prefetcher, and the row comes back only after the tiles of the whole batch).
 template <class Source>
-void decodePanel(const Source& src, int n0, int nr, int nPad, int b0, int b1, const bool* shortRow, uint16_t* ws) {
+void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, const bool* shortRow, uint16_t* ws) {
   constexpr int CPB = Source::kChunksPerBlock;
   for (int r = 0; r < nr; ++r) {
     const typename Source::Row row = src.row(n0 + r);
@@ -94,13 +100,14 @@ void decodePanel(const Source& src, int n0, int nr, int nPad, int b0, int b1, co
 }
 
 // y[m][n0 + r] = scale * acc[r][m] for r < nr, m < M; scale = rowScales[m] * channelScales[n] (the reference's
-// rounding), or channelScales[n] when rowScales is null. acc rows are mPad floats apart.
+// rounding), or channelScales[n] when rowScales is null. acc rows are mPad floats apart. Token-major, so that
+// the stores of one output row are adjacent.
 void storePanel(const float* acc, int mPad, int n0, int nr, int M, const GemmOutput& y, const float* rowScales,
                 const float* channelScales) {
-  for (int r0 = 0; r0 < nr; r0 += 16) {
-    const __mmask16 nMask = avx512::lane32Mask(nr - r0);
-    const __m512 cs = _mm512_maskz_loadu_ps(nMask, channelScales + n0 + r0);
-    for (int m0 = 0; m0 < M; m0 += 16) {
+  for (int m0 = 0; m0 < M; m0 += 16) {
+    for (int r0 = 0; r0 < nr; r0 += 16) {
+      const __mmask16 nMask = avx512::lane32Mask(nr - r0);
+      const __m512 cs = _mm512_maskz_loadu_ps(nMask, channelScales + n0 + r0);
       __m512i t[16];
 #pragma GCC unroll 16
       for (int i = 0; i < 16; ++i) t[i] = _mm512_load_si512(acc + (size_t)(r0 + i) * mPad + m0);
@@ -128,25 +135,26 @@ void multiplyRows(const Source& src, const ActivationTiles& x, int M, int nBegin
   constexpr int CPB = Source::kChunksPerBlock;
   const int mPad = x.mBlocks * 16;
   const size_t accRowBytes = (size_t)mPad * 4;
-  uint16_t* ws = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchWeights, (size_t)kPanelRows * kKChunks * 64));
+  uint16_t* ws = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchWeights, (size_t)32 * kKChunks * 64));
   float* acc = static_cast<float*>(fast::threadScratch(fast::kScratchAccumulators, (size_t)kPanelRows * accRowBytes));
   bool shortRow[kPanelRows];
   const TileScope tiles;
   for (int n0 = nBegin; n0 < nEnd; n0 += kPanelRows) {
-    const int nr = std::min(kPanelRows, nEnd - n0), nPad = roundUp(nr, 16);
+    const int nr = std::min(kPanelRows, nEnd - n0);
     for (int r = 0; r < nr; ++r) shortRow[r] = src.shortPath(n0 + r);
     for (int c0 = 0; c0 < x.chunks; c0 += kKChunks) {
       const int kc = std::min(kKChunks, x.chunks - c0);
-      decodePanel(src, n0, nr, nPad, c0 / CPB, (c0 + kc) / CPB, shortRow, ws);
-      const size_t weightChunkBytes = (size_t)nPad * 64;
-      for (int r0 = 0; r0 < nPad; r0 += 32) {
-        const uint8_t* weights = reinterpret_cast<const uint8_t*>(ws) + (size_t)r0 * 64;
-        const bool twoA = nPad - r0 >= 32;
+      for (int r0 = 0; r0 < nr; r0 += 32) {
+        // One pair of A tiles' rows (16 with a lone last tile), decoded right before use: ws stays in L1/L2.
+        const int rows = std::min(32, nr - r0), rowsPad = rows > 16 ? 32 : 16;
+        decodeRows(src, n0 + r0, rows, rowsPad, c0 / CPB, (c0 + kc) / CPB, shortRow + r0, ws);
+        const uint8_t* weights = reinterpret_cast<const uint8_t*>(ws);
+        const size_t weightChunkBytes = (size_t)rowsPad * 64;
+        const bool twoA = rowsPad == 32, first = c0 == 0;
         for (int b = 0; b < x.mBlocks; b += 2) {
           const bool twoB = x.mBlocks - b >= 2;
           float* c = acc + (size_t)r0 * mPad + b * 16;
           const uint8_t* xt = x.tile(b, c0);
-          const bool first = c0 == 0;
           if (twoA && twoB) tileBlock<2, 2>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
           else if (twoA) tileBlock<2, 1>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
           else if (twoB) tileBlock<1, 2>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
