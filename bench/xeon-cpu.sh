@@ -15,7 +15,7 @@ mkdir -p "$out"
 threads=${W4A8_BENCH_THREADS:-16}
 lscpu > "$out/lscpu.txt" 2>&1
 
-if ! node node_modules/cmake-js/bin/cmake-js compile --runtime node --config Release -p "$threads" > "$out/build.log" 2>&1 ||
+if ! node node_modules/cmake-js/bin/cmake-js compile --runtime node --config Release -p "$threads" --CDW4A8_CUDA=off > "$out/build.log" 2>&1 ||
    ! cmake --build build --target w4a8_kernel_timing -j "$threads" >> "$out/build.log" 2>&1; then
   tail -60 "$out/build.log"
   exit 1
