@@ -573,3 +573,39 @@ TEST(long_prompts_run_in_row_passes_with_the_same_results) {
     }
   }
 }
+
+TEST(w4a8_tiny_group_scales_round_to_fp8_subnormals_like_the_reference) {
+  // Rows whose group scales are all small (s_g * (q - z) in the FP8 subnormal range, ties included: dyadic
+  // scales put products on subnormal midpoints) but finite: the fast table paths must round them exactly
+  // like fp8Encode. Every weight of such a row is a few FP8 quanta, so one wrong rounding is far outside
+  // the tolerance. M = 2 and 9 take the avx512 fused and scratch paths, 17 the amx tiles.
+  const int N = 8, K = 256, G = 64, groups = K / G;
+  for (int M : {2, 9, 17})
+    for (Fp8Format wf : kFormats) {
+      Int4Layer l = makeInt4Layer(57, M, N, K, G, wf, Fp8Format::E4M3FN, false, false);
+      w4a8test::Rng rng(58);
+      const int minExp = wf == Fp8Format::E5M2 ? -14 : -6;  // exponent of the smallest normal
+      for (int n = 0; n < N; ++n)
+        for (int g = 0; g < groups; ++g) {
+          const float mantissa = n % 2 ? 1.0f + rng.below(8) / 8.0f : rng.uniform(1.0f, 2.0f);
+          l.groupScales[(size_t)n * groups + g] = std::ldexp(mantissa, minExp - 5 - rng.below(6)) * (g % 3 ? 1.0f : -1.0f);
+          l.zeros[(size_t)n * groups + g] = (uint8_t)rng.below(16);
+        }
+      std::vector<float> ref((size_t)M * N);
+      reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
+      std::vector<uint8_t> w8((size_t)N * K);
+      dequantInt4ToFp8(l.view(), w8.data(), 0, N);
+      const float* xTable = fp8DecodeTable(l.actFormat);
+      const float* wTable = fp8DecodeTable(wf);
+      auto bound = [&](int m, int n) {
+        const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
+                                     [&](int nn, int k) { return wTable[w8[(size_t)nn * K + k]]; }, m, n, K);
+        return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
+      };
+      for (const KernelTable* t : fastBackends()) {
+        std::vector<float> y((size_t)M * N);
+        t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y.data(), nullptr, N}}, 0, N);
+        checkClose(y, ref, M, N, bound, std::string(t->name) + " tiny scales M=" + std::to_string(M) + " " + formatName(wf));
+      }
+    }
+}

@@ -62,9 +62,9 @@ W4A8_ALWAYS_INLINE __m512 groupValues(const float* scales, const uint8_t* zeros,
   return _mm512_mul_ps(_mm512_load_ps(kQMinusZ.v[zeros[g] & 15]), _mm512_set1_ps(scales[g]));
 }
 
-// W4A8: table entries are fp8(s_g * (q - z)); rows whose scales all satisfy fp8 min normal <= |s_g| <=
-// 2^100 ("short" rows: every entry is zero or in the FP8 normal/overflow range) use the 5-operation
-// rounding of simd.h instead of the full encoder. W4A16: table entries are bf16(s_g * (q - z)).
+// W4A8: table entries are fp8(s_g * (q - z)); rows whose scales all satisfy |s_g| <= 2^100 ("short"
+// rows: no entry is NaN, inf or near FP32 overflow) use the 6-operation rounding of simd.h instead of
+// the full encoder. W4A16: table entries are bf16(s_g * (q - z)).
 enum class Int4Table { Fp8, Bf16 };
 
 template <int G, Int4Table kTable>
@@ -78,12 +78,9 @@ struct Int4Source {
 
   const Int4WeightsView& w;
   Fp8Vec fp8;
-  float minNormal;
   int groups, fullBlocks, blocks, tailBytes;
 
   explicit Int4Source(const Int4WeightsView& view) : w(view), fp8(fast::fp8Params(view.format)) {
-    const uint32_t minNormalBits = fast::fp8Params(view.format).minNormalBits;
-    __builtin_memcpy(&minNormal, &minNormalBits, 4);
     groups = view.groups();
     fullBlocks = view.cols / kBlockK;
     tailBytes = (view.cols % kBlockK) / 2;
@@ -95,7 +92,7 @@ struct Int4Source {
     return {w.codes + (size_t)n * (w.cols / 2), w.groupScales + g0, w.zeros + g0};
   }
   bool shortPath(int n) const {
-    return kTable == Int4Table::Bf16 || fast::rowScalesWithin(w, n, minNormal, 0x1p100f);
+    return kTable == Int4Table::Bf16 || fast::rowScalesWithin(w, n, 0.0f, 0x1p100f);
   }
   // Prefetch block b of the row `rows` rows further down (the next tile's), and its scales once.
   W4A8_ALWAYS_INLINE void prefetchAhead(const Row& r, int b, int rows) const {
