@@ -5,6 +5,8 @@
 
 namespace w4a8 {
 
+class ThreadPool;  // runtime/thread_pool.h
+
 // kernels/avx2/: AVX2 + FMA + F16C, FP32 FMA arithmetic.
 namespace avx2 {
 void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd);
@@ -32,5 +34,17 @@ void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd);
 void gemmW8A8(const W8A8GemmArgs& a, int nBegin, int nEnd);
 void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd);
 }  // namespace avx512bf16
+
+// kernels/amx/: AMX-BF16 tiles (tdpbf16ps) for M >= kMinRows tokens; below, the avx512bf16 bodies. The
+// *Pooled entries run a whole call on a pool (see KernelTable::pooledMinRows in dispatch.h).
+namespace amx {
+constexpr int kMinRows = 8;  // where tiles overtake the avx512 bodies (measured: kernels/amx/mixed_gemm.cpp)
+void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd);
+void gemmW8A8(const W8A8GemmArgs& a, int nBegin, int nEnd);
+void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd);
+void gemmW4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a);
+void gemmW8A8Pooled(ThreadPool& pool, const W8A8GemmArgs& a);
+void gemmW4A16Pooled(ThreadPool& pool, const W4A16GemmArgs& a);
+}  // namespace amx
 
 }  // namespace w4a8

@@ -6,6 +6,10 @@
 #include <cpuid.h>
 #define W4A8_HAVE_CPUID 1
 #endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace w4a8 {
 namespace {
@@ -15,6 +19,17 @@ uint64_t readXcr0() {
   uint32_t eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
   return ((uint64_t)edx << 32) | eax;
+}
+
+// Linux keeps AMX tile data (8 KiB of state) off until a process asks for it; without the permission
+// the first tile instruction faults (SIGILL). The permission is per process, so once is enough.
+bool requestAmxPermission() {
+#if defined(__linux__) && defined(__x86_64__)
+  constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;  // other systems: no tile use (their AMX support is not tested)
+#endif
 }
 
 CpuFeatures detect() {
@@ -50,6 +65,7 @@ CpuFeatures detect() {
     __cpuid_count(7, 1, eax, ebx, ecx, edx);
     f.avx512bf16 = eax & (1u << 5);
   }
+  if (f.amxTile && f.amxBf16) f.amxPermission = requestAmxPermission();
   return f;
 }
 #else
@@ -72,8 +88,10 @@ std::string CpuFeatures::missingFor(const char* isa) const {
   if (!std::strncmp(isa, "avx512", 6) || !std::strcmp(isa, "amx")) add(avx512Needs, 5);
   // avx512 also runs without AVX512-BF16 (FP32 FMA instead of vdpbf16ps), so BF16 is never "missing".
   if (!std::strcmp(isa, "amx")) {
-    if (!amxTile) missing += (missing.empty() ? "" : " ") + std::string("AMX-TILE");
-    if (!amxBf16) missing += (missing.empty() ? "" : " ") + std::string("AMX-BF16");
+    const Need amxNeeds[] = {{"AVX512-BF16", avx512bf16}, {"AMX-TILE", amxTile}, {"AMX-BF16", amxBf16}};
+    add(amxNeeds, 3);
+    if (amxTile && amxBf16 && !amxPermission)
+      missing += (missing.empty() ? "" : " ") + std::string("the OS permission for AMX tile data (arch_prctl)");
   }
   return missing;
 }

@@ -22,6 +22,7 @@ const KernelTable kReference = {
     quantizeActivationsDynamic,
     quantizeActivationsStatic,
     dequantInt4ToFp8,
+    0, nullptr, nullptr, nullptr,
 };
 
 #if W4A8_X86_BACKENDS
@@ -35,6 +36,7 @@ const KernelTable kAvx2 = {
     avx2::quantizeActivationsDynamic,
     avx2::quantizeActivationsStatic,
     fast::lutDequantInt4ToFp8,
+    0, nullptr, nullptr, nullptr,
 };
 
 const KernelTable kAvx512Fma = {
@@ -47,6 +49,7 @@ const KernelTable kAvx512Fma = {
     avx512::quantizeActivationsDynamic,
     avx512::quantizeActivationsStatic,
     fast::lutDequantInt4ToFp8,
+    0, nullptr, nullptr, nullptr,
 };
 
 const KernelTable kAvx512Bf16 = {
@@ -59,6 +62,7 @@ const KernelTable kAvx512Bf16 = {
     avx512::quantizeActivationsDynamic,
     avx512::quantizeActivationsStatic,
     fast::lutDequantInt4ToFp8,
+    0, nullptr, nullptr, nullptr,
 };
 
 // The public "avx512" name on a CPU without AVX512-BF16: the FP32-FMA variant under the public name,
@@ -73,6 +77,25 @@ const KernelTable kAvx512FmaAsAvx512 = {
     avx512::quantizeActivationsDynamic,
     avx512::quantizeActivationsStatic,
     fast::lutDequantInt4ToFp8,
+    0, nullptr, nullptr, nullptr,
+};
+
+// AMX tiles from M = amx::kMinRows tokens on; below, the "avx512" (vdpbf16ps) bodies, called from the amx
+// entries so that one table serves every M.
+const KernelTable kAmx = {
+    "amx",
+    "AMX-BF16 tdpbf16ps tiles for M >= 8 tokens, AVX-512 vdpbf16ps below (exact BF16 products, FP32 accumulation)",
+    amx::gemmW4A8,
+    amx::gemmW8A8,
+    amx::gemmW4A16,
+    avx512::gemmF32,
+    avx512::quantizeActivationsDynamic,
+    avx512::quantizeActivationsStatic,
+    fast::lutDequantInt4ToFp8,
+    amx::kMinRows,
+    amx::gemmW4A8Pooled,
+    amx::gemmW8A8Pooled,
+    amx::gemmW4A16Pooled,
 };
 
 #endif  // W4A8_X86_BACKENDS
@@ -82,6 +105,7 @@ const char* const kNames[] = {"reference", "avx2", "avx512-fma", "avx512", "amx"
 // Best first: what "no request" picks.
 const KernelTable* bestAvailable(const CpuFeatures& cpu) {
 #if W4A8_X86_BACKENDS
+  if (cpu.amxBackend()) return &kAmx;
   if (cpu.avx512Backend()) return cpu.avx512bf16 ? &kAvx512Bf16 : &kAvx512FmaAsAvx512;
   if (cpu.avx2Backend()) return &kAvx2;
 #endif
@@ -92,8 +116,14 @@ std::string describeCpu(const CpuFeatures& cpu) {
 #if !W4A8_X86_BACKENDS
   return "no x86 backends in this build";
 #else
+  if (cpu.amxBackend())
+    return "AVX512 F/BW/VL/DQ/VBMI + AVX512-BF16 + AMX-TILE/AMX-BF16 with OS permission: AMX tiles for M >= " +
+           std::to_string(amx::kMinRows) + " tokens, AVX-512 vdpbf16ps below";
+  const std::string amxNote = cpu.amxTile && cpu.amxBf16 ? "; AMX present but " + cpu.missingFor("amx") + " missing"
+                                                          : "; no AMX";
   if (cpu.avx512Backend())
-    return cpu.avx512bf16 ? "AVX512 F/BW/VL/DQ/VBMI + AVX512-BF16" : "AVX512 F/BW/VL/DQ/VBMI, no AVX512-BF16";
+    return (cpu.avx512bf16 ? "AVX512 F/BW/VL/DQ/VBMI + AVX512-BF16" : "AVX512 F/BW/VL/DQ/VBMI, no AVX512-BF16") +
+           amxNote;
   if (cpu.avx2Backend()) return "AVX2+FMA+F16C, no AVX512 F/BW/VL/DQ/VBMI";
   return "no AVX2+FMA+F16C";
 #endif
@@ -117,9 +147,8 @@ const KernelTable* kernelsFor(const char* isa, const CpuFeatures& cpu) {
   if (!std::strcmp(isa, "avx512-fma")) return cpu.avx512Backend() ? &kAvx512Fma : nullptr;
   if (!std::strcmp(isa, "avx512"))
     return cpu.avx512Backend() ? (cpu.avx512bf16 ? &kAvx512Bf16 : &kAvx512FmaAsAvx512) : nullptr;
+  if (!std::strcmp(isa, "amx")) return cpu.amxBackend() ? &kAmx : nullptr;
 #endif
-  // "amx": AMX-BF16 tiles. Slot kept for the AMX backend (kernels/amx/, built on an AMX machine);
-  // until then it is unavailable everywhere and W4A8_ISA=amx falls back with a reason.
   return nullptr;
 }
 
@@ -138,10 +167,6 @@ KernelChoice chooseKernels(const char* requested, const CpuFeatures& cpu) {
   for (const char* const* n = kNames; *n; ++n) known |= !std::strcmp(*n, requested);
   if (!known) {
     why = "is not a backend (reference|avx2|avx512|amx)";
-  } else if (!std::strcmp(requested, "amx")) {
-    const std::string missing = missingFeatures("amx", cpu);
-    why = missing.empty() ? "is not built yet (AMX-BF16 kernels are planned)"
-                          : "is not built yet, and this CPU lacks " + missing;
   } else {
     why = "needs " + missingFeatures(requested, cpu) + ", which this CPU/OS lacks";
   }

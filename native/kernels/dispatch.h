@@ -3,7 +3,7 @@
 //   reference  scalar C++, the definition (kernels/reference/)
 //   avx2       AVX2 + FMA + F16C, FP32 FMA arithmetic (kernels/avx2/)
 //   avx512     AVX512 F/BW/VL/VBMI(/DQ); vdpbf16ps where the CPU has AVX512-BF16 (kernels/avx512/)
-//   amx        slot for AMX-BF16 tiles (not built yet: requesting it falls back, see backendReason())
+//   amx        AMX-BF16 tiles (tdpbf16ps) for calls of M >= 8 tokens, avx512 (vdpbf16ps) below (kernels/amx/)
 //
 // The active table is chosen at first use: the best backend this CPU and OS support, or the one named
 // by the environment variable W4A8_ISA=reference|avx2|avx512|amx. A name the CPU cannot run (or an
@@ -16,6 +16,7 @@
 namespace w4a8 {
 
 struct CpuFeatures;  // kernels/cpu_features.h
+class ThreadPool;    // runtime/thread_pool.h
 
 // Same signatures as kernels.h. Every backend fills every entry (reusing another backend's function
 // where it has no faster one). GEMMs compute output channels [nBegin, nEnd) and give bit-identical
@@ -32,6 +33,14 @@ struct KernelTable {
   void (*quantizeActivationsStatic)(const float* x, int M, int K, float scale, Fp8Format f, uint8_t* x8,
                                     float* xScales);
   void (*dequantInt4ToFp8)(const Int4WeightsView& w, uint8_t* out, int nBegin, int nEnd);
+  // Optional whole-call GEMMs (nullptr: none), used by the *Parallel functions (parallel.h) for calls with
+  // M >= pooledMinRows: the backend converts the activations once per call into a buffer that every pool
+  // thread reads, then splits N over the pool itself (amx: the tile layout of the activations costs too much
+  // to redo per N-chunk). Results equal the per-range entries' above, bit for bit.
+  int pooledMinRows;
+  void (*gemmW4A8Pooled)(ThreadPool& pool, const W4A8GemmArgs& a);
+  void (*gemmW8A8Pooled)(ThreadPool& pool, const W8A8GemmArgs& a);
+  void (*gemmW4A16Pooled)(ThreadPool& pool, const W4A16GemmArgs& a);
 };
 
 // The table every caller should use: chosen once (thread-safe) from cpuid and W4A8_ISA.
@@ -39,8 +48,8 @@ const KernelTable& activeKernels();
 const char* backendName();    // activeKernels().name
 const char* backendReason();  // why, e.g. "W4A8_ISA=avx512 needs AVX512VBMI, which this CPU/OS lacks; using avx2 (...)"
 
-// The table for one backend name, or nullptr when this CPU/OS cannot run it (or it is not built,
-// as amx is not yet). Besides the public names, "avx512-fma" names the AVX-512 variant without
+// The table for one backend name, or nullptr when this CPU/OS cannot run it (or this build lacks it:
+// only x86-64 builds have avx2, avx512 and amx). Besides the public names, "avx512-fma" names the AVX-512 variant without
 // vdpbf16ps (what a CPU without AVX512-BF16 runs), so tests can check it on any AVX-512 machine.
 const KernelTable* kernelsFor(const char* isa);
 

@@ -23,12 +23,15 @@ double macs(int M, int N, int K) { return (double)M * N * K; }
 }  // namespace
 
 void gemmW4A8Parallel(const KernelTable& k, ThreadPool& pool, const W4A8GemmArgs& a) {
+  if (k.gemmW4A8Pooled && a.M >= k.pooledMinRows) return k.gemmW4A8Pooled(pool, a);
   splitN(pool, a, a.w.rows, macs(a.M, a.w.rows, a.w.cols), k.gemmW4A8);
 }
 void gemmW8A8Parallel(const KernelTable& k, ThreadPool& pool, const W8A8GemmArgs& a) {
+  if (k.gemmW8A8Pooled && a.M >= k.pooledMinRows) return k.gemmW8A8Pooled(pool, a);
   splitN(pool, a, a.w.rows, macs(a.M, a.w.rows, a.w.cols), k.gemmW8A8);
 }
 void gemmW4A16Parallel(const KernelTable& k, ThreadPool& pool, const W4A16GemmArgs& a) {
+  if (k.gemmW4A16Pooled && a.M >= k.pooledMinRows) return k.gemmW4A16Pooled(pool, a);
   splitN(pool, a, a.w.rows, macs(a.M, a.w.rows, a.w.cols), k.gemmW4A16);
 }
 void gemmF32Parallel(const KernelTable& k, ThreadPool& pool, const F32GemmArgs& a) {

@@ -18,9 +18,9 @@ TEST(isa_choice_without_request_is_the_best_available) {
   const KernelChoice best = chooseKernels(nullptr);
   CHECK(best.table != nullptr, "a table");
   CHECK(chooseKernels("").table == best.table, "empty W4A8_ISA means no request");
-  // Best means the last runnable public name in kernelNames() order (reference < avx2 < avx512).
+  // Best means the last runnable public name in kernelNames() order (reference < avx2 < avx512 < amx).
   const KernelTable* expected = kernelsFor("reference");
-  for (const char* name : {"avx2", "avx512"})
+  for (const char* name : {"avx2", "avx512", "amx"})
     if (const KernelTable* t = kernelsFor(name)) expected = t;
   CHECK(best.table == expected, "best is %s, expected %s", best.table->name, expected->name);
   CHECK(contains(best.reason, "best"), "reason: %s", best.reason.c_str());
@@ -38,16 +38,30 @@ TEST(isa_request_for_a_runnable_backend_is_honoured) {
 
 TEST(isa_request_for_a_missing_backend_falls_back_and_says_so) {
   const KernelTable* best = chooseKernels(nullptr).table;
-  const KernelChoice amx = chooseKernels("amx");  // not built yet anywhere
-  CHECK(amx.table == best, "amx falls back to the best (%s), got %s", best->name, amx.table->name);
-  CHECK(contains(amx.reason, "W4A8_ISA=amx") && contains(amx.reason, "using"), "reason: %s", amx.reason.c_str());
   const KernelChoice bogus = chooseKernels("sse9");
   CHECK(bogus.table == best && contains(bogus.reason, "not a backend"), "reason: %s", bogus.reason.c_str());
-  for (const char* name : {"avx2", "avx512"})
+  for (const char* name : {"avx2", "avx512", "amx"})
     if (!kernelsFor(name)) {
       const KernelChoice c = chooseKernels(name);
-      CHECK(c.table == best && contains(c.reason, "lacks"), "W4A8_ISA=%s: %s", name, c.reason.c_str());
+      CHECK(c.table == best && contains(c.reason, "lacks") && contains(c.reason, "using"), "W4A8_ISA=%s: %s", name,
+            c.reason.c_str());
     }
+  // The same on a CPU like this one without AMX (or without the OS permission for tile data).
+  CpuFeatures noAmx = cpuFeatures();
+  noAmx.amxTile = noAmx.amxBf16 = false;
+  const KernelChoice amx = chooseKernels("amx", noAmx);
+  CHECK(amx.table == chooseKernels(nullptr, noAmx).table && std::strcmp(amx.table->name, "amx"), "amx fell back to %s",
+        amx.table->name);
+  CHECK(contains(amx.reason, "W4A8_ISA=amx") && contains(amx.reason, "using"), "reason: %s", amx.reason.c_str());
+  CpuFeatures noPermission = cpuFeatures();
+  noPermission.amxTile = noPermission.amxBf16 = true;
+  noPermission.amxPermission = false;
+  CHECK(kernelsFor("amx", noPermission) == nullptr, "amx without the tile-data permission");
+#if defined(__x86_64__)
+  if (noPermission.avx512Backend() && noPermission.avx512bf16)
+    CHECK(contains(chooseKernels("amx", noPermission).reason, "permission"), "reason: %s",
+          chooseKernels("amx", noPermission).reason.c_str());
+#endif
 }
 
 TEST(active_kernels_follow_the_environment) {
@@ -84,6 +98,14 @@ TEST(isa_choice_on_other_cpus_falls_back_with_a_reason) {
   const KernelChoice b = chooseKernels(nullptr, avx512NoBf16);
   CHECK(!std::strcmp(b.table->name, "avx512") && b.table->gemmW4A8 == kernelsFor("avx512-fma", avx512NoBf16)->gemmW4A8,
         "AVX-512 without BF16 runs the FMA variant under the name avx512 (%s)", b.table->detail);
+  CpuFeatures amxCpu = avx512NoBf16;
+  amxCpu.avx512bf16 = amxCpu.amxTile = amxCpu.amxBf16 = amxCpu.amxPermission = true;
+  const KernelChoice d = chooseKernels(nullptr, amxCpu);
+  CHECK(!std::strcmp(d.table->name, "amx") && contains(d.reason, "AMX") && d.table->pooledMinRows > 1,
+        "best with AMX: %s (%s)", d.table->name, d.reason.c_str());
+  const KernelChoice e = chooseKernels("avx512", amxCpu);
+  CHECK(!std::strcmp(e.table->name, "avx512") && !e.table->gemmW4A8Pooled, "W4A8_ISA=avx512 on an AMX CPU: %s",
+        e.table->name);
   const KernelChoice c = chooseKernels("avx2", none);
   CHECK(!std::strcmp(c.table->name, "reference") && contains(c.reason, "AVX2"), "reason: %s", c.reason.c_str());
 #endif

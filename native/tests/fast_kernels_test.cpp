@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu_features.h"
 #include "kernels/dispatch.h"
 #include "kernels/parallel.h"
 #include "quant/fp8_pack.h"
@@ -195,7 +196,8 @@ TEST(fast_backends_are_available_as_cpuid_says) {
   // The reference is always there; a name that is not known gives nullptr.
   CHECK(kernelsFor("reference") != nullptr, "reference table");
   CHECK(kernelsFor("no-such-isa") == nullptr, "unknown name");
-  CHECK(kernelsFor("amx") == nullptr, "amx is not built yet");
+  // amx exactly when cpuid, the OS and the tile-data permission allow it (kernels/cpu_features.h).
+  CHECK((kernelsFor("amx") != nullptr) == cpuFeatures().amxBackend(), "amx table vs cpuid");
   std::string names;
   for (const KernelTable* t : fastBackends()) names += std::string(" ") + t->name;
   std::printf("        fast backends here:%s\n", names.empty() ? " (none)" : names.c_str());
@@ -499,22 +501,33 @@ TEST(parallel_and_split_results_equal_single_threaded_bit_for_bit) {
 }
 
 TEST(outputs_do_not_depend_on_batch_size) {
-  // Row m of an M-row call equals the same row computed alone: tiles and paths (fused at small M,
-  // scratch tiles at large M) add in the same order.
+  // Row m of an M-row call equals the same row computed in another batch: tiles and paths (fused at small M,
+  // scratch tiles at large M) add in the same order. A backend with a separate large-M path (amx: tiles from
+  // pooledMinRows tokens on, avx512 below) is batch-invariant on each side of that threshold, not across it:
+  // there the other batch is the pooledMinRows rows that start at row m (wrapping around), else row m alone.
   const Int4Layer l = makeInt4Layer(6000, 17, 37, 256, 64, Fp8Format::E4M3, Fp8Format::E4M3FN, true, false);
   const int M = l.M, N = l.N, K = l.K;
   std::vector<const KernelTable*> all = fastBackends();
   all.push_back(kernelsFor("reference"));
   for (const KernelTable* t : all) {
-    std::vector<float> batch((size_t)M * N), one(N), batch16((size_t)M * N), one16(N);
+    const int rows = t->gemmW4A8Pooled && M >= t->pooledMinRows ? t->pooledMinRows : 1;
+    std::vector<float> batch((size_t)M * N), other((size_t)rows * N), batch16((size_t)M * N), other16((size_t)rows * N);
     t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {batch.data(), nullptr, N}}, 0, N);
     t->gemmW4A16({l.x16.data(), M, l.view(), {batch16.data(), nullptr, N}}, 0, N);
     for (int m = 0; m < M; m += 4) {
-      t->gemmW4A8({l.x8.data() + (size_t)m * K, l.xScales.data() + m, l.actFormat, 1, l.view(), {one.data(), nullptr, N}},
-                  0, N);
-      t->gemmW4A16({l.x16.data() + (size_t)m * K, 1, l.view(), {one16.data(), nullptr, N}}, 0, N);
-      CHECK(std::memcmp(one.data(), batch.data() + (size_t)m * N, N * 4) == 0, "%s W4A8 row %d", t->name, m);
-      CHECK(std::memcmp(one16.data(), batch16.data() + (size_t)m * N, N * 4) == 0, "%s W4A16 row %d", t->name, m);
+      std::vector<uint8_t> x8((size_t)rows * K);
+      std::vector<uint16_t> x16((size_t)rows * K);
+      std::vector<float> xScales(rows);
+      for (int r = 0; r < rows; ++r) {
+        const int from = (m + r) % M;
+        std::memcpy(x8.data() + (size_t)r * K, l.x8.data() + (size_t)from * K, K);
+        std::memcpy(x16.data() + (size_t)r * K, l.x16.data() + (size_t)from * K, K * 2);
+        xScales[r] = l.xScales[from];
+      }
+      t->gemmW4A8({x8.data(), xScales.data(), l.actFormat, rows, l.view(), {other.data(), nullptr, N}}, 0, N);
+      t->gemmW4A16({x16.data(), rows, l.view(), {other16.data(), nullptr, N}}, 0, N);
+      CHECK(std::memcmp(other.data(), batch.data() + (size_t)m * N, N * 4) == 0, "%s W4A8 row %d", t->name, m);
+      CHECK(std::memcmp(other16.data(), batch16.data() + (size_t)m * N, N * 4) == 0, "%s W4A16 row %d", t->name, m);
     }
   }
 }
@@ -559,4 +572,40 @@ TEST(long_prompts_run_in_row_passes_with_the_same_results) {
       CHECK(std::memcmp(one.data(), y.data() + (size_t)m * N, N * 4) == 0, "%s row %d differs from its pass", t->name, m);
     }
   }
+}
+
+TEST(w4a8_tiny_group_scales_round_to_fp8_subnormals_like_the_reference) {
+  // Rows whose group scales are all small (s_g * (q - z) in the FP8 subnormal range, ties included: dyadic
+  // scales put products on subnormal midpoints) but finite: the fast table paths must round them exactly
+  // like fp8Encode. Every weight of such a row is a few FP8 quanta, so one wrong rounding is far outside
+  // the tolerance. M = 2 and 9 take the avx512 fused and scratch paths, 17 the amx tiles.
+  const int N = 8, K = 256, G = 64, groups = K / G;
+  for (int M : {2, 9, 17})
+    for (Fp8Format wf : kFormats) {
+      Int4Layer l = makeInt4Layer(57, M, N, K, G, wf, Fp8Format::E4M3FN, false, false);
+      w4a8test::Rng rng(58);
+      const int minExp = wf == Fp8Format::E5M2 ? -14 : -6;  // exponent of the smallest normal
+      for (int n = 0; n < N; ++n)
+        for (int g = 0; g < groups; ++g) {
+          const float mantissa = n % 2 ? 1.0f + rng.below(8) / 8.0f : rng.uniform(1.0f, 2.0f);
+          l.groupScales[(size_t)n * groups + g] = std::ldexp(mantissa, minExp - 5 - rng.below(6)) * (g % 3 ? 1.0f : -1.0f);
+          l.zeros[(size_t)n * groups + g] = (uint8_t)rng.below(16);
+        }
+      std::vector<float> ref((size_t)M * N);
+      reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
+      std::vector<uint8_t> w8((size_t)N * K);
+      dequantInt4ToFp8(l.view(), w8.data(), 0, N);
+      const float* xTable = fp8DecodeTable(l.actFormat);
+      const float* wTable = fp8DecodeTable(wf);
+      auto bound = [&](int m, int n) {
+        const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
+                                     [&](int nn, int k) { return wTable[w8[(size_t)nn * K + k]]; }, m, n, K);
+        return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
+      };
+      for (const KernelTable* t : fastBackends()) {
+        std::vector<float> y((size_t)M * N);
+        t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y.data(), nullptr, N}}, 0, N);
+        checkClose(y, ref, M, N, bound, std::string(t->name) + " tiny scales M=" + std::to_string(M) + " " + formatName(wf));
+      }
+    }
 }

@@ -62,9 +62,9 @@ W4A8_ALWAYS_INLINE __m512 groupValues(const float* scales, const uint8_t* zeros,
   return _mm512_mul_ps(_mm512_load_ps(kQMinusZ.v[zeros[g] & 15]), _mm512_set1_ps(scales[g]));
 }
 
-// W4A8: table entries are fp8(s_g * (q - z)); rows whose scales all satisfy fp8 min normal <= |s_g| <=
-// 2^100 ("short" rows: every entry is zero or in the FP8 normal/overflow range) use the 5-operation
-// rounding of simd.h instead of the full encoder. W4A16: table entries are bf16(s_g * (q - z)).
+// W4A8: table entries are fp8(s_g * (q - z)); rows whose scales all satisfy |s_g| <= 2^100 ("short"
+// rows: no entry is NaN, inf or near FP32 overflow) use the 6-operation rounding of simd.h instead of
+// the full encoder. W4A16: table entries are bf16(s_g * (q - z)).
 enum class Int4Table { Fp8, Bf16 };
 
 template <int G, Int4Table kTable>
@@ -78,12 +78,9 @@ struct Int4Source {
 
   const Int4WeightsView& w;
   Fp8Vec fp8;
-  float minNormal;
   int groups, fullBlocks, blocks, tailBytes;
 
   explicit Int4Source(const Int4WeightsView& view) : w(view), fp8(fast::fp8Params(view.format)) {
-    const uint32_t minNormalBits = fast::fp8Params(view.format).minNormalBits;
-    __builtin_memcpy(&minNormal, &minNormalBits, 4);
     groups = view.groups();
     fullBlocks = view.cols / kBlockK;
     tailBytes = (view.cols % kBlockK) / 2;
@@ -95,7 +92,7 @@ struct Int4Source {
     return {w.codes + (size_t)n * (w.cols / 2), w.groupScales + g0, w.zeros + g0};
   }
   bool shortPath(int n) const {
-    return kTable == Int4Table::Bf16 || fast::rowScalesWithin(w, n, minNormal, 0x1p100f);
+    return kTable == Int4Table::Bf16 || fast::rowScalesWithin(w, n, 0.0f, 0x1p100f);
   }
   // Prefetch block b of the row `rows` rows further down (the next tile's), and its scales once.
   W4A8_ALWAYS_INLINE void prefetchAhead(const Row& r, int b, int rows) const {
@@ -131,8 +128,30 @@ struct Int4Source {
     }
   }
 
+  // The group tables block b needs: G = 128 and 64 one (the table repeated, or two groups' halves), 32 two.
+  static constexpr int kTablesPerBlock = G == 32 ? 2 : 1;
+  template <bool kShort, bool kTail>
+  W4A8_ALWAYS_INLINE void tables(const Row& r, int b, __m512i* t) const {
+    if constexpr (G == 128) {
+      t[0] = lut<kShort, kTail>(r, b, b);  // same table in both halves: index bit 4 is ignored
+    } else if constexpr (G == 64) {
+      t[0] = lut<kShort, kTail>(r, 2 * b, 2 * b + 1);
+    } else {
+      t[0] = lut<kShort, kTail>(r, 4 * b, 4 * b + 1);
+      t[1] = lut<kShort, kTail>(r, 4 * b + 2, 4 * b + 3);
+    }
+  }
+
   template <bool kShort, bool kTail>
   W4A8_ALWAYS_INLINE void decode(const Row& r, int b, __m512i* out) const {
+    __m512i t[kTablesPerBlock];
+    tables<kShort, kTail>(r, b, t);
+    decodeWith<kTail>(r, b, t, out);
+  }
+
+  // decode() with the block's tables given (t from tables()).
+  template <bool kTail>
+  W4A8_ALWAYS_INLINE void decodeWith(const Row& r, int b, const __m512i* t, __m512i* out) const {
     const uint8_t* p = r.codes + (size_t)b * 64;
     // Word j of the block holds k = 4j..4j+3; read again one byte later, its low byte holds 4j+2, 4j+3.
     // So chunk s's nibble sits in bits 0..3 of: codes, codes >> 4, codesPlus1, codesPlus1 >> 4 (a load
@@ -141,12 +160,12 @@ struct Int4Source {
     const __m512i codesPlus1 = _mm512_maskz_loadu_epi8(byteMask((kTail ? tailBytes : 64) - 1), p + 1);
     const __m512i shifted[4] = {codes, _mm512_srli_epi16(codes, 4), codesPlus1, _mm512_srli_epi16(codesPlus1, 4)};
     if constexpr (G == 128) {
-      const __m512i table = lut<kShort, kTail>(r, b, b);  // same table in both halves: index bit 4 is ignored
+      const __m512i table = t[0];
 #pragma GCC unroll 4
       for (int s = 0; s < 4; ++s) out[s] = _mm512_permutexvar_epi16(shifted[s], table);
     } else if constexpr (G == 64) {
       // Words 0..15 of the block belong to group 2b, words 16..31 to 2b+1: index = nibble | 16 * half.
-      const __m512i table = lut<kShort, kTail>(r, 2 * b, 2 * b + 1);
+      const __m512i table = t[0];
       const __m512i half = _mm512_set_epi64(0x0010001000100010ll, 0x0010001000100010ll, 0x0010001000100010ll,
                                             0x0010001000100010ll, 0, 0, 0, 0);
       const __m512i nibble = _mm512_set1_epi16(0x000F);
@@ -155,8 +174,7 @@ struct Int4Source {
         out[s] = _mm512_permutexvar_epi16(_mm512_ternarylogic_epi32(shifted[s], nibble, half, 0xEA), table);
     } else {
       // Words 8q..8q+7 belong to group 4b+q: index = nibble | 16 * q over two 32-entry tables.
-      const __m512i lut01 = lut<kShort, kTail>(r, 4 * b, 4 * b + 1);
-      const __m512i lut23 = lut<kShort, kTail>(r, 4 * b + 2, 4 * b + 3);
+      const __m512i lut01 = t[0], lut23 = t[1];
       const __m512i quarter = _mm512_set_epi64(0x0030003000300030ll, 0x0030003000300030ll, 0x0020002000200020ll,
                                                0x0020002000200020ll, 0x0010001000100010ll, 0x0010001000100010ll,
                                                0, 0);
@@ -189,7 +207,7 @@ struct Fp8Decoder {
 };
 
 struct Fp8Source {
-  static constexpr int kBlockK = 64, kChunksPerBlock = 2;
+  static constexpr int kBlockK = 64, kChunksPerBlock = 2, kTablesPerBlock = 0;
   struct Row {
     const uint8_t* codes;
   };
@@ -299,12 +317,23 @@ inline void storeSums(const GemmOutput& y, int m0, int n0, int mr, int nr, const
     for (int r = 0; r < nr; ++r) storeValue(y, m0 + m, n0 + r, scale(m0 + m, n0 + r) * sums[m * ldSums + r]);
 }
 
+// tables: scratch for the tiles' group tables, [blocks][NR][kTablesPerBlock] vectors (INT4 sources). They
+// are all built first, in a loop of independent iterations, rather than in the block loop, where each
+// table's chain of dependent operations (scale load, multiply, FP8 rounding, pack) held up its block.
 template <class Dot, int MR, int NR, bool kShort, class Source>
-void fusedTile(const Source& src, int n0, const uint16_t* xp, int Kp, float* sums /* [MR][NR] */) {
-  constexpr int CPB = Source::kChunksPerBlock;
+void fusedTile(const Source& src, int n0, const uint16_t* xp, int Kp, __m512i* tables, float* sums /* [MR][NR] */) {
+  constexpr int CPB = Source::kChunksPerBlock, T = Source::kTablesPerBlock;
   typename Source::Row rows[NR];
 #pragma GCC unroll 16
   for (int r = 0; r < NR; ++r) rows[r] = src.row(n0 + r);
+  if constexpr (T > 0) {
+    for (int b = 0; b < src.fullBlocks; ++b)
+#pragma GCC unroll 16
+      for (int r = 0; r < NR; ++r) src.template tables<kShort, false>(rows[r], b, tables + ((size_t)b * NR + r) * T);
+    if (src.blocks > src.fullBlocks)
+      for (int r = 0; r < NR; ++r)
+        src.template tables<kShort, true>(rows[r], src.fullBlocks, tables + ((size_t)src.fullBlocks * NR + r) * T);
+  }
   __m512 acc[MR][NR];
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
@@ -314,7 +343,8 @@ void fusedTile(const Source& src, int n0, const uint16_t* xp, int Kp, float* sum
 #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       __m512i w[CPB];
-      src.template decode<kShort, decltype(tail)::value>(rows[r], b, w);
+      if constexpr (T > 0) src.template decodeWith<decltype(tail)::value>(rows[r], b, tables + ((size_t)b * NR + r) * T, w);
+      else src.template decode<kShort, decltype(tail)::value>(rows[r], b, w);
       src.prefetchAhead(rows[r], b, NR);  // the next tile's rows, one tile ahead (GEMV is DRAM-bound)
 #pragma GCC unroll 16
       for (int c = 0; c < CPB; ++c)
@@ -332,25 +362,27 @@ void fusedTile(const Source& src, int n0, const uint16_t* xp, int Kp, float* sum
 }
 
 template <class Dot, int MR, int NR, class Source>
-void fusedTileAnyPath(const Source& src, int n0, const uint16_t* xp, int Kp, float* sums) {
+void fusedTileAnyPath(const Source& src, int n0, const uint16_t* xp, int Kp, __m512i* tables, float* sums) {
   bool allShort = true;
 #pragma GCC unroll 16
   for (int r = 0; r < NR; ++r) allShort &= src.shortPath(n0 + r);
-  if (allShort) fusedTile<Dot, MR, NR, true>(src, n0, xp, Kp, sums);
-  else fusedTile<Dot, MR, NR, false>(src, n0, xp, Kp, sums);
+  if (allShort) fusedTile<Dot, MR, NR, true>(src, n0, xp, Kp, tables, sums);
+  else fusedTile<Dot, MR, NR, false>(src, n0, xp, Kp, tables, sums);
 }
 
 template <class Dot, int MR, class Source, class Scale>
 void fusedRows(const Source& src, int nBegin, int nEnd, const uint16_t* xp, int Kp, int m0, const GemmOutput& y,
                Scale scale) {
   float sums[MR * kFusedTileN];
+  __m512i* tables = static_cast<__m512i*>(fast::threadScratch(
+      fast::kScratchWeights, (size_t)src.blocks * kFusedTileN * std::max(1, Source::kTablesPerBlock) * 64));
   int n = nBegin;
   for (; n + kFusedTileN <= nEnd; n += kFusedTileN) {
-    fusedTileAnyPath<Dot, MR, kFusedTileN>(src, n, xp, Kp, sums);
+    fusedTileAnyPath<Dot, MR, kFusedTileN>(src, n, xp, Kp, tables, sums);
     storeSums(y, m0, n, MR, kFusedTileN, sums, kFusedTileN, scale);
   }
   for (; n < nEnd; ++n) {
-    fusedTileAnyPath<Dot, MR, 1>(src, n, xp, Kp, sums);
+    fusedTileAnyPath<Dot, MR, 1>(src, n, xp, Kp, tables, sums);
     storeSums(y, m0, n, MR, 1, sums, 1, scale);
   }
 }

@@ -62,15 +62,18 @@ W4A8_ALWAYS_INLINE __m512i roundToFp8Value(__m512 v, const Fp8Vec& c) {
   return withSignOf(r, u);
 }
 
-// Same for inputs v = 0 or minNormal <= |v| <= 2^104 (so not NaN or inf), in 5 operations: with
-// C = +-2^(e + mantissaShift) for v's binade 2^e, the FP32 add v + C has a unit in the last place of
-// exactly one FP8 quantum 2^(e - mantissaBits) and rounds to nearest even like fp8Encode; subtracting C
-// is exact. vrangeps then clamps |r| to the largest finite value, keeping the sign (saturation).
+// Same for inputs |v| <= 2^104 (so not NaN or inf), in 6 operations: with C = +-2^(e + mantissaShift)
+// for v's binade 2^e, raised to the smallest normal's binade below it (where FP8 subnormals have that
+// binade's quantum), the FP32 add v + C has a unit in the last place of exactly one FP8 quantum
+// 2^(e - mantissaBits) and rounds to nearest even like fp8Encode; subtracting C is exact. vrangeps then
+// clamps |r| to the largest finite value, keeping the sign (saturation). (A zero comes out as +0, where
+// fp8Encode keeps -0: the same value in every product and sum.)
 W4A8_ALWAYS_INLINE __m512i roundToFp8ValueShort(__m512 v, const Fp8Vec& c) {
   const __m512i u = _mm512_castps_si512(v);
-  const __m512 binade = _mm512_castsi512_ps(
-      _mm512_add_epi32(_mm512_and_si512(u, _mm512_set1_epi32((int)0xFF800000u)), c.binadeToQuantumStep));
-  const __m512 r = _mm512_sub_ps(_mm512_add_ps(v, binade), binade);
+  const __m512i binade = _mm512_max_epu32(_mm512_and_si512(u, _mm512_set1_epi32(0x7F800000)), c.minNormalBits);
+  const __m512 offset = _mm512_castsi512_ps(
+      withSignOf(_mm512_add_epi32(binade, c.binadeToQuantumStep), u));
+  const __m512 r = _mm512_sub_ps(_mm512_add_ps(v, offset), offset);
   return _mm512_castps_si512(_mm512_range_ps(r, c.maxFinite, 0x02));  // min |.|, sign of r
 }
 

@@ -1,0 +1,355 @@
+// AMX-BF16 mixed-input GEMMs (W4A8, W8A8, W4A16) for calls of M >= kMinRows tokens; smaller calls (decode)
+// run the avx512bf16 bodies, which decode the weights into registers and stream them at DRAM speed, where the
+// tile path is bound by decoding into memory. (Measured on one Xeon core, 4096 x 4096 W4A8: at M = 1
+// avx512 1.3 ms, amx 2.1 ms; M = 4 2.6 / 2.3 ms; M = 8 4.5 / 2.2 ms; M = 16 7.8 / 2.4 ms.)
+//
+// Exactness (DESIGN.md §1): both operands become BF16 before the multiply, which loses nothing: FP8 values are
+// normal BF16 values, and INT4 -> FP8 goes through the group's 16-entry table exactly as in avx512/ (the same
+// decoders, avx512/mixed_gemm.h). tdpbf16ps multiplies BF16 pairs exactly and accumulates in FP32, so only the
+// order of the FP32 additions differs from the reference. Its flushing of subnormals cannot touch W4A8 or W8A8
+// (FP8 x FP8 products are >= 2^-32 and their sums multiples of it); W4A16 calls whose BF16 activations hold a
+// subnormal run the FP32-FMA body instead, and so do rows whose group scales are below 2^-126.
+//
+// Layout and loops (tiles.h for the tile shapes):
+//   activations  converted once per call, per pass of kRowsPerPass tokens, into B tiles: xv =
+//                [mBlocks][chunks] tiles of 1 KiB, m-block b = tokens 16b..16b+15 (zero past M), chunk c =
+//                k 32c..32c+31 in the weight decoder's k order; tile row p, dword j = the k pair (2p, 2p+1) of
+//                token 16b + j. (Decoded to BF16 rows in decoder order as in avx512/, then 16 x 16 dword
+//                transposes.) The pooled entries build xv once for all threads; a range entry builds its own.
+//   weights      per panel of kPanelRows output channels, k-block of kKChunks chunks (1024 k) and pair of A
+//                tiles (32 rows), decoded right before use into a per-thread ws = [chunk][32 rows][32 BF16]
+//                (A tiles: 16 rows, 64 bytes apart), 64 KiB.
+//   products     for each pair of A tiles and 32-token pair of B tiles, 2 x 2 C tiles accumulate over the
+//                k-block's chunks: ws is reused by every token pair, xv's k-block (L2) by every row pair of the
+//                panel. Partial sums live in a per-thread FP32 buffer acc = [panel row][token] between k-blocks.
+//   output       y[m][n] = (s_x[m] * s_c[n]) * acc[n][m] (W4A16: s_c[n] * acc[n][m]), as the reference rounds
+//                it, through 16 x 16 transposes of acc.
+// Every output element is one C element whose sum runs over k in increasing chunk order, whatever the N split,
+// the panel or the other tokens of the call: results are bit-identical for any split of N and any batch of
+// M >= kMinRows. Across kMinRows they differ in summation order (avx512 below), within the FP32 tolerance.
+#include <algorithm>
+#include <atomic>
+
+#include "kernels/amx/tiles.h"
+#include "kernels/avx512/mixed_gemm.h"
+#include "kernels/backends.h"
+#include "kernels/parallel.h"
+
+namespace w4a8::amx {
+namespace {
+
+using avx512::kChunkK;             // BF16 words per chunk: one A tile row, 16 B tile k pairs
+constexpr int kPanelRows = 256;    // weight rows whose sums stay in acc across the k-blocks (a multiple of 32)
+constexpr int kKChunks = 32;       // chunks per k-block: 1024 k (a multiple of every decoder's chunks per block)
+constexpr int kRowsPerPass = 256;  // tokens converted and multiplied per pass (bounds xv and acc)
+// N chunks per pool thread: fewer than kernels/parallel.cpp's 4, since every chunk streams all of xv again
+// (once per k-block and panel) and pays the tile set-up.
+constexpr int kChunksPerThread = 2;
+
+inline int roundUp(int v, int to) { return (v + to - 1) / to * to; }
+
+// The B tiles of one pass.
+struct ActivationTiles {
+  const uint8_t* data;
+  int mBlocks;  // 16 tokens each
+  int chunks;   // Kp / 32
+  size_t blockBytes() const { return (size_t)chunks * kTileBytes; }
+  const uint8_t* tile(int block, int chunk) const { return data + block * blockBytes() + (size_t)chunk * kTileBytes; }
+};
+
+// rows <= 16 token rows of BF16 words in decoder k order (xRowStride(Kp) words apart) -> the m-block's tiles.
+void transposeToTiles(const uint16_t* ordered, int rows, int Kp, uint8_t* out) {
+  const int stride = avx512::xRowStride(Kp);
+  for (int c = 0; c < Kp / kChunkK; ++c) {
+    __m512i r[16];
+#pragma GCC unroll 16
+    for (int m = 0; m < 16; ++m)
+      r[m] = m < rows ? _mm512_load_si512(ordered + (size_t)m * stride + (size_t)c * kChunkK) : _mm512_setzero_si512();
+    transpose16x16(r);
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) _mm512_store_si512(out + (size_t)c * kTileBytes + p * 64, r[p]);
+  }
+}
+
+// Decodes rows [n0, n0 + nr) of blocks [b0, b1) into ws = [chunk - b0 * CPB][nPad][32] words; rows nr..nPad-1
+// are zero. Each row's next k-block is prefetched (a panel's rows are too many streams for the hardware
+// prefetcher, and the row comes back only after the tiles of the whole batch).
+template <class Source>
+void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, const bool* shortRow, uint16_t* ws) {
+  constexpr int CPB = Source::kChunksPerBlock;
+  for (int r = 0; r < nr; ++r) {
+    const typename Source::Row row = src.row(n0 + r);
+    for (int b = b0; b < b1; ++b) {
+      _mm_prefetch((const char*)(row.codes + (size_t)(b + (b1 - b0)) * 64), _MM_HINT_T0);
+      __m512i w[CPB];
+      const bool tail = b >= src.fullBlocks;
+      if (shortRow[r]) {
+        if (tail) src.template decode<true, true>(row, b, w);
+        else src.template decode<true, false>(row, b, w);
+      } else {
+        if (tail) src.template decode<false, true>(row, b, w);
+        else src.template decode<false, false>(row, b, w);
+      }
+#pragma GCC unroll 8
+      for (int c = 0; c < CPB; ++c) _mm512_store_si512(ws + ((size_t)((b - b0) * CPB + c) * nPad + r) * kChunkK, w[c]);
+    }
+  }
+  for (int r = nr; r < nPad; ++r)
+    for (int c = 0; c < (b1 - b0) * CPB; ++c)
+      _mm512_store_si512(ws + ((size_t)c * nPad + r) * kChunkK, _mm512_setzero_si512());
+}
+
+// y[m][n0 + r] = scale * acc[r][m] for r < nr, m < M; scale = rowScales[m] * channelScales[n] (the reference's
+// rounding), or channelScales[n] when rowScales is null. acc rows are mPad floats apart. Token-major, so that
+// the stores of one output row are adjacent.
+void storePanel(const float* acc, int mPad, int n0, int nr, int M, const GemmOutput& y, const float* rowScales,
+                const float* channelScales) {
+  for (int m0 = 0; m0 < M; m0 += 16) {
+    for (int r0 = 0; r0 < nr; r0 += 16) {
+      const __mmask16 nMask = avx512::lane32Mask(nr - r0);
+      const __m512 cs = _mm512_maskz_loadu_ps(nMask, channelScales + n0 + r0);
+      __m512i t[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) t[i] = _mm512_load_si512(acc + (size_t)(r0 + i) * mPad + m0);
+      transpose16x16(t);  // t[j]: the 16 channels of token m0 + j
+      for (int j = 0; j < std::min(16, M - m0); ++j) {
+        const int m = m0 + j;
+        const __m512 s = rowScales ? _mm512_mul_ps(_mm512_set1_ps(rowScales[m]), cs) : cs;
+        const __m512 v = _mm512_mul_ps(s, _mm512_castsi512_ps(t[j]));
+        const size_t at = (size_t)m * y.ldy + n0 + r0;
+        if (y.f32) {
+          _mm512_mask_storeu_ps(y.f32 + at, nMask, v);
+        } else {
+          const __m512i high = _mm512_srli_epi32(avx512::roundToBf16High(v), 16);
+          _mm256_mask_storeu_epi16(y.bf16 + at, nMask, _mm512_cvtepi32_epi16(high));
+        }
+      }
+    }
+  }
+}
+
+// The tile products of rows [nBegin, nEnd) for the M tokens of xv; outputs as storePanel.
+template <class Source>
+void multiplyRows(const Source& src, const ActivationTiles& x, int M, int nBegin, int nEnd, const GemmOutput& y,
+                  const float* rowScales, const float* channelScales) {
+  constexpr int CPB = Source::kChunksPerBlock;
+  const int mPad = x.mBlocks * 16;
+  const size_t accRowBytes = (size_t)mPad * 4;
+  uint16_t* ws = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchWeights, (size_t)32 * kKChunks * 64));
+  float* acc = static_cast<float*>(fast::threadScratch(fast::kScratchAccumulators, (size_t)kPanelRows * accRowBytes));
+  bool shortRow[kPanelRows];
+  const TileScope tiles;
+  for (int n0 = nBegin; n0 < nEnd; n0 += kPanelRows) {
+    const int nr = std::min(kPanelRows, nEnd - n0);
+    for (int r = 0; r < nr; ++r) shortRow[r] = src.shortPath(n0 + r);
+    for (int c0 = 0; c0 < x.chunks; c0 += kKChunks) {
+      const int kc = std::min(kKChunks, x.chunks - c0);
+      for (int r0 = 0; r0 < nr; r0 += 32) {
+        // One pair of A tiles' rows (16 with a lone last tile), decoded right before use: ws stays in L1/L2.
+        const int rows = std::min(32, nr - r0), rowsPad = rows > 16 ? 32 : 16;
+        decodeRows(src, n0 + r0, rows, rowsPad, c0 / CPB, (c0 + kc) / CPB, shortRow + r0, ws);
+        const uint8_t* weights = reinterpret_cast<const uint8_t*>(ws);
+        const size_t weightChunkBytes = (size_t)rowsPad * 64;
+        const bool twoA = rowsPad == 32, first = c0 == 0;
+        for (int b = 0; b < x.mBlocks; b += 2) {
+          const bool twoB = x.mBlocks - b >= 2;
+          float* c = acc + (size_t)r0 * mPad + b * 16;
+          const uint8_t* xt = x.tile(b, c0);
+          if (twoA && twoB) tileBlock<2, 2>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
+          else if (twoA) tileBlock<2, 1>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
+          else if (twoB) tileBlock<1, 2>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
+          else tileBlock<1, 1>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
+        }
+      }
+    }
+    storePanel(acc, mPad, n0, nr, M, y, rowScales, channelScales);
+  }
+}
+
+inline GemmOutput rowsFrom(const GemmOutput& y, int m0) {
+  return {y.f32 ? y.f32 + (size_t)m0 * y.ldy : nullptr, y.bf16 ? y.bf16 + (size_t)m0 * y.ldy : nullptr, y.ldy};
+}
+
+// ---- the three GEMMs as policies: activation order, weight source, scales, exceptions -------------------
+//   prepare(m0, rows, Kp, out)  tokens [m0, m0 + rows) to BF16 rows in decoder order; true if one is a
+//                               BF16 subnormal that tdpbf16ps would flush (then the whole call falls back)
+//   multiply(x, m0, rows, nBegin, nEnd)   tile products of one pass
+//   fallback(nBegin, nEnd)      the whole call for rows [nBegin, nEnd) without tiles (FP32 FMA)
+//   fixRows(nBegin, nEnd)       after the last pass (if kFixesRows): recompute rows tdpbf16ps cannot do exactly
+
+template <class Fn>
+void withInt4Source(const Int4WeightsView& w, Fn fn) {
+  switch (w.groupSize) {
+    case 128: return fn(avx512::Int4Source<128, avx512::Int4Table::Fp8>(w));
+    case 64: return fn(avx512::Int4Source<64, avx512::Int4Table::Fp8>(w));
+    default: return fn(avx512::Int4Source<32, avx512::Int4Table::Fp8>(w));
+  }
+}
+
+template <class Fn>
+void withBf16Int4Source(const Int4WeightsView& w, Fn fn) {
+  switch (w.groupSize) {
+    case 128: return fn(avx512::Int4Source<128, avx512::Int4Table::Bf16>(w));
+    case 64: return fn(avx512::Int4Source<64, avx512::Int4Table::Bf16>(w));
+    default: return fn(avx512::Int4Source<32, avx512::Int4Table::Bf16>(w));
+  }
+}
+
+struct W4A8Policy {
+  const W4A8GemmArgs& a;
+  static constexpr int kBlockK = 128;
+  static constexpr bool kFixesRows = false;
+  int M() const { return a.M; }
+  int N() const { return a.w.rows; }
+  int K() const { return a.w.cols; }
+  bool prepare(int m0, int rows, int Kp, uint16_t* out) const {
+    avx512::prepareInt4OrderFromFp8(a.x8 + (size_t)m0 * K(), a.actFormat, rows, K(), Kp, out);
+    return false;
+  }
+  void multiply(const ActivationTiles& x, int m0, int rows, int nBegin, int nEnd) const {
+    withInt4Source(a.w, [&](const auto& src) {
+      multiplyRows(src, x, rows, nBegin, nEnd, rowsFrom(a.y, m0), a.xScales + m0, a.w.channelScales);
+    });
+  }
+  void fallback(int, int) const {}
+  void fixRows(int, int) const {}
+};
+
+struct W8A8Policy {
+  const W8A8GemmArgs& a;
+  static constexpr int kBlockK = 64;
+  static constexpr bool kFixesRows = false;
+  int M() const { return a.M; }
+  int N() const { return a.w.rows; }
+  int K() const { return a.w.cols; }
+  bool prepare(int m0, int rows, int Kp, uint16_t* out) const {
+    avx512::prepareFp8Order(a.x8 + (size_t)m0 * K(), a.actFormat, rows, K(), Kp, out);
+    return false;
+  }
+  void multiply(const ActivationTiles& x, int m0, int rows, int nBegin, int nEnd) const {
+    const avx512::Fp8Source src(a.w);
+    multiplyRows(src, x, rows, nBegin, nEnd, rowsFrom(a.y, m0), a.xScales + m0, a.w.channelScales);
+  }
+  void fallback(int, int) const {}
+  void fixRows(int, int) const {}
+};
+
+struct W4A16Policy {
+  const W4A16GemmArgs& a;
+  static constexpr int kBlockK = 128;
+  static constexpr bool kFixesRows = true;
+  int M() const { return a.M; }
+  int N() const { return a.w.rows; }
+  int K() const { return a.w.cols; }
+  bool prepare(int m0, int rows, int Kp, uint16_t* out) const {
+    return avx512::prepareInt4OrderFromBf16(a.x16 + (size_t)m0 * K(), rows, K(), Kp, out);
+  }
+  void multiply(const ActivationTiles& x, int m0, int rows, int nBegin, int nEnd) const {
+    withBf16Int4Source(a.w, [&](const auto& src) {
+      multiplyRows(src, x, rows, nBegin, nEnd, rowsFrom(a.y, m0), nullptr, a.w.channelScales);
+    });
+  }
+  void fallback(int nBegin, int nEnd) const { avx512::gemmW4A16(a, nBegin, nEnd); }
+  // A group scale below 2^-126 makes BF16-subnormal weights, which tdpbf16ps flushes: such a row is computed
+  // again alone (all M tokens) by the FP32-FMA body. Per row, so the result does not depend on the N split.
+  void fixRows(int nBegin, int nEnd) const {
+    for (int n = nBegin; n < nEnd; ++n)
+      if (fast::rowHasSubnormalScales(a.w, n)) avx512::gemmW4A16(a, n, n + 1);
+  }
+};
+
+// Converts m-block `block` of a pass starting at token m0 into its tiles (scratch: the weights slot, free
+// until the products start). Returns prepare()'s subnormal flag.
+template <class Policy>
+bool prepareBlock(const Policy& p, int m0, int passRows, int block, int Kp, uint8_t* xv) {
+  const int rows = std::min(16, passRows - 16 * block);
+  uint16_t* ordered = static_cast<uint16_t*>(
+      fast::threadScratch(fast::kScratchWeights, (size_t)16 * avx512::xRowStride(Kp) * 2));
+  const bool subnormal = p.prepare(m0 + 16 * block, rows, Kp, ordered);
+  transposeToTiles(ordered, rows, Kp, xv + (size_t)block * (Kp / kChunkK) * kTileBytes);
+  return subnormal;
+}
+
+// Rows [nBegin, nEnd), on this thread: the per-range table entries (M >= kMinRows).
+template <class Policy>
+void rangeGemm(const Policy& p, int nBegin, int nEnd) {
+  if (nBegin >= nEnd) return;
+  const int M = p.M(), Kp = roundUp(p.K(), Policy::kBlockK), chunks = Kp / kChunkK;
+  for (int m0 = 0; m0 < M; m0 += kRowsPerPass) {
+    const int rows = std::min(kRowsPerPass, M - m0), mBlocks = (rows + 15) / 16;
+    uint8_t* xv = static_cast<uint8_t*>(
+        fast::threadScratch(fast::kScratchActivations, (size_t)mBlocks * chunks * kTileBytes));
+    bool subnormal = false;
+    for (int b = 0; b < mBlocks; ++b) subnormal |= prepareBlock(p, m0, rows, b, Kp, xv);
+    if (subnormal) return p.fallback(nBegin, nEnd);  // overwrites every output of the range
+    p.multiply({xv, mBlocks, chunks}, m0, rows, nBegin, nEnd);
+  }
+  p.fixRows(nBegin, nEnd);
+}
+
+// The whole call on a pool: each pass's tiles built once (m-blocks over the pool) in the caller's scratch,
+// then N split over the pool as kernels/parallel.cpp does.
+template <class Policy>
+void pooledGemm(ThreadPool& pool, const Policy& p, void (*fallbackCall)(ThreadPool&, const Policy&)) {
+  const int M = p.M(), N = p.N(), Kp = roundUp(p.K(), Policy::kBlockK), chunks = Kp / kChunkK;
+  for (int m0 = 0; m0 < M; m0 += kRowsPerPass) {
+    const int rows = std::min(kRowsPerPass, M - m0), mBlocks = (rows + 15) / 16;
+    uint8_t* xv = static_cast<uint8_t*>(
+        fast::threadScratch(fast::kScratchActivations, (size_t)mBlocks * chunks * kTileBytes));
+    struct PrepareJob {
+      const Policy* p;
+      int m0, rows, Kp;
+      uint8_t* xv;
+      std::atomic<bool> subnormal{false};
+    } prepare{&p, m0, rows, Kp, xv};
+    pool.run(mBlocks, 1, [](void* context, int begin, int end) {
+      PrepareJob& job = *static_cast<PrepareJob*>(context);
+      bool subnormal = false;
+      for (int b = begin; b < end; ++b) subnormal |= prepareBlock(*job.p, job.m0, job.rows, b, job.Kp, job.xv);
+      if (subnormal) job.subnormal.store(true, std::memory_order_relaxed);
+    }, &prepare);
+    if (prepare.subnormal.load()) return fallbackCall(pool, p);
+    struct MultiplyJob {
+      const Policy* p;
+      ActivationTiles x;
+      int m0, rows;
+    } multiply{&p, {xv, mBlocks, chunks}, m0, rows};
+    pool.run(N, kParallelRowTile, [](void* context, int begin, int end) {
+      const MultiplyJob& job = *static_cast<const MultiplyJob*>(context);
+      job.p->multiply(job.x, job.m0, job.rows, begin, end);
+    }, &multiply, kChunksPerThread);
+  }
+  // Only once every thread is done with xv: the FP32-FMA body uses the caller's activation scratch too.
+  if constexpr (Policy::kFixesRows)
+    pool.run(N, kParallelRowTile, [](void* context, int begin, int end) {
+      static_cast<const Policy*>(context)->fixRows(begin, end);
+    }, const_cast<Policy*>(&p), kChunksPerThread);
+}
+
+template <class Policy>
+void noFallback(ThreadPool&, const Policy&) {}
+
+void w4a16Fallback(ThreadPool& pool, const W4A16Policy& p) { gemmW4A16Parallel(*kernelsFor("avx512-fma"), pool, p.a); }
+
+}  // namespace
+
+void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
+  if (a.M < kMinRows) return avx512bf16::gemmW4A8(a, nBegin, nEnd);
+  rangeGemm(W4A8Policy{a}, nBegin, nEnd);
+}
+
+void gemmW8A8(const W8A8GemmArgs& a, int nBegin, int nEnd) {
+  if (a.M < kMinRows) return avx512bf16::gemmW8A8(a, nBegin, nEnd);
+  rangeGemm(W8A8Policy{a}, nBegin, nEnd);
+}
+
+void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd) {
+  if (a.M < kMinRows) return avx512bf16::gemmW4A16(a, nBegin, nEnd);
+  rangeGemm(W4A16Policy{a}, nBegin, nEnd);
+}
+
+void gemmW4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a) { pooledGemm(pool, W4A8Policy{a}, noFallback<W4A8Policy>); }
+void gemmW8A8Pooled(ThreadPool& pool, const W8A8GemmArgs& a) { pooledGemm(pool, W8A8Policy{a}, noFallback<W8A8Policy>); }
+void gemmW4A16Pooled(ThreadPool& pool, const W4A16GemmArgs& a) { pooledGemm(pool, W4A16Policy{a}, w4a16Fallback); }
+
+}  // namespace w4a8::amx
