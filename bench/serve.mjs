@@ -286,9 +286,10 @@ async function rssCheck(server, port, opts, vocab, probeFile, probeSequence) {
     if (!outcome.ok) { errors++; errorSamples.add(outcome.error); }
     const n = i + 1;
     if (n === baselineAt || n % 100 === 0 || n === count) {
-      const memory = (await probeSnapshot(server, probeFile, probeSequence.next++))?.memory ?? {};
+      const snapshot = await probeSnapshot(server, probeFile, probeSequence.next++);
+      const memory = snapshot?.memory ?? {};
       samples.push({ requests: n, rssBytes: (await metrics(port)).rssBytes, heapTotalBytes: memory.heapTotal ?? null, heapUsedBytes: memory.heapUsed ?? null,
-        externalBytes: memory.external ?? null, arrayBuffersBytes: memory.arrayBuffers ?? null });
+        externalBytes: memory.external ?? null, arrayBuffersBytes: memory.arrayBuffers ?? null, heapSpaces: snapshot?.heapSpaces ?? null });
     }
     if (n % 500 === 0) process.stderr.write(`  RSS check: ${n}/${count} requests, RSS ${mib(samples[samples.length - 1].rssBytes)} MiB\n`);
   }

@@ -1,5 +1,6 @@
 // The native Llama runtime against a float64 reference with the same W4A8 semantics, batching and
 // prefill invariance, sampling determinism, streaming, stop strings, abort, and dispose.
+import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { W4a8Error } from '../lib/errors.js';
 import { W4a8Model } from '../lib/model/model.js';
@@ -128,6 +129,33 @@ describe('native Llama runtime', () => {
     let count = 0;
     for await (const _ of model.stream('ghi', { maxTokens: 40 })) if (++count === 3) break; // ends the request
     expect(count).toBe(3);
+    await model.dispose();
+  });
+
+  it('leaves no listener on a long-lived signal once its requests are done (finished, stopped early or aborted)', async () => {
+    const { packed } = await smallModel();
+    const model = W4a8Model.fromPacked(packed, { maxBatch: 4 });
+    const shared = new AbortController(); // e.g. one per server or per user session, alive across many requests
+    const signal = shared.signal;
+    for (let i = 0; i < 6; i++) {
+      await model.complete([256, 65 + i], { maxTokens: 3, signal });
+      for await (const _ of model.stream([256, 70 + i], { maxTokens: 3, signal })) { /* read to the end */ }
+      for await (const _ of model.stream([256, 80 + i], { maxTokens: 10, signal })) break; // left early
+    }
+    await Promise.all(Array.from({ length: 4 }, (_, i) => model.generate([256, 90 + i], { maxTokens: 4, signal })));
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0);
+    // A per-request signal aborted mid-way also leaves nothing behind on the caller's signal, and the request
+    // ends with E_ABORTED; the shared signal still aborts a request that is running.
+    const own = new AbortController();
+    const doomed = model.stream([256, 65], { maxTokens: 50, signal: own.signal })[Symbol.asyncIterator]();
+    await doomed.next();
+    own.abort();
+    await expect((async () => { while (!(await doomed.next()).done); })()).rejects.toMatchObject({ code: 'E_ABORTED' });
+    expect(getEventListeners(own.signal, 'abort')).toHaveLength(0);
+    const running = model.generate([256, 66], { maxTokens: 50, signal });
+    setTimeout(() => shared.abort(), 1);
+    await expect(running).rejects.toMatchObject({ code: 'E_ABORTED' });
+    expect(model.stats).toEqual({ running: 0, queued: 0, reservedTokens: 0 });
     await model.dispose();
   });
 
