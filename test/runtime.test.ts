@@ -4,6 +4,7 @@ import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { W4a8Error } from '../lib/errors.js';
 import { W4a8Model } from '../lib/model/model.js';
+import { Sampler, resolveSampling } from '../lib/model/sampler.js';
 import { syntheticSourceModel, type SyntheticShape } from '../lib/model/synthetic.js';
 import { packModel } from '../lib/pack.js';
 import { packedLogits, sourceLogits } from './reference/llama-ref.js';
@@ -244,3 +245,47 @@ describe('scheduling limits', () => {
     await model.dispose();
   });
 });
+
+describe('sampler', () => {
+  // Seeded logits over a 2000-token vocabulary: a few likely tokens and a long tail.
+  function logitsOf(seed: number): Float32Array {
+    let state = seed;
+    const next = () => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    return Float32Array.from({ length: 2000 }, (_, i) => (i % 97 === 0 ? 6 : 0) + 4 * next());
+  }
+  /** The tokens a filter may keep, from a full sort (the definition). */
+  function allowed(logits: Float32Array, o: { temperature: number; topK: number; topP: number; minP: number }): Set<number> {
+    const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]);
+    const top = order.slice(0, o.topK > 0 ? o.topK : order.length);
+    const p = top.map((t) => Math.exp((logits[t] - logits[top[0]]) / o.temperature));
+    const total = p.reduce((a, b) => a + b, 0);
+    let keep = top.length;
+    while (keep > 1 && p[keep - 1] < o.minP * p[0]) keep--;
+    let cumulative = 0;
+    for (let i = 0; i < keep && o.topP < 1; i++) if ((cumulative += p[i] / total) >= o.topP) { keep = i + 1; break; }
+    return new Set(top.slice(0, keep));
+  }
+
+  it.each([
+    { temperature: 1, topK: 0, topP: 1, minP: 0 },
+    { temperature: 0.7, topK: 0, topP: 0.5, minP: 0 },
+    { temperature: 1.3, topK: 0, topP: 0.9, minP: 0.02 },
+    { temperature: 1, topK: 300, topP: 0.8, minP: 0 },
+    { temperature: 1, topK: 20, topP: 1, minP: 0.1 },
+  ])('draws only what top-k, top-p and min-p keep, in proportion, reproducibly ($topK, $topP, $minP)', (o) => {
+    const logits = logitsOf(o.topK + 7);
+    const keep = allowed(logits, o);
+    const seen = new Map<number, number>();
+    for (let seed = 0; seed < 600; seed++) {
+      const token = new Sampler(resolveSampling({ ...o, seed })).sample(logits.slice(), []);
+      expect(keep.has(token), `token ${token} (seed ${seed}) is outside the kept set`).toBe(true);
+      seen.set(token, (seen.get(token) ?? 0) + 1);
+      if (seed < 5) expect(new Sampler(resolveSampling({ ...o, seed })).sample(logits.slice(), [])).toBe(token);
+    }
+    // The most likely token comes up about as often as its probability within the kept set says.
+    const best = Array.from(logits.keys()).reduce((a, b) => (logits[b] > logits[a] ? b : a));
+    const mass = [...keep].reduce((m, t) => m + Math.exp((logits[t] - logits[best]) / o.temperature), 0);
+    expect((seen.get(best) ?? 0) / 600).toBeCloseTo(1 / mass, 1);
+  });
+});
+
