@@ -191,11 +191,12 @@ constexpr int kChunksPerThread = 4;
 // Elementwise work this small runs on the calling thread: waking the pool costs a few microseconds.
 constexpr size_t kMinParallelElements = 1 << 15;
 
-// Runs fn(begin, end) over rows [0, rows), on the pool when rows x width is worth it.
+// Runs fn(begin, end) over rows [0, rows), on the pool when rows x width is worth it (the pool's template
+// entry point: no std::function, nothing allocated per call).
 template <class F>
 void forRows(int rows, size_t width, F&& fn) {
   if ((size_t)rows * width < kMinParallelElements || rows == 1) fn(0, rows);
-  else parallelFor(rows, fn);
+  else globalThreadPool().parallelFor(rows, 1, fn);
 }
 
 void addBias(float* y, const float* bias, int rows, int n) {
@@ -304,7 +305,7 @@ void LlamaModel::attention(int layer, Scratch& s) {
   size_t work = 0;
   for (int r = 0; r < rows; ++r) work += (size_t)(s.rowPosition[r] + 1) * qDim;
   if (work < kMinParallelElements) run(0, rows * c.nKvHeads);
-  else parallelFor(rows * c.nKvHeads, run);
+  else globalThreadPool().parallelFor(rows * c.nKvHeads, 1, run, kChunksPerThread);
 }
 
 void LlamaModel::resetHessians(int layer) {
