@@ -5,6 +5,9 @@ import { describe, expect, it } from 'vitest';
 import { W4a8Error } from '../lib/errors.js';
 import { W4a8Model } from '../lib/model/model.js';
 import { Sampler, resolveSampling } from '../lib/model/sampler.js';
+import { TextStream } from '../lib/model/text-stream.js';
+import { TextTokenizer } from '../lib/model/tokenizer.js';
+import { byteLevelTokenizerJson } from '../lib/model/synthetic.js';
 import { syntheticSourceModel, type SyntheticShape } from '../lib/model/synthetic.js';
 import { packModel } from '../lib/pack.js';
 import { packedLogits, sourceLogits } from './reference/llama-ref.js';
@@ -286,6 +289,38 @@ describe('sampler', () => {
     const best = Array.from(logits.keys()).reduce((a, b) => (logits[b] > logits[a] ? b : a));
     const mass = [...keep].reduce((m, t) => m + Math.exp((logits[t] - logits[best]) / o.temperature), 0);
     expect((seen.get(best) ?? 0) / 600).toBeCloseTo(1 / mass, 1);
+  });
+});
+
+describe('text stream', () => {
+  const tokenizer = new TextTokenizer(byteLevelTokenizerJson());
+  const decode = (ids: number[]) => tokenizer.decode(ids);
+  const samples = ['Hello, world. ', 'naïve café – 東京 🚀🚀 ok', ' spaces  and\nnewlines\t', 'ab€cd𝄞ef'];
+
+  it.each(samples)('streams, chunk by chunk, the text of decoding all ids at once (%j)', (sample) => {
+    const ids = tokenizer.encode(sample.repeat(40), false);
+    const stream = new TextStream(decode, []);
+    let streamed = '';
+    for (const id of ids) {
+      const chunk = stream.push(id);
+      expect(chunk.includes('\uFFFD')).toBe(false); // never half a character
+      streamed += chunk;
+    }
+    streamed += stream.flush();
+    expect(streamed).toBe(decode(ids));
+  });
+
+  it('cuts at a stop string split over tokens and holds back what may become one', () => {
+    const ids = tokenizer.encode('one two 🚀 three STOP four', false);
+    const stream = new TextStream(decode, ['STOP', '🚀 thr']);
+    let streamed = '';
+    for (const id of ids) {
+      streamed += stream.push(id);
+      expect(streamed.includes('🚀')).toBe(false);
+      if (stream.stopped) break;
+    }
+    expect(stream.stopped).toBe(true);
+    expect(streamed + stream.flush()).toBe('one two ');
   });
 });
 
