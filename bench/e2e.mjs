@@ -3,7 +3,7 @@
 // the same models, the same token ids and the same thread count.
 //
 // Models: a 1B-class and (opt-in, --with-7b) a 7B-class synthetic Llama that this bench writes itself (random
-// weights, real shapes: bench/lib/models.mjs), and every trained model found in ../shared/models (imported from
+// weights, real shapes: bench/lib/models.mjs), and every trained model found in ../shared/models or $W4A8_MODELS (imported from
 // FP32, packed to W4A8 with RTN, and quantized to a Q4_0 GGUF with llama-quantize's recipe). Files are cached in
 // --cache (default: the system temp folder) and reused by later runs.
 //
@@ -443,7 +443,7 @@ async function runParent(opts) {
   const probes = [probeLimits(addon, opts.threads)];
 
   // Models.
-  const trained = discoverTrainedModels(path.join(ROOT, '..', 'shared', 'models'));
+  const trained = discoverTrainedModels(process.env.W4A8_MODELS ?? path.join(ROOT, '..', 'shared', 'models'));
   if (!trained.length) console.log('note: no trained model in ../shared/models (absent): only the synthetic models run');
   const wanted = opts.models ?? ['synthetic-1b', ...(opts.with7b ? ['synthetic-7b'] : []), ...trained.map((t) => t.id)];
   const known = ['synthetic-1b', 'synthetic-7b', ...trained.map((t) => t.id)];

@@ -1,8 +1,13 @@
 // The native Llama runtime against a float64 reference with the same W4A8 semantics, batching and
 // prefill invariance, sampling determinism, streaming, stop strings, abort, and dispose.
+import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { W4a8Error } from '../lib/errors.js';
 import { W4a8Model } from '../lib/model/model.js';
+import { Sampler, resolveSampling } from '../lib/model/sampler.js';
+import { TextStream } from '../lib/model/text-stream.js';
+import { TextTokenizer } from '../lib/model/tokenizer.js';
+import { byteLevelTokenizerJson } from '../lib/model/synthetic.js';
 import { syntheticSourceModel, type SyntheticShape } from '../lib/model/synthetic.js';
 import { packModel } from '../lib/pack.js';
 import { packedLogits, sourceLogits } from './reference/llama-ref.js';
@@ -131,6 +136,33 @@ describe('native Llama runtime', () => {
     await model.dispose();
   });
 
+  it('leaves no listener on a long-lived signal once its requests are done (finished, stopped early or aborted)', async () => {
+    const { packed } = await smallModel();
+    const model = W4a8Model.fromPacked(packed, { maxBatch: 4 });
+    const shared = new AbortController(); // e.g. one per server or per user session, alive across many requests
+    const signal = shared.signal;
+    for (let i = 0; i < 6; i++) {
+      await model.complete([256, 65 + i], { maxTokens: 3, signal });
+      for await (const _ of model.stream([256, 70 + i], { maxTokens: 3, signal })) { /* read to the end */ }
+      for await (const _ of model.stream([256, 80 + i], { maxTokens: 10, signal })) break; // left early
+    }
+    await Promise.all(Array.from({ length: 4 }, (_, i) => model.generate([256, 90 + i], { maxTokens: 4, signal })));
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0);
+    // A per-request signal aborted mid-way also leaves nothing behind on the caller's signal, and the request
+    // ends with E_ABORTED; the shared signal still aborts a request that is running.
+    const own = new AbortController();
+    const doomed = model.stream([256, 65], { maxTokens: 50, signal: own.signal })[Symbol.asyncIterator]();
+    await doomed.next();
+    own.abort();
+    await expect((async () => { while (!(await doomed.next()).done); })()).rejects.toMatchObject({ code: 'E_ABORTED' });
+    expect(getEventListeners(own.signal, 'abort')).toHaveLength(0);
+    const running = model.generate([256, 66], { maxTokens: 50, signal });
+    setTimeout(() => shared.abort(), 1);
+    await expect(running).rejects.toMatchObject({ code: 'E_ABORTED' });
+    expect(model.stats).toEqual({ running: 0, queued: 0, reservedTokens: 0 });
+    await model.dispose();
+  });
+
   it('rejects misuse with typed errors', async () => {
     const { packed } = await smallModel();
     const model = W4a8Model.fromPacked(packed, { contextLength: 16 });
@@ -216,3 +248,79 @@ describe('scheduling limits', () => {
     await model.dispose();
   });
 });
+
+describe('sampler', () => {
+  // Seeded logits over a 2000-token vocabulary: a few likely tokens and a long tail.
+  function logitsOf(seed: number): Float32Array {
+    let state = seed;
+    const next = () => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    return Float32Array.from({ length: 2000 }, (_, i) => (i % 97 === 0 ? 6 : 0) + 4 * next());
+  }
+  /** The tokens a filter may keep, from a full sort (the definition). */
+  function allowed(logits: Float32Array, o: { temperature: number; topK: number; topP: number; minP: number }): Set<number> {
+    const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]);
+    const top = order.slice(0, o.topK > 0 ? o.topK : order.length);
+    const p = top.map((t) => Math.exp((logits[t] - logits[top[0]]) / o.temperature));
+    const total = p.reduce((a, b) => a + b, 0);
+    let keep = top.length;
+    while (keep > 1 && p[keep - 1] < o.minP * p[0]) keep--;
+    let cumulative = 0;
+    for (let i = 0; i < keep && o.topP < 1; i++) if ((cumulative += p[i] / total) >= o.topP) { keep = i + 1; break; }
+    return new Set(top.slice(0, keep));
+  }
+
+  it.each([
+    { temperature: 1, topK: 0, topP: 1, minP: 0 },
+    { temperature: 0.7, topK: 0, topP: 0.5, minP: 0 },
+    { temperature: 1.3, topK: 0, topP: 0.9, minP: 0.02 },
+    { temperature: 1, topK: 300, topP: 0.8, minP: 0 },
+    { temperature: 1, topK: 20, topP: 1, minP: 0.1 },
+  ])('draws only what top-k, top-p and min-p keep, in proportion, reproducibly ($topK, $topP, $minP)', (o) => {
+    const logits = logitsOf(o.topK + 7);
+    const keep = allowed(logits, o);
+    const seen = new Map<number, number>();
+    for (let seed = 0; seed < 600; seed++) {
+      const token = new Sampler(resolveSampling({ ...o, seed })).sample(logits.slice(), []);
+      expect(keep.has(token), `token ${token} (seed ${seed}) is outside the kept set`).toBe(true);
+      seen.set(token, (seen.get(token) ?? 0) + 1);
+      if (seed < 5) expect(new Sampler(resolveSampling({ ...o, seed })).sample(logits.slice(), [])).toBe(token);
+    }
+    // The most likely token comes up about as often as its probability within the kept set says.
+    const best = Array.from(logits.keys()).reduce((a, b) => (logits[b] > logits[a] ? b : a));
+    const mass = [...keep].reduce((m, t) => m + Math.exp((logits[t] - logits[best]) / o.temperature), 0);
+    expect((seen.get(best) ?? 0) / 600).toBeCloseTo(1 / mass, 1);
+  });
+});
+
+describe('text stream', () => {
+  const tokenizer = new TextTokenizer(byteLevelTokenizerJson());
+  const decode = (ids: number[]) => tokenizer.decode(ids);
+  const samples = ['Hello, world. ', 'naïve café – 東京 🚀🚀 ok', ' spaces  and\nnewlines\t', 'ab€cd𝄞ef'];
+
+  it.each(samples)('streams, chunk by chunk, the text of decoding all ids at once (%j)', (sample) => {
+    const ids = tokenizer.encode(sample.repeat(40), false);
+    const stream = new TextStream(decode, []);
+    let streamed = '';
+    for (const id of ids) {
+      const chunk = stream.push(id);
+      expect(chunk.includes('\uFFFD')).toBe(false); // never half a character
+      streamed += chunk;
+    }
+    streamed += stream.flush();
+    expect(streamed).toBe(decode(ids));
+  });
+
+  it('cuts at a stop string split over tokens and holds back what may become one', () => {
+    const ids = tokenizer.encode('one two 🚀 three STOP four', false);
+    const stream = new TextStream(decode, ['STOP', '🚀 thr']);
+    let streamed = '';
+    for (const id of ids) {
+      streamed += stream.push(id);
+      expect(streamed.includes('🚀')).toBe(false);
+      if (stream.stopped) break;
+    }
+    expect(stream.stopped).toBe(true);
+    expect(streamed + stream.flush()).toBe('one two ');
+  });
+});
+

@@ -1,22 +1,33 @@
 // The OpenAI-compatible server on a real loopback socket, over the small synthetic model.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { startServer } from '../lib/commands/serve.js';
+import { writePackedModel } from '../lib/format/index.js';
 import { W4a8Model } from '../lib/model/model.js';
+import type { PackedModel } from '../lib/model/types.js';
 import { syntheticSourceModel } from '../lib/model/synthetic.js';
 import { packModel } from '../lib/pack.js';
 import { createServer } from '../lib/server/server.js';
+import { tempDir } from './fixtures/safetensors-bytes.js';
 
+let packed: PackedModel;
 let model: W4a8Model;
 let server: http.Server;
 let base: string;
 
+async function listen(s: http.Server): Promise<string> {
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+}
+
 beforeAll(async () => {
   const source = syntheticSourceModel({ dim: 64, hiddenDim: 172, nLayers: 2, nHeads: 8, nKvHeads: 4, maxSeqLen: 96 }, 5);
-  model = W4a8Model.fromPacked(await packModel(source, { groupSize: 32, weightFormat: 'e4m3fn', scales: 'float', method: 'rtn' }), { maxBatch: 8 });
+  packed = await packModel(source, { groupSize: 32, weightFormat: 'e4m3fn', scales: 'float', method: 'rtn' });
+  model = W4a8Model.fromPacked(packed, { maxBatch: 8 });
   server = createServer(model, { modelName: 'tiny', maxBodyBytes: 4096 });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  base = await listen(server);
 });
 
 afterAll(async () => {
@@ -24,8 +35,8 @@ afterAll(async () => {
   await model.dispose();
 });
 
-async function post(path: string, body: unknown) {
-  const res = await fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
+async function post(route: string, body: unknown, at = base) {
+  const res = await fetch(at + route, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) });
   const text = await res.text();
   return { status: res.status, text, json: () => JSON.parse(text) };
 }
@@ -92,8 +103,8 @@ describe('OpenAI-compatible server', () => {
       ['/v1/chat/completions', { messages: [{ role: 'user' }] }, 400, "'messages[0]'"],
       ['/v1/nothing', {}, 404, 'no route'],
     ];
-    for (const [path, body, status, message] of cases) {
-      const r = await post(path, body);
+    for (const [route, body, status, message] of cases) {
+      const r = await post(route, body);
       expect(r.status, `${JSON.stringify(body).slice(0, 40)}`).toBe(status);
       expect(r.json().error.message).toContain(message);
     }
@@ -112,5 +123,59 @@ describe('OpenAI-compatible server', () => {
     const deadline = Date.now() + 5000;
     while (model.stats.running > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     expect(model.stats.running).toBe(0);
+  });
+
+  it('streams token ids in every event, also for a model without a tokenizer (whose text is empty)', async () => {
+    const streamed = events((await post('/v1/completions', { prompt: 'Hello', max_tokens: 6, temperature: 0, stream: true })).text);
+    const ids = streamed.slice(0, -1).flatMap((d) => JSON.parse(d).choices[0].token_ids ?? []);
+    expect(ids).toHaveLength(6);
+    const plain = (await post('/v1/completions', { prompt: 'Hello', max_tokens: 6, temperature: 0 })).json();
+    expect(plain.choices[0].token_ids).toEqual(ids);
+
+    const bare = W4a8Model.fromPacked({ ...packed, tokenizerJson: undefined, tokenizerConfigJson: undefined, chatTemplate: undefined });
+    const bareServer = createServer(bare, { modelName: 'bare' });
+    const at = await listen(bareServer);
+    try {
+      const prompt = [1, 72, 101, 108, 108, 111];
+      const data = events((await post('/v1/completions', { prompt, max_tokens: 5, temperature: 0, stream: true }, at)).text);
+      expect(data.at(-1)).toBe('[DONE]');
+      const chunks = data.slice(0, -1).map((d) => JSON.parse(d).choices[0]);
+      const tokenEvents = chunks.filter((c) => c.finish_reason === null);
+      expect(tokenEvents.length).toBeGreaterThanOrEqual(1);
+      const streamedIds = tokenEvents.flatMap((c) => c.token_ids);
+      expect(streamedIds).toHaveLength(5);
+      expect(chunks.at(-1).finish_reason).toBe('length');
+      // The same ids as a direct greedy generation, and as the non-streamed answer.
+      expect(streamedIds).toEqual((await bare.complete(prompt, { maxTokens: 5, temperature: 0 })).tokenIds);
+      const plainBare = (await post('/v1/completions', { prompt, max_tokens: 5, temperature: 0 }, at)).json();
+      expect(plainBare.choices[0].token_ids).toEqual(streamedIds);
+      expect(plainBare.usage).toMatchObject({ prompt_tokens: 6, completion_tokens: 5 });
+      // Text prompts and chat need a tokenizer: a clear 400, not a crash.
+      expect((await post('/v1/completions', { prompt: 'Hello' }, at)).status).toBe(400);
+      expect((await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'Hi' }] }, at)).status).toBe(400);
+    } finally {
+      await new Promise((resolve) => bareServer.close(resolve));
+      await bare.dispose();
+    }
+  });
+
+  it('w4a8 serve --port 0 prints and serves on the port the OS picked', async () => {
+    const file = path.join(tempDir('w4a8-serve-'), 'tiny.w4a8');
+    await writePackedModel(file, packed);
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {});
+    let running: Awaited<ReturnType<typeof startServer>> | undefined;
+    try {
+      running = await startServer([file, '--port', '0', '--host', '127.0.0.1', '--name', 'tiny', '--max-batch', '4']);
+      const printed = log.mock.calls.map((c) => String(c[0])).join('\n');
+      const port = Number(/http:\/\/127\.0\.0\.1:(\d+)/.exec(printed)?.[1]);
+      expect(port).toBeGreaterThan(0);
+      expect(port).toBe(running.port);
+      expect(running.url).toBe(`http://127.0.0.1:${port}`);
+      expect(await (await fetch(`http://127.0.0.1:${port}/health`)).json()).toEqual({ status: 'ok' });
+    } finally {
+      log.mockRestore();
+      await running?.close();
+    }
+    await expect(startServer([file, '--port', '70000'])).rejects.toMatchObject({ code: 'E_OPTION' });
   });
 });

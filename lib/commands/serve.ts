@@ -1,4 +1,5 @@
 /** `w4a8 serve <model.w4a8> [--port 8080] [--host 127.0.0.1]`: the OpenAI-compatible HTTP server. */
+import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { W4a8Error } from '../errors.js';
 import { W4a8Model } from '../model/model.js';
@@ -8,7 +9,16 @@ import { numberOption } from './generate.js';
 export const SERVE_USAGE = `w4a8 serve <model.w4a8> [--port 8080] [--host 127.0.0.1] [--name w4a8]
   [--max-batch 32] [--context N] [--max-queue 1024]`;
 
-export async function serveCommand(args: string[]): Promise<void> {
+export interface RunningServer {
+  /** http://host:port with the port the server is bound to (the OS picks one for --port 0). */
+  url: string;
+  port: number;
+  /** Stops listening, aborts the generations in flight (the model is disposed) and closes every connection. */
+  close(): Promise<void>;
+}
+
+/** Loads the model and starts listening; prints the address the server is actually bound to. */
+export async function startServer(args: string[]): Promise<RunningServer> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true,
     options: {
@@ -17,20 +27,44 @@ export async function serveCommand(args: string[]): Promise<void> {
     },
   });
   if (!positionals[0]) throw new W4a8Error('E_OPTION', `a model path is required\n${SERVE_USAGE}`);
+  const port = numberOption(values.port, 'port', 8080, true);
+  if (port < 0 || port > 65535) throw new W4a8Error('E_OPTION', `--port must be in [0, 65535] (0: any free port), got ${port}`);
+  const host = values.host ?? '127.0.0.1';
   const model = await W4a8Model.load(positionals[0], {
     maxBatch: numberOption(values['max-batch'], 'max-batch', 32, true),
     contextLength: values.context === undefined ? undefined : numberOption(values.context, 'context', 0, true),
     maxQueue: numberOption(values['max-queue'], 'max-queue', 1024, true),
   });
   const server = createServer(model, { modelName: values.name ?? 'w4a8' });
-  const port = numberOption(values.port, 'port', 8080, true);
-  const host = values.host ?? '127.0.0.1';
-  await new Promise<void>((resolve) => server.listen(port, host, resolve));
-  console.log(`w4a8 serving ${positionals[0]} as '${values.name ?? 'w4a8'}' on http://${host}:${port} (POST /v1/completions, /v1/chat/completions)`);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => { server.off('error', reject); resolve(); });
+    });
+  } catch (error) {
+    await model.dispose();
+    throw new W4a8Error('E_OPTION', `cannot listen on ${host}:${port}: ${(error as Error).message}`);
+  }
+  const bound = (server.address() as AddressInfo).port;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${bound}`;
+  console.log(`w4a8 serving ${positionals[0]} as '${values.name ?? 'w4a8'}' on ${url} (POST /v1/completions, /v1/chat/completions)`);
+  let closing: Promise<void> | undefined;
+  return {
+    url, port: bound,
+    close: () => closing ??= (async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      await model.dispose();
+      server.closeAllConnections();
+      await closed;
+    })(),
+  };
+}
+
+export async function serveCommand(args: string[]): Promise<void> {
+  const running = await startServer(args);
   const stop = () => {
     console.log('shutting down');
-    server.close();
-    void model.dispose();
+    void running.close();
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

@@ -65,6 +65,8 @@ interface Active {
   resolve: (r: EngineResult) => void;
   reject: (e: unknown) => void;
   aborted: boolean;
+  /** The listener on request.signal, removed when the request leaves (a long-lived signal must not collect them). */
+  onAbort?: () => void;
 }
 
 export class BatchEngine {
@@ -75,6 +77,11 @@ export class BatchEngine {
   private idle: Promise<void> = Promise.resolve();
   private reserved = 0;
   private wakeUp?: () => void;
+  // Buffers of a step, grown on demand and reused: a step allocates no typed array once the batch was seen.
+  private stepIds = new Int32Array(0);
+  private stepCounts = new Int32Array(0);
+  private stepTokens = new Int32Array(0);
+  private stepLogits = new Float32Array(0);
 
   constructor(private readonly handle: NativeModelHandle, private readonly options: EngineOptions) {}
 
@@ -105,7 +112,10 @@ export class BatchEngine {
         request, sequence: -1, capacity, sampler: new Sampler(request.sampling), fed: 0, history: [...request.promptIds],
         generated: 0, start: performance.now(), resolve, reject, aborted: false,
       };
-      request.signal?.addEventListener('abort', () => { entry.aborted = true; this.wake(); }, { once: true });
+      if (request.signal) {
+        entry.onAbort = () => { entry.aborted = true; this.wake(); };
+        request.signal.addEventListener('abort', entry.onAbort, { once: true });
+      }
       this.waiting.push(entry);
       this.kick();
       this.wake();
@@ -155,44 +165,61 @@ export class BatchEngine {
         if (list[i].aborted) {
           const [entry] = list.splice(i, 1);
           if (entry.sequence >= 0) this.release(entry);
+          else this.detach(entry);
           entry.reject(this.closed ? new W4a8Error('E_DISPOSED', 'the model was disposed during generation') : abortError());
         }
   }
 
   /** One forward step: decode tokens for sequences past their prompt, prompt chunks for the others. */
   private async step(): Promise<void> {
-    const items: { entry: Active; tokens: number[] }[] = [];
-    if (this.active.every((e) => e.request.isPaused?.())) return;
+    const entries: Active[] = [];
+    const fedCounts: number[] = [];
     let prefillBudget = this.options.prefillChunk;
+    let tokenCount = 0;
     for (const entry of this.active) {
       if (entry.request.isPaused?.()) continue;
-      const prompt = entry.request.promptIds;
-      if (entry.fed < prompt.length) {
-        if (prefillBudget <= 0) continue;
-        const take = Math.min(prefillBudget, prompt.length - entry.fed);
-        prefillBudget -= take;
-        items.push({ entry, tokens: prompt.slice(entry.fed, entry.fed + take) });
-      } else {
-        items.push({ entry, tokens: [entry.history[entry.history.length - 1]] });
-      }
+      const left = entry.request.promptIds.length - entry.fed;
+      const count = left > 0 ? Math.min(prefillBudget, left) : 1;
+      if (count <= 0) continue; // a prompt waiting for prefill room in a later step
+      if (left > 0) prefillBudget -= count;
+      entries.push(entry);
+      fedCounts.push(count);
+      tokenCount += count;
     }
+    if (entries.length === 0) return;
     const vocab = this.options.vocabSize;
-    const ids = Int32Array.from(items, (i) => i.entry.sequence);
-    const counts = Int32Array.from(items, (i) => i.tokens.length);
-    const tokens = Int32Array.from(items.flatMap((i) => i.tokens));
-    const logits = new Float32Array(items.length * vocab);
+    const batch = entries.length;
+    if (this.stepIds.length < batch) {
+      const size = Math.max(batch, 2 * this.stepIds.length);
+      this.stepIds = new Int32Array(size);
+      this.stepCounts = new Int32Array(size);
+      this.stepLogits = new Float32Array(size * vocab);
+    }
+    if (this.stepTokens.length < tokenCount) this.stepTokens = new Int32Array(Math.max(tokenCount, 2 * this.stepTokens.length));
+    const ids = this.stepIds.subarray(0, batch), counts = this.stepCounts.subarray(0, batch);
+    const tokens = this.stepTokens.subarray(0, tokenCount), logits = this.stepLogits.subarray(0, batch * vocab);
+    for (let i = 0, at = 0; i < batch; i++) {
+      const entry = entries[i], count = fedCounts[i];
+      ids[i] = entry.sequence;
+      counts[i] = count;
+      if (entry.fed < entry.request.promptIds.length)
+        for (let j = 0; j < count; j++) tokens[at + j] = entry.request.promptIds[entry.fed + j];
+      else tokens[at] = entry.history[entry.history.length - 1];
+      at += count;
+    }
     try {
       await this.handle.step(ids, counts, tokens, logits);
     } catch (error) {
-      for (const { entry } of items) this.finish(entry, undefined, error);
+      for (const entry of entries) this.finish(entry, undefined, error);
       return;
     }
-    items.forEach(({ entry, tokens: fedTokens }, i) => {
+    for (let i = 0; i < batch; i++) {
+      const entry = entries[i];
       if (entry.fed < entry.request.promptIds.length) {
-        entry.fed += fedTokens.length;
-        if (entry.fed < entry.request.promptIds.length) return; // still in prefill: ignore these logits
+        entry.fed += fedCounts[i];
+        if (entry.fed < entry.request.promptIds.length) continue; // still in prefill: ignore these logits
       }
-      if (entry.aborted) return;
+      if (entry.aborted) continue;
       const token = entry.sampler.sample(logits.subarray(i * vocab, (i + 1) * vocab), entry.history);
       entry.history.push(token);
       entry.generated++;
@@ -200,12 +227,19 @@ export class BatchEngine {
       const keepGoing = entry.request.onToken(token);
       if (!keepGoing || entry.request.stopTokenIds.has(token)) this.finish(entry, 'stop');
       else if (entry.generated >= entry.request.maxTokens || entry.history.length >= this.options.contextLength) this.finish(entry, 'length');
-    });
+    }
   }
 
   private release(entry: Active): void {
     this.handle.freeSequence(entry.sequence);
     this.reserved -= entry.capacity;
+    this.detach(entry);
+  }
+
+  /** Forgets the request's abort listener: it has left the engine. */
+  private detach(entry: Active): void {
+    if (entry.onAbort) entry.request.signal?.removeEventListener('abort', entry.onAbort);
+    entry.onAbort = undefined;
   }
 
   private finish(entry: Active, reason: FinishReason | undefined, error?: unknown): void {

@@ -173,12 +173,24 @@ export class W4a8Model {
     let wake: (() => void) | undefined;
     let done = false;
     let failure: unknown;
+    // The request's own signal aborts when the caller's does or when the loop is left early. Linked by hand,
+    // not with AbortSignal.any(): the listener goes away with the request, so a long-lived caller signal
+    // (one per server, say) does not collect a listener and a composite signal per request.
     const controller = new AbortController();
-    const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
-    const finished = this.run(prompt, { ...options, signal }, (chunk) => {
-      queue.push(chunk);
-      wake?.();
-    }, () => queue.length >= STREAM_HIGH_WATER).then(() => { done = true; }, (error) => { failure = error; done = true; }).finally(() => wake?.());
+    const outer = options.signal;
+    const forward = () => controller.abort(outer?.reason);
+    if (outer?.aborted) controller.abort(outer.reason);
+    else outer?.addEventListener('abort', forward, { once: true });
+    let finished: Promise<void>;
+    try {
+      finished = this.run(prompt, { ...options, signal: controller.signal }, (chunk) => {
+        queue.push(chunk);
+        wake?.();
+      }, () => queue.length >= STREAM_HIGH_WATER).then(() => { done = true; }, (error) => { failure = error; done = true; }).finally(() => wake?.());
+    } catch (error) {
+      outer?.removeEventListener('abort', forward);
+      throw error;
+    }
     try {
       while (true) {
         if (queue.length > 0) {
@@ -193,6 +205,7 @@ export class W4a8Model {
     } finally {
       if (!done) controller.abort();
       await finished;
+      outer?.removeEventListener('abort', forward);
     }
   }
 

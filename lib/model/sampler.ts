@@ -58,7 +58,11 @@ export class Sampler {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   }
 
-  /** Picks the next token. `logits` is modified (penalties applied) and must not be reused. */
+  /**
+   * Picks the next token. `logits` is modified (penalties applied) and must not be reused. The work is one or
+   * two passes over the vocabulary; only the candidates that can be drawn get sorted (never the whole vocabulary
+   * unless top-p needs it), so a step with many sequences stays cheap on the JS thread.
+   */
   sample(logits: Float32Array, history: readonly number[]): number {
     const o = this.options;
     if (o.repetitionPenalty !== 1) {
@@ -66,11 +70,16 @@ export class Sampler {
       for (const t of seen) logits[t] = logits[t] > 0 ? logits[t] / o.repetitionPenalty : logits[t] * o.repetitionPenalty;
     }
     if (o.temperature === 0) return argmax(logits);
-    const candidates = topCandidates(logits, o.topK > 0 ? Math.min(o.topK, logits.length) : logits.length);
-    // Softmax over the candidates (sorted by logit, descending) at the given temperature.
+    const vocab = logits.length;
+    const k = o.topK > 0 ? Math.min(o.topK, vocab) : vocab;
+    if (k === vocab && o.topP >= 1 && o.minP <= 0) return this.drawFromAll(logits);
+    const candidates = k <= SMALL_TOP_K ? topCandidates(logits, k) : this.largeCandidates(logits, k);
+    // Softmax over the candidates (sorted by logit, descending) at the given temperature; `total` is the mass of
+    // the whole top-k set (for k = vocab: of every token, also those largeCandidates() left out as too unlikely).
     const top = logits[candidates[0]];
-    let probabilities = candidates.map((t) => Math.exp((logits[t] - top) / o.temperature));
-    let total = probabilities.reduce((a, b) => a + b, 0);
+    const probabilities = new Float64Array(candidates.length);
+    for (let i = 0; i < candidates.length; i++) probabilities[i] = Math.exp((logits[candidates[i]] - top) / o.temperature);
+    let total = k === vocab && candidates.length < vocab ? this.massAll(logits, top) : sum(probabilities, candidates.length);
     let keep = candidates.length;
     if (o.minP > 0) {
       const threshold = o.minP * (probabilities[0] / total);
@@ -83,8 +92,7 @@ export class Sampler {
         if (cumulative >= o.topP) { keep = i + 1; break; }
       }
     }
-    probabilities = probabilities.slice(0, keep);
-    total = probabilities.reduce((a, b) => a + b, 0);
+    total = sum(probabilities, keep);
     let r = this.random() * total;
     for (let i = 0; i < keep; i++) {
       r -= probabilities[i];
@@ -92,6 +100,67 @@ export class Sampler {
     }
     return candidates[keep - 1];
   }
+
+  /** A draw from the softmax of all logits (no top-k, top-p or min-p): two passes, in token order, no sort. */
+  private drawFromAll(logits: Float32Array): number {
+    const top = logits[argmax(logits)];
+    let r = this.random() * this.massAll(logits, top);
+    const t = this.options.temperature;
+    for (let i = 0; i < logits.length; i++) {
+      r -= Math.exp((logits[i] - top) / t);
+      if (r < 0) return i;
+    }
+    return argmax(logits); // rounding left a sliver of r: the most likely token
+  }
+
+  /** Σ exp((l - top) / T) over every token. */
+  private massAll(logits: Float32Array, top: number): number {
+    const t = this.options.temperature;
+    let mass = 0;
+    for (let i = 0; i < logits.length; i++) mass += Math.exp((logits[i] - top) / t);
+    return mass;
+  }
+
+  /**
+   * The k most likely tokens that min-p and top-p can keep, largest first, for a large k (or all tokens). Tokens
+   * below the min-p floor cannot be drawn; for top-p, tokens within a factor 1e-6 of the most likely one usually
+   * hold the nucleus, and only when they do not is every candidate sorted.
+   */
+  private largeCandidates(logits: Float32Array, k: number): number[] {
+    const o = this.options;
+    const top = logits[argmax(logits)];
+    // Tokens below this cannot pass min-p (the margin leaves borderline ones to the exact test in sample()).
+    const minPFloor = o.minP > 0 ? top + o.temperature * (Math.log(o.minP) - 1e-3) : -Infinity;
+    const pick = (floor: number) => {
+      const picked: number[] = [];
+      for (let i = 0; i < logits.length; i++) if (logits[i] >= floor) picked.push(i);
+      picked.sort((a, b) => logits[b] - logits[a] || a - b);
+      return picked;
+    };
+    if (k < logits.length) {
+      // top-k below the vocabulary: when fewer than k tokens pass the min-p floor, the rest of the top k still
+      // count in the total that min-p and top-p divide by, so then all are sorted.
+      const above = pick(minPFloor);
+      return (above.length >= k ? above : pick(-Infinity)).slice(0, k);
+    }
+    if (o.topP < 1) {
+      const floor = Math.max(minPFloor, top + o.temperature * Math.log(1e-6));
+      const likely = pick(floor);
+      let mass = 0;
+      for (const i of likely) mass += Math.exp((logits[i] - top) / o.temperature);
+      if (mass >= o.topP * this.massAll(logits, top) || floor === minPFloor) return likely;
+    }
+    return pick(minPFloor);
+  }
+}
+
+/** Up to this k, the top-k tokens are picked by insertion into a short sorted list. */
+const SMALL_TOP_K = 64;
+
+function sum(values: Float64Array, count: number): number {
+  let total = 0;
+  for (let i = 0; i < count; i++) total += values[i];
+  return total;
 }
 
 export function argmax(values: Float32Array): number {
@@ -100,15 +169,13 @@ export function argmax(values: Float32Array): number {
   return best;
 }
 
-/** Indices of the k largest values, largest first (a bounded selection, not a full sort, when k is small). */
+/** Indices of the k largest values, largest first (k small: insertion into a short sorted list, one pass). */
 function topCandidates(values: Float32Array, k: number): number[] {
-  if (k >= values.length / 4) return Array.from(values.keys()).sort((a, b) => values[b] - values[a]).slice(0, k);
   const picked: number[] = [];
   let floor = -Infinity;
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (picked.length === k && v <= floor) continue;
-    // Insert in descending order; k is small (tens), so a linear insert beats a heap here.
     let at = picked.length;
     while (at > 0 && values[picked[at - 1]] < v) at--;
     picked.splice(at, 0, i);

@@ -2,9 +2,18 @@
  * Turns generated token ids into text chunks as they come: decodes incrementally, holds back an
  * incomplete UTF-8 character and any tail that could still become a stop string, and cuts the text at
  * the first stop string.
+ *
+ * Each token costs two decodes of a short window, not one of the whole generation (which made a long
+ * generation quadratic on the JS thread): `prefix` and `read` mark token positions where the text so far was
+ * complete; the new text is decode(ids[prefix..]) minus decode(ids[prefix..read]), both starting at the same
+ * token, so a decoder's treatment of a sequence's first token (a dropped leading space) cancels out. When the
+ * longer window does not extend the shorter one (a decoder whose cleanup looks back further), the whole
+ * generation is decoded again, as a fallback.
  */
 export class TextStream {
   private readonly ids: number[] = [];
+  private prefix = 0;
+  private read = 0;
   private emitted = 0;
   private text = '';
   stopped = false;
@@ -14,18 +23,22 @@ export class TextStream {
   /** Adds one token; returns the text that became final. */
   push(id: number): string {
     this.ids.push(id);
-    const full = this.decode(this.ids);
-    if (full.endsWith('\uFFFD')) return ''; // a multi-byte character is still incomplete
-    this.text = full;
+    const window = this.decode(this.ids.slice(this.prefix));
+    if (window.endsWith('\uFFFD')) return ''; // a multi-byte character is still incomplete
+    const before = this.read > this.prefix ? this.decode(this.ids.slice(this.prefix, this.read)) : '';
+    if (window.startsWith(before)) this.text += window.slice(before.length);
+    else this.text = this.decode(this.ids);
+    this.prefix = this.read;
+    this.read = this.ids.length;
     for (const stop of this.stops) {
-      const at = full.indexOf(stop, Math.max(0, this.emitted - stop.length));
+      const at = this.text.indexOf(stop, Math.max(0, this.emitted - stop.length));
       if (at >= 0) {
         this.stopped = true;
-        this.text = full.slice(0, at);
+        this.text = this.text.slice(0, at);
         return this.take(this.text.length);
       }
     }
-    return this.take(full.length - this.heldBack(full));
+    return this.take(this.text.length - this.heldBack(this.text));
   }
 
   /** The rest of the text once generation has ended. */

@@ -78,8 +78,10 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     // A client that goes away (closes before the response ends) aborts its generation.
     const controller = new AbortController();
     res.on('close', () => { if (!res.writableFinished) controller.abort(); });
-    const prompt = chat ? model.tokenize(model.tokenizer!.applyChatTemplate(request.messages!), false) : request.prompt!;
     if (chat && !model.tokenizer?.hasChatTemplate) throw new ApiError(400, 'this model has no chat template; use /v1/completions');
+    // Token ids from here on: the prompt is tokenized once, and its length is known for the usage figures.
+    const prompt = chat ? model.tokenize(model.tokenizer!.applyChatTemplate(request.messages!), false)
+      : typeof request.prompt === 'string' ? model.tokenize(request.prompt) : request.prompt!;
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: request.model };
     const options = { ...request.options, signal: controller.signal };
@@ -89,14 +91,14 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       record(r.promptTokens, r.generatedTokens, r.timeToFirstTokenMs, started);
       const usage = { prompt_tokens: r.promptTokens, completion_tokens: r.generatedTokens, total_tokens: r.promptTokens + r.generatedTokens };
       const choice = chat
-        ? { index: 0, message: { role: 'assistant', content: r.text }, finish_reason: r.finishReason }
-        : { index: 0, text: r.text, logprobs: null, finish_reason: r.finishReason };
+        ? { index: 0, message: { role: 'assistant', content: r.text }, token_ids: r.tokenIds, finish_reason: r.finishReason }
+        : { index: 0, text: r.text, token_ids: r.tokenIds, logprobs: null, finish_reason: r.finishReason };
       return sendJson(res, 200, { ...base, object: chat ? 'chat.completion' : 'text_completion', choices: [choice], usage });
     }
     await streamCompletion(res, request, prompt, options, chat, base, started);
   }
 
-  async function streamCompletion(res: http.ServerResponse, request: CompletionRequest, prompt: string | number[],
+  async function streamCompletion(res: http.ServerResponse, request: CompletionRequest, prompt: number[],
     options: CompletionRequest['options'], chat: boolean, base: object, started: number): Promise<void> {
     const object = chat ? 'chat.completion.chunk' : 'text_completion';
     const send = (choice: object) => res.write(`data: ${JSON.stringify({ ...base, object, choices: [choice] })}\n\n`);
@@ -111,14 +113,19 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     for (let next = first; !next.done; next = await iterator.next()) {
       if (generated === 0) firstTokenMs = performance.now() - started;
       generated += next.value.tokenIds.length;
-      if (next.value.text) send(chat ? { index: 0, delta: { content: next.value.text }, finish_reason: null } : { index: 0, text: next.value.text, finish_reason: null });
+      // An event per chunk with new text or new tokens: besides the text (OpenAI's fields), `token_ids` carries
+      // the generated ids, which is all a model without a tokenizer has to give (its text stays empty).
+      const { text, tokenIds } = next.value;
+      if (text || tokenIds.length > 0)
+        send(chat ? { index: 0, delta: { content: text }, token_ids: tokenIds, finish_reason: null }
+          : { index: 0, text, token_ids: tokenIds, finish_reason: null });
       // Backpressure: wait for the socket to drain before pulling more tokens.
       if (res.writableNeedDrain) await new Promise((resolve) => res.once('drain', resolve));
     }
     const finishReason = generated >= (request.options.maxTokens ?? Infinity) ? 'length' : 'stop';
     send(chat ? { index: 0, delta: {}, finish_reason: finishReason } : { index: 0, text: '', finish_reason: finishReason });
     res.end('data: [DONE]\n\n');
-    record(typeof prompt === 'string' ? model.tokenize(prompt).length : prompt.length, generated, firstTokenMs, started);
+    record(prompt.length, generated, firstTokenMs, started);
   }
 
   function record(promptTokens: number, generated: number, ttftMs: number, started: number): void {

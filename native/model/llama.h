@@ -126,8 +126,12 @@ class LlamaModel {
  private:
   struct Scratch;
   void checkItems(const std::vector<StepItem>& items) const;
+  // y_i [rows, N_i] = x [rows, inputs] W_iᵀ (+ bias_i) for `count` linears that share their input (q/k/v,
+  // gate/up): the input is quantized once and all their output rows are split over the threads in one job.
+  void linears(const LinearLayer* const* layers, float* const* outputs, int count, const float* x, int rows,
+               int stride, Scratch& s);
   void linear(const LinearLayer& layer, const float* x, int rows, int stride, float* y, Scratch& s);
-  void attention(const std::vector<StepItem>& items, int layer, Scratch& s);
+  void attention(int layer, Scratch& s);
   void accumulateHessian(int which, const float* x, int rows, int stride, int width);
   void resetHessians(int layer);
 

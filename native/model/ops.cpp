@@ -4,7 +4,13 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "fp8/fp8.h"
+#include "kernels/dispatch.h"
+#include "runtime/thread_pool.h"
 
 // These loops are simple enough for the compiler to vectorize; target_clones builds an AVX512, an AVX2
 // and a baseline body and picks one at load time, as the rest of the library is compiled for x86-64.
@@ -30,6 +36,12 @@ W4A8_CLONES void axpy(float alpha, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+namespace {
+W4A8_CLONES void addInPlace(float* y, const float* x, int n) {
+  for (int i = 0; i < n; ++i) y[i] += x[i];
+}
+}  // namespace
+
 void softmax(float* x, int n) {
   const float maxValue = *std::max_element(x, x + n);
   float sum = 0.0f;
@@ -48,18 +60,110 @@ void rmsNorm(const float* x, const float* weight, float* out, int rows, int dim,
   }
 }
 
-void rope(float* v, int heads, int headDim, int position, const float* inverseFrequencies) {
-  const int half = headDim / 2;
+void addRmsNorm(float* x, const float* residual, const float* weight, float* out, int rowBegin, int rowEnd, int dim,
+                float eps) {
+  for (int r = rowBegin; r < rowEnd; ++r) {
+    float* row = x + (size_t)r * dim;
+    if (residual) addInPlace(row, residual + (size_t)r * dim, dim);
+    rmsNorm(row, weight, out + (size_t)r * dim, 1, dim, eps);
+  }
+}
+
+void ropeAngles(int position, int half, const float* inverseFrequencies, float* cosines, float* sines) {
   for (int i = 0; i < half; ++i) {
     const float angle = (float)position * inverseFrequencies[i];
-    const float c = std::cos(angle), s = std::sin(angle);
-    for (int h = 0; h < heads; ++h) {
-      float* head = v + (size_t)h * headDim;
+    cosines[i] = std::cos(angle);
+    sines[i] = std::sin(angle);
+  }
+}
+
+W4A8_CLONES void rotate(float* v, int heads, int headDim, const float* cosines, const float* sines) {
+  const int half = headDim / 2;
+  for (int h = 0; h < heads; ++h) {
+    float* head = v + (size_t)h * headDim;
+    for (int i = 0; i < half; ++i) {
       const float x0 = head[i], x1 = head[i + half];
-      head[i] = x0 * c - x1 * s;
-      head[i + half] = x1 * c + x0 * s;
+      head[i] = x0 * cosines[i] - x1 * sines[i];
+      head[i + half] = x1 * cosines[i] + x0 * sines[i];
     }
   }
+}
+
+namespace {
+// e^x = 2^n * e^f with n = round(x / ln 2), f = x - n ln 2 (two-part ln 2, Cody-Waite), |f| <= ln 2 / 2, and e^f
+// by its degree-6 Taylor polynomial (error < 2e-8 relative on that interval). Branch-free, so the loops that call
+// it vectorize; 2^n is built in two halves so that n down to -150 gives subnormals / zero and n up to 128 inf.
+inline float expInline(float x) {
+  x = std::min(std::max(x, -104.0f), 89.0f);
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer, ties to even
+  const float n = (x * 1.44269504088896341f + kRound) - kRound;
+  const float f = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
+  float p = 1.0f / 720;
+  p = p * f + 1.0f / 120;
+  p = p * f + 1.0f / 24;
+  p = p * f + 1.0f / 6;
+  p = p * f + 0.5f;
+  p = p * f + 1.0f;
+  p = p * f + 1.0f;
+  const int ni = (int)n;
+  const int n1 = ni / 2, n2 = ni - n1;  // 2^n = 2^n1 * 2^n2, each factor a normal float for n in [-150, 128]
+  uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
+  float s1, s2;
+  std::memcpy(&s1, &b1, 4);
+  std::memcpy(&s2, &b2, 4);
+  return p * s1 * s2;
+}
+}  // namespace
+
+float fastExp(float x) { return expInline(x); }
+
+namespace {
+// The dot product of dot(), inlined (same partial sums, same order).
+inline float dotInline(const float* a, const float* b, int n) {
+  float sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) sum[j] += a[i + j] * b[i + j];
+  float total = ((sum[0] + sum[1]) + (sum[2] + sum[3])) + ((sum[4] + sum[5]) + (sum[6] + sum[7]));
+  for (; i < n; ++i) total += a[i] * b[i];
+  return total;
+}
+}  // namespace
+
+W4A8_CLONES void attendGroup(const float* q, int heads, int headDim, const float* keys, const float* values,
+                             size_t kvStride, int positions, float scale, float* scores, float* out) {
+  for (int t = 0; t < positions; ++t) {
+    const float* key = keys + (size_t)t * kvStride;
+    for (int h = 0; h < heads; ++h) scores[(size_t)h * positions + t] = dotInline(q + (size_t)h * headDim, key, headDim) * scale;
+  }
+  for (int h = 0; h < heads; ++h) {
+    float* row = scores + (size_t)h * positions;
+    float maxValue = row[0];
+    for (int t = 1; t < positions; ++t) maxValue = std::max(maxValue, row[t]);
+    float sum = 0.0f;
+    for (int t = 0; t < positions; ++t) sum += (row[t] = expInline(row[t] - maxValue));
+    const float inverse = 1.0f / sum;
+    for (int t = 0; t < positions; ++t) row[t] *= inverse;
+  }
+  std::fill(out, out + (size_t)heads * headDim, 0.0f);
+  for (int t = 0; t < positions; ++t) {
+    const float* value = values + (size_t)t * kvStride;
+    for (int h = 0; h < heads; ++h) {
+      const float p = scores[(size_t)h * positions + t];
+      float* o = out + (size_t)h * headDim;
+      for (int i = 0; i < headDim; ++i) o[i] += p * value[i];
+    }
+  }
+}
+
+W4A8_CLONES void swiglu(float* gate, const float* up, size_t n) {
+  for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + expInline(-gate[i])) * up[i];
+}
+
+void rope(float* v, int heads, int headDim, int position, const float* inverseFrequencies) {
+  float cosines[512], sines[512];  // headDim <= 1024
+  ropeAngles(position, headDim / 2, inverseFrequencies, cosines, sines);
+  rotate(v, heads, headDim, cosines, sines);
 }
 
 W4A8_CLONES void bf16RowToFloat(const uint16_t* in, float* out, int n) {
@@ -69,8 +173,16 @@ W4A8_CLONES void bf16RowToFloat(const uint16_t* in, float* out, int n) {
   }
 }
 
+// ---- y = x · wᵀ with BF16 weights (the lm_head) -------------------------------------------------------------
+//
+// The scalar body below is the definition; the AVX-512 and AVX2 bodies are register-blocked (MR activation rows x
+// NR weight rows per tile, the weight rows widened to FP32 once per tile and used for all MR rows), so at batch
+// 16 the matrix is read once per step and the FMA units, not the loads, set the pace. In every body each output
+// is one FP32 accumulator per lane over k in increasing order, then a fixed horizontal sum: the tiling, the
+// thread split and the batch size never change a result (batch invariance).
 namespace {
-W4A8_CLONES void bf16Rows(const float* x, int M, const uint16_t* w, int K, float* y, int ldy, int nBegin, int nEnd) {
+
+W4A8_CLONES void bf16RowsScalar(const float* x, int M, const uint16_t* w, int K, float* y, int ldy, int nBegin, int nEnd) {
   float row[4096];
   for (int n = nBegin; n < nEnd; ++n) {
     const uint16_t* wRow = w + (size_t)n * K;
@@ -90,10 +202,165 @@ W4A8_CLONES void bf16Rows(const float* x, int M, const uint16_t* w, int K, float
     }
   }
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// GCC 12 reports the undefined first operand of some AVX-512 intrinsics as maybe-uninitialized (the kernel
+// folders build with -Wno-maybe-uninitialized for the same reason).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#define W4A8_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#define W4A8_AVX2 __attribute__((target("avx2,fma")))
+
+// 16 BF16 words -> 16 FP32 (exact: a BF16 value is the top half of its FP32 value).
+W4A8_AVX512 inline __m512 widen16(__m256i words) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(words), 16)); }
+
+template <int MR, int NR>
+W4A8_AVX512 void bf16TileAvx512(const float* x, const uint16_t* w, int K, float* y, int ldy, int m0, int n0) {
+  __m512 acc[MR][NR];
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
+  const uint16_t* wRows = w + (size_t)n0 * K;
+  const float* xRows = x + (size_t)m0 * K;
+  auto chunk = [&](int k, __mmask16 mask) W4A8_AVX512 {
+    __m512 wv[NR];
+    for (int r = 0; r < NR; ++r) wv[r] = widen16(_mm256_maskz_loadu_epi16(mask, wRows + (size_t)r * K + k));
+    for (int m = 0; m < MR; ++m) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, xRows + (size_t)m * K + k);
+      for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_fmadd_ps(xv, wv[r], acc[m][r]);
+    }
+  };
+  int k = 0;
+  for (; k + 16 <= K; k += 16) chunk(k, 0xFFFF);
+  if (k < K) chunk(k, (__mmask16)((1u << (K - k)) - 1));
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < NR; ++r) y[(size_t)(m0 + m) * ldy + n0 + r] = _mm512_reduce_add_ps(acc[m][r]);
+}
+
+template <int NR>
+W4A8_AVX512 void bf16ColumnAvx512(const float* x, int M, const uint16_t* w, int K, float* y, int ldy, int n0) {
+  constexpr int MR = 6;  // 6 x 4 accumulators + 4 weight vectors + 1 activation vector: 29 of 32 registers
+  int m = 0;
+  for (; m + MR <= M; m += MR) bf16TileAvx512<MR, NR>(x, w, K, y, ldy, m, n0);
+  switch (M - m) {
+    case 5: bf16TileAvx512<5, NR>(x, w, K, y, ldy, m, n0); break;
+    case 4: bf16TileAvx512<4, NR>(x, w, K, y, ldy, m, n0); break;
+    case 3: bf16TileAvx512<3, NR>(x, w, K, y, ldy, m, n0); break;
+    case 2: bf16TileAvx512<2, NR>(x, w, K, y, ldy, m, n0); break;
+    case 1: bf16TileAvx512<1, NR>(x, w, K, y, ldy, m, n0); break;
+    default: break;
+  }
+}
+
+W4A8_AVX512 void bf16RowsAvx512(const float* x, int M, const uint16_t* w, int K, float* y, int ldy, int nBegin, int nEnd) {
+  int n = nBegin;
+  for (; n + 4 <= nEnd; n += 4) bf16ColumnAvx512<4>(x, M, w, K, y, ldy, n);
+  for (; n < nEnd; ++n) bf16ColumnAvx512<1>(x, M, w, K, y, ldy, n);
+}
+
+// AVX2: 8 lanes; the last K % 8 products are added after the horizontal sum, in k order, in every tile.
+W4A8_AVX2 inline __m256 widen8(__m128i words) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(words), 16)); }
+
+W4A8_AVX2 inline float sum8(__m256 v) {
+  const __m128 quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+  return _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
+}
+
+template <int MR, int NR>
+W4A8_AVX2 void bf16TileAvx2(const float* x, const uint16_t* w, int K, float* y, int ldy, int m0, int n0) {
+  __m256 acc[MR][NR];
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < NR; ++r) acc[m][r] = _mm256_setzero_ps();
+  const uint16_t* wRows = w + (size_t)n0 * K;
+  const float* xRows = x + (size_t)m0 * K;
+  const int whole = K / 8 * 8;
+  for (int k = 0; k < whole; k += 8) {
+    __m256 wv[NR];
+    for (int r = 0; r < NR; ++r) wv[r] = widen8(_mm_loadu_si128((const __m128i*)(wRows + (size_t)r * K + k)));
+    for (int m = 0; m < MR; ++m) {
+      const __m256 xv = _mm256_loadu_ps(xRows + (size_t)m * K + k);
+      for (int r = 0; r < NR; ++r) acc[m][r] = _mm256_fmadd_ps(xv, wv[r], acc[m][r]);
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < NR; ++r) {
+      float total = sum8(acc[m][r]);
+      for (int k = whole; k < K; ++k) {
+        const uint32_t bits = (uint32_t)wRows[(size_t)r * K + k] << 16;
+        float wk;
+        std::memcpy(&wk, &bits, 4);
+        total = std::fma(xRows[(size_t)m * K + k], wk, total);
+      }
+      y[(size_t)(m0 + m) * ldy + n0 + r] = total;
+    }
+}
+
+template <int NR>
+W4A8_AVX2 void bf16ColumnAvx2(const float* x, int M, const uint16_t* w, int K, float* y, int ldy, int n0) {
+  constexpr int MR = 6;  // 6 x 2 accumulators + 2 weight vectors + 1 activation vector: 15 of 16 registers
+  int m = 0;
+  for (; m + MR <= M; m += MR) bf16TileAvx2<MR, NR>(x, w, K, y, ldy, m, n0);
+  switch (M - m) {
+    case 5: bf16TileAvx2<5, NR>(x, w, K, y, ldy, m, n0); break;
+    case 4: bf16TileAvx2<4, NR>(x, w, K, y, ldy, m, n0); break;
+    case 3: bf16TileAvx2<3, NR>(x, w, K, y, ldy, m, n0); break;
+    case 2: bf16TileAvx2<2, NR>(x, w, K, y, ldy, m, n0); break;
+    case 1: bf16TileAvx2<1, NR>(x, w, K, y, ldy, m, n0); break;
+    default: break;
+  }
+}
+
+W4A8_AVX2 void bf16RowsAvx2(const float* x, int M, const uint16_t* w, int K, float* y, int ldy, int nBegin, int nEnd) {
+  int n = nBegin;
+  for (; n + 2 <= nEnd; n += 2) bf16ColumnAvx2<2>(x, M, w, K, y, ldy, n);
+  for (; n < nEnd; ++n) bf16ColumnAvx2<1>(x, M, w, K, y, ldy, n);
+}
+#endif
+
+using Bf16RowsFn = void (*)(const float*, int, const uint16_t*, int, float*, int, int, int);
+
+Bf16RowsFn bf16RowsFor(const char* isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (!std::strcmp(isa, "avx512") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
+    return bf16RowsAvx512;
+  if (!std::strcmp(isa, "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return bf16RowsAvx2;
+#endif
+  if (!std::strcmp(isa, "reference")) return bf16RowsScalar;
+  return nullptr;
+}
+
+// The body that matches the kernel backend in use (W4A8_ISA=reference keeps the scalar definition).
+Bf16RowsFn activeBf16Rows() {
+  static const Bf16RowsFn chosen = [] {
+    const char* backend = activeKernels().name;
+    if (!std::strcmp(backend, "reference")) return bf16RowsFor("reference");
+    if (!std::strcmp(backend, "avx2")) return bf16RowsFor("avx2");
+    if (Bf16RowsFn f = bf16RowsFor("avx512")) return f;  // avx512, amx: the widest the CPU runs
+    if (Bf16RowsFn f = bf16RowsFor("avx2")) return f;
+    return bf16RowsFor("reference");
+  }();
+  return chosen;
+}
+
+void runBf16Rows(Bf16RowsFn rows, const float* x, int M, const uint16_t* w, int N, int K, float* y) {
+  // Output channels in tiles of 16 over the pool; a few chunks per thread so a thread that loses its core
+  // is covered by the others. Small products stay on the calling thread.
+  if ((double)M * N * K < (1 << 18)) return rows(x, M, w, K, y, N, 0, N);
+  globalThreadPool().parallelFor(N, 16, [&](int begin, int end) { rows(x, M, w, K, y, N, begin, end); }, 4);
+}
+
 }  // namespace
 
 void gemmBf16Weights(const float* x, int M, const uint16_t* w, int N, int K, float* y) {
-  parallelFor(N, [&](int begin, int end) { bf16Rows(x, M, w, K, y, N, begin, end); });
+  runBf16Rows(activeBf16Rows(), x, M, w, N, K, y);
+}
+
+bool gemmBf16WeightsWith(const char* isa, const float* x, int M, const uint16_t* w, int N, int K, float* y) {
+  const Bf16RowsFn rows = bf16RowsFor(isa);
+  if (!rows) return false;
+  runBf16Rows(rows, x, M, w, N, K, y);
+  return true;
 }
 
 }  // namespace w4a8

@@ -10,11 +10,33 @@ void axpy(float alpha, const float* x, float* y, int n);  // y += alpha * x
 void softmax(float* x, int n);
 // out[r] = x[r] / rms(x[r]) * weight, rows of `dim` floats.
 void rmsNorm(const float* x, const float* weight, float* out, int rows, int dim, float eps);
-// Rotate-half RoPE (Hugging Face convention) on `heads` consecutive head vectors at one position.
+// x[r] += residual[r] (when residual is not null), then out[r] = x[r] / rms(x[r]) * weight, for rows
+// [rowBegin, rowEnd) of `dim` floats: the residual add of one block fused with the next block's norm.
+void addRmsNorm(float* x, const float* residual, const float* weight, float* out, int rowBegin, int rowEnd, int dim,
+                float eps);
+// Rotate-half RoPE (Hugging Face convention) on `heads` consecutive head vectors at one position (headDim <= 1024).
 void rope(float* v, int heads, int headDim, int position, const float* inverseFrequencies);
+// The same in two parts: the cosines and sines of one position (half = headDim / 2 of each), then the rotation
+// of `heads` head vectors by them (a step takes the angles of each row once and rotates q and k in every layer).
+void ropeAngles(int position, int half, const float* inverseFrequencies, float* cosines, float* sines);
+void rotate(float* v, int heads, int headDim, const float* cosines, const float* sines);
+// gate[i] = silu(gate[i]) * up[i] = gate[i] / (1 + e^-gate[i]) * up[i], with a vectorized e^x (relative
+// error below 2 ulp; saturates to 0 / inf outside the FP32 range like expf).
+void swiglu(float* gate, const float* up, size_t n);
+// e^x of that vectorized body (tests compare it with std::exp).
+float fastExp(float x);
 void bf16RowToFloat(const uint16_t* in, float* out, int n);
-// y [M, N] = x [M, K] · wᵀ with w [N, K] BF16, FP32 accumulation; split over output channels.
+// y [M, N] = x [M, K] · wᵀ with w [N, K] BF16, FP32 products and accumulation; split over output channels.
+// The body follows the kernel backend (W4A8_ISA): scalar for reference, AVX2 or AVX-512 otherwise.
 void gemmBf16Weights(const float* x, int M, const uint16_t* w, int N, int K, float* y);
+// The same with a given body ("reference", "avx2", "avx512"); false when this CPU cannot run it (tests).
+bool gemmBf16WeightsWith(const char* isa, const float* x, int M, const uint16_t* w, int N, int K, float* y);
+// Attention of the `heads` query heads that share one KV head, at one position: for each head h,
+//   out[h] = Σ_t softmax_t(q[h]·keys[t] * scale) values[t]   over t in [0, positions)
+// q, out: [heads, headDim]; keys[t], values[t] are `kvStride` floats apart; scores: [heads * positions] scratch.
+// The keys and values are read once for all the heads.
+void attendGroup(const float* q, int heads, int headDim, const float* keys, const float* values, size_t kvStride,
+                 int positions, float scale, float* scores, float* out);
 // Runs fn(begin, end) over [0, count) on the kernel thread pool.
 void parallelFor(int count, const std::function<void(int, int)>& fn);
 
