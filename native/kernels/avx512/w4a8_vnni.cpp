@@ -184,18 +184,21 @@ void groupMagnitudes(const uint8_t* codes, int G, int& largest, int& smallestNon
   smallestNonzero = 255 - horizontalMaxU8(_mm256_xor_si256(lo, _mm256_set1_epi8(-1)));
 }
 
-// Byte indices that put 128 natural-order codes (two zmm) into kernel order: position P = 32 v + 8 L + i
-// takes k = 32 L + 16 (v % 2) + 2 i + v / 2.
+// Byte indices that put 128 natural-order codes (two zmm) into kernel order. G = 32 and 64 (vpshufb decode):
+// position P = 32 v + 8 L + i takes k = 32 L + 16 (v % 2) + 2 i + v / 2. G = 128 (vpermw decode, see
+// decodeBlock128): position P = 32 j + i takes k = 4 i + j.
+template <int G>
 struct KernelOrder {
   alignas(64) uint8_t index[128];
   constexpr KernelOrder() : index() {
     for (int P = 0; P < 128; ++P) {
       const int v = P / 32, L = (P % 32) / 8, i = P % 8;
-      index[P] = (uint8_t)(32 * L + 16 * (v % 2) + 2 * i + v / 2);
+      index[P] = G == 128 ? (uint8_t)(4 * (P % 32) + P / 32) : (uint8_t)(32 * L + 16 * (v % 2) + 2 * i + v / 2);
     }
   }
 };
-constexpr KernelOrder kKernelOrder{};
+template <int G>
+constexpr KernelOrder<G> kKernelOrder{};
 
 // Word w of a block's vectors lies in group (block's first group) + groupOfWord(w): word w is in lane w / 8.
 template <int G>
@@ -254,7 +257,7 @@ void prepareActivations(const uint8_t* x8, int M, int K, Fp8Format format, Activ
   // Pass 2: the planes, block by block, in kernel order.
   const size_t planeBytes = (size_t)M * a.planeCount * a.Kp * 2;
   a.planes = static_cast<int16_t*>(scratch(kSlotPlanes, planeBytes));
-  const __m512i orderLo = _mm512_load_si512(kKernelOrder.index), orderHi = _mm512_load_si512(kKernelOrder.index + 64);
+  const __m512i orderLo = _mm512_load_si512(kKernelOrder<G>.index), orderHi = _mm512_load_si512(kKernelOrder<G>.index + 64);
   const __m512i groupIndex = wordGroupIndex<G>();
   const __m512i mag7 = _mm512_set1_epi16(0x7F), mantissaMask = _mm512_set1_epi16((1 << p) - 1);
   const __m512i implicit = _mm512_set1_epi16(1 << p), one = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
@@ -434,22 +437,13 @@ void buildTables(const WeightRow& t, int groups, int blocks, const TableConstant
         _mm512_store_si512(tables + 4 * q + 2, _mm512_shuffle_i32x4(low, low, 0xFA));
         _mm512_store_si512(tables + 4 * q + 3, _mm512_shuffle_i32x4(high, high, 0xFA));
       }
-    } else {
-      const int n = std::min(4, blocks - 4 * q);
-      _mm512_store_si512(tables + 8 * q, _mm512_shuffle_i32x4(low, low, 0x00));
-      _mm512_store_si512(tables + 8 * q + 1, _mm512_shuffle_i32x4(high, high, 0x00));
-      if (n > 1) {
-        _mm512_store_si512(tables + 8 * q + 2, _mm512_shuffle_i32x4(low, low, 0x55));
-        _mm512_store_si512(tables + 8 * q + 3, _mm512_shuffle_i32x4(high, high, 0x55));
-      }
-      if (n > 2) {
-        _mm512_store_si512(tables + 8 * q + 4, _mm512_shuffle_i32x4(low, low, 0xAA));
-        _mm512_store_si512(tables + 8 * q + 5, _mm512_shuffle_i32x4(high, high, 0xAA));
-      }
-      if (n > 3) {
-        _mm512_store_si512(tables + 8 * q + 6, _mm512_shuffle_i32x4(low, low, 0xFF));
-        _mm512_store_si512(tables + 8 * q + 7, _mm512_shuffle_i32x4(high, high, 0xFF));
-      }
+    } else {  // G = 128: the 16 words of W twice (vpermw reads 5 index bits), one zmm per group = block
+      const __m512i twice = _mm512_set_epi16(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0, 30, 28, 26, 24, 22,
+                                             20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+      const __m512i* e[4] = {&A, &B, &C, &D};
+      for (int i = 0; i < 4 && 4 * q + i < blocks; ++i)
+        _mm512_store_si512(tables + 4 * q + i, _mm512_permutexvar_epi16(twice, *e[i]));
+      (void)AB, (void)CD, (void)low, (void)high;
     }
   }
 }
@@ -477,12 +471,28 @@ W4A8_ALWAYS_INLINE void decodeBlock(__m512i codes, __m512i low, __m512i high, __
   w[3] = _mm512_unpackhi_epi8(ol, oh);
 }
 
+// G = 128: 64 code bytes read as 32 words hold k = 4 i + j in bits 4 j .. 4 j + 3 of word i; vpermw looks
+// nibble j up in the group's word table (index bits above 4 ignored, the table is there twice): vector j,
+// word i = W of k = 4 i + j. One shuffle per 32 weights instead of two.
+W4A8_ALWAYS_INLINE void decodeBlock128(__m512i codes, __m512i table, __m512i (&w)[4]) {
+  w[0] = _mm512_permutexvar_epi16(codes, table);
+  w[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(codes, 4), table);
+  // Nibbles 2 and 3 from the word's high byte: a byte shift within 128-bit lanes (port 5, where the shifts
+  // would compete with vpdpwssd for port 0) puts it in the low byte (the byte shifted in is never used).
+  const __m512i high = _mm512_bsrli_epi128(codes, 1);
+  w[2] = _mm512_permutexvar_epi16(high, table);
+  w[3] = _mm512_permutexvar_epi16(_mm512_srli_epi16(high, 4), table);
+}
+
 // Sum over one block of the 4 weight vectors times one activation plane (xs at the block's first k).
+// (Two chains of two: a chain of four vpdpwssd per block made the M = 1 loop latency-bound.)
 W4A8_ALWAYS_INLINE __m512i blockSums(const __m512i (&w)[4], const int16_t* xs) {
-  __m512i s = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w[0], _mm512_load_si512(xs));
-  s = _mm512_dpwssd_epi32(s, w[1], _mm512_load_si512(xs + kChunkK));
-  s = _mm512_dpwssd_epi32(s, w[2], _mm512_load_si512(xs + 2 * kChunkK));
-  return _mm512_dpwssd_epi32(s, w[3], _mm512_load_si512(xs + 3 * kChunkK));
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i a = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(zero, w[0], _mm512_load_si512(xs)), w[1],
+                                        _mm512_load_si512(xs + kChunkK));
+  const __m512i b = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(zero, w[2], _mm512_load_si512(xs + 2 * kChunkK)), w[3],
+                                        _mm512_load_si512(xs + 3 * kChunkK));
+  return _mm512_add_epi32(a, b);
 }
 
 // The 16 lanes' units of block b from per-group units u (lane L of the block is in group 4b * 32 / G + L * 32 / G).
@@ -540,25 +550,27 @@ W4A8_ALWAYS_INLINE __m512 extraPlanes(const Activations& x, int m, int b, int pl
   return acc;
 }
 
-// The sums of tokens [m0, m0 + MR) of the pass with one weight row (tables built), every block;
-// units: [MR][stride] base_w * unit_x per group.
+// Tokens [m0, m0 + MR) of the pass times one weight row (tables built), blocks [b0, b1): acc (one 16-lane FP32
+// accumulator per token) is loaded, advanced block by block and stored back, so that splitting the blocks
+// into panels does not change a bit. units: [MR][stride] base_w * unit_x per group.
 template <int G, int MR>
 __attribute__((noinline)) void rowTokens(const Activations& x, const uint8_t* rowCodes, const __m512i* tables,
-                                         const float* units, int m0, float* sums) {
-  const int blocks = x.blocks, fullBlocks = x.K / kBlockK, stride = x.stride;
+                                         const float* units, int m0, int b0, int b1, __m512* accIO) {
+  const int fullBlocks = x.K / kBlockK, stride = x.stride;
   __m512 acc[MR];
   const int16_t* xs[MR];
   const uint8_t* bp[MR];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
-    acc[m] = _mm512_setzero_ps(), xs[m] = x.row(m0 + m, 0), bp[m] = x.planesOf(m0 + m);
-  for (int b = 0; b < blocks; ++b) {
+    acc[m] = _mm512_load_ps(accIO + m), xs[m] = x.row(m0 + m, 0), bp[m] = x.planesOf(m0 + m);
+  for (int b = b0; b < b1; ++b) {
     _mm_prefetch((const char*)rowCodes + (size_t)b * 64 + kPrefetchBytes, _MM_HINT_T0);
     const __m512i codes = b < fullBlocks ? _mm512_loadu_si512(rowCodes + (size_t)b * 64)
                                          : _mm512_maskz_loadu_epi8(_cvtu64_mask64((1ull << ((x.K - b * kBlockK) / 2)) - 1),
                                                                    rowCodes + (size_t)b * 64);
     __m512i w[4];
-    decodeBlock(codes, _mm512_load_si512(tables + 2 * b), _mm512_load_si512(tables + 2 * b + 1), w);
+    if constexpr (G == 128) decodeBlock128(codes, _mm512_load_si512(tables + b), w);
+    else decodeBlock(codes, _mm512_load_si512(tables + 2 * b), _mm512_load_si512(tables + 2 * b + 1), w);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const __m512 unit = blockUnit<G>(units + (size_t)m * stride, b);
@@ -567,62 +579,88 @@ __attribute__((noinline)) void rowTokens(const Activations& x, const uint8_t* ro
     }
   }
 #pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m) sums[m] = _mm512_reduce_add_ps(acc[m]);
+  for (int m = 0; m < MR; ++m) _mm512_store_ps(accIO + m, acc[m]);
 }
 
 template <int G, int MR = 1>
 void rowTokensFor(int mr, const Activations& x, const uint8_t* rowCodes, const __m512i* tables, const float* units,
-                  int m0, float* sums) {
+                  int m0, int b0, int b1, __m512* acc) {
   if constexpr (MR <= kMaxTokens) {
-    if (mr != MR) return rowTokensFor<G, MR + 1>(mr, x, rowCodes, tables, units, m0, sums);
-    rowTokens<G, MR>(x, rowCodes, tables, units, m0, sums);
+    if (mr != MR) return rowTokensFor<G, MR + 1>(mr, x, rowCodes, tables, units, m0, b0, b1, acc);
+    rowTokens<G, MR>(x, rowCodes, tables, units, m0, b0, b1, acc);
   }
 }
+
+// Up to kMaxTokens tokens: one weight row at a time, all blocks in one go (the activations stay in L1/L2).
+// More tokens: kTileRows rows at a time and kPanelBlocks blocks at a time, so that a panel of the activations
+// is read from L1 for all the tile's rows instead of from L3 for every row. Every output sees the same
+// FP32 operations in the same order either way.
+constexpr int kTileRows = 4;
+constexpr int kPanelBlocks = 8;
 
 template <int G>
 void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
   const Int4WeightsView& w = pr.a.w;
   const Activations& x = pr.x;
-  const int K = w.cols, groups = w.groups(), padded = x.stride;
-  // Scratch: the row's per-group arrays, its tables, the units of up to kMaxTokens tokens, FP8 of a generic row.
-  const size_t rowBytes = (size_t)padded * 4 * 4, tableBytes = (size_t)x.blocks * 128;
-  const size_t unitBytes = (size_t)kMaxTokens * padded * 4, w8Bytes = ((size_t)K + 63) / 64 * 64;
-  char* s = static_cast<char*>(scratch(kSlotWeights, rowBytes + tableBytes + unitBytes + w8Bytes));
-  float* f = reinterpret_cast<float*>(s);
-  const WeightRow row{f, f + padded, f + 2 * padded, reinterpret_cast<int32_t*>(f + 3 * padded)};
-  __m512i* tables = reinterpret_cast<__m512i*>(s + rowBytes);
-  float* units = reinterpret_cast<float*>(s + rowBytes + tableBytes);
-  uint8_t* w8Row = reinterpret_cast<uint8_t*>(s + rowBytes + tableBytes + unitBytes);
+  const int K = w.cols, groups = w.groups(), padded = x.stride, blocks = x.blocks;
+  const int tileRows = M <= kMaxTokens ? 1 : kTileRows, panel = M <= kMaxTokens ? blocks : kPanelBlocks;
+  // Scratch per tile row: the per-group arrays, the tables, the units of the M tokens; then the accumulators
+  // [tileRows][M] and the FP8 codes of a generic row.
+  const size_t arrayBytes = (size_t)padded * 4 * 4, tableBytes = (size_t)blocks * 128, unitBytes = (size_t)M * padded * 4;
+  const size_t rowBytes = arrayBytes + tableBytes + unitBytes, accBytes = (size_t)tileRows * M * 64;
+  const size_t w8Bytes = ((size_t)K + 63) / 64 * 64;
+  char* s = static_cast<char*>(scratch(kSlotWeights, rowBytes * tileRows + accBytes + w8Bytes));
+  WeightRow rows[kTileRows];
+  __m512i* tables[kTileRows];
+  float* units[kTileRows];
+  for (int r = 0; r < tileRows; ++r) {
+    char* base = s + rowBytes * r;
+    float* f = reinterpret_cast<float*>(base);
+    rows[r] = {f, f + padded, f + 2 * padded, reinterpret_cast<int32_t*>(f + 3 * padded)};
+    tables[r] = reinterpret_cast<__m512i*>(base + arrayBytes);
+    units[r] = reinterpret_cast<float*>(base + arrayBytes + tableBytes);
+  }
+  __m512* acc = reinterpret_cast<__m512*>(s + rowBytes * tileRows);
+  uint8_t* w8Row = reinterpret_cast<uint8_t*>(s + rowBytes * tileRows + accBytes);
   bool allGeneric = true;
   for (int m = 0; m < M; ++m) allGeneric &= x.generic[m] != 0;
-  for (int n = nBegin; n < nEnd; ++n) {
-    if (n + 1 < nEnd) {  // the next row's scales and zero points (its codes are prefetched by the block loop)
-      for (int g = 0; g < groups; g += 16) _mm_prefetch((const char*)(w.groupScales + (size_t)(n + 1) * groups + g), _MM_HINT_T0);
-      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(w.zeros + (size_t)(n + 1) * groups + g), _MM_HINT_T0);
+  for (int n0 = nBegin; n0 < nEnd; n0 += tileRows) {
+    const int nr = std::min(tileRows, nEnd - n0);
+    if (n0 + nr < nEnd) {  // the next tile's scales and zero points (its codes are prefetched by the block loop)
+      const int n1 = n0 + nr;
+      for (int g = 0; g < groups; g += 16) _mm_prefetch((const char*)(w.groupScales + (size_t)n1 * groups + g), _MM_HINT_T0);
+      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(w.zeros + (size_t)n1 * groups + g), _MM_HINT_T0);
     }
-    const RowKind kind = allGeneric ? RowKind{true, false, false} : prepareWeightRow(w, n, pr.wf, row);
-    bool filled = false;
-    const float cs = pr.a.w.channelScales[n];
-    if (kind.generic) {
-      for (int m = 0; m < M; ++m)
-        storeOutput(pr.a.y, m, n, (pr.a.xScales[pr.m0 + m] * cs) * genericOutput(pr, m, n, w8Row, filled));
-      continue;
-    }
-    buildRowTables<G>(kind, row, groups, x.blocks, pr.tc, tables);
-    const uint8_t* rowCodes = w.codes + (size_t)n * (K / 2);
-    for (int m0 = 0; m0 < M; m0 += kMaxTokens) {
-      const int mr = std::min(kMaxTokens, M - m0);
-      for (int m = 0; m < mr; ++m) {
-        const float* xu = x.units(m0 + m);
-        float* u = units + (size_t)m * padded;
+    bool generic[kTileRows];
+    for (int r = 0; r < nr; ++r) {
+      const RowKind kind = allGeneric ? RowKind{true, false, false} : prepareWeightRow(w, n0 + r, pr.wf, rows[r]);
+      generic[r] = kind.generic;
+      if (kind.generic) continue;
+      buildRowTables<G>(kind, rows[r], groups, blocks, pr.tc, tables[r]);
+      for (int m = 0; m < M; ++m) {
+        const float* xu = x.units(m);
+        float* u = units[r] + (size_t)m * padded;
         for (int g = 0; g < padded; g += 16)
-          _mm512_store_ps(u + g, _mm512_mul_ps(_mm512_load_ps(row.base + g), _mm512_loadu_ps(xu + g)));
+          _mm512_store_ps(u + g, _mm512_mul_ps(_mm512_load_ps(rows[r].base + g), _mm512_loadu_ps(xu + g)));
       }
-      float sums[kMaxTokens];
-      rowTokensFor<G>(mr, x, rowCodes, tables, units, m0, sums);
-      for (int m = 0; m < mr; ++m) {
-        const float sum = x.generic[m0 + m] ? genericOutput(pr, m0 + m, n, w8Row, filled) : sums[m];
-        storeOutput(pr.a.y, m0 + m, n, (pr.a.xScales[pr.m0 + m0 + m] * cs) * sum);
+      for (int m = 0; m < M; ++m) acc[(size_t)r * M + m] = _mm512_setzero_ps();
+    }
+    for (int b0 = 0; b0 < blocks; b0 += panel) {
+      const int b1 = std::min(blocks, b0 + panel);
+      for (int m0 = 0; m0 < M; m0 += kMaxTokens)
+        for (int r = 0; r < nr; ++r)
+          if (!generic[r])
+            rowTokensFor<G>(std::min(kMaxTokens, M - m0), x, w.codes + (size_t)(n0 + r) * (K / 2), tables[r],
+                            units[r] + (size_t)m0 * padded, m0, b0, b1, acc + (size_t)r * M + m0);
+    }
+    for (int r = 0; r < nr; ++r) {
+      const int n = n0 + r;
+      const float cs = w.channelScales[n];
+      bool filled = false;
+      for (int m = 0; m < M; ++m) {
+        const float sum = generic[r] || x.generic[m] ? genericOutput(pr, m, n, w8Row, filled)
+                                                     : _mm512_reduce_add_ps(acc[(size_t)r * M + m]);
+        storeOutput(pr.a.y, m, n, (pr.a.xScales[pr.m0 + m] * cs) * sum);
       }
     }
   }
