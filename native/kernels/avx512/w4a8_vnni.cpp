@@ -157,6 +157,7 @@ struct Activations {
   float* unit = nullptr;
   int16_t* e0 = nullptr;
   uint8_t* generic = nullptr;
+  uint8_t* multiPlane = nullptr;  // [M] 1 when some block of the row needs more than one plane
   const int16_t* row(int m, int p) const { return planes + ((size_t)m * planeCount + p) * Kp; }
   const float* units(int m) const { return unit + (size_t)m * stride; }
   const uint8_t* planesOf(int m) const { return blockPlanes + (size_t)m * blocks; }
@@ -218,12 +219,13 @@ void prepareActivations(const uint8_t* x8, int M, int K, Fp8Format format, Activ
   a.Kp = a.blocks * kBlockK;
   a.stride = paddedGroups(a.groups);
   const size_t unitBytes = (size_t)M * a.stride * 4, e0Bytes = (size_t)M * a.stride * 2;
-  const size_t infoBytes = unitBytes + e0Bytes + ((size_t)M * a.blocks + M + 63) / 64 * 64;
+  const size_t infoBytes = unitBytes + e0Bytes + ((size_t)M * a.blocks + 2 * M + 63) / 64 * 64;
   char* info = static_cast<char*>(scratch(kSlotInfo, infoBytes));
   a.unit = reinterpret_cast<float*>(info);
   a.e0 = reinterpret_cast<int16_t*>(info + unitBytes);
   a.blockPlanes = reinterpret_cast<uint8_t*>(info + unitBytes + e0Bytes);
   a.generic = a.blockPlanes + (size_t)M * a.blocks;
+  a.multiPlane = a.generic + M;
 
   // Pass 1: per group, E0 and the planes its smallest nonzero value needs; rows with NaN or inf are generic.
   const int span = 14 - p;  // E_max - E0: the largest value is < 2^15 plane-0 units
@@ -251,7 +253,10 @@ void prepareActivations(const uint8_t* x8, int M, int K, Fp8Format format, Activ
     std::fill(e0s + a.groups, e0s + a.stride, (int16_t)0);
     a.generic[m] = generic;
     if (generic) std::fill(bp, bp + a.blocks, 1);
-    for (int b = 0; b < a.blocks; ++b) a.planeCount = std::max<int>(a.planeCount, bp[b]);
+    int rowPlanes = 1;
+    for (int b = 0; b < a.blocks; ++b) rowPlanes = std::max<int>(rowPlanes, bp[b]);
+    a.multiPlane[m] = rowPlanes > 1;
+    a.planeCount = std::max(a.planeCount, rowPlanes);
   }
 
   // Pass 2: the planes, block by block, in kernel order.
@@ -553,7 +558,7 @@ W4A8_ALWAYS_INLINE __m512 extraPlanes(const Activations& x, int m, int b, int pl
 // Tokens [m0, m0 + MR) of the pass times one weight row (tables built), blocks [b0, b1): acc (one 16-lane FP32
 // accumulator per token) is loaded, advanced block by block and stored back, so that splitting the blocks
 // into panels does not change a bit. units: [MR][stride] base_w * unit_x per group.
-template <int G, int MR>
+template <int G, int MR, bool kPlanes>
 __attribute__((noinline)) void rowTokens(const Activations& x, const uint8_t* rowCodes, const __m512i* tables,
                                          const float* units, int m0, int b0, int b1, __m512* accIO) {
   const int fullBlocks = x.K / kBlockK, stride = x.stride;
@@ -575,7 +580,7 @@ __attribute__((noinline)) void rowTokens(const Activations& x, const uint8_t* ro
     for (int m = 0; m < MR; ++m) {
       const __m512 unit = blockUnit<G>(units + (size_t)m * stride, b);
       acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(blockSums(w, xs[m] + (size_t)b * kBlockK)), unit, acc[m]);
-      if (__builtin_expect(bp[m][b] > 1, 0)) acc[m] = extraPlanes(x, m0 + m, b, bp[m][b], w, unit, acc[m]);
+      if (kPlanes && __builtin_expect(bp[m][b] > 1, 0)) acc[m] = extraPlanes(x, m0 + m, b, bp[m][b], w, unit, acc[m]);
     }
   }
 #pragma GCC unroll 8
@@ -587,7 +592,11 @@ void rowTokensFor(int mr, const Activations& x, const uint8_t* rowCodes, const _
                   int m0, int b0, int b1, __m512* acc) {
   if constexpr (MR <= kMaxTokens) {
     if (mr != MR) return rowTokensFor<G, MR + 1>(mr, x, rowCodes, tables, units, m0, b0, b1, acc);
-    rowTokens<G, MR>(x, rowCodes, tables, units, m0, b0, b1, acc);
+    // Most tokens need one plane in every block: their loop does not look at the plane counts.
+    bool planes = false;
+    for (int m = m0; m < m0 + MR; ++m) planes |= x.multiPlane[m] != 0;
+    if (planes) rowTokens<G, MR, true>(x, rowCodes, tables, units, m0, b0, b1, acc);
+    else rowTokens<G, MR, false>(x, rowCodes, tables, units, m0, b0, b1, acc);
   }
 }
 
