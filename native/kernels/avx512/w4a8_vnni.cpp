@@ -5,8 +5,9 @@
 // Why integers: the vdpbf16ps path (mixed_gemm.h) must build a 16-entry FP8 table per group with FP32
 // rounding and look every weight up with vpermw before its vdpbf16ps; at M = 1 that is compute-bound at
 // 0.4-0.46 of the read bandwidth of the device's 16-core Xeon (bench/results/xeon-amx.md). Here the weights
-// of a group are small integers times one power of two, decoded by two in-lane byte shuffles (vpshufb) per
-// 64 nibbles, and one vpdpwssd does 32 multiply-adds straight into int32 lanes.
+// of a group are small integers times one power of two, decoded by one vpermw per 32 nibbles (G = 128) or two
+// in-lane byte shuffles per 64 (G = 32, 64), and one vpdpwssd does 32 multiply-adds straight into int32
+// lanes. Measured on the device's Xeon (bench/results/xeon-vnni.md): 1.19x the vdpbf16ps path at M = 1.
 //
 // Exactness (DESIGN.md §1: products exact, FP32 accumulation). Both operands are exact integers in units
 // that are powers of two, so every group sum is exact and only its FP32 accumulation rounds: the result is
@@ -20,8 +21,9 @@
 //   max(1, 2^(exponent(t) - p)); adding and subtracting C = max(2^23, 2^(exponent(t) + 23 - p)) rounds t to
 //   it, ties to even, exactly as fp8Encode (rows without subnormal scales use Veltkamp's split to p + 1 bits,
 //   which is the same rounding there); saturation is min(t, maxFinite / base) first. 2^23 + 2^16 + W leaves
-//   the int16 of W in the low 16 bits of the FP32 bits; vpermt2b gathers the low and high bytes of 4 groups'
-//   tables into one vpshufb table per byte (one group per 128-bit lane where G = 32).
+//   the int16 of W in the low 16 bits of the FP32 bits. G = 128: vpermw gathers them into a 32-word table
+//   (W twice), which vpermw then indexes with the nibbles directly. G = 32 and 64: vpermt2b gathers the low
+//   and high bytes of 4 groups' tables into one vpshufb table per byte (one group per 128-bit lane).
 //   Rows with a non-finite group scale or a zero point above 15 take the generic FP32 path.
 // Activations, per group (FP8 value v = sig 2^(E - bias - p), E >= 1, sig < 2^(p+1)):
 //   plane 0 counts in units 2^(E0 - bias - p), E0 = E_max - (14 - p): the largest value is < 2^15 units,
@@ -32,14 +34,18 @@
 //   Rows with a NaN or inf activation take the generic FP32 path (NaN and inf propagate like the reference).
 // Accumulation: per 128-k block, token and plane, the 16 int32 lanes (one group per 4 lanes for G = 32, 8 for
 // G = 64, all 16 for G = 128) are converted to FP32 and FMA-added with the unit base_w * base_x (a power of
-// two, so exact) into 16 FP32 lanes, in block order, planes of a block in order; the lanes are summed at the
+// two, so exact: units are >= 2^-90 for every format and plane, far from FP32 underflow) into 16 FP32 lanes, in block order, planes of a block in order; the lanes are summed at the
 // end by a fixed tree. Every M takes this same code (tokens are processed kMaxTokens at a time on the same
 // decoded weights), so the result depends neither on M, nor on the N split, nor on the thread count.
 //
-// Operand order within a 128-k block: 64 code bytes decode to 4 int16 vectors (even/odd nibbles, then
-// vpunpckl/hbw of the low and high table bytes); vector v, 128-bit lane L, word i holds
-// k = 32 L + 16 (v % 2) + 2 i + v / 2. Activations are stored in that order, so vpdpwssd pairs the right
-// operands, and a lane pair never crosses a group boundary (a lane covers 32 consecutive k).
+// Operand order within a 128-k block (64 code bytes -> 4 int16 vectors; activations are stored in the same
+// order, so vpdpwssd pairs the right operands, and a pair never crosses a group boundary):
+//   G = 128: the codes read as 32 words hold k = 4 i + j in bits 4 j .. 4 j + 3 of word i; vector j, word i
+//            is k = 4 i + j (one vpermw per 32 weights; two shifts and one byte shift make the indices).
+//   G = 32, 64: vector v, 128-bit lane L, word i holds k = 32 L + 16 (v % 2) + 2 i + v / 2 (even and odd
+//            nibbles, vpshufb on the low and high table bytes, vpunpckl/hbw); a lane covers 32 consecutive k.
+// Tokens: up to 8 share each decoded block (accumulators in registers); above 8, 4 weight rows and 8-block
+// panels at a time, so that the activations of a panel are read from L1 for the 4 rows.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
