@@ -7,6 +7,7 @@
 #include "kernels/fast_common.h"
 #if W4A8_X86_BACKENDS
 #include "kernels/backends.h"
+#include "kernels/parallel.h"
 #endif
 
 namespace w4a8 {
@@ -95,33 +96,49 @@ const KernelTable kAvx512Bf16Named = {
     0, nullptr, nullptr, nullptr,
 };
 
-// "avx512" on a CPU with AVX512-VNNI: W4A8 on exact int16 products (vpdpwssd), the rest as above.
+// "avx512" on a CPU with AVX512-VNNI: W4A8 on exact int16 products (vpdpwssd) below kVnniMaxRows tokens, where
+// it is faster; from there on the vdpbf16ps (or FP32 FMA) body, which is as fast for activations needing one
+// int16 plane and twice as fast for wide ones (two planes; measured: bench/results/xeon-vnni.md). Like amx,
+// the W4A8 entry switches at that M, and the pooled entry (from pooledMinRows = kVnniMaxRows) is the other
+// body split over the pool, so that a batch is processed by one body whatever the split.
+constexpr int kVnniMaxRows = 8;
+void avx512VnniW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
+  if (a.M < kVnniMaxRows) avx512vnni::gemmW4A8(a, nBegin, nEnd);
+  else avx512bf16::gemmW4A8(a, nBegin, nEnd);
+}
+void avx512FmaVnniW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
+  if (a.M < kVnniMaxRows) avx512vnni::gemmW4A8(a, nBegin, nEnd);
+  else avx512::gemmW4A8(a, nBegin, nEnd);
+}
+void avx512Bf16W4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a) { gemmW4A8Parallel(kAvx512Bf16Named, pool, a); }
+void avx512FmaW4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a) { gemmW4A8Parallel(kAvx512Fma, pool, a); }
+
 const KernelTable kAvx512Vnni = {
     "avx512",
-    "AVX-512 VNNI vpdpwssd for W4A8 (exact int16 products of FP8 group tables and activation planes), vdpbf16ps "
-    "for W8A8/W4A16 (exact BF16 products); FP32 accumulation",
-    avx512vnni::gemmW4A8,
+    "AVX-512 VNNI vpdpwssd for W4A8 below 8 tokens (exact int16 products of FP8 group tables and activation "
+    "planes), vdpbf16ps otherwise (exact BF16 products); FP32 accumulation",
+    avx512VnniW4A8,
     avx512bf16::gemmW8A8,
     avx512bf16::gemmW4A16,
     avx512::gemmF32,
     avx512::quantizeActivationsDynamic,
     avx512::quantizeActivationsStatic,
     fast::lutDequantInt4ToFp8,
-    0, nullptr, nullptr, nullptr,
+    kVnniMaxRows, avx512Bf16W4A8Pooled, nullptr, nullptr,
 };
 
 const KernelTable kAvx512FmaVnniAsAvx512 = {
     "avx512",
-    "AVX-512 VNNI vpdpwssd for W4A8 (exact int16 products), FP32 FMA for the rest, no AVX512-BF16 on this CPU; "
-    "FP32 accumulation",
-    avx512vnni::gemmW4A8,
+    "AVX-512 VNNI vpdpwssd for W4A8 below 8 tokens (exact int16 products), FP32 FMA otherwise, no AVX512-BF16 on "
+    "this CPU; FP32 accumulation",
+    avx512FmaVnniW4A8,
     avx512::gemmW8A8,
     avx512::gemmW4A16,
     avx512::gemmF32,
     avx512::quantizeActivationsDynamic,
     avx512::quantizeActivationsStatic,
     fast::lutDequantInt4ToFp8,
-    0, nullptr, nullptr, nullptr,
+    kVnniMaxRows, avx512FmaW4A8Pooled, nullptr, nullptr,
 };
 
 // AMX tiles from M = amx::kMinRows tokens on; below, the "avx512" (vdpbf16ps) bodies, called from the amx
@@ -201,7 +218,7 @@ std::string describeCpu(const CpuFeatures& cpu) {
                                                           : "; no AMX";
   if (cpu.avx512Backend())
     return std::string(cpu.avx512bf16 ? "AVX512 F/BW/VL/DQ/VBMI + AVX512-BF16" : "AVX512 F/BW/VL/DQ/VBMI, no AVX512-BF16") +
-           (cpu.avx512vnni ? " + AVX512-VNNI (W4A8 on vpdpwssd)" : ", no AVX512-VNNI") + amxNote;
+           (cpu.avx512vnni ? " + AVX512-VNNI (W4A8 below 8 tokens on vpdpwssd)" : ", no AVX512-VNNI") + amxNote;
   if (cpu.avx2Backend()) return "AVX2+FMA+F16C, no AVX512 F/BW/VL/DQ/VBMI";
   return "no AVX2+FMA+F16C";
 #endif

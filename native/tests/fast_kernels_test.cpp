@@ -679,24 +679,49 @@ TEST(w4a8_vnni_matches_reference_on_odd_shapes_planes_and_batches) {
 }
 
 TEST(w4a8_vnni_is_used_where_the_cpu_has_it_and_not_elsewhere) {
-  // The public avx512 and amx tables take the VNNI W4A8 only on a CPU with AVX512-VNNI; without it they keep
-  // the vdpbf16ps (or FP32 FMA) W4A8, and avx512-bf16 is always the vdpbf16ps one.
+  // The public avx512 and amx tables take the VNNI W4A8 (below 8 tokens) only on a CPU with AVX512-VNNI; without
+  // it they keep the vdpbf16ps (or FP32 FMA) W4A8, and avx512-bf16 is always the vdpbf16ps one.
   CpuFeatures cpu;
   cpu.avx2 = cpu.fma = cpu.f16c = true;
   cpu.avx512f = cpu.avx512bw = cpu.avx512vl = cpu.avx512dq = cpu.avx512vbmi = cpu.avx512bf16 = true;
 #if defined(__x86_64__)
   CpuFeatures vnni = cpu;
   vnni.avx512vnni = true;
-  CHECK(kernelsFor("avx512", vnni)->gemmW4A8 == avx512vnni::gemmW4A8, "avx512 with VNNI: %s", kernelsFor("avx512", vnni)->detail);
-  CHECK(kernelsFor("avx512", cpu)->gemmW4A8 == kernelsFor("avx512-bf16", cpu)->gemmW4A8, "avx512 without VNNI");
+  const KernelTable* withVnni = kernelsFor("avx512", vnni);
+  CHECK(withVnni->gemmW4A8 != kernelsFor("avx512-bf16", vnni)->gemmW4A8 && withVnni->gemmW4A8Pooled &&
+            withVnni->pooledMinRows > 1,
+        "avx512 with VNNI: %s", withVnni->detail);
+  CHECK(kernelsFor("avx512", cpu)->gemmW4A8 == kernelsFor("avx512-bf16", cpu)->gemmW4A8 &&
+            !kernelsFor("avx512", cpu)->gemmW4A8Pooled,
+        "avx512 without VNNI");
   CHECK(kernelsFor("avx512-bf16", vnni)->gemmW4A8 != avx512vnni::gemmW4A8, "avx512-bf16 never takes VNNI");
   CpuFeatures noBf16 = vnni;
   noBf16.avx512bf16 = false;
   CHECK(kernelsFor("avx512-bf16", noBf16) == nullptr, "avx512-bf16 needs AVX512-BF16");
-  CHECK(kernelsFor("avx512", noBf16)->gemmW4A8 == avx512vnni::gemmW4A8, "VNNI without BF16");
+  CHECK(kernelsFor("avx512", noBf16)->gemmW4A8Pooled != nullptr, "VNNI without BF16");
   CpuFeatures amx = vnni, amxNoVnni = cpu;
   amx.amxTile = amx.amxBf16 = amx.amxPermission = amxNoVnni.amxTile = amxNoVnni.amxBf16 = amxNoVnni.amxPermission = true;
   CHECK(kernelsFor("amx", amx)->gemmW4A8 != kernelsFor("amx", amxNoVnni)->gemmW4A8, "amx: VNNI below kMinRows");
   CHECK(kernelsFor("amx", amx)->gemmW4A8Pooled == kernelsFor("amx", amxNoVnni)->gemmW4A8Pooled, "amx tiles either way");
+  // On this CPU, where it has VNNI: the avx512 and amx W4A8 below 8 tokens equal the VNNI kernel bit for bit,
+  // and avx512 from 8 tokens on equals avx512-bf16.
+  if (cpuFeatures().avx512Backend() && cpuFeatures().avx512vnni) {
+    const Int4Layer l = makeInt4Layer(77, 9, 21, 384, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false);
+    for (const char* name : {"avx512", "amx"}) {
+      const KernelTable* t = kernelsFor(name);
+      if (!t) continue;
+      for (int M : {1, 7, 8, 9}) {
+        std::vector<float> got((size_t)M * l.N), want((size_t)M * l.N);
+        const W4A8GemmArgs a{l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {got.data(), nullptr, l.N}};
+        W4A8GemmArgs b = a;
+        b.y.f32 = want.data();
+        t->gemmW4A8(a, 0, l.N);
+        if (M < 8) avx512vnni::gemmW4A8(b, 0, l.N);
+        else if (!std::strcmp(name, "avx512")) kernelsFor("avx512-bf16")->gemmW4A8(b, 0, l.N);
+        else continue;
+        CHECK(std::memcmp(got.data(), want.data(), got.size() * 4) == 0, "%s W4A8 M=%d: not the expected body", name, M);
+      }
+    }
+  }
 #endif
 }
