@@ -40,14 +40,14 @@ const KERNELS = ['w4a8', 'w8a8', 'w4a16', 'f32'];
 const KERNEL_LABELS = { w4a8: 'W4A8', w8a8: 'W8A8', w4a16: 'W4A16', f32: 'FP32' };
 // What the addon's dispatch knows (native/kernels/dispatch.h), slowest first. avx512-fma is the AVX-512 body
 // without vdpbf16ps (the "AVX512-FMA path" of the AMX target).
-const BACKENDS = ['reference', 'avx2', 'avx512-fma', 'avx512', 'amx'];
+const BACKENDS = ['reference', 'avx2', 'avx512-fma', 'avx512-bf16', 'avx512', 'amx'];
 const DEFAULT_BACKENDS = ['avx2', 'avx512-fma', 'avx512', 'amx'];
 // The arithmetic peak a backend is judged against, by what it computes with (native/kernels/dispatch.h): FP32
 // FMA of its vector width, or for avx512 on a CPU with AVX512-BF16 the vdpbf16ps peak (two BF16 products per
 // FP32 lane and instruction: twice the FP32 FMA rate, so the FP32 peak is no limit for it). No AMX probe yet:
 // amx is judged against the best AVX-512 peak, which it is expected to exceed.
 const PEAK_ISAS = {
-  avx2: ['avx2'], 'avx512-fma': ['avx512'], avx512: ['avx512bf16', 'avx512'], amx: ['avx512bf16', 'avx512'],
+  avx2: ['avx2'], 'avx512-fma': ['avx512'], 'avx512-bf16': ['avx512bf16', 'avx512'], avx512: ['avx512bf16', 'avx512'], amx: ['avx512bf16', 'avx512'],
 };
 
 const FULL_SHAPES = ['4096x4096', '4096x11008', '11008x4096', '8192x8192', '8192x28672'];
@@ -532,8 +532,8 @@ function printTable(rows, limits) {
 // ---- SVG -----------------------------------------------------------------------------------------------
 
 const COLORS = { w4a8: '#d62728', w8a8: '#1f77b4', w4a16: '#2ca02c', f32: '#7f7f7f' };
-const DASHES = { reference: '1,3', avx2: '2,2', 'avx512-fma': '6,3', avx512: '', amx: '10,3,2,3' };
-const MARKERS = { reference: 'x', avx2: 'circle', 'avx512-fma': 'square', avx512: 'triangle', amx: 'diamond' };
+const DASHES = { reference: '1,3', avx2: '2,2', 'avx512-fma': '6,3', 'avx512-bf16': '4,2', avx512: '', amx: '10,3,2,3' };
+const MARKERS = { reference: 'x', avx2: 'circle', 'avx512-fma': 'square', 'avx512-bf16': 'square', avx512: 'triangle', amx: 'diamond' };
 
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const f1 = (v) => (Math.round(v * 10) / 10).toString();

@@ -22,15 +22,18 @@ if ! node node_modules/cmake-js/bin/cmake-js compile --runtime node --config Rel
 fi
 rm -f "$out/build.log"
 
-for isa in reference avx2 avx512 amx; do
+for isa in reference avx2 avx512-bf16 avx512 amx; do
   echo "== W4A8_ISA=$isa"
   W4A8_ISA=$isa ./build/w4a8_native_tests 2>&1 | grep -v '^  ok '
 done > "$out/native-tests.txt"
 cat "$out/native-tests.txt"
 
-bench() { timeout "$1" node bench/kernels.mjs --threads "$threads" --backends avx512-fma,avx512,amx --budget 0.3 "${@:2}"; }
+# W4A8_BENCH_BACKENDS / _M / _KERNELS narrow the 4096x11008 run (e.g. avx512-bf16,avx512,amx / 1,4,8,16 / w4a8,w8a8,f32).
+backends=${W4A8_BENCH_BACKENDS:-avx512-fma,avx512,amx}
+bench() { timeout "$1" node bench/kernels.mjs --threads "$threads" --backends "$backends" --budget 0.3 "${@:2}"; }
 {
-  bench 150 --shapes 4096x11008 --m 1,4,16,64,256 --kernels w4a8,w8a8,w4a16,f32 --out "$out/target"
+  bench 150 --shapes 4096x11008 --m "${W4A8_BENCH_M:-1,4,16,64,256}" --kernels "${W4A8_BENCH_KERNELS:-w4a8,w8a8,w4a16,f32}" \
+    --out "$out/target"
   [[ ${2:-} == target ]] ||
     bench 150 --shapes 4096x4096,11008x4096,8192x8192,8192x28672 --m 1,4,16,64,256 --kernels w4a8 --out "$out/shapes"
 } > "$out/bench.txt" 2>&1

@@ -35,6 +35,12 @@ void gemmW8A8(const W8A8GemmArgs& a, int nBegin, int nEnd);
 void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd);
 }  // namespace avx512bf16
 
+// kernels/avx512/w4a8_vnni.cpp: W4A8 on exact int16 products with AVX512-VNNI vpdpwssd (any M, batch-invariant;
+// the avx512 and amx tables use it below 8 tokens where the CPU has AVX512-VNNI).
+namespace avx512vnni {
+void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd);
+}  // namespace avx512vnni
+
 // kernels/amx/: AMX-BF16 tiles (tdpbf16ps) for M >= kMinRows tokens; below, the avx512bf16 bodies. The
 // *Pooled entries run a whole call on a pool (see KernelTable::pooledMinRows in dispatch.h).
 namespace amx {

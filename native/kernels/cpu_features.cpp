@@ -55,6 +55,7 @@ CpuFeatures detect() {
     f.avx512bw = ebx & (1u << 30);
     f.avx512vl = ebx & (1u << 31);
     f.avx512vbmi = ecx & (1u << 1);
+    f.avx512vnni = ecx & (1u << 11);
   }
   if (osTile) {
     f.amxBf16 = edx & (1u << 22);
@@ -86,7 +87,9 @@ std::string CpuFeatures::missingFor(const char* isa) const {
   };
   if (!std::strcmp(isa, "avx2") || !std::strncmp(isa, "avx512", 6) || !std::strcmp(isa, "amx")) add(avx2Needs, 3);
   if (!std::strncmp(isa, "avx512", 6) || !std::strcmp(isa, "amx")) add(avx512Needs, 5);
-  // avx512 also runs without AVX512-BF16 (FP32 FMA instead of vdpbf16ps), so BF16 is never "missing".
+  // avx512 also runs without AVX512-BF16 (FP32 FMA instead of vdpbf16ps), so BF16 is never "missing" for it,
+  // nor VNNI (W4A8 then runs on BF16 or FP32 products).
+  if (!std::strcmp(isa, "avx512-bf16") && !avx512bf16) missing += (missing.empty() ? "" : " ") + std::string("AVX512-BF16");
   if (!std::strcmp(isa, "amx")) {
     const Need amxNeeds[] = {{"AVX512-BF16", avx512bf16}, {"AMX-TILE", amxTile}, {"AMX-BF16", amxBf16}};
     add(amxNeeds, 3);

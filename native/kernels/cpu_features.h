@@ -11,6 +11,7 @@ struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;                       // + OS support for YMM state
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vbmi = false;
   bool avx512bf16 = false;                                             // vdpbf16ps, vcvtne2ps2bf16
+  bool avx512vnni = false;                                             // vpdpwssd (W4A8 on int16 products)
   bool amxBf16 = false, amxTile = false;                               // + OS support for tile state
   bool amxPermission = false;  // the OS let this process use tile data (AMX counts only with it)
   bool avx2Backend() const { return avx2 && fma && f16c; }

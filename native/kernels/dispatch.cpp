@@ -7,6 +7,7 @@
 #include "kernels/fast_common.h"
 #if W4A8_X86_BACKENDS
 #include "kernels/backends.h"
+#include "kernels/parallel.h"
 #endif
 
 namespace w4a8 {
@@ -80,9 +81,69 @@ const KernelTable kAvx512FmaAsAvx512 = {
     0, nullptr, nullptr, nullptr,
 };
 
+// The same as kAvx512Bf16 under its own name: what "avx512" is on a CPU with AVX512-BF16 but without
+// AVX512-VNNI, so that tests and benches can run it next to the VNNI W4A8 on any AVX-512 machine.
+const KernelTable kAvx512Bf16Named = {
+    "avx512-bf16",
+    "AVX-512 vdpbf16ps (exact BF16 products, FP32 accumulation)",
+    avx512bf16::gemmW4A8,
+    avx512bf16::gemmW8A8,
+    avx512bf16::gemmW4A16,
+    avx512::gemmF32,
+    avx512::quantizeActivationsDynamic,
+    avx512::quantizeActivationsStatic,
+    fast::lutDequantInt4ToFp8,
+    0, nullptr, nullptr, nullptr,
+};
+
+// "avx512" on a CPU with AVX512-VNNI: W4A8 on exact int16 products (vpdpwssd) below kVnniMaxRows tokens, where
+// it is faster; from there on the vdpbf16ps (or FP32 FMA) body, which is as fast for activations needing one
+// int16 plane and twice as fast for wide ones (two planes; measured: bench/results/xeon-vnni.md). Like amx,
+// the W4A8 entry switches at that M, and the pooled entry (from pooledMinRows = kVnniMaxRows) is the other
+// body split over the pool, so that a batch is processed by one body whatever the split.
+constexpr int kVnniMaxRows = 8;
+void avx512VnniW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
+  if (a.M < kVnniMaxRows) avx512vnni::gemmW4A8(a, nBegin, nEnd);
+  else avx512bf16::gemmW4A8(a, nBegin, nEnd);
+}
+void avx512FmaVnniW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
+  if (a.M < kVnniMaxRows) avx512vnni::gemmW4A8(a, nBegin, nEnd);
+  else avx512::gemmW4A8(a, nBegin, nEnd);
+}
+void avx512Bf16W4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a) { gemmW4A8Parallel(kAvx512Bf16Named, pool, a); }
+void avx512FmaW4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a) { gemmW4A8Parallel(kAvx512Fma, pool, a); }
+
+const KernelTable kAvx512Vnni = {
+    "avx512",
+    "AVX-512 VNNI vpdpwssd for W4A8 below 8 tokens (exact int16 products of FP8 group tables and activation "
+    "planes), vdpbf16ps otherwise (exact BF16 products); FP32 accumulation",
+    avx512VnniW4A8,
+    avx512bf16::gemmW8A8,
+    avx512bf16::gemmW4A16,
+    avx512::gemmF32,
+    avx512::quantizeActivationsDynamic,
+    avx512::quantizeActivationsStatic,
+    fast::lutDequantInt4ToFp8,
+    kVnniMaxRows, avx512Bf16W4A8Pooled, nullptr, nullptr,
+};
+
+const KernelTable kAvx512FmaVnniAsAvx512 = {
+    "avx512",
+    "AVX-512 VNNI vpdpwssd for W4A8 below 8 tokens (exact int16 products), FP32 FMA otherwise, no AVX512-BF16 on "
+    "this CPU; FP32 accumulation",
+    avx512FmaVnniW4A8,
+    avx512::gemmW8A8,
+    avx512::gemmW4A16,
+    avx512::gemmF32,
+    avx512::quantizeActivationsDynamic,
+    avx512::quantizeActivationsStatic,
+    fast::lutDequantInt4ToFp8,
+    kVnniMaxRows, avx512FmaW4A8Pooled, nullptr, nullptr,
+};
+
 // AMX tiles from M = amx::kMinRows tokens on; below, the "avx512" (vdpbf16ps) bodies, called from the amx
 // entries so that one table serves every M.
-const KernelTable kAmx = {
+const KernelTable kAmxNoVnni = {
     "amx",
     "AMX-BF16 tdpbf16ps tiles for M >= 8 tokens, AVX-512 vdpbf16ps below (exact BF16 products, FP32 accumulation)",
     amx::gemmW4A8,
@@ -98,15 +159,47 @@ const KernelTable kAmx = {
     amx::gemmW4A16Pooled,
 };
 
+// W4A8 below amx::kMinRows tokens on VNNI (the amx entry would run the vdpbf16ps body there); tiles above.
+// (The pooled entry, used from pooledMinRows = kMinRows tokens, is the tile path either way.)
+void amxW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
+  if (a.M < amx::kMinRows) avx512vnni::gemmW4A8(a, nBegin, nEnd);
+  else amx::gemmW4A8(a, nBegin, nEnd);
+}
+
+const KernelTable kAmx = {
+    "amx",
+    "AMX-BF16 tdpbf16ps tiles for M >= 8 tokens, below: AVX-512 VNNI vpdpwssd for W4A8 (exact int16 products), "
+    "vdpbf16ps for W8A8/W4A16 (exact BF16 products); FP32 accumulation",
+    amxW4A8,
+    amx::gemmW8A8,
+    amx::gemmW4A16,
+    avx512::gemmF32,
+    avx512::quantizeActivationsDynamic,
+    avx512::quantizeActivationsStatic,
+    fast::lutDequantInt4ToFp8,
+    amx::kMinRows,
+    amx::gemmW4A8Pooled,
+    amx::gemmW8A8Pooled,
+    amx::gemmW4A16Pooled,
+};
+
 #endif  // W4A8_X86_BACKENDS
 
-const char* const kNames[] = {"reference", "avx2", "avx512-fma", "avx512", "amx", nullptr};
+const char* const kNames[] = {"reference", "avx2", "avx512-fma", "avx512-bf16", "avx512", "amx", nullptr};
+
+#if W4A8_X86_BACKENDS
+// What the public name "avx512" runs on an AVX-512 CPU.
+const KernelTable* avx512Table(const CpuFeatures& cpu) {
+  if (cpu.avx512bf16) return cpu.avx512vnni ? &kAvx512Vnni : &kAvx512Bf16;
+  return cpu.avx512vnni ? &kAvx512FmaVnniAsAvx512 : &kAvx512FmaAsAvx512;
+}
+#endif
 
 // Best first: what "no request" picks.
 const KernelTable* bestAvailable(const CpuFeatures& cpu) {
 #if W4A8_X86_BACKENDS
-  if (cpu.amxBackend()) return &kAmx;
-  if (cpu.avx512Backend()) return cpu.avx512bf16 ? &kAvx512Bf16 : &kAvx512FmaAsAvx512;
+  if (cpu.amxBackend()) return cpu.avx512vnni ? &kAmx : &kAmxNoVnni;
+  if (cpu.avx512Backend()) return avx512Table(cpu);
   if (cpu.avx2Backend()) return &kAvx2;
 #endif
   return &kReference;
@@ -116,14 +209,16 @@ std::string describeCpu(const CpuFeatures& cpu) {
 #if !W4A8_X86_BACKENDS
   return "no x86 backends in this build";
 #else
+  const std::string vnni = cpu.avx512vnni ? " + AVX512-VNNI" : "";
   if (cpu.amxBackend())
-    return "AVX512 F/BW/VL/DQ/VBMI + AVX512-BF16 + AMX-TILE/AMX-BF16 with OS permission: AMX tiles for M >= " +
-           std::to_string(amx::kMinRows) + " tokens, AVX-512 vdpbf16ps below";
+    return "AVX512 F/BW/VL/DQ/VBMI + AVX512-BF16" + vnni + " + AMX-TILE/AMX-BF16 with OS permission: AMX tiles for M >= " +
+           std::to_string(amx::kMinRows) + " tokens, AVX-512 " +
+           std::string(cpu.avx512vnni ? "vpdpwssd (W4A8) / " : "") + "vdpbf16ps below";
   const std::string amxNote = cpu.amxTile && cpu.amxBf16 ? "; AMX present but " + cpu.missingFor("amx") + " missing"
                                                           : "; no AMX";
   if (cpu.avx512Backend())
-    return (cpu.avx512bf16 ? "AVX512 F/BW/VL/DQ/VBMI + AVX512-BF16" : "AVX512 F/BW/VL/DQ/VBMI, no AVX512-BF16") +
-           amxNote;
+    return std::string(cpu.avx512bf16 ? "AVX512 F/BW/VL/DQ/VBMI + AVX512-BF16" : "AVX512 F/BW/VL/DQ/VBMI, no AVX512-BF16") +
+           (cpu.avx512vnni ? " + AVX512-VNNI (W4A8 below 8 tokens on vpdpwssd)" : ", no AVX512-VNNI") + amxNote;
   if (cpu.avx2Backend()) return "AVX2+FMA+F16C, no AVX512 F/BW/VL/DQ/VBMI";
   return "no AVX2+FMA+F16C";
 #endif
@@ -145,9 +240,9 @@ const KernelTable* kernelsFor(const char* isa, const CpuFeatures& cpu) {
 #if W4A8_X86_BACKENDS
   if (!std::strcmp(isa, "avx2")) return cpu.avx2Backend() ? &kAvx2 : nullptr;
   if (!std::strcmp(isa, "avx512-fma")) return cpu.avx512Backend() ? &kAvx512Fma : nullptr;
-  if (!std::strcmp(isa, "avx512"))
-    return cpu.avx512Backend() ? (cpu.avx512bf16 ? &kAvx512Bf16 : &kAvx512FmaAsAvx512) : nullptr;
-  if (!std::strcmp(isa, "amx")) return cpu.amxBackend() ? &kAmx : nullptr;
+  if (!std::strcmp(isa, "avx512-bf16")) return cpu.avx512Backend() && cpu.avx512bf16 ? &kAvx512Bf16Named : nullptr;
+  if (!std::strcmp(isa, "avx512")) return cpu.avx512Backend() ? avx512Table(cpu) : nullptr;
+  if (!std::strcmp(isa, "amx")) return cpu.amxBackend() ? (cpu.avx512vnni ? &kAmx : &kAmxNoVnni) : nullptr;
 #endif
   return nullptr;
 }

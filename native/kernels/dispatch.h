@@ -2,8 +2,9 @@
 //
 //   reference  scalar C++, the definition (kernels/reference/)
 //   avx2       AVX2 + FMA + F16C, FP32 FMA arithmetic (kernels/avx2/)
-//   avx512     AVX512 F/BW/VL/VBMI(/DQ); vdpbf16ps where the CPU has AVX512-BF16 (kernels/avx512/)
-//   amx        AMX-BF16 tiles (tdpbf16ps) for calls of M >= 8 tokens, avx512 (vdpbf16ps) below (kernels/amx/)
+//   avx512     AVX512 F/BW/VL/VBMI(/DQ); vdpbf16ps where the CPU has AVX512-BF16 (kernels/avx512/), and W4A8
+//              below 8 tokens on vpdpwssd int16 products where it has AVX512-VNNI (kernels/avx512/w4a8_vnni.cpp)
+//   amx        AMX-BF16 tiles (tdpbf16ps) for calls of M >= 8 tokens, avx512 (VNNI W4A8, vdpbf16ps) below (kernels/amx/)
 //
 // The active table is chosen at first use: the best backend this CPU and OS support, or the one named
 // by the environment variable W4A8_ISA=reference|avx2|avx512|amx. A name the CPU cannot run (or an
@@ -50,10 +51,11 @@ const char* backendReason();  // why, e.g. "W4A8_ISA=avx512 needs AVX512VBMI, wh
 
 // The table for one backend name, or nullptr when this CPU/OS cannot run it (or this build lacks it:
 // only x86-64 builds have avx2, avx512 and amx). Besides the public names, "avx512-fma" names the AVX-512 variant without
-// vdpbf16ps (what a CPU without AVX512-BF16 runs), so tests can check it on any AVX-512 machine.
+// vdpbf16ps (what a CPU without AVX512-BF16 runs), so tests can check it on any AVX-512 machine, and "avx512-bf16" the
+// vdpbf16ps variant without the VNNI W4A8 (what a CPU with AVX512-BF16 but no AVX512-VNNI runs).
 const KernelTable* kernelsFor(const char* isa);
 
-// Every name kernelsFor() knows, nullptr-terminated, best last: reference, avx2, avx512-fma, avx512, amx.
+// Every name kernelsFor() knows, nullptr-terminated, best last: reference, avx2, avx512-fma, avx512-bf16, avx512, amx.
 const char* const* kernelNames();
 
 // The choice activeKernels() makes, as a pure function of the requested name (nullptr or "" = none,

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/backends.h"
 #include "kernels/cpu_features.h"
 #include "kernels/dispatch.h"
 #include "kernels/parallel.h"
@@ -608,4 +609,119 @@ TEST(w4a8_tiny_group_scales_round_to_fp8_subnormals_like_the_reference) {
         checkClose(y, ref, M, N, bound, std::string(t->name) + " tiny scales M=" + std::to_string(M) + " " + formatName(wf));
       }
     }
+}
+
+namespace {
+
+// A layer whose activations are random finite FP8 codes of every magnitude (subnormals included), so that
+// groups span the whole exponent range: the VNNI W4A8 path then needs 2 (E4M3) or 3 (E5M2) activation planes.
+Int4Layer makeWideCodeLayer(uint64_t seed, int M, int N, int K, int G, Fp8Format wf, Fp8Format af) {
+  Int4Layer l = makeInt4Layer(seed, M, N, K, G, wf, af, seed % 2, seed % 3 == 0);
+  w4a8test::Rng rng(seed + 99);
+  const float* table = fp8DecodeTable(af);
+  for (size_t i = 0; i < l.x8.size(); ++i) {
+    if (i % 7 == 3) continue;  // keep some quantized values
+    uint8_t c;
+    do c = (uint8_t)rng.below(256);
+    while (!std::isfinite(table[c]));
+    l.x8[i] = c;
+  }
+  return l;
+}
+
+}  // namespace
+
+TEST(w4a8_vnni_matches_reference_on_odd_shapes_planes_and_batches) {
+  // The AVX512-VNNI W4A8 kernel (kernels/avx512/w4a8_vnni.cpp) called directly: K not a multiple of its
+  // 128-k block (G = 32 and 64 with an odd group count), odd and even N, M = 1..13 (its token chunks of 8 and
+  // their remainders), every weight and activation format, activations with one to three planes. Against the
+  // reference within the tolerance, and every row of an M-row call equal bit for bit to a 1-row call.
+#if !defined(__x86_64__)
+  std::printf("        SKIP not x86-64\n");
+#else
+  const CpuFeatures& cpu = cpuFeatures();
+  if (!(cpu.avx512Backend() && cpu.avx512vnni)) {
+    std::printf("        SKIP no AVX512-VNNI here\n");
+    return;
+  }
+  const int kTokenCounts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13};
+  int i = 0;
+  for (Fp8Format wf : kFormats)
+    for (Fp8Format af : kFormats)
+      for (int G : kGroups) {
+        const int M = kTokenCounts[i % 10], N = 1 + (i * 7) % 20, K = G * (1 + (i % 5) * 2 + (G == 128 ? i % 2 : 0));
+        const bool wide = i % 2 == 0;
+        const uint64_t seed = 9000 + i++;
+        const Int4Layer l = wide ? makeWideCodeLayer(seed, M, N, K, G, wf, af)
+                                 : makeInt4Layer(seed, M, N, K, G, wf, af, seed % 2, seed % 3 == 0);
+        const std::string name = "vnni M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                                 " G=" + std::to_string(G) + " w=" + formatName(wf) + " x=" + formatName(af) +
+                                 (wide ? " wide" : "");
+        std::vector<float> ref((size_t)M * N), y((size_t)M * N, -1.0f), one(N);
+        reference::gemmW4A8({l.x8.data(), l.xScales.data(), af, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
+        avx512vnni::gemmW4A8({l.x8.data(), l.xScales.data(), af, M, l.view(), {y.data(), nullptr, N}}, 0, N);
+        const float* xTable = fp8DecodeTable(af);
+        const float* wTable = fp8DecodeTable(wf);
+        auto bound = [&](int m, int n) {
+          const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
+                                       [&](int nn, int k) { return wTable[l.w8[(size_t)nn * K + k]]; }, m, n, K);
+          return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
+        };
+        checkClose(y, ref, M, N, bound, name);
+        for (int m = 0; m < M; ++m) {
+          avx512vnni::gemmW4A8({l.x8.data() + (size_t)m * K, l.xScales.data() + m, af, 1, l.view(), {one.data(), nullptr, N}},
+                               0, N);
+          CHECK(std::memcmp(one.data(), y.data() + (size_t)m * N, N * 4) == 0, "%s: row %d differs from a 1-row call",
+                name.c_str(), m);
+        }
+      }
+#endif
+}
+
+TEST(w4a8_vnni_is_used_where_the_cpu_has_it_and_not_elsewhere) {
+  // The public avx512 and amx tables take the VNNI W4A8 (below 8 tokens) only on a CPU with AVX512-VNNI; without
+  // it they keep the vdpbf16ps (or FP32 FMA) W4A8, and avx512-bf16 is always the vdpbf16ps one.
+  CpuFeatures cpu;
+  cpu.avx2 = cpu.fma = cpu.f16c = true;
+  cpu.avx512f = cpu.avx512bw = cpu.avx512vl = cpu.avx512dq = cpu.avx512vbmi = cpu.avx512bf16 = true;
+#if defined(__x86_64__)
+  CpuFeatures vnni = cpu;
+  vnni.avx512vnni = true;
+  const KernelTable* withVnni = kernelsFor("avx512", vnni);
+  CHECK(withVnni->gemmW4A8 != kernelsFor("avx512-bf16", vnni)->gemmW4A8 && withVnni->gemmW4A8Pooled &&
+            withVnni->pooledMinRows > 1,
+        "avx512 with VNNI: %s", withVnni->detail);
+  CHECK(kernelsFor("avx512", cpu)->gemmW4A8 == kernelsFor("avx512-bf16", cpu)->gemmW4A8 &&
+            !kernelsFor("avx512", cpu)->gemmW4A8Pooled,
+        "avx512 without VNNI");
+  CHECK(kernelsFor("avx512-bf16", vnni)->gemmW4A8 != avx512vnni::gemmW4A8, "avx512-bf16 never takes VNNI");
+  CpuFeatures noBf16 = vnni;
+  noBf16.avx512bf16 = false;
+  CHECK(kernelsFor("avx512-bf16", noBf16) == nullptr, "avx512-bf16 needs AVX512-BF16");
+  CHECK(kernelsFor("avx512", noBf16)->gemmW4A8Pooled != nullptr, "VNNI without BF16");
+  CpuFeatures amx = vnni, amxNoVnni = cpu;
+  amx.amxTile = amx.amxBf16 = amx.amxPermission = amxNoVnni.amxTile = amxNoVnni.amxBf16 = amxNoVnni.amxPermission = true;
+  CHECK(kernelsFor("amx", amx)->gemmW4A8 != kernelsFor("amx", amxNoVnni)->gemmW4A8, "amx: VNNI below kMinRows");
+  CHECK(kernelsFor("amx", amx)->gemmW4A8Pooled == kernelsFor("amx", amxNoVnni)->gemmW4A8Pooled, "amx tiles either way");
+  // On this CPU, where it has VNNI: the avx512 and amx W4A8 below 8 tokens equal the VNNI kernel bit for bit,
+  // and avx512 from 8 tokens on equals avx512-bf16.
+  if (cpuFeatures().avx512Backend() && cpuFeatures().avx512vnni) {
+    const Int4Layer l = makeInt4Layer(77, 9, 21, 384, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false);
+    for (const char* name : {"avx512", "amx"}) {
+      const KernelTable* t = kernelsFor(name);
+      if (!t) continue;
+      for (int M : {1, 7, 8, 9}) {
+        std::vector<float> got((size_t)M * l.N), want((size_t)M * l.N);
+        const W4A8GemmArgs a{l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {got.data(), nullptr, l.N}};
+        W4A8GemmArgs b = a;
+        b.y.f32 = want.data();
+        t->gemmW4A8(a, 0, l.N);
+        if (M < 8) avx512vnni::gemmW4A8(b, 0, l.N);
+        else if (!std::strcmp(name, "avx512")) kernelsFor("avx512-bf16")->gemmW4A8(b, 0, l.N);
+        else continue;
+        CHECK(std::memcmp(got.data(), want.data(), got.size() * 4) == 0, "%s W4A8 M=%d: not the expected body", name, M);
+      }
+    }
+  }
+#endif
 }
