@@ -20,6 +20,7 @@ import { START_USAGE, startCommand } from './commands/start.js';
 import { SERVE_USAGE, serveCommand } from './commands/serve.js';
 import { PACK_USAGE, packCommand } from './commands/pack.js';
 import { EVAL_USAGE, SAMPLE_USAGE, evalCommand, sampleCommand } from './commands/eval.js';
+import { seededNormals } from './random.js';
 
 const USAGE = `usage: w4a8 <command> [options]
 commands:
@@ -36,20 +37,6 @@ commands:
   demo    pack a random layer and compare W4A8, W8A8, W4A16 against FP32
           [--rows 4096] [--cols 4096] [--tokens 4] [--format e4m3fn] [--group 128] [--seed 1]`;
 
-/** Seeded normal samples (mulberry32 + Box-Muller) so runs are repeatable. */
-function randomNormal(count: number, seed: number): Float32Array {
-  let state = seed >>> 0;
-  const uniform = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
-  return out;
-}
 
 function relativeRmsError(got: Float32Array, want: Float32Array): number {
   let err = 0, norm = 0;
@@ -87,8 +74,8 @@ async function demo(args: string[]): Promise<void> {
   const seed = intOption(values.seed, 'seed', 1);
   const format = checkFormat(values.format ?? 'e4m3fn', '--format');
   const groupSize = intOption(values.group, 'group', 128) as GroupSize;
-  const weights = randomNormal(N * K, seed).map((v) => v * 0.02);
-  const x = randomNormal(M * K, seed + 1);
+  const weights = seededNormals(N * K, seed).map((v) => v * 0.02);
+  const x = seededNormals(M * K, seed + 1);
   console.log(`backend: ${backend().name} (${backend().reason})`);
   console.log(`layer: N=${N} K=${K}, M=${M} tokens, ${format}, group ${groupSize}, seeded random weights (seed ${seed})`);
   const int4 = await Int4Weights.packAsync(weights, N, K, { groupSize, format });

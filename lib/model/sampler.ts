@@ -3,6 +3,7 @@
  * draw from a seeded generator (so a seed reproduces a generation). temperature 0 is greedy.
  */
 import { W4a8Error } from '../errors.js';
+import { seededRandom } from '../random.js';
 
 export interface SamplingOptions {
   /** 0 = greedy (argmax). Default 0.8. */
@@ -43,19 +44,11 @@ export function resolveSampling(o: SamplingOptions): ResolvedSampling {
 }
 
 export class Sampler {
-  private state: number;
+  /** Uniform [0, 1) from the seeded generator. */
+  private readonly random: () => number;
 
   constructor(private readonly options: ResolvedSampling) {
-    this.state = options.seed % 2 ** 32 >>> 0;
-  }
-
-  /** Uniform [0, 1) from a mulberry32 generator. */
-  private random(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    this.random = seededRandom(options.seed % 2 ** 32);
   }
 
   /**

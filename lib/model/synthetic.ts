@@ -4,6 +4,7 @@
  * model is given. Its text is gibberish by construction; it exercises every part of the engine.
  */
 import type { ModelConfig, SourceModel, Tensor } from './types.js';
+import { seededNormals } from '../random.js';
 
 export interface SyntheticShape {
   dim: number;
@@ -58,20 +59,7 @@ export function byteLevelTokenizerJson(): string {
 export const SYNTHETIC_CHAT_TEMPLATE =
   "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
 
-/** Seeded normal samples (mulberry32 + Box-Muller). */
-function normal(count: number, seed: number, std: number): Float32Array {
-  let state = seed >>> 0;
-  const uniform = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) out[i] = std * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
-  return out;
-}
+const normal = seededNormals;
 
 export function syntheticSourceModel(shape: SyntheticShape = DEFAULT_SYNTHETIC_SHAPE, seed = 1): SourceModel {
   const headDim = shape.dim / shape.nHeads;

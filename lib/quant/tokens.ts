@@ -9,18 +9,9 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { W4a8Error } from '../errors.js';
 import type { NativeModelHandle } from '../native.js';
+import { seededRandom } from '../random.js';
 
-/** Seeded uniform [0, 1) generator (mulberry32), the same one the sampler uses. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 function checkIds(values: unknown[], where: string, vocabSize?: number): Int32Array {
   const out = new Int32Array(values.length);
