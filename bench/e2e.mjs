@@ -30,6 +30,7 @@
 // Prints tables with the ratios and the PASS/MISS lines of the targets, writes bench/results/e2e-<cpu>.json and a
 // hand-written SVG beside it (decode tokens/s against batch for both engines, with their roofs).
 import { spawn } from 'node:child_process';
+import { ensureLlamaCpp, importLlamaCpp } from './lib/llama-peer.mjs';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -210,7 +211,7 @@ async function childW4a8(cfg) {
 }
 
 async function loadLlama(threads) {
-  const { getLlama } = await import('node-llama-cpp');
+  const { getLlama } = await importLlamaCpp();
   // build 'never' + skipDownload: use the prebuilt binary of the npm package or fail; never fetch or compile.
   const llama = await getLlama({ gpu: false, build: 'never', skipDownload: true, logLevel: 'error', maxThreads: threads, progressLogs: false });
   return llama;
@@ -440,6 +441,10 @@ async function runParent(opts) {
   console.log(`machine: ${machine.cpu}, ${machine.logicalCpus} logical CPUs, ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB; ${machine.isa.join(' ')}`);
   console.log(`w4a8 kernels: ${pkg.backend().name} (${pkg.backend().reason}); threads ${opts.threads} for both engines`);
   console.log(`load average before: ${loadBefore.join(', ')}${loadBefore[0] > 0.5 ? ' (other processes share the CPUs: figures may be low and noisy)' : ''}`);
+  if (opts.engines.includes('llama.cpp')) {
+    const missing = await ensureLlamaCpp();
+    if (missing) console.log(`llama.cpp: unavailable: ${missing}`);
+  }
   const probes = [probeLimits(addon, opts.threads)];
 
   // Models.
