@@ -387,19 +387,6 @@ GemmOutput rowsFrom(const GemmOutput& y, int m0) {
 
 }  // namespace
 
-void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
-  const int K = a.w.cols, Kp = roundUp(K, 64);
-  const float* table = fp8DecodeTable(a.actFormat);
-  for (int m0 = 0; m0 < a.M && nBegin < nEnd; m0 += kRowsPerPass) {
-    const int rows = std::min(kRowsPerPass, a.M - m0);
-    float* xp = activationScratch(rows, Kp);
-    const uint8_t* x8 = a.x8 + (size_t)m0 * K;
-    prepareInt4Order(rows, K, Kp, xp, [&](int m, int k) { return table[x8[(size_t)m * K + k]]; });
-    int4Gemm<Int4Table::Fp8>(a.w, rows, nBegin, nEnd, xp, Kp, rowsFrom(a.y, m0),
-                             [&](int m, int n) { return a.xScales[m0 + m] * a.w.channelScales[n]; });
-  }
-}
-
 void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd) {
   const int K = a.w.cols, Kp = roundUp(K, 64);
   for (int m0 = 0; m0 < a.M && nBegin < nEnd; m0 += kRowsPerPass) {
