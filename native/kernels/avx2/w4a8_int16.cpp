@@ -49,8 +49,8 @@ constexpr int kChunkK = 16;      // k per int16 vector
 constexpr int kMaxPlanes = 3;    // activation planes (e5m2 needs 3 at most, e4m3 2)
 constexpr int kPlaneBits = 15;   // plane p + 1 counts in units 2^-15 of plane p's
 constexpr int kRowsPerPass = 256;  // rows of X prepared at once (bounds the per-thread buffer)
-// Software prefetch distance in the code stream of the M = 1 path (rows are contiguous, so it runs into the
-// next row): the hardware prefetcher alone leaves the decode waiting for DRAM about a third of the time.
+// Software prefetch distance in the code stream (rows are contiguous, so it runs into the next row): the
+// hardware prefetcher alone leaves the M = 1 decode waiting for DRAM about a third of the time.
 constexpr int kPrefetchBytes = 2048;
 
 // ---- formats ------------------------------------------------------------------------------------
@@ -632,6 +632,7 @@ void decodeTileRow(const Problem& pr, const WeightRow& t, RowKind kind, const ui
     for (int sb = 0; sb < kSubBlocks; ++sb) {
       const int j = b * kSubBlocks + sb;
       int16_t* out = decoded + ((size_t)j * 4 * kTileRows + r) * kChunkK;
+      _mm_prefetch((const char*)rowCodes + (size_t)j * 32 + kPrefetchBytes, _MM_HINT_T0);
       decodeSubBlock(loadCodes<G>(rowCodes, j, x.K), low, high, [&](int v, __m256i words) {
         _mm256_store_si256((__m256i*)(out + (size_t)v * kTileRows * kChunkK), words);
       });
