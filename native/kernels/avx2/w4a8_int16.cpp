@@ -183,7 +183,7 @@ void prepareActivations(const uint8_t* x8, int M, int K, int G, Fp8Format format
   a.M = M, a.K = K, a.G = G, a.groups = K / G;
   a.Kp = (K + kSubBlockK - 1) / kSubBlockK * kSubBlockK;
   a.blocks = a.Kp / blockK;
-  a.unitStride = (a.groups + 7) / 8 * 8 + 8;  // vector reads of a panel's units may run 7 past the end
+  a.unitStride = (a.groups + 7) / 8 * 8 + 16;  // vector reads of a panel's units may run 12 past the end
   const size_t unitCount = (size_t)M * a.unitStride * kMaxPlanes;
   const size_t infoBytes = (unitCount * 4 + 63) / 64 * 64 + (size_t)M * a.blocks + M;
   char* info = static_cast<char*>(fast::threadScratch(fast::kScratchActivationInfo, infoBytes));
@@ -292,7 +292,7 @@ struct WeightRow {
   float* limit;
   float* base;
   int32_t* table;
-  float* unit;  // fused path: base[g] times the unit of activation plane 0 (filled by the caller)
+  float* unit;  // fused path: base[g] times the unit of activation plane 0 (filled by the caller), g <= groups
 };
 
 // How a weight row's tables are built. generic: a non-finite scale or a zero point above 15, the FP32
@@ -554,7 +554,8 @@ float fusedRow(const Problem& pr, const WeightRow& t, const uint8_t* rowCodes, c
     __m256i low, high;
     blockTables<G>(tables, b, low, high);
     const __m256i sums = fusedBlockSums<G>(codes, xs, b * kSubBlocks, K, low, high);
-    const __m256 unit = G >= kSubBlockK ? _mm256_broadcast_ss(t.unit + b) : blockUnit<G>(t, x, 0, b, 0);
+    const __m256 unit = G >= kSubBlockK ? _mm256_broadcast_ss(t.unit + b)
+                                        : _mm256_setr_m128(_mm_broadcast_ss(t.unit + 2 * b), _mm_broadcast_ss(t.unit + 2 * b + 1));
     total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), unit, total);
     codes += kBlockK / 2, xs += kBlockK;
   }
@@ -575,7 +576,8 @@ struct WeightScratch {
 };
 
 WeightScratch weightScratch(int groups, int Kp, int K) {
-  const size_t tableFloats = (size_t)(groups + 8 + 15) / 16 * 16;  // per array, padded to 64 bytes
+  // Per array, padded to 64 bytes: vector reads of a panel's units may run 12 past the last group.
+  const size_t tableFloats = (size_t)(groups + 16 + 15) / 16 * 16;
   const size_t tableBytes = 5 * tableFloats * 4 * kTileRows;
   const size_t decodedBytes = (size_t)Kp * kTileRows * sizeof(int16_t);
   const size_t valueBytes = ((size_t)K * 4 + 63) / 64 * 64;
@@ -609,11 +611,9 @@ void fusedRows(const Problem& pr, int nBegin, int nEnd) {
       storeResult(pr, 0, n, genericOutput(pr, 0, n, s.values, filled));
       continue;
     }
-    if (G >= kSubBlockK) {
-      const float* xUnit = pr.x.units(0, 0);
-      for (int g = 0; g < groups; g += 8)  // the arrays are padded to whole vectors
-        _mm256_storeu_ps(s.rows[0].unit + g, _mm256_mul_ps(_mm256_loadu_ps(s.rows[0].base + g), _mm256_loadu_ps(xUnit + g)));
-    }
+    const float* xUnit = pr.x.units(0, 0);
+    for (int g = 0; g < groups + 1; g += 8)  // (the arrays are padded to whole vectors past the padding group)
+      _mm256_storeu_ps(s.rows[0].unit + g, _mm256_mul_ps(_mm256_loadu_ps(s.rows[0].base + g), _mm256_loadu_ps(xUnit + g)));
     buildRowTables<G>(kind, s.rows[0], groups, pr.tc, s.tables);
     storeResult(pr, 0, n, fusedRow<G>(pr, s.rows[0], w.codes + (size_t)n * (w.cols / 2), s.tables));
   }
@@ -693,22 +693,34 @@ __attribute__((noinline)) void microKernel(const Problem& pr, int m0, int b0, in
   const int16_t* xr[MR];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) xr[m] = x.row(m0 + m, 0) + (size_t)b0 * kBlockK;
-  // unit[m][r][b - b0] = base_w(r, b) * unit_x(m, b) (G >= 64; G = 32 has two units per block).
+  // Units of plane 0: G >= 64, unit[m][r][b - b0] = base_w(r, b) * unit_x(m, b); G = 32, units[m][r][b - b0]
+  // = the 8 lanes' units of block b, [group 2b x 4 | group 2b + 1 x 4].
   alignas(32) float unit[MR][NR][kPanelBlocks + 8];
-  if constexpr (G >= kSubBlockK) {
-    for (int m = 0; m < MR; ++m)
-      for (int r = 0; r < NR; ++r)
+  alignas(32) float units[G >= kSubBlockK ? 1 : MR][G >= kSubBlockK ? 1 : NR][G >= kSubBlockK ? 1 : kPanelBlocks + 4][8];
+  for (int m = 0; m < MR; ++m)
+    for (int r = 0; r < NR; ++r) {
+      const float* wBase = s.rows[r].base;
+      const float* xUnit = x.units(m0 + m, 0);
+      if constexpr (G >= kSubBlockK) {
         for (int b = b0; b < b1; b += 8)
-          _mm256_store_ps(&unit[m][r][b - b0],
-                          _mm256_mul_ps(_mm256_loadu_ps(s.rows[r].base + b), _mm256_loadu_ps(x.units(m0 + m, 0) + b)));
-  }
+          _mm256_store_ps(&unit[m][r][b - b0], _mm256_mul_ps(_mm256_loadu_ps(wBase + b), _mm256_loadu_ps(xUnit + b)));
+      } else {
+        for (int b = b0; b < b1; b += 4) {  // 8 groups = 4 blocks at a time
+          const __m256 u = _mm256_mul_ps(_mm256_loadu_ps(wBase + 2 * b), _mm256_loadu_ps(xUnit + 2 * b));
+          for (int i = 0; i < 4; ++i) {
+            const __m256i lanes = _mm256_setr_epi32(2 * i, 2 * i, 2 * i, 2 * i, 2 * i + 1, 2 * i + 1, 2 * i + 1, 2 * i + 1);
+            _mm256_store_ps(units[m][r][b - b0 + i], _mm256_permutevar8x32_ps(u, lanes));
+          }
+        }
+      }
+    }
   const int16_t* wb = s.decoded + (size_t)b0 * kChunks * kTileRows * kChunkK;
   for (int b = b0; b < b1; ++b) {
     __m256i sums[MR][NR];
     tileBlockSums<G, MR, NR>(xr, wb, sums);
     addTileSums<MR, NR>(sums, acc, [&](int m, int r) {
       if constexpr (G >= kSubBlockK) return _mm256_broadcast_ss(&unit[m][r][b - b0]);
-      else return blockUnit<G>(s.rows[r], x, m0 + m, b, 0);
+      else return _mm256_load_ps(units[m][r][b - b0]);
     });
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) xr[m] += kBlockK;
