@@ -116,12 +116,15 @@ constexpr GroupTables kGroupTables{};
 //   unit     [M][kMaxPlanes][unitStride] value of one unit of plane p of group g (then padding: 1.0; the
 //                                    stride, >= groups + 1, is a whole number of vectors)
 //   generic  [M]                 1 when the row has a NaN or inf activation (planes are zero then)
+//   extra    [M + 1] offsets into extraBlocks, which lists row m's blocks with more than one plane, ascending
 struct Activations {
   int M = 0, K = 0, Kp = 0, G = 0, groups = 0, blocks = 0, planeCount = 1, unitStride = 8;
   int16_t* planes = nullptr;
   uint8_t* blockPlanes = nullptr;
   float* unit = nullptr;
   uint8_t* generic = nullptr;
+  int32_t* extra = nullptr;
+  int32_t* extraBlocks = nullptr;
   const int16_t* row(int m, int p) const { return planes + ((size_t)m * planeCount + p) * Kp; }
   const float* units(int m, int p) const { return unit + ((size_t)m * kMaxPlanes + p) * unitStride; }
   int planesOf(int m, int b) const { return blockPlanes[(size_t)m * blocks + b]; }
@@ -185,15 +188,19 @@ void prepareActivations(const uint8_t* x8, int M, int K, int G, Fp8Format format
   a.blocks = a.Kp / blockK;
   a.unitStride = (a.groups + 7) / 8 * 8 + 16;  // vector reads of a panel's units may run 12 past the end
   const size_t unitCount = (size_t)M * a.unitStride * kMaxPlanes;
-  const size_t infoBytes = (unitCount * 4 + 63) / 64 * 64 + (size_t)M * a.blocks + M;
+  const size_t unitBytes = (unitCount * 4 + 63) / 64 * 64, listBytes = ((size_t)M * (a.blocks + 1) + 1) * 4;
+  const size_t infoBytes = unitBytes + listBytes + (size_t)M * a.blocks + M;
   char* info = static_cast<char*>(fast::threadScratch(fast::kScratchActivationInfo, infoBytes));
   a.unit = reinterpret_cast<float*>(info);
-  a.blockPlanes = reinterpret_cast<uint8_t*>(info + (unitCount * 4 + 63) / 64 * 64);
+  a.extra = reinterpret_cast<int32_t*>(info + unitBytes);
+  a.extraBlocks = a.extra + M + 1;
+  a.blockPlanes = reinterpret_cast<uint8_t*>(info + unitBytes + listBytes);
   a.generic = a.blockPlanes + (size_t)M * a.blocks;
 
   // Pass 1: per group, the plane-0 unit and the planes needed; rows with NaN or inf are generic.
   const int span = 14 - f.mantissaBits;  // E_max - E0: largest value < 2^15 plane-0 units
   a.planeCount = 1;
+  a.extra[0] = 0;
   for (int m = 0; m < M; ++m) {
     const uint8_t* row = x8 + (size_t)m * K;
     bool generic = false;
@@ -215,7 +222,13 @@ void prepareActivations(const uint8_t* x8, int M, int K, int G, Fp8Format format
                 a.unit + ((size_t)m * kMaxPlanes + p + 1) * a.unitStride, 1.0f);
     a.generic[m] = generic;
     if (generic) std::fill(a.blockPlanes + (size_t)m * a.blocks, a.blockPlanes + (size_t)(m + 1) * a.blocks, 1);
-    for (int b = 0; b < a.blocks; ++b) a.planeCount = std::max<int>(a.planeCount, a.blockPlanes[(size_t)m * a.blocks + b]);
+    int count = a.extra[m];
+    for (int b = 0; b < a.blocks; ++b) {
+      const int planes = a.blockPlanes[(size_t)m * a.blocks + b];
+      a.planeCount = std::max(a.planeCount, planes);
+      if (planes > 1) a.extraBlocks[count++] = b;
+    }
+    a.extra[m + 1] = count;
   }
 
   // Pass 2: the planes, in the kernel's k order.
@@ -529,7 +542,8 @@ __attribute__((noinline)) __m256 fusedExtraPlanes(const Problem& pr, const Weigh
   constexpr int kBlockK = std::max(G, kSubBlockK), kSubBlocks = kBlockK / kSubBlockK;
   const Activations& x = pr.x;
   for (int p = 1; p < x.planeCount; ++p)
-    for (int b = 0; b < x.blocks; ++b) {
+    for (int i = x.extra[0]; i < x.extra[1]; ++i) {
+      const int b = x.extraBlocks[i];
       if (x.planesOf(0, b) <= p) continue;
       __m256i low, high;
       blockTables<G>(tables, b, low, high);
@@ -728,15 +742,25 @@ __attribute__((noinline)) void microKernel(const Problem& pr, int m0, int b0, in
   }
 }
 
-// Activation planes 1 and 2 of tokens [m0, m0 + MR) (rare), after plane 0 of every block.
+// Activation planes 1 and 2 of tokens [m0, m0 + MR) (rare), after plane 0 of every block: the blocks in any
+// of the rows' lists, ascending (a row whose block has fewer planes adds exact zeros).
 template <int G, int MR, int NR>
 __attribute__((noinline)) void microKernelExtraPlanes(const Problem& pr, int m0, const WeightScratch& s, float* acc) {
   constexpr int kBlockK = std::max(G, kSubBlockK), kChunks = kBlockK / kChunkK;
   const Activations& x = pr.x;
-  for (int p = 1; p < x.planeCount; ++p)
-    for (int b = 0; b < x.blocks; ++b) {
+  for (int p = 1; p < x.planeCount; ++p) {
+    int next[MR];
+    for (int m = 0; m < MR; ++m) next[m] = x.extra[m0 + m];
+    for (;;) {
+      int b = x.blocks;
+      for (int m = 0; m < MR; ++m)
+        if (next[m] < x.extra[m0 + m + 1]) b = std::min(b, (int)x.extraBlocks[next[m]]);
+      if (b == x.blocks) break;
       int planes = 1;
-      for (int m = 0; m < MR; ++m) planes = std::max(planes, x.planesOf(m0 + m, b));
+      for (int m = 0; m < MR; ++m) {
+        if (next[m] < x.extra[m0 + m + 1] && x.extraBlocks[next[m]] == b) ++next[m];
+        planes = std::max(planes, x.planesOf(m0 + m, b));
+      }
       if (planes <= p) continue;
       const int16_t* xr[MR];
       for (int m = 0; m < MR; ++m) xr[m] = x.row(m0 + m, p) + (size_t)b * kBlockK;
@@ -744,6 +768,7 @@ __attribute__((noinline)) void microKernelExtraPlanes(const Problem& pr, int m0,
       tileBlockSums<G, MR, NR>(xr, s.decoded + (size_t)b * kChunks * kTileRows * kChunkK, sums);
       addTileSums<MR, NR>(sums, acc, [&](int m, int r) { return blockUnit<G>(s.rows[r], x, m0 + m, b, p); });
     }
+  }
 }
 
 // microKernel (b1 > b0) or microKernelExtraPlanes (b1 == b0) for a tile of mr tokens and nr rows.
