@@ -14,9 +14,12 @@
 //   |W| <= 240 (|s| / base < 2^(p+1), |q - z| <= 15). W is computed exactly, without fp8Encode:
 //   t = fl32((|s| / base) |q - z|) equals fl32(|s| |q - z|) / base (a power-of-two scaling), and in base
 //   units the FP8 grid near t has spacing max(1, 2^(exponent(t) - p)) (subnormals and the smallest
-//   normal binade have spacing 1 = quantum / base, or base = 2^(exponent(|s|) - p) makes t >= 2^p), so
-//   adding and subtracting C = max(2^23, 2^(exponent(t) + 23 - p)) rounds t to it, ties to even, exactly
-//   as fp8Encode; saturation is min(t, maxFinite / base) first. Adding 2^23 + 2^16 to +-W leaves the
+//   normal binade have spacing 1 = quantum / base, or base = 2^(exponent(|s|) - p) makes t >= 2^p).
+//   Rows whose scales are all 0 or at least the smallest normal round t to p + 1 significant bits with
+//   Veltkamp's split (h = t (2^(23-p) + 1), h - (h - t)), which equals fp8Encode's round-to-nearest-even
+//   for every such t (checked exhaustively over all scale mantissas and |q - z|); other rows add and
+//   subtract C = max(2^23, 2^(exponent(t) + 23 - p)). Saturation is min(t, maxFinite / base) first, in
+//   rows where some |s| > maxFinite / 16. Adding 2^23 + 2^16 to +-W leaves the
 //   int16 of W in the low 16 bits of the FP32 bits; vpshufb turns them into the group's two 16-entry byte
 //   tables (low and high bytes), which decode the INT4 codes 32 at a time.
 //   Rows with a non-finite group scale or a zero point above 15 take a generic FP32 path.
@@ -27,10 +30,12 @@
 //   v - trunc(v)), and plane 2 for e5m2's widest groups; most groups need one plane. The plane sums are
 //   exact in int32 (|W x| < 240 * 2^15 and at most 16 products per lane and group).
 //   Rows with a NaN or inf activation take the generic FP32 path (NaN and inf propagate as the reference's).
-// Accumulation: per group and plane, the int32 lane sums are converted to FP32 and FMA-added with the unit
-// base_w * base_x (a power of two, so exact) into 8 FP32 lanes, in group order; the lanes are summed at the
-// end. Every path (fused for M = 1, tiles for larger M) does exactly these operations per output, so the
-// result does not depend on M, the N split or the thread count.
+// Accumulation: per block (a group; two groups of 32 side by side for G = 32) and plane, the int32 lane sums
+// are converted to FP32 and FMA-added with the unit base_w * base_x (a power of two, so exact) into 8 FP32
+// lanes: plane 0 of every block in block order, then plane 1 of the blocks that have one, then plane 2; the
+// lanes are summed at the end. Every path (fused for M = 1, tiles for larger M, where a token whose block has
+// fewer planes adds exact zeros) does exactly these operations per output, so the result does not depend on
+// M, the N split or the thread count.
 //
 // Operands in the kernel's k order: 32 code bytes (64 k) decode to 4 int16 vectors; vector v, 128-bit lane
 // L, word i holds k = 2 (16 L + 8 (v % 2) + i) + v / 2 (low nibbles are even k, vpunpckl/hbw split the
