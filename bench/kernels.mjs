@@ -210,8 +210,10 @@ function rotationBytes() {
 
 // ---- child: one backend --------------------------------------------------------------------------------
 
-// Seeded xorshift32 fills a 1 MiB block, which is then repeated: cheap for gigabyte weights, and the kernels'
-// speed does not depend on the values (all finite, no NaN, no denormal FP32).
+// Seeded xorshift32 fills a 1 MiB block, which is then repeated: cheap for gigabyte weights. The values are all
+// finite (no NaN, no denormal FP32). Speed depends on them only mildly, in the avx2 W4A8 kernel: the group scales
+// chosen here (0.004-0.05) put most groups' small entries on FP8's subnormal grid, its slower table rounding, and
+// an activation group that spans more than 2^11 takes a second int16 plane (a few percent of groups here).
 function randomBlock(seed, words) {
   const block = new Uint32Array(words);
   let s = (seed * 2654435761) >>> 0 || 1;

@@ -7,7 +7,7 @@ namespace w4a8 {
 
 class ThreadPool;  // runtime/thread_pool.h
 
-// kernels/avx2/: AVX2 + FMA + F16C, FP32 FMA arithmetic.
+// kernels/avx2/: AVX2 + FMA + F16C. W4A8 multiplies exact int16 operands (w4a8_int16.cpp), the rest FP32 FMA.
 namespace avx2 {
 void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd);
 void gemmW8A8(const W8A8GemmArgs& a, int nBegin, int nEnd);

@@ -29,7 +29,7 @@ const KernelTable kReference = {
 #if W4A8_X86_BACKENDS
 const KernelTable kAvx2 = {
     "avx2",
-    "AVX2 FP32 FMA (exact FP8/BF16 products, FP32 accumulation)",
+    "AVX2: W4A8 on exact int16 products (vpmaddwd), others FP32 FMA (exact FP8/BF16 products, FP32 accumulation)",
     avx2::gemmW4A8,
     avx2::gemmW8A8,
     avx2::gemmW4A16,

@@ -85,6 +85,18 @@ void lutDequantInt4ToFp8(const Int4WeightsView& w, uint8_t* out, int nBegin, int
   }
 }
 
+void int4RowValues(const Int4WeightsView& w, int n, float* out) {
+  const int groups = w.groups(), G = w.groupSize, K = w.cols;
+  const float* table = fp8DecodeTable(w.format);
+  const uint8_t* rowCodes = w.codes + (size_t)n * (K / 2);
+  for (int g = 0; g < groups; ++g) {
+    const float groupScale = w.groupScales[(size_t)n * groups + g];
+    const int zero = w.zeros[(size_t)n * groups + g];
+    for (int k = g * G; k < (g + 1) * G; ++k)
+      out[k] = table[fp8Encode(int4GroupValue(groupScale, zero, int4Code(rowCodes, k)), w.format)];
+  }
+}
+
 bool rowScalesWithin(const Int4WeightsView& w, int n, float lo, float hi) {
   const int groups = w.groups();
   const float* scales = w.groupScales + (size_t)n * groups;

@@ -45,12 +45,24 @@ const Fp8Bf16Bytes& fp8Bf16Bytes(Fp8Format f);
 
 // Per-thread scratch memory, 64-byte aligned, grown on demand and kept for the thread's lifetime, so a
 // kernel call allocates nothing once the thread has seen its largest shape. Slots are independent buffers.
-enum ScratchSlot { kScratchActivations = 0, kScratchWeights = 1, kScratchAccumulators = 2, kScratchSlots = 3 };
+enum ScratchSlot {
+  kScratchActivations = 0,
+  kScratchWeights = 1,
+  kScratchAccumulators = 2,
+  kScratchActivationInfo = 3,  // avx2 W4A8: per-row, per-group data about the prepared activations
+  kScratchActivationPlanes = 4,  // avx2 W4A8: the prepared activations
+  kScratchActivationCopy = 5,    // avx2 W4A8: the FP8 activations they were prepared from
+  kScratchSlots = 6
+};
 void* threadScratch(ScratchSlot slot, size_t bytes);
 
 // INT4 -> FP8 codes through the 16-entry per-group code table (16 encodes per group instead of G):
 // the same result as dequantInt4ToFp8 (reference/dequant.cpp), byte for byte. Portable C++.
 void lutDequantInt4ToFp8(const Int4WeightsView& w, uint8_t* out, int nBegin, int nEnd);
+
+// Row n as FP32 values of its FP8 weights: out[k] = fp8Decode(fp8(fl32(s_g * (q - z)))), k = 0..K-1 (the
+// generic path of fast kernels, for rows with non-finite scales). Portable C++.
+void int4RowValues(const Int4WeightsView& w, int n, float* out);
 
 // True when every group scale s of row n has lo <= |s| <= hi (false for NaN). With lo = the FP8
 // format's smallest normal and hi = 2^100, every s * (q - z) is zero or a normal FP8-or-larger value

@@ -631,6 +631,40 @@ Int4Layer makeWideCodeLayer(uint64_t seed, int M, int N, int K, int G, Fp8Format
 
 }  // namespace
 
+// ---- the avx2 W4A8 kernel: exact integer products (kernels/avx2/w4a8_int16.cpp) -------------------------
+
+namespace {
+
+// Activation codes over every finite magnitude of the format, so that groups span the whole exponent range
+// and need the second and third int16 planes (e5m2), with random signs and row scales.
+void fillWideActivations(Int4Layer& l, uint64_t seed) {
+  w4a8test::Rng rng(seed);
+  const int maxCode = fp8Spec(l.actFormat).maxFiniteCode;
+  for (uint8_t& c : l.x8) c = (uint8_t)(rng.below(maxCode + 1) | (rng.below(2) << 7));
+  for (float& s : l.xScales) s = rng.uniform(0.001f, 2.0f);
+}
+
+// sum_k x8 * w8 in double (products of FP8 values are exact in double; the sum's error is far below FP32's),
+// and sum_k |x8 * w8|.
+void exactDot(const Int4Layer& l, int m, int n, double& sum, double& magnitude) {
+  const float* xTable = fp8DecodeTable(l.actFormat);
+  const float* wTable = fp8DecodeTable(l.weightFormat);
+  sum = magnitude = 0;
+  for (int k = 0; k < l.K; ++k) {
+    const double p = (double)xTable[l.x8[(size_t)m * l.K + k]] * wTable[l.w8[(size_t)n * l.K + k]];
+    sum += p;
+    magnitude += std::fabs(p);
+  }
+}
+
+std::vector<float> runW4A8(const KernelTable& t, const Int4Layer& l) {
+  std::vector<float> y((size_t)l.M * l.N, -1.0f);
+  t.gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, l.M, l.view(), {y.data(), nullptr, l.N}}, 0, l.N);
+  return y;
+}
+
+}  // namespace
+
 TEST(w4a8_vnni_matches_reference_on_odd_shapes_planes_and_batches) {
   // The AVX512-VNNI W4A8 kernel (kernels/avx512/w4a8_vnni.cpp) called directly: K not a multiple of its
   // 128-k block (G = 32 and 64 with an odd group count), odd and even N, M = 1..13 (its token chunks of 8 and
@@ -724,4 +758,115 @@ TEST(w4a8_vnni_is_used_where_the_cpu_has_it_and_not_elsewhere) {
     }
   }
 #endif
+}
+
+TEST(avx2_w4a8_products_are_exact_across_activation_planes) {
+  // Integer group sums are exact, so the only roundings are one FP32 conversion and one FMA per group and
+  // plane per lane, the lane sum and the scaling: error <= (3 * groups + 16) * 2^-24 * s_x s_c sum |x w|,
+  // much tighter than the reference tolerance. A plane dropped or misplaced would be off by 2^-11 or more.
+  const KernelTable* avx2 = kernelsFor("avx2");
+  if (!avx2) return;  // not an x86 CPU with AVX2
+  int i = 0;
+  for (Fp8Format af : kFormats)
+    for (Fp8Format wf : kFormats)
+      for (int G : kGroups) {
+        const int M = 1 + 2 * (i % 2), N = 5 + i % 3, K = G * (3 + i % 2);  // G = 32: odd and even group counts
+        Int4Layer l = makeInt4Layer(9000 + i, M, N, K, G, wf, af, i % 3 == 0, false);
+        fillWideActivations(l, 9100 + i);
+        const std::vector<float> y = runW4A8(*avx2, l);
+        for (int m = 0; m < M; ++m)
+          for (int n = 0; n < N; ++n) {
+            double sum, magnitude;
+            exactDot(l, m, n, sum, magnitude);
+            const double scale = (double)l.xScales[m] * l.channelScales[n];
+            const double bound = (3.0 * (K / G) + 16) * 0x1p-24 * scale * magnitude + 1e-37;
+            const double error = std::fabs(y[(size_t)m * N + n] - scale * sum);
+            if (!(error <= bound) && ++i < 1000)
+              CHECK(false, "w=%s x=%s G=%d K=%d m=%d n=%d: error %.3g > bound %.3g (seed %d)", formatName(wf),
+                    formatName(af), G, K, m, n, error, bound, 9000 + i);
+          }
+        ++i;
+      }
+}
+
+TEST(avx2_w4a8_outputs_do_not_depend_on_batch_size_with_wide_activations) {
+  // M = 1 runs the fused path, larger M the tile path; both add the planes in the same order (plane 0 of
+  // every block, then plane 1, then plane 2), so row m of a batch equals row m alone, bit for bit. M = 7 stays
+  // below every table's pooledMinRows (8): avx512 and amx switch bodies there, and are batch-invariant on each
+  // side of it only (outputs_do_not_depend_on_batch_size covers both sides).
+  std::vector<const KernelTable*> all = fastBackends();
+  all.push_back(kernelsFor("reference"));
+  for (Fp8Format af : {Fp8Format::E5M2, Fp8Format::E4M3FN})
+    for (int G : kGroups) {
+      Int4Layer l = makeInt4Layer(9200 + G, 7, 23, 5 * G, G, Fp8Format::E4M3FN, af, false, false);
+      fillWideActivations(l, 9300 + G);
+      for (const KernelTable* t : all) {
+        const std::vector<float> batch = runW4A8(*t, l);
+        for (int m = 0; m < l.M; m += 3) {
+          std::vector<float> one(l.N);
+          t->gemmW4A8({l.x8.data() + (size_t)m * l.K, l.xScales.data() + m, af, 1, l.view(), {one.data(), nullptr, l.N}},
+                      0, l.N);
+          CHECK(std::memcmp(one.data(), batch.data() + (size_t)m * l.N, l.N * 4) == 0, "%s x=%s G=%d row %d", t->name,
+                formatName(af), G, m);
+        }
+      }
+    }
+}
+
+TEST(w4a8_sees_activations_changed_in_place_between_calls) {
+  // The avx2 kernel keeps each thread's last prepared activations and reuses them when the FP8 codes are
+  // the same: a caller that rewrites its buffer between calls (as a decode loop does) must get new results.
+  ThreadPool pool(2);
+  for (int M : {1, 5}) {
+    Int4Layer l = makeInt4Layer(9400 + M, M, 40, 256, 64, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false);
+    for (const KernelTable* t : fastBackends())
+      for (int round = 0; round < 3; ++round) {
+        w4a8test::Rng rng(9500 + round);
+        for (int j = 0; j < 1 + round; ++j) l.x8[rng.below((int)l.x8.size())] ^= (uint8_t)(1 + rng.below(0x3F));
+        std::vector<float> ref((size_t)M * l.N), y((size_t)M * l.N), threaded((size_t)M * l.N);
+        const GemmOutput out{y.data(), nullptr, l.N};
+        reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, l.N}}, 0, l.N);
+        t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), out}, 0, l.N);
+        gemmW4A8Parallel(*t, pool, {l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {threaded.data(), nullptr, l.N}});
+        for (size_t i = 0; i < ref.size(); ++i) {
+          CHECK(std::fabs(y[i] - ref[i]) <= 1e-4f * std::fabs(ref[i]) + 1e-5f, "%s M=%d round %d: %g vs %g", t->name, M,
+                round, y[i], ref[i]);
+          CHECK(y[i] == threaded[i], "%s M=%d round %d: pool result differs", t->name, M, round);
+        }
+      }
+  }
+}
+
+TEST(w4a8_rows_outside_the_integer_path_match_the_reference) {
+  // Activations that are inf or NaN (every backend), and on avx2 a zero point above 15 (which lib/ and the
+  // file readers reject, but the avx2 kernel computes anyway), take the FP32 path of the avx2 kernel;
+  // infinities must come out as the reference's.
+  for (Fp8Format af : kFormats)
+    for (int M : {1, 3})
+      for (bool badZero : {false, true}) {
+        Int4Layer l = makeInt4Layer(9600 + M, M, 9, 128, 32, Fp8Format::E4M3FN, af, false, false);
+        if (badZero) {
+          l.zeros[1 * 4 + 2] = 20;  // row 1, group 2
+          dequantInt4ToFp8(l.view(), l.w8.data(), 0, l.N);
+        } else {
+          const uint8_t special = af == Fp8Format::E4M3FN ? 0x7F : af == Fp8Format::E4M3 ? 0xF8 : 0x7C;  // NaN, -inf, inf
+          l.x8[(size_t)(M - 1) * l.K + 77] = special;
+        }
+        std::vector<float> ref((size_t)M * l.N);
+        reference::gemmW4A8({l.x8.data(), l.xScales.data(), af, M, l.view(), {ref.data(), nullptr, l.N}}, 0, l.N);
+        for (const KernelTable* t : fastBackends()) {
+          if (badZero && std::strcmp(t->name, "avx2")) continue;
+          const std::vector<float> y = runW4A8(*t, l);
+          for (int m = 0; m < M; ++m)
+            for (int n = 0; n < l.N; ++n) {
+              const float g = y[(size_t)m * l.N + n], r = ref[(size_t)m * l.N + n];
+              double sum, magnitude;
+              exactDot(l, m, n, sum, magnitude);
+              const double bound = 1e-5 * l.xScales[m] * l.channelScales[n] * magnitude + 1e-37;
+              const bool ok = std::isnan(r) ? std::isnan(g) : std::isinf(r) ? g == r : std::fabs((double)g - r) <= bound;
+              CHECK(ok, "%s x=%s M=%d %s m=%d n=%d: %g vs %g", t->name, formatName(af), M, badZero ? "zero 20" : "inf/NaN",
+                    m, n, g, r);
+            }
+        }
+      }
 }

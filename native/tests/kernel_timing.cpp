@@ -156,10 +156,12 @@ int main(int argc, char** argv) {
   std::vector<float> fp8Scales(N, 0.01f);
   std::vector<float> wf32((size_t)N * K);
   for (float& v : wf32) v = rng.uniform(-1, 1);
+  // Activations as a model makes them: FP32 values quantized per token (random FP8 codes would give every
+  // exponent in every group, which no real activation does).
   std::vector<uint8_t> x8((size_t)Mbig * K);
-  for (auto& c : x8) c = (uint8_t)(rng.below(0x7E) | (rng.next() & 0x80));
-  std::vector<float> xScales(Mbig, 0.01f), x((size_t)Mbig * K);
+  std::vector<float> xScales(Mbig), x((size_t)Mbig * K);
   for (float& v : x) v = rng.uniform(-1, 1);
+  quantizeActivationsDynamic(x.data(), Mbig, K, f, x8.data(), xScales.data());
   std::vector<uint16_t> x16((size_t)Mbig * K);
   floatToBf16Array(x.data(), x.size(), x16.data());
   std::vector<float> y((size_t)Mbig * N);

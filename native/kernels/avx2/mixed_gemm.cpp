@@ -1,13 +1,7 @@
-// AVX2 mixed-input GEMMs (W4A8, W4A16, W8A8) with FP32 FMA.
+// AVX2 mixed-input GEMMs W4A16 and W8A8 with FP32 FMA. (W4A8 is w4a8_int16.cpp: exact int16 products.)
 //
-// Why FP32 FMA and not int16 vpmaddwd: FP8 weights of one group are small integers times a power of
-// two, but activations over the whole FP8 exponent range are not int16-exact (e4m3 spans 2^-9..448,
-// e5m2 2^-16..57344), so an integer dot product would round. Every FP8 and BF16 value is exact in FP32
-// and so is every product of two of them (at most 8 + 8 significant bits), so FP32 FMA loses nothing
-// but summation order. The price: at M = 1 this path is compute-bound far below memory bandwidth
-// (measured on the 2-core Zen 4 dev machine: ~4.3 GB/s of weight bytes per core for W4A8, against ~30
-// GB/s of read bandwidth; ~19 vector operations to decode 64 weights, ~25 cycles per 64 code bytes at
-// best, plus the table of each group). AVX-512 machines use kernels/avx512/ instead.
+// Every FP8 and BF16 value is exact in FP32 and so is every product of two of them (at most 8 + 8
+// significant bits), so FP32 FMA loses nothing but summation order.
 //
 // Operands (one ymm = 8 FP32 = one "chunk" of k):
 //   INT4 weights, decoded per 64-k sub-block (32 code bytes, one ymm) through the group's 16-entry
@@ -47,10 +41,9 @@ struct QMinusZ {
 };
 constexpr QMinusZ kQMinusZ{};
 
-enum class Int4Table { Fp8, Bf16 };
-
-// INT4 weights. A block is one group for G >= 64 (G / 64 sub-blocks) and two groups for G = 32.
-template <int G, Int4Table kTable>
+// INT4 weights with BF16 group tables (W4A16). A block is one group for G >= 64 (G / 64 sub-blocks) and
+// two groups for G = 32.
+template <int G>
 struct Int4Source {
   static constexpr int kBlockK = G >= 64 ? G : 64, kSubBlocks = kBlockK / 64;
   static constexpr int kChunksPerBlock = kBlockK / kChunkK;
@@ -61,14 +54,10 @@ struct Int4Source {
   };
 
   const Int4WeightsView& w;
-  Fp8Vec fp8;
-  float minNormal;
   int groups, fullBlocks, blocks, tailBytes;
   float outputFactor = 1.0f;
 
-  explicit Int4Source(const Int4WeightsView& view) : w(view), fp8(fast::fp8Params(view.format)) {
-    const uint32_t minNormalBits = fast::fp8Params(view.format).minNormalBits;
-    __builtin_memcpy(&minNormal, &minNormalBits, 4);
+  explicit Int4Source(const Int4WeightsView& view) : w(view) {
     groups = view.groups();
     fullBlocks = view.cols / kBlockK;
     tailBytes = (view.cols % kBlockK) / 2;  // only G = 32 with an odd group count has a tail
@@ -79,23 +68,12 @@ struct Int4Source {
     const size_t g0 = (size_t)n * groups;
     return {w.codes + (size_t)n * (w.cols / 2), w.groupScales + g0, w.zeros + g0};
   }
-  bool shortPath(int n) const {
-    return kTable == Int4Table::Bf16 || fast::rowScalesWithin(w, n, minNormal, 0x1p100f);
-  }
-
   // The group's table as bytes: [low bytes of the 16 BF16 entries | high bytes], one per 128-bit lane.
-  template <bool kShort>
   W4A8_ALWAYS_INLINE __m256i groupBytes(const Row& r, int g) const {
     const __m256 s = _mm256_set1_ps(r.scales[g]);
     const float* qz = kQMinusZ.v[r.zeros[g] & 15];
-    __m256 v0 = _mm256_mul_ps(_mm256_load_ps(qz), s), v1 = _mm256_mul_ps(_mm256_load_ps(qz + 8), s);
-    if constexpr (kTable == Int4Table::Bf16) {
-      v0 = roundToBf16(v0), v1 = roundToBf16(v1);
-    } else if constexpr (kShort) {
-      v0 = roundToFp8ValueShort(v0, fp8), v1 = roundToFp8ValueShort(v1, fp8);
-    } else {
-      v0 = roundToFp8Value(v0, fp8), v1 = roundToFp8Value(v1, fp8);
-    }
+    const __m256 v0 = roundToBf16(_mm256_mul_ps(_mm256_load_ps(qz), s));
+    const __m256 v1 = roundToBf16(_mm256_mul_ps(_mm256_load_ps(qz + 8), s));
     // High words (the BF16) of q = 0..7 and 8..15, packed per lane: [q0-3, q8-11 | q4-7, q12-15].
     __m256i words = _mm256_packus_epi32(_mm256_srli_epi32(_mm256_castps_si256(v0), 16),
                                         _mm256_srli_epi32(_mm256_castps_si256(v1), 16));
@@ -125,18 +103,18 @@ struct Int4Source {
     }
   }
 
-  template <bool kShort, bool kTail, class Use>
+  template <bool kTail, class Use>
   W4A8_ALWAYS_INLINE void decode(const Row& r, int b, Use use) const {
     const uint8_t* p = r.codes + (size_t)b * (kBlockK / 2);
     if constexpr (G >= 64) {
-      const __m256i t = groupBytes<kShort>(r, b);
+      const __m256i t = groupBytes(r, b);
       const __m256i low = _mm256_permute2x128_si256(t, t, 0x00), high = _mm256_permute2x128_si256(t, t, 0x11);
 #pragma GCC unroll 2
       for (int sb = 0; sb < kSubBlocks; ++sb)
         decodeSubBlock(_mm256_loadu_si256((const __m256i*)(p + 32 * sb)), low, high, 8 * sb, use);
     } else {
-      const __m256i a = groupBytes<kShort>(r, 2 * b);
-      const __m256i c = (kTail && 2 * b + 1 >= groups) ? _mm256_setzero_si256() : groupBytes<kShort>(r, 2 * b + 1);
+      const __m256i a = groupBytes(r, 2 * b);
+      const __m256i c = (kTail && 2 * b + 1 >= groups) ? _mm256_setzero_si256() : groupBytes(r, 2 * b + 1);
       __m256i codes;
       if constexpr (kTail) {
         alignas(32) uint8_t buffer[32] = {};
@@ -170,7 +148,6 @@ struct Fp8Source {
     outputFactor = e5m2 ? 1.0f : 256.0f;
   }
   W4A8_ALWAYS_INLINE Row row(int n) const { return {w.codes + (size_t)n * w.cols}; }
-  bool shortPath(int) const { return true; }
 
   // 16 codes -> 16 FP16 words: e5m2 is the top byte of FP16; an e4m3 code's magnitude bits shifted
   // left by 7 are FP16 bits of value * 2^-8 (normals and subnormals alike), and setting bit 14 turns
@@ -184,7 +161,7 @@ struct Fp8Source {
     return _mm256_or_si256(_mm256_or_si256(_mm256_slli_epi16(magnitude, 7), sign), special);
   }
 
-  template <bool kShort, bool kTail, class Use>
+  template <bool kTail, class Use>
   W4A8_ALWAYS_INLINE void decode(const Row& r, int b, Use use) const {
     const uint8_t* p = r.codes + (size_t)b * kBlockK;
     alignas(32) uint8_t buffer[32] = {};
@@ -234,7 +211,7 @@ W4A8_ALWAYS_INLINE void storeSums(const GemmOutput& y, int m0, int n0, int mr, i
       storeValue(y, m0 + m, n0 + r, scale(m0 + m, n0 + r) * (sums[m * ldSums + r] * factor));
 }
 
-template <int MR, int NR, bool kShort, class Source>
+template <int MR, int NR, class Source>
 void fusedTile(const Source& src, int n0, const float* xp, int Kp, float* sums /* [MR][NR] */) {
   constexpr int CPB = Source::kChunksPerBlock;
   typename Source::Row rows[NR];
@@ -248,7 +225,7 @@ void fusedTile(const Source& src, int n0, const float* xp, int Kp, float* sums /
   auto block = [&](int b, auto tail) {
 #pragma GCC unroll 8
     for (int r = 0; r < NR; ++r)
-      src.template decode<kShort, decltype(tail)::value>(rows[r], b, [&](int c, __m256 w) {
+      src.template decode<decltype(tail)::value>(rows[r], b, [&](int c, __m256 w) {
 #pragma GCC unroll 8
         for (int m = 0; m < MR; ++m)
           acc[m][r] = _mm256_fmadd_ps(_mm256_load_ps(xp + (size_t)m * Kp + (b * CPB + c) * kChunkK), w, acc[m][r]);
@@ -260,25 +237,17 @@ void fusedTile(const Source& src, int n0, const float* xp, int Kp, float* sums /
     for (int r = 0; r < NR; ++r) sums[m * NR + r] = horizontalSum(acc[m][r]);
 }
 
-template <int MR, int NR, class Source>
-void fusedTileAnyPath(const Source& src, int n0, const float* xp, int Kp, float* sums) {
-  bool allShort = true;
-  for (int r = 0; r < NR; ++r) allShort &= src.shortPath(n0 + r);
-  if (allShort) fusedTile<MR, NR, true>(src, n0, xp, Kp, sums);
-  else fusedTile<MR, NR, false>(src, n0, xp, Kp, sums);
-}
-
 template <int MR, class Source, class Scale>
 void fusedRows(const Source& src, int nBegin, int nEnd, const float* xp, int Kp, const GemmOutput& y, Scale scale) {
   constexpr int NR = MR == 1 ? 4 : 2;  // enough independent FMA chains to cover the FMA latency
   float sums[MR * NR];
   int n = nBegin;
   for (; n + NR <= nEnd; n += NR) {
-    fusedTileAnyPath<MR, NR>(src, n, xp, Kp, sums);
+    fusedTile<MR, NR>(src, n, xp, Kp, sums);
     storeSums(y, 0, n, MR, NR, sums, NR, src.outputFactor, scale);
   }
   for (; n < nEnd; ++n) {
-    fusedTileAnyPath<MR, 1>(src, n, xp, Kp, sums);
+    fusedTile<MR, 1>(src, n, xp, Kp, sums);
     storeSums(y, 0, n, MR, 1, sums, 1, src.outputFactor, scale);
   }
 }
@@ -315,12 +284,12 @@ void microKernelFor(int mr, const float* xp, int Kp, const float* ws, int chunks
 }
 
 // Decodes weight row n into column r of the scratch tile ws: [chunks][nr][8] floats.
-template <bool kShort, class Source>
+template <class Source>
 void decodeRow(const Source& src, int n, int nr, int r, float* ws) {
   constexpr int CPB = Source::kChunksPerBlock;
   const typename Source::Row row = src.row(n);
   auto block = [&](int b, auto tail) {
-    src.template decode<kShort, decltype(tail)::value>(
+    src.template decode<decltype(tail)::value>(
         row, b, [&](int c, __m256 w) { _mm256_store_ps(ws + ((size_t)(b * CPB + c) * nr + r) * kChunkK, w); });
   };
   for (int b = 0; b < src.fullBlocks; ++b) block(b, std::false_type{});
@@ -336,8 +305,7 @@ void scratchRows(const Source& src, int M, int nBegin, int nEnd, const float* xp
   for (int n0 = nBegin; n0 < nEnd; n0 += kScratchRows) {
     const int nr = std::min(kScratchRows, nEnd - n0);
     for (int r = 0; r < nr; ++r) {
-      if (src.shortPath(n0 + r)) decodeRow<true>(src, n0 + r, nr, r, ws);
-      else decodeRow<false>(src, n0 + r, nr, r, ws);
+      decodeRow(src, n0 + r, nr, r, ws);
     }
     for (int m0 = 0; m0 < M; m0 += kMicroRows) {
       const int mr = std::min(kMicroRows, M - m0);
@@ -363,13 +331,13 @@ void runGemm(const Source& src, int M, int nBegin, int nEnd, const float* xp, in
 
 int roundUp(int k, int block) { return (k + block - 1) / block * block; }
 
-template <Int4Table kTable, class Scale>
+template <class Scale>
 void int4Gemm(const Int4WeightsView& w, int M, int nBegin, int nEnd, const float* xp, int Kp, const GemmOutput& y,
               Scale scale) {
   switch (w.groupSize) {
-    case 128: return runGemm(Int4Source<128, kTable>(w), M, nBegin, nEnd, xp, Kp, y, scale);
-    case 64: return runGemm(Int4Source<64, kTable>(w), M, nBegin, nEnd, xp, Kp, y, scale);
-    default: return runGemm(Int4Source<32, kTable>(w), M, nBegin, nEnd, xp, Kp, y, scale);
+    case 128: return runGemm(Int4Source<128>(w), M, nBegin, nEnd, xp, Kp, y, scale);
+    case 64: return runGemm(Int4Source<64>(w), M, nBegin, nEnd, xp, Kp, y, scale);
+    default: return runGemm(Int4Source<32>(w), M, nBegin, nEnd, xp, Kp, y, scale);
   }
 }
 
@@ -387,19 +355,6 @@ GemmOutput rowsFrom(const GemmOutput& y, int m0) {
 
 }  // namespace
 
-void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
-  const int K = a.w.cols, Kp = roundUp(K, 64);
-  const float* table = fp8DecodeTable(a.actFormat);
-  for (int m0 = 0; m0 < a.M && nBegin < nEnd; m0 += kRowsPerPass) {
-    const int rows = std::min(kRowsPerPass, a.M - m0);
-    float* xp = activationScratch(rows, Kp);
-    const uint8_t* x8 = a.x8 + (size_t)m0 * K;
-    prepareInt4Order(rows, K, Kp, xp, [&](int m, int k) { return table[x8[(size_t)m * K + k]]; });
-    int4Gemm<Int4Table::Fp8>(a.w, rows, nBegin, nEnd, xp, Kp, rowsFrom(a.y, m0),
-                             [&](int m, int n) { return a.xScales[m0 + m] * a.w.channelScales[n]; });
-  }
-}
-
 void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd) {
   const int K = a.w.cols, Kp = roundUp(K, 64);
   for (int m0 = 0; m0 < a.M && nBegin < nEnd; m0 += kRowsPerPass) {
@@ -412,7 +367,7 @@ void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd) {
       __builtin_memcpy(&v, &bits, 4);
       return v;
     });
-    int4Gemm<Int4Table::Bf16>(a.w, rows, nBegin, nEnd, xp, Kp, rowsFrom(a.y, m0),
+    int4Gemm(a.w, rows, nBegin, nEnd, xp, Kp, rowsFrom(a.y, m0),
                               [&](int, int n) { return a.w.channelScales[n]; });
   }
 }

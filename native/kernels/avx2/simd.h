@@ -18,22 +18,16 @@ namespace {
 
 // Fp8Params as vectors.
 struct Fp8Vec {
-  __m256i shift, roundBias, keepMask, maxFiniteBits, minNormalBits, rebias, maxFiniteCode, magicBits;
-  __m256i binadeToQuantumStep;
-  __m256 magic, maxFinite, minusMaxFinite;
+  __m256i shift, roundBias, minNormalBits, rebias, maxFiniteCode, magicBits;
+  __m256 magic;
   explicit Fp8Vec(const fast::Fp8Params& p)
       : shift(_mm256_set1_epi32((int)p.mantissaShift)),
         roundBias(_mm256_set1_epi32((int)p.roundBias)),
-        keepMask(_mm256_set1_epi32((int)p.keepMask)),
-        maxFiniteBits(_mm256_set1_epi32((int)p.maxFiniteBits)),
         minNormalBits(_mm256_set1_epi32((int)p.minNormalBits)),
         rebias(_mm256_set1_epi32((int)p.rebias)),
         maxFiniteCode(_mm256_set1_epi32((int)p.maxFiniteCode)),
         magicBits(_mm256_set1_epi32((int)p.subnormalMagicBits)),
-        binadeToQuantumStep(_mm256_set1_epi32((int)(p.mantissaShift << 23))),
-        magic(_mm256_set1_ps(p.subnormalMagic)),
-        maxFinite(_mm256_set1_ps(p.maxFinite)),
-        minusMaxFinite(_mm256_set1_ps(-p.maxFinite)) {}
+        magic(_mm256_set1_ps(p.subnormalMagic)) {}
 };
 
 W4A8_ALWAYS_INLINE __m256i absBits(__m256i u) { return _mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF)); }
@@ -41,29 +35,6 @@ W4A8_ALWAYS_INLINE __m256i absBits(__m256i u) { return _mm256_and_si256(u, _mm25
 // Magnitudes are below 2^31, so signed compares order them like unsigned ones.
 W4A8_ALWAYS_INLINE __m256i lessThan(__m256i a, __m256i b) { return _mm256_cmpgt_epi32(b, a); }
 W4A8_ALWAYS_INLINE __m256i isNanMagnitude(__m256i mag) { return _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7F800000)); }
-
-// The FP32 value of fp8(v), i.e. fp8Decode(fp8Encode(v)) (saturating), for every input. Same method
-// as avx512/simd.h: normal range by integer rounding of the bits, subnormals by one FP32 add.
-W4A8_ALWAYS_INLINE __m256 roundToFp8Value(__m256 v, const Fp8Vec& c) {
-  const __m256i u = _mm256_castps_si256(v), mag = absBits(u);
-  const __m256i lsb = _mm256_and_si256(_mm256_srlv_epi32(mag, c.shift), _mm256_set1_epi32(1));
-  __m256i r = _mm256_add_epi32(_mm256_add_epi32(mag, c.roundBias), lsb);
-  r = _mm256_min_epu32(_mm256_and_si256(r, c.keepMask), c.maxFiniteBits);
-  const __m256 sub = _mm256_sub_ps(_mm256_add_ps(_mm256_castsi256_ps(mag), c.magic), c.magic);
-  r = _mm256_blendv_epi8(r, _mm256_castps_si256(sub), lessThan(mag, c.minNormalBits));
-  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC00000), isNanMagnitude(mag));
-  return _mm256_castsi256_ps(_mm256_or_si256(r, _mm256_andnot_si256(_mm256_set1_epi32(0x7FFFFFFF), u)));
-}
-
-// Same for v = 0 or minNormal <= |v| <= 2^104: v + C with C = +-2^(e + mantissaShift) rounds to one FP8
-// quantum, ties to even; subtracting C is exact; min/max saturate (no NaN can occur here).
-W4A8_ALWAYS_INLINE __m256 roundToFp8ValueShort(__m256 v, const Fp8Vec& c) {
-  const __m256i u = _mm256_castps_si256(v);
-  const __m256 binade = _mm256_castsi256_ps(
-      _mm256_add_epi32(_mm256_and_si256(u, _mm256_set1_epi32((int)0xFF800000u)), c.binadeToQuantumStep));
-  const __m256 r = _mm256_sub_ps(_mm256_add_ps(v, binade), binade);
-  return _mm256_max_ps(_mm256_min_ps(r, c.maxFinite), c.minusMaxFinite);
-}
 
 // fp8Encode(v) (saturating) for every input: 8 codes, one in the low byte of each dword.
 W4A8_ALWAYS_INLINE __m256i encodeFp8(__m256 v, const Fp8Vec& c) {
