@@ -77,6 +77,8 @@ function usage() {
   --hot                   reuse one copy of the weights (cache-resident for small shapes: not a DRAM figure)
   --out DIR               where the JSON and SVG go (default bench/results)
   --replot FILE.json      only redraw the SVG of an earlier run (written beside the JSON)
+  --cuda                  the GPU bench instead (bench/cuda-kernels.mjs: W4A8 vs cuBLAS BF16 vs cuBLASLt FP8, M = 1..4096,
+                          ratios to the GPU's measured HBM bandwidth and FP8 peak); needs a CUDA build and a Hopper GPU
   --help`;
 }
 
@@ -128,6 +130,7 @@ function readOptions(argv) {
         backends: { type: 'string' }, threads: { type: 'string' }, 'min-iters': { type: 'string' },
         budget: { type: 'string' }, 'reference-max-gflop': { type: 'string' }, hot: { type: 'boolean' },
         out: { type: 'string' }, help: { type: 'boolean' }, child: { type: 'string' }, replot: { type: 'string' },
+        cuda: { type: 'boolean' },
       },
       strict: true,
     }).values;
@@ -156,6 +159,7 @@ function readOptions(argv) {
     referenceMaxGflop: parsed['reference-max-gflop'] !== undefined ? positiveNumber(parsed['reference-max-gflop'], 'reference-max-gflop') : 1,
     hot: Boolean(parsed.hot),
     out: path.resolve(parsed.out ?? path.join(ROOT, 'bench', 'results')),
+    cuda: Boolean(parsed.cuda),
   };
 }
 
@@ -858,7 +862,8 @@ async function runParent(opts) {
 }
 
 const opts = readOptions(process.argv.slice(2));
-if (opts.child) await runChild(opts.child);
+if (opts.cuda) process.exitCode = (await import('./cuda-kernels.mjs')).runCudaBench(opts.out);
+else if (opts.child) await runChild(opts.child);
 else if (opts.replot) {
   const svgFile = opts.replot.replace(/\.json$/, '') + '.svg';
   writeFileSync(svgFile, renderSvg(JSON.parse(readFileSync(opts.replot, 'utf8'))));
