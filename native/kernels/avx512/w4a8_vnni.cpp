@@ -353,7 +353,7 @@ struct WeightRow {
 // How a row's tables are built. generic: a non-finite scale or a zero point above 15 (the FP32 path).
 // subnormal: some 0 < |s| < the format's smallest normal (rounding with a spacing floor of one unit; else
 // Veltkamp's split to p + 1 bits, which is fp8's rounding on every t = fl32(s' |q - z|), s' in [2^p, 2^(p+1))).
-// saturating: some |s| > maxFinite / 16, so some |s (q - z)| may reach the largest value.
+// saturating: some group's largest |s (q - z)| (in base units, as the table computes it) exceeds the largest finite value.
 struct RowKind {
   bool generic, subnormal, saturating;
 };
@@ -367,26 +367,36 @@ RowKind prepareWeightRow(const Int4WeightsView& w, int n, const FormatInfo& f, c
   const __m512i expOffset = _mm512_set1_epi32(127 + f.mantissaBits), bias = _mm512_set1_epi32(127);
   const __m512i fifteen = _mm512_set1_epi32(15), zero = _mm512_setzero_si512();
   const __m512 maxFinite = _mm512_set1_ps(f.maxFinite);
-  const __m512i saturatingAbove = _mm512_castps_si512(_mm512_set1_ps(f.maxFinite / 16));
   const __m512i minNormal = _mm512_set1_epi32((f.quantumExp + f.mantissaBits + 127) << 23);
   __mmask16 bad = 0, saturating = 0, subnormal = 0;
-  for (int g = 0; g < padded; g += 16) {
+  const int liveEnd = (groups + 15) / 16 * 16;  // vectors holding a group; past them, padding only
+  for (int g = 0; g < liveEnd; g += 16) {
     const int left = groups - g;
-    const __mmask16 live = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+    const __mmask16 live = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
     const __m512i s = _mm512_castps_si512(_mm512_maskz_loadu_ps(live, scales + g));
     const __m512i z = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(live, zeros + g));
     const __m512i a = _mm512_and_si512(s, absMask);
     bad |= _mm512_cmpgt_epi32_mask(a, largestFinite) | _mm512_cmpgt_epi32_mask(z, fifteen);
-    saturating |= _mm512_cmpgt_epi32_mask(a, saturatingAbove);
     subnormal |= _mm512_mask_cmplt_epi32_mask(_mm512_cmpneq_epi32_mask(a, zero), a, minNormal);
     __m512i e = _mm512_sub_epi32(_mm512_srli_epi32(a, 23), expOffset);
     e = _mm512_min_epi32(_mm512_max_epi32(e, lowest), highest);
     const __m512 inverse = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(bias, e), 23));
-    _mm512_store_ps(t.scaled + g, _mm512_mul_ps(_mm512_castsi512_ps(a), inverse));
-    _mm512_store_ps(t.limit + g, _mm512_maskz_mul_ps(live, maxFinite, inverse));
+    const __m512 scaled = _mm512_mul_ps(_mm512_castsi512_ps(a), inverse), limit = _mm512_maskz_mul_ps(live, maxFinite, inverse);
+    // The table's largest entry before the clamp is fl32(scaled max|q - z|) (fl32 products are monotonic in
+    // |q - z|): when it is within the limit, min(v, limit) = v for every entry and the clamp can go.
+    const __m512 largestDistance = _mm512_cvtepi32_ps(_mm512_max_epi32(z, _mm512_sub_epi32(fifteen, z)));
+    saturating |= _mm512_cmp_ps_mask(_mm512_mul_ps(scaled, largestDistance), limit, _CMP_NLE_UQ);
+    _mm512_store_ps(t.scaled + g, scaled);
+    _mm512_store_ps(t.limit + g, limit);
     _mm512_store_ps(t.base + g, _mm512_maskz_mov_ps(live, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(e, bias), 23))));
     const __m512i index = _mm512_or_si512(z, _mm512_slli_epi32(_mm512_srli_epi32(s, 31), 4));
     _mm512_store_si512(t.table + g, _mm512_slli_epi32(index, kGroupTableShift));
+  }
+  for (int g = liveEnd; g < padded; g += 16) {  // padding: what the masked loop above would store there
+    _mm512_store_ps(t.scaled + g, _mm512_setzero_ps());
+    _mm512_store_ps(t.limit + g, _mm512_setzero_ps());
+    _mm512_store_ps(t.base + g, _mm512_setzero_ps());
+    _mm512_store_si512(t.table + g, zero);
   }
   return {bad != 0, subnormal != 0, saturating != 0};
 }
