@@ -616,6 +616,48 @@ void rowTokensFor(int mr, const Activations& x, const uint8_t* rowCodes, const _
   }
 }
 
+// One token, G = 128 (decode): each block's table is built right before its decode instead of in a pass of its
+// own over the row (no table stores and loads, and the table's FP32 work overlaps the block's vpdpwssd). The
+// same operations as buildTables + rowTokens<128, 1, kPlanes>, in the same order for every output.
+template <bool kSubnormal, bool kSaturate, bool kPlanes>
+__attribute__((noinline)) void rowFused128(const Activations& x, const uint8_t* rowCodes, const WeightRow& t,
+                                           const TableConstants& constants, const float* units, int m0, __m512* accIO) {
+  const TableConstants c = constants;
+  const WeightRow row = t;
+  const __m512i twice = _mm512_set_epi16(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0, 30, 28, 26, 24, 22, 20,
+                                         18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const int blocks = x.blocks;  // K is a multiple of G = 128: every block is whole and is one group
+  const int16_t* xs = x.row(m0, 0);
+  const uint8_t* bp = x.planesOf(m0);
+  __m512 acc = _mm512_load_ps(accIO);
+  for (int b = 0; b < blocks; ++b) {
+    _mm_prefetch((const char*)rowCodes + (size_t)b * 64 + kPrefetchBytes, _MM_HINT_T0);
+    const __m512i table = _mm512_permutexvar_epi16(twice, groupEntries<kSubnormal, kSaturate>(row, b, c));
+    __m512i w[4];
+    decodeBlock128(_mm512_loadu_si512(rowCodes + (size_t)b * 64), table, w);
+    const __m512 unit = blockUnit<128>(units, b);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(blockSums(w, xs + (size_t)b * kBlockK)), unit, acc);
+    if (kPlanes && __builtin_expect(bp[b] > 1, 0)) acc = extraPlanes(x, m0, b, bp[b], w, unit, acc);
+  }
+  _mm512_store_ps(accIO, acc);
+}
+
+void rowFused128For(RowKind kind, const Activations& x, const uint8_t* rowCodes, const WeightRow& t,
+                    const TableConstants& c, const float* units, int m0, __m512* acc) {
+  const bool planes = x.multiPlane[m0] != 0;
+  const int which = (kind.subnormal ? 4 : 0) | (kind.saturating ? 2 : 0) | (planes ? 1 : 0);
+  switch (which) {
+    case 0: return rowFused128<false, false, false>(x, rowCodes, t, c, units, m0, acc);
+    case 1: return rowFused128<false, false, true>(x, rowCodes, t, c, units, m0, acc);
+    case 2: return rowFused128<false, true, false>(x, rowCodes, t, c, units, m0, acc);
+    case 3: return rowFused128<false, true, true>(x, rowCodes, t, c, units, m0, acc);
+    case 4: return rowFused128<true, false, false>(x, rowCodes, t, c, units, m0, acc);
+    case 5: return rowFused128<true, false, true>(x, rowCodes, t, c, units, m0, acc);
+    case 6: return rowFused128<true, true, false>(x, rowCodes, t, c, units, m0, acc);
+    default: return rowFused128<true, true, true>(x, rowCodes, t, c, units, m0, acc);
+  }
+}
+
 // Up to kMaxTokens tokens: one weight row at a time, all blocks in one go (the activations stay in L1/L2).
 // More tokens: kTileRows rows at a time and kPanelBlocks blocks at a time, so that a panel of the activations
 // is read from L1 for all the tile's rows instead of from L3 for every row. Every output sees the same
@@ -657,11 +699,14 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
       for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(w.zeros + (size_t)n1 * groups + g), _MM_HINT_T0);
     }
     bool generic[kTileRows];
+    RowKind kinds[kTileRows];
+    const bool fused = G == 128 && M == 1;  // tables built inside the block loop (rowFused128)
     for (int r = 0; r < nr; ++r) {
       const RowKind kind = allGeneric ? RowKind{true, false, false} : prepareWeightRow(w, n0 + r, pr.wf, rows[r]);
       generic[r] = kind.generic;
+      kinds[r] = kind;
       if (kind.generic) continue;
-      buildRowTables<G>(kind, rows[r], groups, blocks, pr.tc, tables[r]);
+      if (!fused) buildRowTables<G>(kind, rows[r], groups, blocks, pr.tc, tables[r]);
       for (int m = 0; m < M; ++m) {
         const float* xu = x.units(m);
         float* u = units[r] + (size_t)m * padded;
@@ -674,8 +719,9 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
       const int b1 = std::min(blocks, b0 + panel);
       for (int m0 = 0; m0 < M; m0 += kMaxTokens)
         for (int r = 0; r < nr; ++r)
-          if (!generic[r])
-            rowTokensFor<G>(std::min(kMaxTokens, M - m0), x, w.codes + (size_t)(n0 + r) * (K / 2), tables[r],
+          if (generic[r]) continue;
+          else if (fused) rowFused128For(kinds[r], x, w.codes + (size_t)(n0 + r) * (K / 2), rows[r], pr.tc, units[r], m0, acc + (size_t)r * M + m0);
+          else rowTokensFor<G>(std::min(kMaxTokens, M - m0), x, w.codes + (size_t)(n0 + r) * (K / 2), tables[r],
                             units[r] + (size_t)m0 * padded, m0, b0, b1, acc + (size_t)r * M + m0);
     }
     for (int r = 0; r < nr; ++r) {
