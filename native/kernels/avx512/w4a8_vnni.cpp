@@ -358,7 +358,8 @@ struct RowKind {
   bool generic, subnormal, saturating;
 };
 
-RowKind prepareWeightRow(const Int4WeightsView& w, int n, const FormatInfo& f, const WeightRow& t) {
+// Inlined: a call per row (vzeroupper, spills, the packed return value) cost as much as the work at K = 2048.
+W4A8_ALWAYS_INLINE RowKind prepareWeightRow(const Int4WeightsView& w, int n, const FormatInfo& f, const WeightRow& t) {
   const int groups = w.groups(), padded = paddedGroups(groups);
   const float* scales = w.groupScales + (size_t)n * groups;
   const uint8_t* zeros = w.zeros + (size_t)n * groups;
@@ -629,7 +630,7 @@ __attribute__((noinline)) void rowFused128(const Activations& x, const uint8_t* 
   const int blocks = x.blocks;  // K is a multiple of G = 128: every block is whole and is one group
   const int16_t* xs = x.row(m0, 0);
   const uint8_t* bp = x.planesOf(m0);
-  __m512 acc = _mm512_load_ps(accIO);
+  __m512 acc = _mm512_setzero_ps();  // one token, one panel: the row's sum starts here
   for (int b = 0; b < blocks; ++b) {
     _mm_prefetch((const char*)rowCodes + (size_t)b * 64 + kPrefetchBytes, _MM_HINT_T0);
     const __m512i table = _mm512_permutexvar_epi16(twice, groupEntries<kSubnormal, kSaturate>(row, b, c));
@@ -713,7 +714,8 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
         for (int g = 0; g < padded; g += 16)
           _mm512_store_ps(u + g, _mm512_mul_ps(_mm512_load_ps(rows[r].base + g), _mm512_loadu_ps(xu + g)));
       }
-      for (int m = 0; m < M; ++m) acc[(size_t)r * M + m] = _mm512_setzero_ps();
+      if (!fused)  // (rowFused128 starts from zero: a variable-length zeroing here became a rep stos per row)
+        for (int m = 0; m < M; ++m) acc[(size_t)r * M + m] = _mm512_setzero_ps();
     }
     for (int b0 = 0; b0 < blocks; b0 += panel) {
       const int b1 = std::min(blocks, b0 + panel);
