@@ -358,6 +358,52 @@ TEST(w4a8_group_tables_match_reference_on_extreme_scales) {
   }
 }
 
+TEST(w4a8_group_tables_match_reference_at_the_saturation_edge) {
+  // Group scales whose largest product |s| max|q - z| lands on, just below and just above the largest
+  // finite FP8 value, and on the midpoints past it: a row takes the table path without the clamp only when
+  // no product of any of its groups exceeds that value (the kernels decide it per row from s and z).
+  // M = 1 and 3 (the VNNI path below 8 tokens), every group size.
+  const int N = 8, K = 256;
+  for (int G : {32, 64, 128})
+  for (int M : {1, 3})
+  for (Fp8Format wf : kFormats) {
+    const float* wTable = fp8DecodeTable(wf);
+    float maxFinite = 0.0f;
+    for (int c = 0; c < 256; ++c)
+      if (std::isfinite(wTable[c])) maxFinite = std::max(maxFinite, wTable[c]);
+    Int4Layer l = makeInt4Layer(57 + G, M, N, K, G, wf, Fp8Format::E4M3FN, false, false);
+    w4a8test::Rng rng(58);
+    const int groups = K / G;
+    const float factors[] = {1.0f, 1.0f - 0x1p-24f, 1.0f + 0x1p-23f, 1.0f + 0x1p-5f, 1.0f + 0x1p-4f, 0.97f, 1.2f};
+    for (int n = 0; n < N; ++n)
+      for (int g = 0; g < groups; ++g) {
+        const int z = n % 2 ? 8 : rng.below(16), largest = std::max(z, 15 - z);
+        l.zeros[(size_t)n * groups + g] = (uint8_t)z;
+        // Rows 0..5: every group at or below the edge in half of them; rows 6, 7: one group past it.
+        const float f = n < 6 ? factors[rng.below(2)] : (g == 1 ? factors[2 + n % 5] : 0.5f);
+        const float s = maxFinite / (float)largest * f;
+        l.groupScales[(size_t)n * groups + g] = rng.below(2) ? s : -s;
+      }
+    for (int n = 2; n < 6; ++n) l.groupScales[(size_t)n * groups + (n % groups)] = maxFinite / 15 * factors[2 + n];
+    std::vector<float> ref((size_t)M * N);
+    reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
+    std::vector<uint8_t> w8((size_t)N * K);
+    dequantInt4ToFp8(l.view(), w8.data(), 0, N);
+    const float* xTable = fp8DecodeTable(l.actFormat);
+    auto bound = [&](int m, int n) {
+      const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
+                                   [&](int nn, int k) { return wTable[w8[(size_t)nn * K + k]]; }, m, n, K);
+      return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
+    };
+    for (const KernelTable* t : fastBackends()) {
+      std::vector<float> y((size_t)M * N);
+      t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y.data(), nullptr, N}}, 0, N);
+      checkClose(y, ref, M, N, bound,
+                 std::string(t->name) + " saturation edge G=" + std::to_string(G) + " " + formatName(wf));
+    }
+  }
+}
+
 TEST(w4a16_handles_bf16_subnormal_activations_and_scales) {
   // vdpbf16ps flushes BF16 subnormals to zero; the avx512 backend must notice them and compute exactly.
   // Row 0 of X is all subnormal (its outputs are sums of subnormal products only, which a flush would

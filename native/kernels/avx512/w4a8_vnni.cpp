@@ -353,12 +353,13 @@ struct WeightRow {
 // How a row's tables are built. generic: a non-finite scale or a zero point above 15 (the FP32 path).
 // subnormal: some 0 < |s| < the format's smallest normal (rounding with a spacing floor of one unit; else
 // Veltkamp's split to p + 1 bits, which is fp8's rounding on every t = fl32(s' |q - z|), s' in [2^p, 2^(p+1))).
-// saturating: some |s| > maxFinite / 16, so some |s (q - z)| may reach the largest value.
+// saturating: some group's largest |s (q - z)| (in base units, as the table computes it) exceeds the largest finite value.
 struct RowKind {
   bool generic, subnormal, saturating;
 };
 
-RowKind prepareWeightRow(const Int4WeightsView& w, int n, const FormatInfo& f, const WeightRow& t) {
+// Inlined: a call per row (vzeroupper, spills, the packed return value) cost as much as the work at K = 2048.
+W4A8_ALWAYS_INLINE RowKind prepareWeightRow(const Int4WeightsView& w, int n, const FormatInfo& f, const WeightRow& t) {
   const int groups = w.groups(), padded = paddedGroups(groups);
   const float* scales = w.groupScales + (size_t)n * groups;
   const uint8_t* zeros = w.zeros + (size_t)n * groups;
@@ -367,26 +368,36 @@ RowKind prepareWeightRow(const Int4WeightsView& w, int n, const FormatInfo& f, c
   const __m512i expOffset = _mm512_set1_epi32(127 + f.mantissaBits), bias = _mm512_set1_epi32(127);
   const __m512i fifteen = _mm512_set1_epi32(15), zero = _mm512_setzero_si512();
   const __m512 maxFinite = _mm512_set1_ps(f.maxFinite);
-  const __m512i saturatingAbove = _mm512_castps_si512(_mm512_set1_ps(f.maxFinite / 16));
   const __m512i minNormal = _mm512_set1_epi32((f.quantumExp + f.mantissaBits + 127) << 23);
   __mmask16 bad = 0, saturating = 0, subnormal = 0;
-  for (int g = 0; g < padded; g += 16) {
+  const int liveEnd = (groups + 15) / 16 * 16;  // vectors holding a group; past them, padding only
+  for (int g = 0; g < liveEnd; g += 16) {
     const int left = groups - g;
-    const __mmask16 live = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+    const __mmask16 live = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
     const __m512i s = _mm512_castps_si512(_mm512_maskz_loadu_ps(live, scales + g));
     const __m512i z = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(live, zeros + g));
     const __m512i a = _mm512_and_si512(s, absMask);
     bad |= _mm512_cmpgt_epi32_mask(a, largestFinite) | _mm512_cmpgt_epi32_mask(z, fifteen);
-    saturating |= _mm512_cmpgt_epi32_mask(a, saturatingAbove);
     subnormal |= _mm512_mask_cmplt_epi32_mask(_mm512_cmpneq_epi32_mask(a, zero), a, minNormal);
     __m512i e = _mm512_sub_epi32(_mm512_srli_epi32(a, 23), expOffset);
     e = _mm512_min_epi32(_mm512_max_epi32(e, lowest), highest);
     const __m512 inverse = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(bias, e), 23));
-    _mm512_store_ps(t.scaled + g, _mm512_mul_ps(_mm512_castsi512_ps(a), inverse));
-    _mm512_store_ps(t.limit + g, _mm512_maskz_mul_ps(live, maxFinite, inverse));
+    const __m512 scaled = _mm512_mul_ps(_mm512_castsi512_ps(a), inverse), limit = _mm512_maskz_mul_ps(live, maxFinite, inverse);
+    // The table's largest entry before the clamp is fl32(scaled max|q - z|) (fl32 products are monotonic in
+    // |q - z|): when it is within the limit, min(v, limit) = v for every entry and the clamp can go.
+    const __m512 largestDistance = _mm512_cvtepi32_ps(_mm512_max_epi32(z, _mm512_sub_epi32(fifteen, z)));
+    saturating |= _mm512_cmp_ps_mask(_mm512_mul_ps(scaled, largestDistance), limit, _CMP_NLE_UQ);
+    _mm512_store_ps(t.scaled + g, scaled);
+    _mm512_store_ps(t.limit + g, limit);
     _mm512_store_ps(t.base + g, _mm512_maskz_mov_ps(live, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(e, bias), 23))));
     const __m512i index = _mm512_or_si512(z, _mm512_slli_epi32(_mm512_srli_epi32(s, 31), 4));
     _mm512_store_si512(t.table + g, _mm512_slli_epi32(index, kGroupTableShift));
+  }
+  for (int g = liveEnd; g < padded; g += 16) {  // padding: what the masked loop above would store there
+    _mm512_store_ps(t.scaled + g, _mm512_setzero_ps());
+    _mm512_store_ps(t.limit + g, _mm512_setzero_ps());
+    _mm512_store_ps(t.base + g, _mm512_setzero_ps());
+    _mm512_store_si512(t.table + g, zero);
   }
   return {bad != 0, subnormal != 0, saturating != 0};
 }
@@ -606,6 +617,48 @@ void rowTokensFor(int mr, const Activations& x, const uint8_t* rowCodes, const _
   }
 }
 
+// One token, G = 128 (decode): each block's table is built right before its decode instead of in a pass of its
+// own over the row (no table stores and loads, and the table's FP32 work overlaps the block's vpdpwssd). The
+// same operations as buildTables + rowTokens<128, 1, kPlanes>, in the same order for every output.
+template <bool kSubnormal, bool kSaturate, bool kPlanes>
+__attribute__((noinline)) void rowFused128(const Activations& x, const uint8_t* rowCodes, const WeightRow& t,
+                                           const TableConstants& constants, const float* units, int m0, __m512* accIO) {
+  const TableConstants c = constants;
+  const WeightRow row = t;
+  const __m512i twice = _mm512_set_epi16(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0, 30, 28, 26, 24, 22, 20,
+                                         18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const int blocks = x.blocks;  // K is a multiple of G = 128: every block is whole and is one group
+  const int16_t* xs = x.row(m0, 0);
+  const uint8_t* bp = x.planesOf(m0);
+  __m512 acc = _mm512_setzero_ps();  // one token, one panel: the row's sum starts here
+  for (int b = 0; b < blocks; ++b) {
+    _mm_prefetch((const char*)rowCodes + (size_t)b * 64 + kPrefetchBytes, _MM_HINT_T0);
+    const __m512i table = _mm512_permutexvar_epi16(twice, groupEntries<kSubnormal, kSaturate>(row, b, c));
+    __m512i w[4];
+    decodeBlock128(_mm512_loadu_si512(rowCodes + (size_t)b * 64), table, w);
+    const __m512 unit = blockUnit<128>(units, b);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(blockSums(w, xs + (size_t)b * kBlockK)), unit, acc);
+    if (kPlanes && __builtin_expect(bp[b] > 1, 0)) acc = extraPlanes(x, m0, b, bp[b], w, unit, acc);
+  }
+  _mm512_store_ps(accIO, acc);
+}
+
+void rowFused128For(RowKind kind, const Activations& x, const uint8_t* rowCodes, const WeightRow& t,
+                    const TableConstants& c, const float* units, int m0, __m512* acc) {
+  const bool planes = x.multiPlane[m0] != 0;
+  const int which = (kind.subnormal ? 4 : 0) | (kind.saturating ? 2 : 0) | (planes ? 1 : 0);
+  switch (which) {
+    case 0: return rowFused128<false, false, false>(x, rowCodes, t, c, units, m0, acc);
+    case 1: return rowFused128<false, false, true>(x, rowCodes, t, c, units, m0, acc);
+    case 2: return rowFused128<false, true, false>(x, rowCodes, t, c, units, m0, acc);
+    case 3: return rowFused128<false, true, true>(x, rowCodes, t, c, units, m0, acc);
+    case 4: return rowFused128<true, false, false>(x, rowCodes, t, c, units, m0, acc);
+    case 5: return rowFused128<true, false, true>(x, rowCodes, t, c, units, m0, acc);
+    case 6: return rowFused128<true, true, false>(x, rowCodes, t, c, units, m0, acc);
+    default: return rowFused128<true, true, true>(x, rowCodes, t, c, units, m0, acc);
+  }
+}
+
 // Up to kMaxTokens tokens: one weight row at a time, all blocks in one go (the activations stay in L1/L2).
 // More tokens: kTileRows rows at a time and kPanelBlocks blocks at a time, so that a panel of the activations
 // is read from L1 for all the tile's rows instead of from L3 for every row. Every output sees the same
@@ -647,25 +700,30 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
       for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(w.zeros + (size_t)n1 * groups + g), _MM_HINT_T0);
     }
     bool generic[kTileRows];
+    RowKind kinds[kTileRows];
+    const bool fused = G == 128 && M == 1;  // tables built inside the block loop (rowFused128)
     for (int r = 0; r < nr; ++r) {
       const RowKind kind = allGeneric ? RowKind{true, false, false} : prepareWeightRow(w, n0 + r, pr.wf, rows[r]);
       generic[r] = kind.generic;
+      kinds[r] = kind;
       if (kind.generic) continue;
-      buildRowTables<G>(kind, rows[r], groups, blocks, pr.tc, tables[r]);
+      if (!fused) buildRowTables<G>(kind, rows[r], groups, blocks, pr.tc, tables[r]);
       for (int m = 0; m < M; ++m) {
         const float* xu = x.units(m);
         float* u = units[r] + (size_t)m * padded;
         for (int g = 0; g < padded; g += 16)
           _mm512_store_ps(u + g, _mm512_mul_ps(_mm512_load_ps(rows[r].base + g), _mm512_loadu_ps(xu + g)));
       }
-      for (int m = 0; m < M; ++m) acc[(size_t)r * M + m] = _mm512_setzero_ps();
+      if (!fused)  // (rowFused128 starts from zero: a variable-length zeroing here became a rep stos per row)
+        for (int m = 0; m < M; ++m) acc[(size_t)r * M + m] = _mm512_setzero_ps();
     }
     for (int b0 = 0; b0 < blocks; b0 += panel) {
       const int b1 = std::min(blocks, b0 + panel);
       for (int m0 = 0; m0 < M; m0 += kMaxTokens)
         for (int r = 0; r < nr; ++r)
-          if (!generic[r])
-            rowTokensFor<G>(std::min(kMaxTokens, M - m0), x, w.codes + (size_t)(n0 + r) * (K / 2), tables[r],
+          if (generic[r]) continue;
+          else if (fused) rowFused128For(kinds[r], x, w.codes + (size_t)(n0 + r) * (K / 2), rows[r], pr.tc, units[r], m0, acc + (size_t)r * M + m0);
+          else rowTokensFor<G>(std::min(kMaxTokens, M - m0), x, w.codes + (size_t)(n0 + r) * (K / 2), tables[r],
                             units[r] + (size_t)m0 * padded, m0, b0, b1, acc + (size_t)r * M + m0);
     }
     for (int r = 0; r < nr; ++r) {
