@@ -45,9 +45,12 @@
 
 #include "kernels/avx2/simd.h"
 #include "kernels/backends.h"
+#include "kernels/int16_common.h"
 
 namespace w4a8::avx2 {
 namespace {
+
+using int16::FormatInfo, int16::formatInfo, int16::pow2, int16::groupMagnitudes;
 
 constexpr int kSubBlockK = 64;   // k per 32 code bytes
 constexpr int kChunkK = 16;      // k per int16 vector
@@ -59,35 +62,6 @@ constexpr int kRowsPerPass = 256;  // rows of X prepared at once (bounds the per
 constexpr int kPrefetchBytes = 2048;
 
 // ---- formats ------------------------------------------------------------------------------------
-
-struct FormatInfo {
-  int mantissaBits, bias;
-  int quantumExp;    // exponent of the smallest subnormal
-  int ulpMaxExp;     // exponent of the ulp of the largest finite value
-  int maxFiniteCode; // largest finite magnitude code
-  float maxFinite;
-  bool e5m2;         // FP16 bits of a code: e5m2 code << 8; e4m3 formats (mag << 7) | sign = value * 2^-8
-};
-
-FormatInfo formatInfo(Fp8Format f) {
-  const fast::Fp8Params p = fast::fp8Params(f);
-  FormatInfo i;
-  i.mantissaBits = 23 - (int)p.mantissaShift;
-  i.bias = 128 - (int)(p.minNormalBits >> 23);
-  i.quantumExp = 1 - i.bias - i.mantissaBits;
-  i.ulpMaxExp = (int)(p.maxFiniteBits >> 23) - 127 - i.mantissaBits;
-  i.maxFiniteCode = (int)p.maxFiniteCode;
-  i.maxFinite = p.maxFinite;
-  i.e5m2 = f == Fp8Format::E5M2;
-  return i;
-}
-
-W4A8_ALWAYS_INLINE float pow2(int e) {  // -126 <= e <= 127
-  const uint32_t bits = (uint32_t)(e + 127) << 23;
-  float v;
-  __builtin_memcpy(&v, &bits, 4);
-  return v;
-}
 
 // Per zero point z and sign of s (index z | 16 * (s < 0)): |q - z| and the sign of (q - z) * s, q = 0..15.
 struct GroupTable {
@@ -134,28 +108,6 @@ struct Activations {
   const float* units(int m, int p) const { return unit + ((size_t)m * kMaxPlanes + p) * unitStride; }
   int planesOf(int m, int b) const { return blockPlanes[(size_t)m * blocks + b]; }
 };
-
-W4A8_ALWAYS_INLINE int horizontalMaxU8(__m256i v) {
-  __m128i m = _mm_max_epu8(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  m = _mm_max_epu8(m, _mm_srli_si128(m, 8));
-  m = _mm_max_epu8(m, _mm_srli_si128(m, 4));
-  m = _mm_max_epu8(m, _mm_srli_si128(m, 2));
-  m = _mm_max_epu8(m, _mm_srli_si128(m, 1));
-  return _mm_cvtsi128_si32(m) & 0xFF;
-}
-
-// Largest and smallest nonzero magnitude code of one group (G codes, G a multiple of 32).
-void groupMagnitudes(const uint8_t* codes, int G, int& largest, int& smallestNonzero) {
-  const __m256i magnitude = _mm256_set1_epi8(0x7F), zero = _mm256_setzero_si256();
-  __m256i hi = zero, lo = _mm256_set1_epi8(-1);
-  for (int i = 0; i < G; i += 32) {
-    const __m256i c = _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(codes + i)), magnitude);
-    hi = _mm256_max_epu8(hi, c);
-    lo = _mm256_min_epu8(lo, _mm256_or_si256(c, _mm256_cmpeq_epi8(c, zero)));  // zero codes count as 0xFF
-  }
-  largest = horizontalMaxU8(hi);
-  smallestNonzero = 255 - horizontalMaxU8(_mm256_xor_si256(lo, _mm256_set1_epi8(-1)));
-}
 
 // 16 codes -> 16 FP16 words with the code's value (e5m2) or value * 2^-8 (e4m3 formats); finite codes only.
 W4A8_ALWAYS_INLINE __m256i codesToFp16(__m128i codes, bool e5m2) {

@@ -52,9 +52,12 @@
 
 #include "kernels/avx512/simd.h"
 #include "kernels/backends.h"
+#include "kernels/int16_common.h"
 
 namespace w4a8::avx512vnni {
 namespace {
+
+using int16::FormatInfo, int16::formatInfo, int16::pow2, int16::groupMagnitudes;
 
 constexpr int kBlockK = 128;       // k per 64 code bytes
 constexpr int kChunkK = 32;        // k per int16 vector
@@ -94,33 +97,6 @@ void* scratch(Slot slot, size_t bytes, bool* grown = nullptr) {
 }
 
 // ---- formats ------------------------------------------------------------------------------------------
-
-struct FormatInfo {
-  int mantissaBits, bias;
-  int quantumExp;     // exponent of the smallest subnormal
-  int ulpMaxExp;      // exponent of the ulp of the largest finite value
-  int maxFiniteCode;  // largest finite magnitude code
-  float maxFinite;
-};
-
-FormatInfo formatInfo(Fp8Format f) {
-  const fast::Fp8Params p = fast::fp8Params(f);
-  FormatInfo i;
-  i.mantissaBits = 23 - (int)p.mantissaShift;
-  i.bias = 128 - (int)(p.minNormalBits >> 23);
-  i.quantumExp = 1 - i.bias - i.mantissaBits;
-  i.ulpMaxExp = (int)(p.maxFiniteBits >> 23) - 127 - i.mantissaBits;
-  i.maxFiniteCode = (int)p.maxFiniteCode;
-  i.maxFinite = p.maxFinite;
-  return i;
-}
-
-W4A8_ALWAYS_INLINE float pow2(int e) {  // -126 <= e <= 127
-  const uint32_t bits = (uint32_t)(e + 127) << 23;
-  float v;
-  std::memcpy(&v, &bits, 4);
-  return v;
-}
 
 // Per zero point z and sign of s (index z | 16 * (s < 0)): |q - z| and the sign of (q - z) * s, q = 0..15.
 struct GroupTable {
@@ -168,28 +144,6 @@ struct Activations {
   const float* units(int m) const { return unit + (size_t)m * stride; }
   const uint8_t* planesOf(int m) const { return blockPlanes + (size_t)m * blocks; }
 };
-
-W4A8_ALWAYS_INLINE int horizontalMaxU8(__m256i v) {
-  __m128i m = _mm_max_epu8(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  m = _mm_max_epu8(m, _mm_srli_si128(m, 8));
-  m = _mm_max_epu8(m, _mm_srli_si128(m, 4));
-  m = _mm_max_epu8(m, _mm_srli_si128(m, 2));
-  m = _mm_max_epu8(m, _mm_srli_si128(m, 1));
-  return _mm_cvtsi128_si32(m) & 0xFF;
-}
-
-// Largest and smallest nonzero magnitude code of one group (G codes, G a multiple of 32; 255: none).
-void groupMagnitudes(const uint8_t* codes, int G, int& largest, int& smallestNonzero) {
-  const __m256i magnitude = _mm256_set1_epi8(0x7F), zero = _mm256_setzero_si256();
-  __m256i hi = zero, lo = _mm256_set1_epi8(-1);
-  for (int i = 0; i < G; i += 32) {
-    const __m256i c = _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(codes + i)), magnitude);
-    hi = _mm256_max_epu8(hi, c);
-    lo = _mm256_min_epu8(lo, _mm256_or_si256(c, _mm256_cmpeq_epi8(c, zero)));  // zero codes count as 0xFF
-  }
-  largest = horizontalMaxU8(hi);
-  smallestNonzero = 255 - horizontalMaxU8(_mm256_xor_si256(lo, _mm256_set1_epi8(-1)));
-}
 
 // Byte indices that put 128 natural-order codes (two zmm) into kernel order. G = 32 and 64 (vpshufb decode):
 // position P = 32 v + 8 L + i takes k = 32 L + 16 (v % 2) + 2 i + v / 2. G = 128 (vpermw decode, see
