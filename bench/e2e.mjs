@@ -43,7 +43,7 @@ import {
 import { randomTokenIds } from './lib/random.mjs';
 import {
   ROOT, bestLimits, chart, esc, fail as failWith, fixed, formatTable, loadAverage, loadPackage, logTicks, machineInfo, median,
-  memoryStatus, mib, now, pct, probeLimits, sig, slug,
+  memoryStatus, mib, now, pct, probeLimits, readJsonLines, sig, slug,
 } from './lib/report.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -306,24 +306,10 @@ function spawnChild(cfg, threads, label) {
     });
     const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_S * 1000);
     const records = [];
-    let pending = '', errors = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk) => {
-      pending += chunk;
-      let nl;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        let record;
-        try {
-          record = JSON.parse(line);
-        } catch {
-          process.stderr.write(`  [${label}] ${line}\n`);
-          continue;
-        }
-        records.push(record);
-        progress(label, record);
-      }
+    let errors = '';
+    readJsonLines(child.stdout, `  [${label}] `, (record) => {
+      records.push(record);
+      progress(label, record);
     });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk) => {

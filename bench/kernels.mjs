@@ -32,6 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { readJsonLines } from './lib/report.mjs';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(SCRIPT), '..');
@@ -375,25 +376,10 @@ function runBackend(backend, opts, onRecord) {
       cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, W4A8_ISA: backend, W4A8_THREADS: String(opts.threads) },
     });
-    let pending = '';
     const records = [];
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk) => {
-      pending += chunk;
-      let nl;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        let record;
-        try {
-          record = JSON.parse(line);
-        } catch {
-          process.stderr.write(`[${backend}] ${line}\n`);
-          continue;
-        }
-        records.push(record);
-        onRecord(record);
-      }
+    readJsonLines(child.stdout, `[${backend}] `, (record) => {
+      records.push(record);
+      onRecord(record);
     });
     child.on('close', (code, signal) => resolve({ records, code, signal }));
   });

@@ -172,3 +172,25 @@ export function chart(c) {
   out.push('</g>');
   return out.join('\n');
 }
+
+/** Calls onRecord with each JSON line a child process writes to `stream`; other lines go to stderr after `prefix`. */
+export function readJsonLines(stream, prefix, onRecord) {
+  let pending = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk) => {
+    pending += chunk;
+    let nl;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      let record;
+      try {
+        record = JSON.parse(line);
+      } catch {
+        process.stderr.write(`${prefix}${line}\n`);
+        continue;
+      }
+      onRecord(record);
+    }
+  });
+}
