@@ -15,12 +15,12 @@
 #include "quant/fp8_pack.h"
 #include "quant/int4_pack.h"
 #include "tests/check.h"
+#include "tests/int4_layer.h"
 
 using namespace w4a8;
+using w4a8test::Int4Layer, w4a8test::formatName, w4a8test::makeInt4Layer;
 
 namespace {
-
-const char* formatName(Fp8Format f) { return f == Fp8Format::E4M3FN ? "e4m3fn" : f == Fp8Format::E4M3 ? "e4m3" : "e5m2"; }
 
 // The amx table, or nullptr after printing why the test is skipped.
 const KernelTable* amxOrSkip(const char* test) {
@@ -29,44 +29,6 @@ const KernelTable* amxOrSkip(const char* test) {
   return t;
 }
 
-// One random layer: INT4 weights packed by RTN, activations quantized per token; w8 / x8 decoded for bounds.
-struct Layer {
-  int M, N, K, G;
-  Fp8Format wf, af;
-  std::vector<uint8_t> codes, zeros, x8, w8;
-  std::vector<uint16_t> x16;
-  std::vector<float> groupScales, channelScales, xScales;
-  Int4WeightsView view() const {
-    return {codes.data(), groupScales.data(), zeros.data(), channelScales.data(), N, K, G, wf};
-  }
-};
-
-Layer makeLayer(uint64_t seed, int M, int N, int K, int G, Fp8Format wf, Fp8Format af, bool symmetric, bool pow2) {
-  w4a8test::Rng rng(seed);
-  Layer l{M, N, K, G, wf, af, {}, {}, {}, {}, {}, {}, {}, {}};
-  std::vector<float> w((size_t)N * K), x((size_t)M * K);
-  for (float& v : w) v = rng.uniform(-0.2f, 0.2f) * (1 + rng.below(3));
-  for (float& v : x) v = rng.uniform(-3.0f, 3.0f) * std::ldexp(1.0f, rng.below(12) - 6);
-  l.codes.assign((size_t)N * K / 2, 0);
-  l.zeros.assign((size_t)N * K / G, 0);
-  l.groupScales.assign((size_t)N * K / G, 0);
-  l.channelScales.assign(N, 0);
-  Int4PackOptions options;
-  options.groupSize = G;
-  options.symmetric = symmetric;
-  options.pow2Scales = pow2;
-  options.format = wf;
-  packInt4Rows(w.data(), N, K, options, {l.codes.data(), l.groupScales.data(), l.zeros.data(), l.channelScales.data()},
-               0, N);
-  l.x8.resize((size_t)M * K);
-  l.xScales.resize(M);
-  quantizeActivationsDynamic(x.data(), M, K, af, l.x8.data(), l.xScales.data());
-  l.x16.resize(x.size());
-  floatToBf16Array(x.data(), x.size(), l.x16.data());
-  l.w8.resize((size_t)N * K);
-  dequantInt4ToFp8(l.view(), l.w8.data(), 0, N);
-  return l;
-}
 
 // 1e-5 * scale(m, n) * sum_k |a(m, k) * b(n, k)|, the bound of every check here.
 template <class A, class B, class Scale>
@@ -155,7 +117,7 @@ TEST(amx_w4a8_and_w4a16_match_reference_on_odd_and_even_shapes) {
   ThreadPool pool(3);
   uint64_t seed = 9000;
   for (const Int4Case& c : kInt4Cases) {
-    const Layer l = makeLayer(++seed, c.M, c.N, c.K, c.G, c.wf, c.af, c.symmetric, c.pow2);
+    const Int4Layer l = makeInt4Layer(++seed, c.M, c.N, c.K, c.G, c.wf, c.af, c.symmetric, c.pow2);
     const int M = c.M, N = c.N, K = c.K;
     {  // W4A8
       const std::string what = caseName("W4A8", c, seed);
@@ -253,7 +215,7 @@ TEST(amx_handles_nan_and_extreme_group_scales_like_the_reference) {
   // path), and a NaN activation in row 3: the same outputs as the reference, NaN where it has NaN.
   const int M = 19, N = 21, K = 256, G = 32, groups = K / G;
   for (Fp8Format wf : {Fp8Format::E4M3FN, Fp8Format::E4M3, Fp8Format::E5M2}) {
-    Layer l = makeLayer(9700, M, N, K, G, wf, Fp8Format::E4M3FN, false, false);
+    Int4Layer l = makeInt4Layer(9700, M, N, K, G, wf, Fp8Format::E4M3FN, false, false);
     w4a8test::Rng rng(9701);
     for (int n = 0; n < N; ++n)
       for (int g = 0; g < groups; ++g) {
@@ -272,11 +234,11 @@ TEST(amx_handles_nan_and_extreme_group_scales_like_the_reference) {
       }
     l.x8[(size_t)3 * K + 100] = 0x7F;  // e4m3fn NaN
     dequantInt4ToFp8(l.view(), l.w8.data(), 0, N);
-    auto args = [&](GemmOutput y) { return W4A8GemmArgs{l.x8.data(), l.xScales.data(), l.af, M, l.view(), y}; };
+    auto args = [&](GemmOutput y) { return W4A8GemmArgs{l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), y}; };
     std::vector<float> ref((size_t)M * N), y((size_t)M * N);
     reference::gemmW4A8(args({ref.data(), nullptr, N}), 0, N);
     t->gemmW4A8(args({y.data(), nullptr, N}), 0, N);
-    const float* xt = fp8DecodeTable(l.af);
+    const float* xt = fp8DecodeTable(l.actFormat);
     const float* wt = fp8DecodeTable(wf);
     checkClose(y, ref,
                bounds(M, N, K, [&](int m, int k) { return xt[l.x8[(size_t)m * K + k]]; },
@@ -296,7 +258,7 @@ TEST(amx_w4a16_computes_bf16_subnormals_exactly) {
   // outputs a flush would zero): that row must be computed without tiles. In the second call, token 0 is all subnormal: the whole call must be.
   ThreadPool pool(3);
   const int M = 20, N = 9, K = 128, G = 32, groups = K / G;
-  Layer l = makeLayer(9800, M, N, K, G, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false);
+  Int4Layer l = makeInt4Layer(9800, M, N, K, G, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false);
   for (int g = 0; g < groups; ++g) l.groupScales[(size_t)2 * groups + g] = 0x1p-130f;  // all of row 2
   auto weight = [&](int n, int k) {
     const int g = k / G;

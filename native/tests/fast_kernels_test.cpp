@@ -14,13 +14,14 @@
 #include "quant/fp8_pack.h"
 #include "quant/int4_pack.h"
 #include "tests/check.h"
+#include "tests/int4_layer.h"
 
 using namespace w4a8;
+using w4a8test::Int4Layer, w4a8test::formatName, w4a8test::makeInt4Layer;
 
 namespace {
 
 const Fp8Format kFormats[] = {Fp8Format::E4M3FN, Fp8Format::E4M3, Fp8Format::E5M2};
-const char* formatName(Fp8Format f) { return f == Fp8Format::E4M3FN ? "e4m3fn" : f == Fp8Format::E4M3 ? "e4m3" : "e5m2"; }
 
 // The fast backends available here (everything kernelsFor knows except the reference itself).
 std::vector<const KernelTable*> fastBackends() {
@@ -29,48 +30,6 @@ std::vector<const KernelTable*> fastBackends() {
     if (std::strcmp(*name, "reference"))
       if (const KernelTable* t = kernelsFor(*name)) tables.push_back(t);
   return tables;
-}
-
-struct Int4Layer {
-  int M, N, K, G;
-  Fp8Format weightFormat, actFormat;
-  std::vector<float> x;
-  std::vector<uint8_t> codes, zeros, x8, w8;  // w8: reference dequantization, for the tolerance only
-  std::vector<uint16_t> x16;
-  std::vector<float> groupScales, channelScales, xScales;
-  Int4WeightsView view() const {
-    return {codes.data(), groupScales.data(), zeros.data(), channelScales.data(), N, K, G, weightFormat};
-  }
-};
-
-Int4Layer makeInt4Layer(uint64_t seed, int M, int N, int K, int G, Fp8Format wf, Fp8Format af, bool symmetric,
-                        bool pow2) {
-  w4a8test::Rng rng(seed);
-  Int4Layer l;
-  l.M = M, l.N = N, l.K = K, l.G = G, l.weightFormat = wf, l.actFormat = af;
-  std::vector<float> w((size_t)N * K);
-  for (float& v : w) v = rng.uniform(-0.2f, 0.2f) * (1 + rng.below(3));
-  l.x.resize((size_t)M * K);
-  for (float& v : l.x) v = rng.uniform(-3.0f, 3.0f) * std::ldexp(1.0f, rng.below(12) - 6);  // wide range
-  l.codes.assign((size_t)N * K / 2, 0);
-  l.zeros.assign((size_t)N * K / G, 0);
-  l.groupScales.assign((size_t)N * K / G, 0);
-  l.channelScales.assign(N, 0);
-  Int4PackOptions options;
-  options.groupSize = G;
-  options.symmetric = symmetric;
-  options.pow2Scales = pow2;
-  options.format = wf;
-  packInt4Rows(w.data(), N, K, options, {l.codes.data(), l.groupScales.data(), l.zeros.data(), l.channelScales.data()},
-               0, N);
-  l.x8.resize((size_t)M * K);
-  l.xScales.resize(M);
-  quantizeActivationsDynamic(l.x.data(), M, K, af, l.x8.data(), l.xScales.data());
-  l.x16.resize(l.x.size());
-  floatToBf16Array(l.x.data(), l.x.size(), l.x16.data());
-  l.w8.resize((size_t)N * K);
-  dequantInt4ToFp8(l.view(), l.w8.data(), 0, N);
-  return l;
 }
 
 // Checks got (FP32 [M, N]) against ref within `bound(m, n)`; NaN must match NaN.
@@ -384,7 +343,7 @@ TEST(w4a8_group_tables_match_reference_at_the_saturation_edge) {
         const float s = maxFinite / (float)largest * f;
         l.groupScales[(size_t)n * groups + g] = rng.below(2) ? s : -s;
       }
-    for (int n = 2; n < 6; ++n) l.groupScales[(size_t)n * groups + (n % groups)] = maxFinite / 15 * factors[2 + n];
+    for (int n = 2; n < 6; ++n) l.groupScales[(size_t)n * groups + (n % groups)] = maxFinite / 15 * factors[2 + n % 5];  // n = 5 wraps to the first factor past the edge
     std::vector<float> ref((size_t)M * N);
     reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
     std::vector<uint8_t> w8((size_t)N * K);
