@@ -9,7 +9,7 @@
  * `w4a8 sample <source> -o tokens.json --count N --length L --seed S`
  *   token sequences sampled from the FP32 model, for models without a tokenizer.
  */
-import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { W4a8Error } from '../errors.js';
 import { readPackedModel } from '../format/packed-read.js';
 import { importModel } from '../import/index.js';
+import { looksLikeLlama2c } from '../import/llama2c.js';
 import { createNativeModel, createReferenceNativeModel } from '../model/native-model.js';
 import type { ModelConfig, SourceModel } from '../model/types.js';
 import type { NativeModelHandle } from '../native.js';
@@ -164,20 +165,6 @@ export async function evalCommand(args: string[], output: EvalOutput = DEFAULT_O
     handle.dispose();
     reference?.dispose();
   }
-}
-
-/** A llama2.c checkpoint's first 7 int32 look like a version-0 header (or it starts with the v1 magic). */
-function looksLikeLlama2c(file: string): boolean {
-  const header = Buffer.alloc(28);
-  const fd = openSync(file, 'r');
-  try {
-    if (readSync(fd, header, 0, 28, 0) < 28) return false;
-  } finally {
-    closeSync(fd);
-  }
-  if (header.readUInt32LE(0) === 0x616b3432) return true;
-  const ints = Array.from({ length: 7 }, (_, i) => header.readInt32LE(4 * i));
-  return ints.every((v, i) => (i === 5 ? v !== 0 : v > 0 && v < 1 << 20));
 }
 
 interface FoundModel {

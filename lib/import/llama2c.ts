@@ -25,6 +25,7 @@
  *
  * The file is mapped; every tensor but the permuted wq/wk is a zero-copy FP32 view into it.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { W4a8Error } from '../errors.js';
 import { checkModelConfig } from '../format/config.js';
@@ -37,6 +38,20 @@ import { llama2cTokenizerToJson } from './llama2c-tokenizer.js';
 const MAGIC = 0x616b3432;
 const V0_HEADER_BYTES = 28;
 const V1_HEADER_BYTES = 256;
+
+/** A llama2.c checkpoint's first 7 int32 look like a version-0 header (or it starts with the v1 magic). */
+export function looksLikeLlama2c(file: string): boolean {
+  const header = Buffer.alloc(V0_HEADER_BYTES);
+  const fd = openSync(file, 'r');
+  try {
+    if (readSync(fd, header, 0, V0_HEADER_BYTES, 0) < V0_HEADER_BYTES) return false;
+  } finally {
+    closeSync(fd);
+  }
+  if (header.readUInt32LE(0) === MAGIC) return true;
+  const ints = Array.from({ length: 7 }, (_, i) => header.readInt32LE(4 * i));
+  return ints.every((v, i) => (i === 5 ? v !== 0 : v > 0 && v < 1 << 20));
+}
 
 /** llama2.c's sentencepiece convention. */
 const BOS_ID = 1;

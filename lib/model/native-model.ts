@@ -48,7 +48,8 @@ export function createNativeModel(model: PackedModel): NativeModelHandle {
   return callNative((a) => new a.ModelHandle(config, weights));
 }
 
-function float32(t: Tensor, name: string): Float32Array {
+/** A source tensor as FP32 (BF16 widened exactly); `use` ends the error for other dtypes ("for calibration"). */
+export function tensorAsFloat32(t: Tensor, name: string, use = 'for the FP32 reference'): Float32Array {
   if (t.dtype === 'F32') return t.data as Float32Array;
   if (t.dtype === 'BF16') {
     const out = new Float32Array(t.data.length);
@@ -56,7 +57,7 @@ function float32(t: Tensor, name: string): Float32Array {
     for (let i = 0; i < out.length; i++) bits[i] = t.data[i] << 16;
     return out;
   }
-  throw new W4a8Error('E_FILE', `${name} must be F32 or BF16 for the FP32 reference, got ${t.dtype}`);
+  throw new W4a8Error('E_FILE', `${name} must be F32 or BF16 ${use}, got ${t.dtype}`);
 }
 
 /**
@@ -68,7 +69,7 @@ export function createReferenceNativeModel(source: SourceModel): NativeModelHand
   const get = (name: string) => {
     const t = source.tensors.get(name);
     if (!t) throw new W4a8Error('E_FILE', `the source model has no tensor ${name}`);
-    return float32(t, name);
+    return tensorAsFloat32(t, name);
   };
   const linear = (name: string, hasBias: boolean) => ({ f32: get(`${name}.weight`), bias: hasBias ? get(`${name}.bias`) : undefined });
   const layers = Array.from({ length: c.nLayers }, (_, i) => {

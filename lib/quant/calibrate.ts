@@ -12,6 +12,7 @@ import { floatToBf16 } from '../fp8.js';
 import { callNative, type NativeModelHandle } from '../native.js';
 import type { ModelConfig, QuantConfig, SourceModel, Tensor } from '../model/types.js';
 import { linearNames } from '../model/types.js';
+import { tensorAsFloat32 } from '../model/native-model.js';
 import type { Int4Weights } from '../weights.js';
 import { quantizeLinearAsync, type SweepOrder } from './gptq.js';
 
@@ -53,14 +54,7 @@ export interface LayerReport {
 function float32(source: SourceModel, name: string): Float32Array {
   const t = source.tensors.get(name);
   if (!t) throw new W4a8Error('E_FILE', `the source model has no tensor ${name}`);
-  if (t.dtype === 'F32') return t.data as Float32Array;
-  if (t.dtype === 'BF16') {
-    const out = new Float32Array(t.data.length);
-    const bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < out.length; i++) bits[i] = t.data[i] << 16;
-    return out;
-  }
-  throw new W4a8Error('E_FILE', `${name} must be F32 or BF16 for calibration, got ${t.dtype}`);
+  return tensorAsFloat32(t, name, 'for calibration');
 }
 
 function bf16(source: SourceModel, name: string): Uint16Array {
