@@ -51,8 +51,9 @@ const Fp8Bf16Bytes& fp8Bf16Bytes(Fp8Format f) {
   return tables.formats[(int)f];
 }
 
-void* threadScratch(ScratchSlot slot, size_t bytes) {
+void* threadScratch(ScratchSlot slot, size_t bytes, bool* grown) {
   ThreadScratch& s = tlsScratch;
+  if (grown) *grown = bytes > s.size[slot];
   if (bytes > s.size[slot]) {
     // Grow geometrically and round to 64 bytes; the contents are not kept.
     size_t size = s.size[slot] ? s.size[slot] : 4096;

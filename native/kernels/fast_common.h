@@ -52,9 +52,14 @@ enum ScratchSlot {
   kScratchActivationInfo = 3,  // avx2 W4A8: per-row, per-group data about the prepared activations
   kScratchActivationPlanes = 4,  // avx2 W4A8: the prepared activations
   kScratchActivationCopy = 5,    // avx2 W4A8: the FP8 activations they were prepared from
-  kScratchSlots = 6
+  kScratchVnniInfo = 6,          // avx512 VNNI W4A8: the same three for its own layout,
+  kScratchVnniPlanes = 7,
+  kScratchVnniCopy = 8,
+  kScratchVnniWeights = 9,       // and its per-row weight tables and accumulators
+  kScratchSlots = 10
 };
-void* threadScratch(ScratchSlot slot, size_t bytes);
+// `grown` (optional) is set when the slot was reallocated: its old contents are gone.
+void* threadScratch(ScratchSlot slot, size_t bytes, bool* grown = nullptr);
 
 // INT4 -> FP8 codes through the 16-entry per-group code table (16 encodes per group instead of G):
 // the same result as dequantInt4ToFp8 (reference/dequant.cpp), byte for byte. Portable C++.

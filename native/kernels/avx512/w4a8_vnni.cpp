@@ -47,7 +47,6 @@
 // Tokens: up to 8 share each decoded block (accumulators in registers); above 8, 4 weight rows and 8-block
 // panels at a time, so that the activations of a panel are read from L1 for the 4 rows.
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 
 #include "kernels/avx512/simd.h"
@@ -68,32 +67,12 @@ constexpr int kRowsPerPass = 64;   // rows of X prepared at once (bounds the per
 // Software prefetch distance in the code stream (rows are contiguous, so it runs into the next row).
 constexpr int kPrefetchBytes = 2048;
 
-// ---- per-thread scratch (own slots: the shared ones of fast_common.h hold other kernels' data) ----------
-
-enum Slot { kSlotInfo, kSlotPlanes, kSlotCopy, kSlotWeights, kSlotCount };
-struct Scratch {
-  void* data[kSlotCount] = {};
-  size_t size[kSlotCount] = {};
-  ~Scratch() {
-    for (void* p : data) std::free(p);
-  }
-};
-thread_local Scratch tlsScratch;
-
-// 64-byte aligned, grown on demand; `grown` says the old contents are gone.
-void* scratch(Slot slot, size_t bytes, bool* grown = nullptr) {
-  Scratch& s = tlsScratch;
-  if (grown) *grown = false;
-  if (bytes > s.size[slot]) {
-    size_t size = s.size[slot] ? s.size[slot] : 4096;
-    while (size < bytes) size *= 2;
-    std::free(s.data[slot]);
-    s.data[slot] = std::aligned_alloc(64, size);
-    if (!s.data[slot]) std::abort();
-    s.size[slot] = size;
-    if (grown) *grown = true;
-  }
-  return s.data[slot];
+// Per-thread scratch: the VNNI slots of fast::threadScratch (the other slots hold other kernels' data).
+enum Slot { kSlotInfo, kSlotPlanes, kSlotCopy, kSlotWeights };
+W4A8_ALWAYS_INLINE void* scratch(Slot slot, size_t bytes, bool* grown = nullptr) {
+  constexpr fast::ScratchSlot kSlots[] = {fast::kScratchVnniInfo, fast::kScratchVnniPlanes, fast::kScratchVnniCopy,
+                                          fast::kScratchVnniWeights};
+  return fast::threadScratch(kSlots[slot], bytes, grown);
 }
 
 // ---- formats ------------------------------------------------------------------------------------------
