@@ -174,6 +174,45 @@ Status runDecode(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, bool fp
   return Status::Ok;
 }
 
+// Warps per CTA of the GEMV (one CTA per 16 channels, K split over its warps): enough warps on every SM to
+// keep the weight stream busy (about 16 per SM), at least 4 so each CTA has some, at most one per round.
+int chooseGemvWarps(int N, int K, int multiprocessors) {
+  const int ctas = (N + 15) / 16, rounds = (K + 127) / 128;
+  int warps = (16 * multiprocessors + ctas - 1) / ctas;
+  warps = warps < 4 ? 4 : warps > 8 ? 8 : warps;
+  return warps < rounds ? warps : rounds;
+}
+
+Status runGemv(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, int warpsOverride, GemmPlanInfo* info) {
+  const Int4WeightsView& w = a.w;
+  const int N = w.rows, K = w.cols;
+  int warps = warpsOverride > 0 ? warpsOverride : chooseGemvWarps(N, K, ctx->multiprocessors);
+  warps = warps > 8 ? 8 : warps;
+  DecodeParams p{};
+  p.x8 = a.x8 + (size_t)m0 * K;
+  p.xScales = a.xScales + m0;
+  p.M = mTile;
+  p.actE5M2 = a.actFormat == Fp8Format::E5M2;
+  p.codes = w.codes;
+  p.groupScales = w.groupScales;
+  p.zeros = w.zeros;
+  p.channelScales = w.channelScales;
+  p.N = N, p.K = K, p.G = w.groupSize;
+  p.wFormat = w.format;
+  p.yF32 = a.y.f32 ? a.y.f32 + (size_t)m0 * a.y.ldy : nullptr;
+  p.yBf16 = a.y.bf16 ? a.y.bf16 + (size_t)m0 * a.y.ldy : nullptr;
+  p.ldy = a.y.ldy;
+  p.splits = 1;
+  W4A8_CUDA_TRY(ctx, launchGemv(p, warps, ctx->stream));
+  if (info) {
+    info->path = GemmPath::Gemv;
+    info->splitK = warps;
+    info->tokenTile = kGemvMaxTokens;
+    info->fusedScales = true;
+  }
+  return Status::Ok;
+}
+
 Status runPrefill(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights, GemmPlanInfo* info) {
 #if W4A8_HAVE_CUBLASLT
   if (!ctx->lt) return fail(ctx, Status::Unsupported, "prefill: cuBLASLt did not initialise");
@@ -252,6 +291,7 @@ const char* gemmPathName(GemmPath p) {
     case GemmPath::Auto: return "auto";
     case GemmPath::DecodeF16Mma: return "decode-f16mma";
     case GemmPath::DecodeFp8Mma: return "decode-fp8mma";
+    case GemmPath::Gemv: return "gemv-f16mma";
     case GemmPath::PrefillLt: return "prefill-cublaslt";
   }
   return "unknown";
@@ -434,9 +474,17 @@ Status gemmW4A8(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights, 
       if (s != Status::Unsupported) return s;
       // cuBLASLt declined (shape or alignment): the fused kernel over token tiles.
     }
-    path = GemmPath::DecodeF16Mma;
+    path = a.M <= kGemvMaxTokens ? GemmPath::Gemv : GemmPath::DecodeF16Mma;
   }
   if (path == GemmPath::PrefillLt) return runPrefill(ctx, a, fp8Weights, info);
+  if (path == GemmPath::Gemv) {
+    for (int m0 = 0; m0 < a.M; m0 += kGemvMaxTokens) {
+      const int mTile = a.M - m0 < kGemvMaxTokens ? a.M - m0 : kGemvMaxTokens;
+      s = runGemv(ctx, a, m0, mTile, options.splitK, info);
+      if (s != Status::Ok) return s;
+    }
+    return Status::Ok;
+  }
   if (path == GemmPath::DecodeFp8Mma && !fp8Pair)
     return fail(ctx, Status::Unsupported, "decode-fp8mma: needs e4m3fn / e4m3 weights and activations");
   const bool fp8Mma = path == GemmPath::DecodeFp8Mma;

@@ -92,18 +92,21 @@ Status quantizeActivationsStatic(Context* ctx, const float* x, int M, int K, flo
 // out: [rows, cols] FP8 codes, out[n * cols + k] = fp8(fl32(s_g * (q - z))). Bit-exact with dequantInt4ToFp8.
 Status dequantInt4ToFp8(Context* ctx, const Int4WeightsView& w, uint8_t* out);
 
-enum class GemmPath : int { Auto = 0, DecodeF16Mma, DecodeFp8Mma, PrefillLt };
+// Auto: Gemv up to 16 tokens, DecodeF16Mma up to 64, PrefillLt above (when cuBLASLt takes the call).
+// Gemv and the decode paths take any M (in tiles of 16 and 64 tokens).
+enum class GemmPath : int { Auto = 0, DecodeF16Mma, DecodeFp8Mma, PrefillLt, Gemv };
+constexpr int kGemvMaxTokens = 16;  // tokens per GEMV launch
 const char* gemmPathName(GemmPath p);
 
 struct GemmOptions {
   GemmPath path = GemmPath::Auto;
-  int splitK = 0;  // decode paths: CTAs along K (0 = chosen from the shape and the device)
+  int splitK = 0;  // decode paths: CTAs along K; gemv: warps per CTA (0 = chosen from the shape and the device)
 };
 // What a call did, for tests and the bench.
 struct GemmPlanInfo {
   GemmPath path;
-  int splitK;        // decode: splits used; prefill: 0
-  int tokenTile;     // decode: tokens per launch (8, 16, 32 or 64); prefill: M
+  int splitK;        // decode: splits used; gemv: warps per CTA; prefill: 0
+  int tokenTile;     // decode: tokens per launch (8, 16, 32 or 64); gemv: 16; prefill: M
   bool fusedScales;  // prefill: scales applied by cuBLASLt (outer vectors) rather than by an epilogue kernel
 };
 

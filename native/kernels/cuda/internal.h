@@ -49,6 +49,12 @@ cudaError_t launchDecodeFp8(const DecodeParams& p, int tokenTiles, cudaStream_t 
 int blocksPerSmF16(int tokenTiles, bool weightsE5M2);
 int blocksPerSmFp8(int tokenTiles);
 
+// ---- fused GEMV for 1-16 tokens (gemv.cu) ----------------------------------------------------------------
+// One CTA of `warps` warps (1..8) per 16 output channels, K split over its warps; p.splits, p.partials and
+// p.counters are not used.
+using cuda::kGemvMaxTokens;
+cudaError_t launchGemv(const DecodeParams& p, int warps, cudaStream_t stream);
+
 // ---- element-wise kernels (quantize_kernels.cu) --------------------------------------------------------
 cudaError_t launchQuantizeDynamic(const float* x, int M, int K, Fp8Format f, uint8_t* x8, float* xScales,
                                   cudaStream_t stream);

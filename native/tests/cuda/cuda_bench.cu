@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -137,7 +138,7 @@ struct Row {
   std::string shape;
   int M;
   const char* path;
-  double w4a8, w4a8Fp8Mma, w4a8PrefillDequant, bf16, fp8;
+  double w4a8, w4a8Fp8Mma, w4a8DecodeF16, w4a8PrefillDequant, bf16, fp8;  // us, -1 when not run
   double weightBytes, flops;
 };
 
@@ -223,9 +224,9 @@ int runBench(Context* ctx, const char* jsonPath) {
   const int Ms[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
   const int G = 128, maxM = 4096;
   std::vector<Row> rows;
-  std::printf("\n%-11s %5s %-16s %9s %7s %5s %7s %6s | %9s %9s | %9s %9s %6s %6s\n", "shape NxK", "M", "w4a8 path",
-              "w4a8 us", "GB/s", "xHBM", "TFLOP/s", "xFP8pk", "fp8mma us", "pf+dq us", "bf16 us", "fp8 us", "vsBF16",
-              "vsFP8");
+  std::printf("\n%-11s %5s %-16s %9s %7s %5s %7s %6s | %9s %9s %9s | %9s %9s %6s %6s\n", "shape NxK", "M", "w4a8 path",
+              "w4a8 us", "GB/s", "xHBM", "TFLOP/s", "xFP8pk", "fp8mma us", "dec16 us", "pf+dq us", "bf16 us", "fp8 us",
+              "vsBF16", "vsFP8");
   for (const Shape& shape : shapes) {
     const int N = shape.N, K = shape.K, groups = K / G;
     const size_t codesBytes = (size_t)N * K / 2, groupBytes = (size_t)N * groups;
@@ -286,7 +287,7 @@ int runBench(Context* ctx, const char* jsonPath) {
     BENCH_CUDA(cudaGetLastError());
 
     for (const int M : Ms) {
-      Row row{shape.name, M, "", -1, -1, -1, -1, -1, weightBytes, 2.0 * M * N * K};
+      Row row{shape.name, M, "", -1, -1, -1, -1, -1, -1, weightBytes, 2.0 * M * N * K};
       auto w4a8 = [&](GemmPath path, bool cached) {
         return [&, path, cached](int c) {
           GemmOptions options;
@@ -300,6 +301,24 @@ int runBench(Context* ctx, const char* jsonPath) {
       };
       row.w4a8 = timer.time(w4a8(GemmPath::Auto, true), copies);
       if (M <= 64) row.w4a8Fp8Mma = timer.time(w4a8(GemmPath::DecodeFp8Mma, false), copies);
+      // At 1-16 tokens Auto runs the GEMV; the split-K decode kernel it replaced, for comparison.
+      if (M <= kGemvMaxTokens) row.w4a8DecodeF16 = timer.time(w4a8(GemmPath::DecodeF16Mma, false), copies);
+      if (M <= kGemvMaxTokens && std::getenv("W4A8_GEMV_SWEEP")) {  // tuning aid: the GEMV at each warp count
+        std::printf("  gemv warps sweep %s M=%d:", shape.name, M);
+        for (int warps = 2; warps <= 8; ++warps) {
+          const double us = timer.time(
+              [&](int c) {
+                GemmOptions options;
+                options.path = GemmPath::Gemv;
+                options.splitK = warps;
+                const W4A8GemmArgs args{x8, xScales, Fp8Format::E4M3FN, M, w[c].view, {nullptr, y, N}};
+                return gemmW4A8(ctx, args, nullptr, options) == Status::Ok;
+              },
+              copies);
+          std::printf(" %d:%.2f", warps, us);
+        }
+        std::printf(" us\n");
+      }
       if (M >= 128) row.w4a8PrefillDequant = timer.time(w4a8(GemmPath::PrefillLt, false), copies);
       row.bf16 = timer.time(
           [&](int c) {
@@ -321,9 +340,9 @@ int runBench(Context* ctx, const char* jsonPath) {
         else std::snprintf(text, sizeof(text), "%.2f", t);
         return std::string(text);
       };
-      std::printf("%-11s %5d %-16s %9.2f %7.0f %5.2f %7.1f %6.2f | %9s %9s | %9.2f %9.2f %6.2f %6.2f\n", shape.name, M,
-                  row.path, row.w4a8, gbs, gbs / hbmRead, tflops, tflops / fp8Peak, us(row.w4a8Fp8Mma).c_str(),
-                  us(row.w4a8PrefillDequant).c_str(), row.bf16, row.fp8, row.bf16 / row.w4a8, row.fp8 / row.w4a8);
+      std::printf("%-11s %5d %-16s %9.2f %7.0f %5.2f %7.1f %6.2f | %9s %9s %9s | %9.2f %9.2f %6.2f %6.2f\n", shape.name,
+                  M, row.path, row.w4a8, gbs, gbs / hbmRead, tflops, tflops / fp8Peak, us(row.w4a8Fp8Mma).c_str(),
+                  us(row.w4a8DecodeF16).c_str(), us(row.w4a8PrefillDequant).c_str(), row.bf16, row.fp8, row.bf16 / row.w4a8, row.fp8 / row.w4a8);
       std::fflush(stdout);
     }
     for (int c = 0; c < copies; ++c) {
@@ -374,9 +393,9 @@ int runBench(Context* ctx, const char* jsonPath) {
         const Row& r = rows[i];
         std::fprintf(f,
                      "  {\"shape\": \"%s\", \"M\": %d, \"path\": \"%s\", \"w4a8Us\": %.3f, \"w4a8Fp8MmaUs\": %.3f, "
-                     "\"w4a8PrefillDequantUs\": %.3f, \"bf16Us\": %.3f, \"fp8Us\": %.3f, \"weightBytes\": %.0f, "
+                     "\"w4a8DecodeF16Us\": %.3f, \"w4a8PrefillDequantUs\": %.3f, \"bf16Us\": %.3f, \"fp8Us\": %.3f, \"weightBytes\": %.0f, "
                      "\"flops\": %.0f}%s\n",
-                     r.shape.c_str(), r.M, r.path, r.w4a8, r.w4a8Fp8Mma, r.w4a8PrefillDequant, r.bf16, r.fp8,
+                     r.shape.c_str(), r.M, r.path, r.w4a8, r.w4a8Fp8Mma, r.w4a8DecodeF16, r.w4a8PrefillDequant, r.bf16, r.fp8,
                      r.weightBytes, r.flops, i + 1 < rows.size() ? "," : "");
       }
       std::fprintf(f, "]}\n");

@@ -411,6 +411,41 @@ TEST(decode_gemm_fp8_mma_is_within_fp8_tensor_core_tolerance) {
   decodeMatchesReference(GemmPath::DecodeFp8Mma, std::ldexp(1.0, -7), "decode-fp8mma");
 }
 
+TEST(gemv_f16_mma_is_within_fp32_summation_tolerance) {
+  decodeMatchesReference(GemmPath::Gemv, 1e-5, "gemv-f16mma");
+}
+
+TEST(gemv_is_within_tolerance_and_deterministic_for_every_warp_count) {
+  // K = 4736 (37 rounds of 128 k): uneven warp ranges and a ring (4 rounds) that runs past each range;
+  // N = 300: a partial 16-channel tile. Every group size, 1 to 16 tokens.
+  const int K = gSmall ? 1184 : 4736, N = gSmall ? 40 : 300;
+  int caseIndex = 0;
+  for (int G : {32, 64, 128})
+    for (int M : {1, 5, 16}) {
+      const Fp8Format wf = kFormats[caseIndex % 3];
+      const uint64_t seed = 950 + caseIndex++;
+      Layer l = makeLayer(seed, M, N, K, G, wf, wf, false);
+      const Reference ref = reference(l);
+      DeviceLayer d(l);
+      for (int warps = 1; warps <= 8; ++warps) {
+        GemmOptions options;
+        options.path = GemmPath::Gemv;
+        options.splitK = warps;
+        GemmPlanInfo plan{};
+        std::vector<uint32_t> first, second;
+        const std::string what = describe(l, false, seed) + " warps=" + std::to_string(warps);
+        checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &first);
+        checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &second);
+        CHECK(first == second, "%s: two runs differ", what.c_str());
+        DeviceArray<float> y((size_t)M * N);
+        CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, l.aFormat, M, d.w.view, {y.ptr, nullptr, N}}, nullptr, options,
+                         &plan));
+        CHECK(plan.path == GemmPath::Gemv && plan.splitK == warps, "%s: ran %s with %d warps", what.c_str(),
+              gemmPathName(plan.path), plan.splitK);
+      }
+    }
+}
+
 TEST(decode_gemm_any_split_k_gives_the_same_function_deterministically) {
   // K = 2432 (19 groups of 128): 5 chunks of 512 k, the last one partial; N = 300: a partial row tile.
   const int K = gSmall ? 1152 : 2432, N = gSmall ? 40 : 300;
@@ -492,6 +527,12 @@ TEST(prefill_cublaslt_is_within_fp8_tensor_core_tolerance) {
   CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, l.aFormat, 64, d.w.view, {y.ptr, nullptr, l.N}}, nullptr,
                    GemmOptions(), &plan));
   CHECK(plan.path == GemmPath::DecodeF16Mma, "auto at M=64 took %s", gemmPathName(plan.path));
+  CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, l.aFormat, 17, d.w.view, {y.ptr, nullptr, l.N}}, nullptr,
+                   GemmOptions(), &plan));
+  CHECK(plan.path == GemmPath::DecodeF16Mma, "auto at M=17 took %s", gemmPathName(plan.path));
+  CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, l.aFormat, 16, d.w.view, {y.ptr, nullptr, l.N}}, nullptr,
+                   GemmOptions(), &plan));
+  CHECK(plan.path == GemmPath::Gemv, "auto at M=16 took %s", gemmPathName(plan.path));
   std::printf("    prefill scales applied %s\n", plan.fusedScales ? "by the kernel" : "by an epilogue kernel");
   CUDA_OK(synchronize(gCtx));
 }

@@ -1,0 +1,245 @@
+// Fused W4A8 GEMV for 1-16 tokens (decode at batch 1-16):
+//   Y[M, N] = (s_x[m] * s_c[n]) * sum_k x8[m, k] * w8[n, k],   w8 = fp8(fl32(s_g (q - z))) from INT4 codes.
+// Memory-bound: every weight byte is read once, so the kernel's job is to keep enough loads in flight and to
+// spend few instructions per byte. Compared with decode_gemm.cuh (which stages activations per 512-k chunk
+// behind two barriers and splits K over CTAs with FP32 partials in global memory), this kernel:
+//   - gives each CTA 16 output channels (one m16 MMA tile) and ALL of K, split over its warps in contiguous
+//     ranges; the warps' sums meet in shared memory at the end, in warp order (deterministic), so there is
+//     no split-K scratch, ticket or second pass;
+//   - streams each lane's weights through a ring of kDepth rounds of registers: as soon as a round is
+//     computed its registers are reloaded with the round kDepth ahead, so about kDepth rounds per lane are
+//     always in flight (with the L2::256B hint the next rounds of a row are already on their way to L2);
+//   - builds each group's 16-entry FP8 table once per group and lane quad (G = 128: each of the 4 lanes
+//     that share the group converts 4 of the 16 entries and the quad swaps them with shuffles);
+//   - reads activations straight from global memory (L1-resident: all CTAs of an SM read the same x).
+// Lanes: (g, t) = (lane / 4, lane % 4). Round r of a warp = 128 k; lane t holds k [128 r + 32 t, + 32) of
+// rows g and g + 8 of the tile: one 16-byte load per row (the quad's loads cover 64 contiguous bytes of a
+// row, a warp's 8 rows x 64 bytes), one group per row (G >= 32), four 32-bit words of 8 k each. Word i
+// feeds two m16n8k16 FP16 MMAs (FP8 -> FP16 is exact, products exact, FP32 sums) whose k slots hold this
+// lane's k in both A (weights) and B (activations of token g, and g + 8 for the second token tile): any
+// consistent assignment of k to slots gives the same sum (device_common.cuh).
+#include <cstdint>
+
+#include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/internal.h"
+
+namespace w4a8::cudakern {
+namespace {
+
+constexpr int kDepth = 4;  // rounds of weights in flight per lane
+constexpr int kRoundK = 128;
+
+struct Piece {  // one lane's share of one round: codes, group scale and zero point of rows g and g + 8
+  uint4 w0, w1;
+  float s0, s1;
+  int z0, z1;
+};
+
+// 16-byte streaming load: weights are read once (no L1 allocation); the hint asks L2 to fetch the whole
+// 256-byte block, i.e. this row's next three rounds too.
+__device__ __forceinline__ uint4 loadStreaming(const uint8_t* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// The group table of (s, z) for the kShare lanes of a quad that hold the same group (kShare = G / 32):
+// this lane converts table words [u * kWords, (u + 1) * kWords), u = its index among them, then gathers
+// all four words from its partners. Same values as buildGroupLut (encode4 on fl32(s * (q - z)); the
+// software encoder for scales too large or not finite).
+template <int kShare>
+__device__ __forceinline__ void sharedGroupLut(float s, int z, Fp8Format f, int lane, uint32_t lut[4]) {
+  constexpr int kWords = 4 / kShare;
+  const int u = lane & (kShare - 1);
+  uint32_t mine[kWords];
+  if (fabsf(s) < 0x1p119f) {
+    const float zf = (float)z;
+#pragma unroll
+    for (int j = 0; j < kWords; ++j) {
+      const float q = (float)(4 * (u * kWords + j));
+      mine[j] = encode4(s * (q - zf), s * (q + 1.0f - zf), s * (q + 2.0f - zf), s * (q + 3.0f - zf), f);
+    }
+  } else {
+    uint32_t all[4];
+    buildGroupLut(s, z, f, all);  // takes the out-of-line software path
+#pragma unroll
+    for (int j = 0; j < kWords; ++j) mine[j] = all[u * kWords + j];
+  }
+  if (kShare == 1) {
+#pragma unroll
+    for (int w = 0; w < 4; ++w) lut[w] = mine[w];
+  } else {
+#pragma unroll
+    for (int w = 0; w < 4; ++w) lut[w] = __shfl_sync(0xffffffffu, mine[w % kWords], (lane & ~(kShare - 1)) | (w / kWords));
+  }
+}
+
+template <bool kE5M2>
+__device__ __forceinline__ void toF16x4(uint32_t v, uint32_t& k01, uint32_t& k23) {
+  fp8x4ToF16<kE5M2>(v, k01, k23);
+}
+
+template <int NT, int G, bool kWeightsE5M2>
+__global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
+  constexpr int kShare = G / 32;
+  __shared__ float partial[7][NT * 4][32];  // warps 1..7's sums, read by warp 0
+
+  const int K = p.K, N = p.N, M = p.M;
+  const int groups = K / G;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int row0 = blockIdx.x * 16 + g, row1 = row0 + 8;
+  const int loadRow0 = min(row0, N - 1), loadRow1 = min(row1, N - 1);  // rows past N: finite, not stored
+  const uint8_t* codes0 = p.codes + (size_t)loadRow0 * (K / 2);
+  const uint8_t* codes1 = p.codes + (size_t)loadRow1 * (K / 2);
+  const float* scales0 = p.groupScales + (size_t)loadRow0 * groups;
+  const float* scales1 = p.groupScales + (size_t)loadRow1 * groups;
+  const uint8_t* zeros0 = p.zeros + (size_t)loadRow0 * groups;
+  const uint8_t* zeros1 = p.zeros + (size_t)loadRow1 * groups;
+
+  // This warp's contiguous range of rounds.
+  const int rounds = (K + kRoundK - 1) / kRoundK;
+  const int r0 = (int)((long long)warp * rounds / warps), r1 = (int)((long long)(warp + 1) * rounds / warps);
+
+  // Pieces past K (or past the warp's range) read nothing: scale 0 and zero point 0 make an all-zero table.
+  auto load = [&](int r, Piece& pc) {
+    const int k = r * kRoundK + 32 * t;
+    if (r < r1 && k < K) {
+      pc.w0 = loadStreaming(codes0 + k / 2);
+      pc.w1 = loadStreaming(codes1 + k / 2);
+      const int gi = k / G;
+      pc.s0 = __ldg(scales0 + gi);
+      pc.s1 = __ldg(scales1 + gi);
+      pc.z0 = __ldg(zeros0 + gi);
+      pc.z1 = __ldg(zeros1 + gi);
+    } else {
+      pc.w0 = pc.w1 = make_uint4(0, 0, 0, 0);
+      pc.s0 = pc.s1 = 0.0f;
+      pc.z0 = pc.z1 = 0;
+    }
+  };
+
+  float acc[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+
+  auto compute = [&](int r, const Piece& pc) {
+    const int k = r * kRoundK + 32 * t;
+    // Activations of tokens g (+ 8 nt) at this lane's 32 k (FP8, two 16-byte loads each).
+    uint4 xa[NT][2];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int token = g + 8 * nt;
+      if (token < M && k < K && r < r1) {
+        const uint4* src = reinterpret_cast<const uint4*>(p.x8 + (size_t)token * K + k);
+        xa[nt][0] = __ldg(src);
+        xa[nt][1] = __ldg(src + 1);
+      } else {
+        xa[nt][0] = xa[nt][1] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    uint32_t lut0[4], lut1[4];
+    sharedGroupLut<kShare>(pc.s0, pc.z0, p.wFormat, lane, lut0);
+    sharedGroupLut<kShare>(pc.s1, pc.z1, p.wFormat, lane, lut1);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {  // word i: k + 8 i .. k + 8 i + 7
+      uint32_t lo0, hi0, lo1, hi1;
+      lookup8(word(pc.w0, i), lut0, lo0, hi0);
+      lookup8(word(pc.w1, i), lut1, lo1, hi1);
+      uint32_t a0k01, a0k23, a1k01, a1k23, a0k45, a0k67, a1k45, a1k67;
+      toF16x4<kWeightsE5M2>(lo0, a0k01, a0k23);
+      toF16x4<kWeightsE5M2>(lo1, a1k01, a1k23);
+      toF16x4<kWeightsE5M2>(hi0, a0k45, a0k67);
+      toF16x4<kWeightsE5M2>(hi1, a1k45, a1k67);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const uint4& x = xa[nt][i >> 1];
+        const uint32_t xLo = word(x, 2 * (i & 1)), xHi = word(x, 2 * (i & 1) + 1);
+        uint32_t b01, b23, b45, b67;
+        if (p.actE5M2) {
+          toF16x4<true>(xLo, b01, b23);
+          toF16x4<true>(xHi, b45, b67);
+        } else {
+          toF16x4<false>(xLo, b01, b23);
+          toF16x4<false>(xHi, b45, b67);
+        }
+        mmaF16(acc[nt], a0k01, a1k01, a0k23, a1k23, b01, b23);
+        mmaF16(acc[nt], a0k45, a1k45, a0k67, a1k67, b45, b67);
+      }
+    }
+  };
+
+  // The ring: after computing slot d, refill it with the round kDepth ahead.
+  Piece ring[kDepth];
+#pragma unroll
+  for (int d = 0; d < kDepth; ++d) load(r0 + d, ring[d]);
+  for (int r = r0; r < r1; r += kDepth) {
+#pragma unroll
+    for (int d = 0; d < kDepth; ++d) {
+      compute(r + d, ring[d]);
+      load(r + d + kDepth, ring[d]);
+    }
+  }
+
+  // Warps 1.. hand their sums to warp 0, which adds them in warp order and stores.
+  if (warp > 0) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) partial[warp - 1][4 * nt + e][lane] = acc[nt][e];
+  }
+  __syncthreads();
+  if (warp > 0) return;
+  for (int w = 1; w < warps; ++w)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] += partial[w - 1][4 * nt + e][lane];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int m0 = 8 * nt + 2 * t;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int m = m0 + (e & 1), n = e < 2 ? row0 : row1;
+      if (m < M && n < N) {
+        const float value = (p.xScales[m] * p.channelScales[n]) * acc[nt][e];
+        const size_t index = (size_t)m * p.ldy + n;
+        if (p.yF32) p.yF32[index] = value;
+        else p.yBf16[index] = floatToBf16(value);
+      }
+    }
+  }
+}
+
+template <int NT, int G>
+cudaError_t launchT(const DecodeParams& p, int warps, cudaStream_t stream) {
+  const dim3 grid((p.N + 15) / 16);
+  if (p.wFormat == Fp8Format::E5M2) gemvKernel<NT, G, true><<<grid, 32 * warps, 0, stream>>>(p);
+  else gemvKernel<NT, G, false><<<grid, 32 * warps, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int NT>
+cudaError_t launchG(const DecodeParams& p, int warps, cudaStream_t stream) {
+  switch (p.G) {
+    case 32: return launchT<NT, 32>(p, warps, stream);
+    case 64: return launchT<NT, 64>(p, warps, stream);
+    case 128: return launchT<NT, 128>(p, warps, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace
+
+cudaError_t launchGemv(const DecodeParams& p, int warps, cudaStream_t stream) {
+  if (p.M < 1 || p.M > kGemvMaxTokens || warps < 1 || warps > 8) return cudaErrorInvalidValue;
+  return p.M <= 8 ? launchG<1>(p, warps, stream) : launchG<2>(p, warps, stream);
+}
+
+}  // namespace w4a8::cudakern
