@@ -174,19 +174,21 @@ Status runDecode(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, bool fp
   return Status::Ok;
 }
 
-// Warps per CTA of the GEMV (one CTA per 16 channels, K split over its warps): enough warps on every SM to
-// keep the weight stream busy (about 16 per SM), at least 4 so each CTA has some, at most one per round.
-int chooseGemvWarps(int N, int K, int multiprocessors) {
+// Warps per CTA of the GEMV (one CTA per 16 channels, K split over its warps). Measured on the H200 over
+// 2..8 warps (W4A8_GEMV_SWEEP=1 w4a8_cuda_tests --bench): 4 is best with at least 3 CTAs per SM and
+// moderate K (8192x8192, 11008x4096), 8 with fewer CTAs (4096 channels) or long rows (K = 28672); odd
+// counts pack worse. Above 8 tokens (two token tiles, ~168 registers a thread) 8 warps would leave one CTA
+// per SM: 4. At most one warp per 128-k round.
+int chooseGemvWarps(int M, int N, int K, int multiprocessors) {
   const int ctas = (N + 15) / 16, rounds = (K + 127) / 128;
-  int warps = (16 * multiprocessors + ctas - 1) / ctas;
-  warps = warps < 4 ? 4 : warps > 8 ? 8 : warps;
+  const int warps = M > 8 || (ctas >= 3 * multiprocessors && K < 16384) ? 4 : 8;
   return warps < rounds ? warps : rounds;
 }
 
 Status runGemv(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, int warpsOverride, GemmPlanInfo* info) {
   const Int4WeightsView& w = a.w;
   const int N = w.rows, K = w.cols;
-  int warps = warpsOverride > 0 ? warpsOverride : chooseGemvWarps(N, K, ctx->multiprocessors);
+  int warps = warpsOverride > 0 ? warpsOverride : chooseGemvWarps(mTile, N, K, ctx->multiprocessors);
   warps = warps > 8 ? 8 : warps;
   DecodeParams p{};
   p.x8 = a.x8 + (size_t)m0 * K;
@@ -292,6 +294,7 @@ const char* gemmPathName(GemmPath p) {
     case GemmPath::DecodeF16Mma: return "decode-f16mma";
     case GemmPath::DecodeFp8Mma: return "decode-fp8mma";
     case GemmPath::Gemv: return "gemv-f16mma";
+    case GemmPath::Fused: return "fused";
     case GemmPath::PrefillLt: return "prefill-cublaslt";
   }
   return "unknown";
@@ -474,8 +477,12 @@ Status gemmW4A8(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights, 
       if (s != Status::Unsupported) return s;
       // cuBLASLt declined (shape or alignment): the fused kernel over token tiles.
     }
-    path = a.M <= kGemvMaxTokens ? GemmPath::Gemv : GemmPath::DecodeF16Mma;
+    path = GemmPath::Fused;
   }
+  // Measured on the H200 (RESULTS.md, 2026-12-01): on rows of K <= 4096 the GEMV beats the split-K kernel
+  // (4096x4096: 8.8 against 10.0-13.5 us at 1-16 tokens), on longer rows the split-K kernel is 1-10 % faster.
+  if (path == GemmPath::Fused)
+    path = a.M <= kGemvMaxTokens && a.w.cols <= 4096 ? GemmPath::Gemv : GemmPath::DecodeF16Mma;
   if (path == GemmPath::PrefillLt) return runPrefill(ctx, a, fp8Weights, info);
   if (path == GemmPath::Gemv) {
     for (int m0 = 0; m0 < a.M; m0 += kGemvMaxTokens) {

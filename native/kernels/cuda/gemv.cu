@@ -18,7 +18,19 @@
 // feeds two m16n8k16 FP16 MMAs (FP8 -> FP16 is exact, products exact, FP32 sums) whose k slots hold this
 // lane's k in both A (weights) and B (activations of token g, and g + 8 for the second token tile): any
 // consistent assignment of k to slots gives the same sum (device_common.cuh).
+//
+// Status (H200, 2026-12-01, native/tests/cuda/RESULTS.md): within 5.3e-8 of the reference, deterministic.
+// 0.22-0.32 of HBM bandwidth at 1-16 tokens; against the split-K kernel 12-35 % faster on 4096x4096, equal
+// within a few % on 11008x4096 and 4096x11008, 1-10 % slower on 8192x8192 and 8192x28672, so Auto runs it on
+// rows of K <= 4096 only. Not memory-bound: its loads alone stream at 0.87 of HBM bandwidth, and with the
+// weights resident in L2 it is no faster. Nsight Compute: ~280 instructions per warp and 1 KiB round (~4.4
+// per weight and lane: the table lookup, 11 integer ops per 8 weights; FP8 -> FP16 conversions, which run
+// at a quarter of the FP32 rate; table building; addressing), 0.45 instructions issued per scheduler and
+// cycle, stalls on the math pipes and fixed-latency dependencies. Reaching 0.7 of HBM needs fewer
+// instructions per weight, not more bytes in flight: ring depth, warps per CTA, register caps (more warps
+// per SM) and activations converted to FP16 once per call (a pre-pass) did not help.
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/internal.h"
@@ -26,8 +38,11 @@
 namespace w4a8::cudakern {
 namespace {
 
-constexpr int kDepth = 4;  // rounds of weights in flight per lane
 constexpr int kRoundK = 128;
+// Rounds of weights in flight per lane. Measured on the H200 (2026-12-01): a 2-round ring is as fast, a
+// 6-round ring or a register cap of 85 (more warps per SM, some spills) slower: the kernel is bound by its
+// arithmetic (see the status note at the top), not by loads in flight.
+constexpr int kDepth = 4;
 
 struct Piece {  // one lane's share of one round: codes, group scale and zero point of rows g and g + 8
   uint4 w0, w1;
@@ -49,43 +64,39 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+// Four table entries of weight format kE5M2 / e4m3 family, without branches: e4m3fn's codes, and for Gaudi-2
+// e4m3 (cap = 0x77, its largest finite code) the magnitudes capped there, as encode4 does; cap 0x7F leaves
+// e4m3fn codes as they are (0x7F, its NaN, included).
+template <bool kE5M2>
+__device__ __forceinline__ uint32_t encode4Fast(float v0, float v1, float v2, float v3, uint32_t cap) {
+  if (kE5M2) return cvtPairE5M2(v0, v1) | (cvtPairE5M2(v2, v3) << 16);
+  const uint32_t w = cvtPairE4M3fn(v0, v1) | (cvtPairE4M3fn(v2, v3) << 16);
+  return __vminu4(w & 0x7F7F7F7Fu, cap) | (w & 0x80808080u);
+}
+
 // The group table of (s, z) for the kShare lanes of a quad that hold the same group (kShare = G / 32):
 // this lane converts table words [u * kWords, (u + 1) * kWords), u = its index among them, then gathers
-// all four words from its partners. Same values as buildGroupLut (encode4 on fl32(s * (q - z)); the
-// software encoder for scales too large or not finite).
-template <int kShare>
-__device__ __forceinline__ void sharedGroupLut(float s, int z, Fp8Format f, int lane, uint32_t lut[4]) {
+// all four words from its partners. The values of buildGroupLut's fast path (fl32(s * (q - z)), then the
+// FP8 rounding); the caller has checked that |s| < 2^119 for every lane of the warp.
+template <int kShare, bool kE5M2>
+__device__ __forceinline__ void sharedGroupLut(float s, int z, uint32_t cap, int lane, uint32_t lut[4]) {
   constexpr int kWords = 4 / kShare;
   const int u = lane & (kShare - 1);
+  const float zf = (float)z;
   uint32_t mine[kWords];
-  if (fabsf(s) < 0x1p119f) {
-    const float zf = (float)z;
 #pragma unroll
-    for (int j = 0; j < kWords; ++j) {
-      const float q = (float)(4 * (u * kWords + j));
-      mine[j] = encode4(s * (q - zf), s * (q + 1.0f - zf), s * (q + 2.0f - zf), s * (q + 3.0f - zf), f);
-    }
-  } else {
-    uint32_t all[4];
-    buildGroupLut(s, z, f, all);  // takes the out-of-line software path
-#pragma unroll
-    for (int j = 0; j < kWords; ++j) mine[j] = all[u * kWords + j];
+  for (int j = 0; j < kWords; ++j) {
+    const float q = (float)(4 * (u * kWords + j));
+    mine[j] = encode4Fast<kE5M2>(s * (q - zf), s * (q + 1.0f - zf), s * (q + 2.0f - zf), s * (q + 3.0f - zf), cap);
   }
-  if (kShare == 1) {
 #pragma unroll
-    for (int w = 0; w < 4; ++w) lut[w] = mine[w];
-  } else {
-#pragma unroll
-    for (int w = 0; w < 4; ++w) lut[w] = __shfl_sync(0xffffffffu, mine[w % kWords], (lane & ~(kShare - 1)) | (w / kWords));
-  }
+  for (int w = 0; w < 4; ++w)
+    lut[w] = kShare == 1 ? mine[w % kWords] : __shfl_sync(0xffffffffu, mine[w % kWords], (lane & ~(kShare - 1)) | (w / kWords));
 }
 
-template <bool kE5M2>
-__device__ __forceinline__ void toF16x4(uint32_t v, uint32_t& k01, uint32_t& k23) {
-  fp8x4ToF16<kE5M2>(v, k01, k23);
-}
-
-template <int NT, int G, bool kWeightsE5M2>
+// kWeightsE5M2 / kActE5M2: the FP8 -> FP16 conversions of the two operands (e4m3fn and Gaudi-2 e4m3 share
+// codes for every finite value, so one conversion serves both).
+template <int NT, int G, bool kWeightsE5M2, bool kActE5M2>
 __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   constexpr int kShare = G / 32;
   __shared__ float partial[7][NT * 4][32];  // warps 1..7's sums, read by warp 0
@@ -102,6 +113,7 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   const float* scales1 = p.groupScales + (size_t)loadRow1 * groups;
   const uint8_t* zeros0 = p.zeros + (size_t)loadRow0 * groups;
   const uint8_t* zeros1 = p.zeros + (size_t)loadRow1 * groups;
+  const uint32_t cap = p.wFormat == Fp8Format::E4M3 ? 0x77777777u : 0x7F7F7F7Fu;
 
   // This warp's contiguous range of rounds.
   const int rounds = (K + kRoundK - 1) / kRoundK;
@@ -110,7 +122,11 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   // Pieces past K (or past the warp's range) read nothing: scale 0 and zero point 0 make an all-zero table.
   auto load = [&](int r, Piece& pc) {
     const int k = r * kRoundK + 32 * t;
-    if (r < r1 && k < K) {
+    const bool in = r < r1 && k < K;
+    pc.w0 = pc.w1 = make_uint4(0, 0, 0, 0);
+    pc.s0 = pc.s1 = 0.0f;
+    pc.z0 = pc.z1 = 0;
+    if (in) {
       pc.w0 = loadStreaming(codes0 + k / 2);
       pc.w1 = loadStreaming(codes1 + k / 2);
       const int gi = k / G;
@@ -118,10 +134,21 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
       pc.s1 = __ldg(scales1 + gi);
       pc.z0 = __ldg(zeros0 + gi);
       pc.z1 = __ldg(zeros1 + gi);
-    } else {
-      pc.w0 = pc.w1 = make_uint4(0, 0, 0, 0);
-      pc.s0 = pc.s1 = 0.0f;
-      pc.z0 = pc.z1 = 0;
+    }
+  };
+  // Activations of tokens g (+ 8 nt) at this lane's 32 k of round r, FP8 (two 16-byte loads each), from
+  // L1: every CTA of the SM reads the same x. (Converting them to FP16 once per call in a pre-pass, so that
+  // no CTA converts them, measured no faster on the H200 and costs a launch.)
+  auto loadX = [&](int r, uint4 xa[NT][2]) {
+    const int k = r * kRoundK + 32 * t;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      xa[nt][0] = xa[nt][1] = make_uint4(0, 0, 0, 0);
+      if (g + 8 * nt < M && r < r1 && k < K) {
+        const uint4* src = reinterpret_cast<const uint4*>(p.x8 + (size_t)(g + 8 * nt) * K + k);
+        xa[nt][0] = __ldg(src);
+        xa[nt][1] = __ldg(src + 1);
+      }
     }
   };
 
@@ -129,60 +156,55 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
 
-  auto compute = [&](int r, const Piece& pc) {
-    const int k = r * kRoundK + 32 * t;
-    // Activations of tokens g (+ 8 nt) at this lane's 32 k (FP8, two 16-byte loads each).
-    uint4 xa[NT][2];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const int token = g + 8 * nt;
-      if (token < M && k < K && r < r1) {
-        const uint4* src = reinterpret_cast<const uint4*>(p.x8 + (size_t)token * K + k);
-        xa[nt][0] = __ldg(src);
-        xa[nt][1] = __ldg(src + 1);
-      } else {
-        xa[nt][0] = xa[nt][1] = make_uint4(0, 0, 0, 0);
-      }
-    }
+  // kFast: every scale of the warp's ring is below 2^119 (the tables need no software encoder).
+  auto compute = [&](const Piece& pc, const uint4 xa[NT][2], auto fast) {
     uint32_t lut0[4], lut1[4];
-    sharedGroupLut<kShare>(pc.s0, pc.z0, p.wFormat, lane, lut0);
-    sharedGroupLut<kShare>(pc.s1, pc.z1, p.wFormat, lane, lut1);
+    if constexpr (decltype(fast)::value) {
+      sharedGroupLut<kShare, kWeightsE5M2>(pc.s0, pc.z0, cap, lane, lut0);
+      sharedGroupLut<kShare, kWeightsE5M2>(pc.s1, pc.z1, cap, lane, lut1);
+    } else {
+      buildGroupLut(pc.s0, pc.z0, p.wFormat, lut0);
+      buildGroupLut(pc.s1, pc.z1, p.wFormat, lut1);
+    }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {  // word i: k + 8 i .. k + 8 i + 7
       uint32_t lo0, hi0, lo1, hi1;
       lookup8(word(pc.w0, i), lut0, lo0, hi0);
       lookup8(word(pc.w1, i), lut1, lo1, hi1);
       uint32_t a0k01, a0k23, a1k01, a1k23, a0k45, a0k67, a1k45, a1k67;
-      toF16x4<kWeightsE5M2>(lo0, a0k01, a0k23);
-      toF16x4<kWeightsE5M2>(lo1, a1k01, a1k23);
-      toF16x4<kWeightsE5M2>(hi0, a0k45, a0k67);
-      toF16x4<kWeightsE5M2>(hi1, a1k45, a1k67);
+      fp8x4ToF16<kWeightsE5M2>(lo0, a0k01, a0k23);
+      fp8x4ToF16<kWeightsE5M2>(lo1, a1k01, a1k23);
+      fp8x4ToF16<kWeightsE5M2>(hi0, a0k45, a0k67);
+      fp8x4ToF16<kWeightsE5M2>(hi1, a1k45, a1k67);
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        const uint4& x = xa[nt][i >> 1];
-        const uint32_t xLo = word(x, 2 * (i & 1)), xHi = word(x, 2 * (i & 1) + 1);
+        const uint4& x = xa[nt][i >> 1];  // FP8 x at k + 8 i .. + 7: words 2 (i & 1) and 2 (i & 1) + 1
         uint32_t b01, b23, b45, b67;
-        if (p.actE5M2) {
-          toF16x4<true>(xLo, b01, b23);
-          toF16x4<true>(xHi, b45, b67);
-        } else {
-          toF16x4<false>(xLo, b01, b23);
-          toF16x4<false>(xHi, b45, b67);
-        }
+        fp8x4ToF16<kActE5M2>(word(x, 2 * (i & 1)), b01, b23);
+        fp8x4ToF16<kActE5M2>(word(x, 2 * (i & 1) + 1), b45, b67);
         mmaF16(acc[nt], a0k01, a1k01, a0k23, a1k23, b01, b23);
         mmaF16(acc[nt], a0k45, a1k45, a0k67, a1k67, b45, b67);
       }
     }
   };
 
-  // The ring: after computing slot d, refill it with the round kDepth ahead.
+  // The ring: after computing slot d, refill it with the round kDepth ahead. Activations run one round
+  // ahead (xbuf[d & 1] holds round r + d; kDepth is even, so the parity carries over between passes).
+  static_assert(kDepth % 2 == 0, "xbuf parity");
   Piece ring[kDepth];
+  uint4 xbuf[2][NT][2];
 #pragma unroll
   for (int d = 0; d < kDepth; ++d) load(r0 + d, ring[d]);
+  loadX(r0, xbuf[0]);
   for (int r = r0; r < r1; r += kDepth) {
 #pragma unroll
     for (int d = 0; d < kDepth; ++d) {
-      compute(r + d, ring[d]);
+      loadX(r + d + 1, xbuf[(d + 1) & 1]);
+      // One vote per round on scales loaded kDepth rounds ago (a vote on fresher loads would wait for them).
+      if (__all_sync(0xffffffffu, fabsf(ring[d].s0) < 0x1p119f && fabsf(ring[d].s1) < 0x1p119f))
+        compute(ring[d], xbuf[d & 1], std::true_type());
+      else  // a scale of 2^119 or more, inf or NaN in the warp: each lane builds its tables in full
+        compute(ring[d], xbuf[d & 1], std::false_type());
       load(r + d + kDepth, ring[d]);
     }
   }
@@ -217,20 +239,25 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   }
 }
 
-template <int NT, int G>
+template <int NT, int G, bool kWeightsE5M2>
 cudaError_t launchT(const DecodeParams& p, int warps, cudaStream_t stream) {
   const dim3 grid((p.N + 15) / 16);
-  if (p.wFormat == Fp8Format::E5M2) gemvKernel<NT, G, true><<<grid, 32 * warps, 0, stream>>>(p);
-  else gemvKernel<NT, G, false><<<grid, 32 * warps, 0, stream>>>(p);
+  if (p.actE5M2) gemvKernel<NT, G, kWeightsE5M2, true><<<grid, 32 * warps, 0, stream>>>(p);
+  else gemvKernel<NT, G, kWeightsE5M2, false><<<grid, 32 * warps, 0, stream>>>(p);
   return cudaGetLastError();
+}
+
+template <int NT, int G>
+cudaError_t launchW(const DecodeParams& p, int warps, cudaStream_t stream) {
+  return p.wFormat == Fp8Format::E5M2 ? launchT<NT, G, true>(p, warps, stream) : launchT<NT, G, false>(p, warps, stream);
 }
 
 template <int NT>
 cudaError_t launchG(const DecodeParams& p, int warps, cudaStream_t stream) {
   switch (p.G) {
-    case 32: return launchT<NT, 32>(p, warps, stream);
-    case 64: return launchT<NT, 64>(p, warps, stream);
-    case 128: return launchT<NT, 128>(p, warps, stream);
+    case 32: return launchW<NT, 32>(p, warps, stream);
+    case 64: return launchW<NT, 64>(p, warps, stream);
+    case 128: return launchW<NT, 128>(p, warps, stream);
     default: return cudaErrorInvalidValue;
   }
 }

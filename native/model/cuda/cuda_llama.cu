@@ -260,8 +260,7 @@ class CudaLlama final : public StepBackend {
                    {y, nullptr, lin.w.view.rows}};
     cuda::GemmOptions options;
     // The fused FP32-accumulating kernels for every step; cuBLASLt (FP22 sums) only with fastPrefill.
-    if (!options_.fastPrefill)
-      options.path = rows <= cuda::kGemvMaxTokens ? cuda::GemmPath::Gemv : cuda::GemmPath::DecodeF16Mma;
+    if (!options_.fastPrefill) options.path = cuda::GemmPath::Fused;
     checkStatus(cuda::gemmW4A8(ctx_, a, nullptr, options), "W4A8 GEMM");
     if (lin.bias) W4A8_CHECK_CUDA(launchAddBias(y, lin.bias, rows, lin.w.view.rows, stream_));
   }

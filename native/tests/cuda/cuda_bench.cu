@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -75,6 +76,45 @@ __global__ void readKernel(const uint4* p, size_t n, uint32_t* sink) {
   if (acc == 0x12345678u) sink[0] = acc;
 }
 
+// Tuning aid (W4A8_GEMV_SWEEP): the GEMV's weight loads alone, to tell its memory access pattern from its
+// arithmetic. One CTA of 4 warps per 16 rows of a [rows, K / 2] byte matrix, each warp a contiguous range of
+// 128-k rounds, a ring of 4 rounds of two 16-byte loads per lane. kTiled: the bytes a warp reads in one
+// round are one contiguous 1 KiB block (a layout the weights would need to be repacked into); else rows
+// are row-major and a round reads 64 bytes of each of 16 rows.
+template <bool kTiled>
+__global__ void gemvPatternKernel(const uint8_t* codes, int K, uint32_t* sink) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int g = lane >> 2, t = lane & 3, rounds = K / 128;
+  const int r0 = warp * rounds / warps, r1 = (warp + 1) * rounds / warps;
+  const size_t tileBase = (size_t)blockIdx.x * 16 * (K / 2);
+  auto address = [&](int r, int half) {
+    if (kTiled) return codes + tileBase + (size_t)r * 1024 + half * 512 + lane * 16;
+    return codes + tileBase + (size_t)(g + 8 * half) * (K / 2) + r * 64 + t * 16;
+  };
+  auto load = [&](const uint8_t* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+  };
+  uint4 ring[4][2];
+  uint32_t acc = 0;
+#pragma unroll
+  for (int d = 0; d < 4; ++d)
+    for (int h = 0; h < 2; ++h) ring[d][h] = r0 + d < r1 ? load(address(r0 + d, h)) : make_uint4(0, 0, 0, 0);
+  for (int r = r0; r < r1; r += 4) {
+#pragma unroll
+    for (int d = 0; d < 4; ++d)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        acc ^= ring[d][h].x ^ ring[d][h].y ^ ring[d][h].z ^ ring[d][h].w;
+        ring[d][h] = r + d + 4 < r1 ? load(address(r + d + 4, h)) : make_uint4(0, 0, 0, 0);
+      }
+  }
+  if (acc == 0x12345678u) sink[0] = acc;
+}
+
 constexpr unsigned kFillBlocks = 1024, kFillThreads = 256;
 
 double elapsedUs(cudaEvent_t a, cudaEvent_t b) {
@@ -95,7 +135,7 @@ struct Timer {
     cudaEventDestroy(stop);
   }
   // Median microseconds per call of fn(copy); negative when fn fails. Warm-up, one timed call to size the
-  // graph, then the graph of `iters` calls (rotating copies) replayed three times.
+  // graph, then the graph of `iters` calls (rotating copies) replayed once untimed, then three times.
   double time(const std::function<bool(int)>& fn, int copies) {
     for (int i = 0; i < 2; ++i)
       if (!fn(i % copies)) return -1;
@@ -111,6 +151,7 @@ struct Timer {
     for (int i = 0; ok && i < iters; ++i) ok = fn((3 + i) % copies);
     ok = (cudaStreamEndCapture(stream, &graph) == cudaSuccess) && ok;
     ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    if (ok) cudaGraphLaunch(exec, stream);  // untimed: the clocks ramp up (the first M of a shape read slow)
     std::vector<double> runs;
     for (int r = 0; r < 3; ++r) {
       cudaEventRecord(start, stream);
@@ -138,7 +179,7 @@ struct Row {
   std::string shape;
   int M;
   const char* path;
-  double w4a8, w4a8Fp8Mma, w4a8DecodeF16, w4a8PrefillDequant, bf16, fp8;  // us, -1 when not run
+  double w4a8, w4a8Fp8Mma, w4a8Gemv, w4a8DecodeF16, w4a8PrefillDequant, bf16, fp8;  // us, -1 when not run
   double weightBytes, flops;
 };
 
@@ -186,6 +227,24 @@ int runBench(Context* ctx, const char* jsonPath) {
   BENCH_CUDA(cudaGetLastError());
   const double hbmRead = probeBytes / readUs * 1e-3;  // GB/s
   const double hbmCopy = probeBytes / copyUs * 1e-3;  // read + write
+  if (std::getenv("W4A8_GEMV_SWEEP")) {
+    for (const int K : {8192, 28672}) {
+      const int rows = (int)((size_t)256 << 20) / (K / 2) / 16 * 16;  // 256 MiB: far more than L2
+      const size_t bytes = (size_t)rows * K / 2;
+      for (const int tiled : {0, 1}) {
+        double best = 1e30;
+        for (int r = 0; r < 5; ++r) {
+          cudaEventRecord(timer.start, stream);
+          if (tiled) gemvPatternKernel<true><<<rows / 16, 128, 0, stream>>>(probe, K, sink);
+          else gemvPatternKernel<false><<<rows / 16, 128, 0, stream>>>(probe, K, sink);
+          cudaEventRecord(timer.stop, stream);
+          cudaEventSynchronize(timer.stop);
+          best = std::min(best, elapsedUs(timer.start, timer.stop));
+        }
+        std::printf("gemv load pattern K=%d %s: %.0f GB/s\n", K, tiled ? "tiled 1 KiB blocks" : "row-major", bytes / best * 1e-3);
+      }
+    }
+  }
   cudaFree(probe);
 
   const int P = 8192;
@@ -224,10 +283,13 @@ int runBench(Context* ctx, const char* jsonPath) {
   const int Ms[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
   const int G = 128, maxM = 4096;
   std::vector<Row> rows;
-  std::printf("\n%-11s %5s %-16s %9s %7s %5s %7s %6s | %9s %9s %9s | %9s %9s %6s %6s\n", "shape NxK", "M", "w4a8 path",
-              "w4a8 us", "GB/s", "xHBM", "TFLOP/s", "xFP8pk", "fp8mma us", "dec16 us", "pf+dq us", "bf16 us", "fp8 us",
-              "vsBF16", "vsFP8");
+  std::printf("\n%-11s %5s %-16s %9s %7s %5s %7s %6s | %9s %9s %9s %9s | %9s %9s %6s %6s\n", "shape NxK", "M",
+              "w4a8 path", "w4a8 us", "GB/s", "xHBM", "TFLOP/s", "xFP8pk", "fp8mma us", "gemv us", "dec16 us", "pf+dq us",
+              "bf16 us", "fp8 us", "vsBF16", "vsFP8");
+  // W4A8_BENCH_SHAPES=8192x8192,8192x28672: those shapes alone (profiling, tuning).
+  const char* onlyShapes = std::getenv("W4A8_BENCH_SHAPES");
   for (const Shape& shape : shapes) {
+    if (onlyShapes && !std::strstr(onlyShapes, shape.name)) continue;
     const int N = shape.N, K = shape.K, groups = K / G;
     const size_t codesBytes = (size_t)N * K / 2, groupBytes = (size_t)N * groups;
     const double weightBytes = (double)codesBytes + groupBytes * 5.0 + N * 4.0;
@@ -286,8 +348,20 @@ int runBench(Context* ctx, const char* jsonPath) {
     BENCH_CUDA(cudaStreamSynchronize(stream));
     BENCH_CUDA(cudaGetLastError());
 
+    // The first timings after a shape's buffers are made read slow (first touch of the copies): one
+    // untimed pass over them first.
+    {
+      GemmOptions options;
+      options.path = GemmPath::Gemv;
+      timer.time(
+          [&](int c) {
+            const W4A8GemmArgs args{x8, xScales, Fp8Format::E4M3FN, 1, w[c].view, {nullptr, y, N}};
+            return gemmW4A8(ctx, args, nullptr, options) == Status::Ok;
+          },
+          copies);
+    }
     for (const int M : Ms) {
-      Row row{shape.name, M, "", -1, -1, -1, -1, -1, -1, weightBytes, 2.0 * M * N * K};
+      Row row{shape.name, M, "", -1, -1, -1, -1, -1, -1, -1, weightBytes, 2.0 * M * N * K};
       auto w4a8 = [&](GemmPath path, bool cached) {
         return [&, path, cached](int c) {
           GemmOptions options;
@@ -301,7 +375,8 @@ int runBench(Context* ctx, const char* jsonPath) {
       };
       row.w4a8 = timer.time(w4a8(GemmPath::Auto, true), copies);
       if (M <= 64) row.w4a8Fp8Mma = timer.time(w4a8(GemmPath::DecodeFp8Mma, false), copies);
-      // At 1-16 tokens Auto runs the GEMV; the split-K decode kernel it replaced, for comparison.
+      // The two fused kernels side by side at 1-16 tokens (Auto runs one of them; cuda_backend.cu says which).
+      if (M <= kGemvMaxTokens) row.w4a8Gemv = timer.time(w4a8(GemmPath::Gemv, false), copies);
       if (M <= kGemvMaxTokens) row.w4a8DecodeF16 = timer.time(w4a8(GemmPath::DecodeF16Mma, false), copies);
       if (M <= kGemvMaxTokens && std::getenv("W4A8_GEMV_SWEEP")) {  // tuning aid: the GEMV at each warp count
         std::printf("  gemv warps sweep %s M=%d:", shape.name, M);
@@ -318,6 +393,9 @@ int runBench(Context* ctx, const char* jsonPath) {
           std::printf(" %d:%.2f", warps, us);
         }
         std::printf(" us\n");
+        const double resident = timer.time(w4a8(GemmPath::Gemv, false), 1);  // one copy: from L2 when it fits
+        std::printf("  gemv with one weight copy (L2-resident when it fits in L2) %s M=%d: %.2f us\n", shape.name, M,
+                    resident);
       }
       if (M >= 128) row.w4a8PrefillDequant = timer.time(w4a8(GemmPath::PrefillLt, false), copies);
       row.bf16 = timer.time(
@@ -340,9 +418,10 @@ int runBench(Context* ctx, const char* jsonPath) {
         else std::snprintf(text, sizeof(text), "%.2f", t);
         return std::string(text);
       };
-      std::printf("%-11s %5d %-16s %9.2f %7.0f %5.2f %7.1f %6.2f | %9s %9s %9s | %9.2f %9.2f %6.2f %6.2f\n", shape.name,
-                  M, row.path, row.w4a8, gbs, gbs / hbmRead, tflops, tflops / fp8Peak, us(row.w4a8Fp8Mma).c_str(),
-                  us(row.w4a8DecodeF16).c_str(), us(row.w4a8PrefillDequant).c_str(), row.bf16, row.fp8, row.bf16 / row.w4a8, row.fp8 / row.w4a8);
+      std::printf("%-11s %5d %-16s %9.2f %7.0f %5.2f %7.1f %6.2f | %9s %9s %9s %9s | %9.2f %9.2f %6.2f %6.2f\n",
+                  shape.name, M, row.path, row.w4a8, gbs, gbs / hbmRead, tflops, tflops / fp8Peak,
+                  us(row.w4a8Fp8Mma).c_str(), us(row.w4a8Gemv).c_str(), us(row.w4a8DecodeF16).c_str(),
+                  us(row.w4a8PrefillDequant).c_str(), row.bf16, row.fp8, row.bf16 / row.w4a8, row.fp8 / row.w4a8);
       std::fflush(stdout);
     }
     for (int c = 0; c < copies; ++c) {
@@ -393,9 +472,9 @@ int runBench(Context* ctx, const char* jsonPath) {
         const Row& r = rows[i];
         std::fprintf(f,
                      "  {\"shape\": \"%s\", \"M\": %d, \"path\": \"%s\", \"w4a8Us\": %.3f, \"w4a8Fp8MmaUs\": %.3f, "
-                     "\"w4a8DecodeF16Us\": %.3f, \"w4a8PrefillDequantUs\": %.3f, \"bf16Us\": %.3f, \"fp8Us\": %.3f, \"weightBytes\": %.0f, "
+                     "\"w4a8GemvUs\": %.3f, \"w4a8DecodeF16Us\": %.3f, \"w4a8PrefillDequantUs\": %.3f, \"bf16Us\": %.3f, \"fp8Us\": %.3f, \"weightBytes\": %.0f, "
                      "\"flops\": %.0f}%s\n",
-                     r.shape.c_str(), r.M, r.path, r.w4a8, r.w4a8Fp8Mma, r.w4a8DecodeF16, r.w4a8PrefillDequant, r.bf16, r.fp8,
+                     r.shape.c_str(), r.M, r.path, r.w4a8, r.w4a8Fp8Mma, r.w4a8Gemv, r.w4a8DecodeF16, r.w4a8PrefillDequant, r.bf16, r.fp8,
                      r.weightBytes, r.flops, i + 1 < rows.size() ? "," : "");
       }
       std::fprintf(f, "]}\n");

@@ -416,9 +416,9 @@ TEST(gemv_f16_mma_is_within_fp32_summation_tolerance) {
 }
 
 TEST(gemv_is_within_tolerance_and_deterministic_for_every_warp_count) {
-  // K = 4736 (37 rounds of 128 k): uneven warp ranges and a ring (4 rounds) that runs past each range;
+  // K = 4736 (37 rounds of 128 k; --small: 9): uneven warp ranges and a ring (4 rounds) that runs past each range;
   // N = 300: a partial 16-channel tile. Every group size, 1 to 16 tokens.
-  const int K = gSmall ? 1184 : 4736, N = gSmall ? 40 : 300;
+  const int K = gSmall ? 1152 : 4736, N = gSmall ? 40 : 300;
   int caseIndex = 0;
   for (int G : {32, 64, 128})
     for (int M : {1, 5, 16}) {
@@ -516,7 +516,8 @@ TEST(prefill_cublaslt_is_within_fp8_tensor_core_tolerance) {
   }
   std::printf("    prefill-cublaslt: largest |y - y_ref| = %.3g x s_x s_c sum|x8 w8| (bound %.3g)\n", worst,
               std::ldexp(1.0, -7));
-  // Auto takes the prefill path above 64 tokens, the fused kernel up to 64.
+  // Auto takes the prefill path above 64 tokens; up to 64 the split-K fused kernel, or the GEMV for up to
+  // 16 tokens on rows of K <= 4096.
   Layer l = makeLayer(1300, 65, 64, 128, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false);
   DeviceLayer d(l);
   DeviceArray<float> y((size_t)l.M * l.N);
@@ -532,7 +533,12 @@ TEST(prefill_cublaslt_is_within_fp8_tensor_core_tolerance) {
   CHECK(plan.path == GemmPath::DecodeF16Mma, "auto at M=17 took %s", gemmPathName(plan.path));
   CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, l.aFormat, 16, d.w.view, {y.ptr, nullptr, l.N}}, nullptr,
                    GemmOptions(), &plan));
-  CHECK(plan.path == GemmPath::Gemv, "auto at M=16 took %s", gemmPathName(plan.path));
+  CHECK(plan.path == GemmPath::Gemv, "auto at M=16, K=128 took %s", gemmPathName(plan.path));
+  Layer longRows = makeLayer(1301, 16, 16, 4224, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false);
+  DeviceLayer dl(longRows);
+  CUDA_OK(gemmW4A8(gCtx, {dl.x8.ptr, dl.xScales.ptr, longRows.aFormat, 1, dl.w.view, {y.ptr, nullptr, 16}}, nullptr,
+                   GemmOptions(), &plan));
+  CHECK(plan.path == GemmPath::DecodeF16Mma, "auto at M=1, K=4224 took %s", gemmPathName(plan.path));
   std::printf("    prefill scales applied %s\n", plan.fusedScales ? "by the kernel" : "by an epilogue kernel");
   CUDA_OK(synchronize(gCtx));
 }

@@ -28,6 +28,8 @@ fi
 if has sanitizer; then
   timeout 150 compute-sanitizer --print-limit 20 $T gpu_decoder_step_matches_cpu_e4m3fn > "$OUT/sanitizer.txt" 2>&1
   echo "sanitizer rc=$?" | tee -a "$OUT/summary.txt"; tail -3 "$OUT/sanitizer.txt"
+  timeout 150 compute-sanitizer --print-limit 20 $T --small gemv_ > "$OUT/sanitizer-gemv.txt" 2>&1
+  echo "sanitizer (gemv) rc=$?" | tee -a "$OUT/summary.txt"; tail -3 "$OUT/sanitizer-gemv.txt"
 fi
 if has bench; then
   timeout 120 $T --bench --json "$OUT/cuda-bench.json" > "$OUT/bench.txt" 2>&1; echo "bench rc=$?" | tee -a "$OUT/summary.txt"
