@@ -76,6 +76,8 @@ function usage() {
                           once it has 3 calls
   --reference-max-gflop X largest call (2·M·N·K / 1e9) the scalar reference runs (default 1)
   --hot                   reuse one copy of the weights (cache-resident for small shapes: not a DRAM figure)
+  --no-tables             INT4 weights without prepared group tables (addon.prepareInt4Tables): the int16 W4A8
+                          kernels then build them on every call
   --out DIR               where the JSON and SVG go (default bench/results)
   --replot FILE.json      only redraw the SVG of an earlier run (written beside the JSON)
   --cuda                  the GPU bench instead (bench/cuda-kernels.mjs: W4A8 vs cuBLAS BF16 vs cuBLASLt FP8, M = 1..4096,
@@ -131,7 +133,7 @@ function readOptions(argv) {
         backends: { type: 'string' }, threads: { type: 'string' }, 'min-iters': { type: 'string' },
         budget: { type: 'string' }, 'reference-max-gflop': { type: 'string' }, hot: { type: 'boolean' },
         out: { type: 'string' }, help: { type: 'boolean' }, child: { type: 'string' }, replot: { type: 'string' },
-        cuda: { type: 'boolean' },
+        cuda: { type: 'boolean' }, 'no-tables': { type: 'boolean' },
       },
       strict: true,
     }).values;
@@ -159,6 +161,7 @@ function readOptions(argv) {
     maxSeconds: quick ? 2 : 8,
     referenceMaxGflop: parsed['reference-max-gflop'] !== undefined ? positiveNumber(parsed['reference-max-gflop'], 'reference-max-gflop') : 1,
     hot: Boolean(parsed.hot),
+    tables: !parsed['no-tables'],
     out: path.resolve(parsed.out ?? path.join(ROOT, 'bench', 'results')),
     cuda: Boolean(parsed.cuda),
   };
@@ -287,6 +290,15 @@ function copyWeights(pkg, set, w) {
   return { rows: w.rows, cols: w.cols, data: w.data.slice() };
 }
 
+// The INT4 weights as the model holds them: with the group tables of the int16 W4A8 kernels prepared once
+// (addon.prepareInt4Tables; --no-tables: without, every call builds them).
+function withTables(addon, w) {
+  const plain = { rows: w.rows, cols: w.cols, groupSize: w.groupSize, format: w.format, codes: w.codes,
+    groupScales: w.groupScales, zeros: w.zeros, channelScales: w.channelScales };
+  const tables = addon.prepareInt4Tables(plain);
+  return tables === undefined ? plain : { ...plain, tables };
+}
+
 // One addon call, synchronous; output preallocated.
 function gemmCall(addon, kernel, x, M, w, out) {
   if (kernel === 'w4a8') return () => addon.gemmW4A8(x, M, w, FORMAT, undefined, out);
@@ -345,7 +357,7 @@ async function runChild(cfg) {
         const count = Math.max(1, Math.min(64, Math.ceil(rotation / weightBytes(kernel, N, K))));
         const copies = [first];
         while (copies.length < count) copies.push(copyWeights(pkg, set, first));
-        sets.set(set, copies);
+        sets.set(set, set === 'int4' && cfg.tables ? copies.map((w) => withTables(addon, w)) : copies);
       }
       const copies = sets.get(set);
       for (const M of ms) {
@@ -368,7 +380,7 @@ async function runChild(cfg) {
 
 function runBackend(backend, opts, onRecord) {
   const cfg = {
-    backend, shapes: opts.shapes, ms: opts.ms, kernels: opts.kernels, hot: opts.hot,
+    backend, shapes: opts.shapes, ms: opts.ms, kernels: opts.kernels, hot: opts.hot, tables: opts.tables,
     minIters: opts.minIters, minSeconds: opts.minSeconds, maxSeconds: opts.maxSeconds, referenceMaxGflop: opts.referenceMaxGflop,
   };
   return new Promise((resolve) => {
@@ -733,7 +745,8 @@ async function runParent(opts) {
   console.log(`machine: ${machine.cpu}, ${machine.logicalCpus} logical CPUs, L3 ${machine.l3Bytes ? `${machine.l3Bytes / 2 ** 20} MiB` : 'unknown'}; ${machine.isa.join(' ')}`);
   console.log(`run: ${opts.threads} threads; shapes (N×K) ${opts.shapes.map((s) => s.name).join(', ')}; M ${opts.ms.join(',')}; ` +
     `kernels ${opts.kernels.join(',')}; >= ${opts.minIters} calls and >= ${opts.minSeconds} s per case; ` +
-    `${opts.hot ? 'weights reused (hot)' : `weights cycled through ${(rotation / 2 ** 20).toFixed(0)} MiB of copies`}; ${FORMAT}, G=${GROUP_SIZE}`);
+    `${opts.hot ? 'weights reused (hot)' : `weights cycled through ${(rotation / 2 ** 20).toFixed(0)} MiB of copies`}; ${FORMAT}, G=${GROUP_SIZE}; ` +
+    `INT4 group tables ${opts.tables ? 'prepared once (as the model)' : 'built per call (--no-tables)'}`);
 
   const loadBefore = os.loadavg()[0];
   if (loadBefore > 0.5)
@@ -824,6 +837,7 @@ async function runParent(opts) {
       quick: opts.quick, threads: opts.threads, shapes: opts.shapes.map((s) => s.name), m: opts.ms, kernels: opts.kernels,
       backends: explicit ? opts.backends : DEFAULT_BACKENDS, format: FORMAT, groupSize: GROUP_SIZE, seed: SEED,
       minIterations: opts.minIters, minSeconds: opts.minSeconds, maxSeconds: opts.maxSeconds, hot: opts.hot, rotationBytes: rotation,
+      int4Tables: opts.tables,
       referenceMaxGflop: opts.referenceMaxGflop, loadAverage: [sig(loadBefore, 3), sig(loadAfter, 3)],
       weightBytes: 'w4a8/w4a16: N*K/2 + N*(K/G)*5 + 4*N; w8a8: N*K + 4*N; f32: 4*N*K', flops: '2*M*N*K',
     },

@@ -16,7 +16,12 @@ export interface NativeInt4Weights {
   groupScales: Float32Array;
   zeros: Uint8Array;
   channelScales: Float32Array;
+  /** Optional: prepareInt4Tables(this) (the int16 W4A8 kernels' group tables); the arrays must not change after. */
+  tables?: NativeInt4Tables;
 }
+
+/** Opaque: the group tables of one INT4 weight set (native/kernels/int4_tables.h). */
+export type NativeInt4Tables = { readonly __int4Tables: unique symbol };
 
 export interface NativeFp8Weights {
   rows: number;
@@ -43,6 +48,8 @@ export interface NativeAddon {
   dequantInt4Async(weights: NativeInt4Weights, out: Uint8Array): Promise<Uint8Array>;
   quantizeActivations(x: Float32Array, rows: number, cols: number, format: string, scale: number | undefined,
     codes: Uint8Array, scales: Float32Array): void;
+  /** undefined when the weights have too many distinct group tables (the kernels then build them per call). */
+  prepareInt4Tables(w: NativeInt4Weights): NativeInt4Tables | undefined;
   gemmW4A8<T extends GemmOut>(x: Float32Array, M: number, w: NativeInt4Weights, actFormat: string, actScale: number | undefined, out: T): T;
   gemmW4A8Async<T extends GemmOut>(x: Float32Array, M: number, w: NativeInt4Weights, actFormat: string, actScale: number | undefined, out: T): Promise<T>;
   gemmW8A8<T extends GemmOut>(x: Float32Array, M: number, w: NativeFp8Weights, actFormat: string, actScale: number | undefined, out: T): T;

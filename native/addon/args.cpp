@@ -1,5 +1,9 @@
 #include "addon/args.h"
 
+#include <memory>
+
+#include "kernels/int4_tables.h"
+
 #include <cmath>
 
 namespace w4a8::addon {
@@ -68,6 +72,16 @@ Int4WeightsView int4Weights(const Napi::Value& value, const char* name) {
   w.groupScales = typedArray<float>(o.Get("groupScales"), field(name, "groupScales").c_str(), rows * groups);
   w.zeros = typedArray<uint8_t>(o.Get("zeros"), field(name, "zeros").c_str(), rows * groups);
   w.channelScales = typedArray<float>(o.Get("channelScales"), field(name, "channelScales").c_str(), rows);
+  // Optional: the group tables prepareInt4Tables() made from these very arrays (kernels/int4_tables.h).
+  const Napi::Value tables = o.Get("tables");
+  if (!tables.IsUndefined()) {
+    if (!tables.IsExternal())
+      fail(value.Env(), codes::kType, field(name, "tables") + " must come from prepareInt4Tables");
+    const Int4Tables* t = tables.As<Napi::External<std::shared_ptr<const Int4Tables>>>().Data()->get();
+    if (!t->describes(w))
+      fail(value.Env(), codes::kShape, field(name, "tables") + " were prepared from other arrays or another shape");
+    w.tables = t;
+  }
   return w;
 }
 

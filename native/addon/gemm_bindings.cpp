@@ -6,6 +6,7 @@
 
 #include "addon/bindings.h"
 #include "kernels/gemm_runner.h"
+#include "kernels/int4_tables.h"
 
 namespace w4a8::addon {
 namespace {
@@ -86,6 +87,16 @@ Napi::Value gemmF32(const Napi::CallbackInfo& info, bool async) {
   return runTask(info, async, [=] { runGemmF32({x, w, M, N, K, y}); }, info[5]);
 }
 
+// (weights): the group tables of the int16 W4A8 kernels for these arrays, as an external value to set as
+// weights.tables (the arrays must not change afterwards: prepare again if they do).
+Napi::Value prepareTables(const Napi::CallbackInfo& info) {
+  const Int4WeightsView w = int4Weights(info[0], "weights");
+  auto tables = std::make_unique<std::shared_ptr<const Int4Tables>>(prepareInt4Tables(w));
+  if (!*tables) return info.Env().Undefined();  // too many distinct tables: the kernels build them per call
+  return Napi::External<std::shared_ptr<const Int4Tables>>::New(
+      info.Env(), tables.release(), [](Napi::Env, std::shared_ptr<const Int4Tables>* t) { delete t; });
+}
+
 template <Napi::Value (*F)(const Napi::CallbackInfo&, bool)>
 void exportPair(Napi::Env env, Napi::Object exports, const char* name) {
   exports.Set(name, Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return F(i, false); }));
@@ -99,6 +110,7 @@ void registerGemm(Napi::Env env, Napi::Object exports) {
   exportPair<gemmW8A8>(env, exports, "gemmW8A8");
   exportPair<gemmW4A16>(env, exports, "gemmW4A16");
   exportPair<gemmF32>(env, exports, "gemmF32");
+  exports.Set("prepareInt4Tables", Napi::Function::New(env, prepareTables));
   exports.Set("backend", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("name", gemmBackendName());

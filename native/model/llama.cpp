@@ -10,6 +10,7 @@
 
 #include "kernels/dispatch.h"
 #include "kernels/gemm_runner.h"
+#include "kernels/int4_tables.h"
 #include "kernels/parallel.h"
 #include "model/ops.h"
 #include "runtime/thread_pool.h"
@@ -356,9 +357,26 @@ void LlamaModel::accumulateHessian(int which, const float* x, int rows, int stri
   });
 }
 
+// Once, before the first CPU step (a GPU backend never needs them): the backends on int16 products read
+// each group's table from here instead of building it on every call. Matrices are prepared in parallel.
+void LlamaModel::prepareInt4Tables() {
+  int4TablesPrepared_ = true;
+  if (std::string(activeKernels().name) == "reference") return;  // (reads the scales directly)
+  std::vector<LinearLayer*> linears;
+  for (DecoderLayer& l : weights_.layers)
+    for (LinearLayer* linear : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
+      if (!linear->f32 && linear->w.codes) linears.push_back(linear);
+  int4Tables_.assign(linears.size(), nullptr);
+  globalThreadPool().parallelFor((int)linears.size(), 1, [&](int begin, int end) {
+    for (int i = begin; i < end; ++i) int4Tables_[i] = w4a8::prepareInt4Tables(linears[i]->w);
+  }, (int)linears.size());
+  for (size_t i = 0; i < linears.size(); ++i) linears[i]->w.tables = int4Tables_[i].get();
+}
+
 void LlamaModel::step(const std::vector<StepItem>& items, float* logits, bool allPositions) {
   std::lock_guard<std::mutex> lock(mutex_);
   checkItems(items);
+  if (!backend_ && !int4TablesPrepared_) prepareInt4Tables();
   if (backend_) {
     if (hessians_.layer >= 0) throw std::runtime_error("Hessians are only collected on the CPU");
     std::vector<int> startLengths;

@@ -133,6 +133,7 @@ class LlamaModel {
   void linear(const LinearLayer& layer, const float* x, int rows, int stride, float* y, Scratch& s);
   void attention(int layer, Scratch& s);
   void accumulateHessian(int which, const float* x, int rows, int stride, int width);
+  void prepareInt4Tables();
   void resetHessians(int layer);
 
   LlamaConfig config_;
@@ -143,6 +144,10 @@ class LlamaModel {
   std::unique_ptr<Scratch> scratch_;
   LayerHessians hessians_;
   std::unique_ptr<StepBackend> backend_;  // null: the CPU path
+  // The int16 W4A8 kernels' group tables of every INT4 linear (kernels/int4_tables.h: 3 bytes per group,
+  // 4.3% of the packed weights at G = 128), made before the first CPU step; the layers' views point at them.
+  std::vector<std::shared_ptr<const Int4Tables>> int4Tables_;
+  bool int4TablesPrepared_ = false;
   mutable std::mutex mutex_;  // one step at a time; sequence table changes wait for it
 };
 

@@ -13,6 +13,8 @@ namespace w4a8 {
 //   channelScales[n]           FP32 s_c
 // Dequantized weight: w8[n, k] = fp8(fl32(s_g * (q - z))), the product rounded to FP32 first.
 // The real weight it stands for is s_c[n] * w8[n, k].
+struct Int4Tables;  // kernels/int4_tables.h
+
 struct Int4WeightsView {
   const uint8_t* codes;
   const float* groupScales;
@@ -22,6 +24,9 @@ struct Int4WeightsView {
   int cols;
   int groupSize;
   Fp8Format format;  // FP8 format the INT4 codes dequantize into
+  // Optional, owned elsewhere: the group tables prepared from these arrays (prepareInt4Tables), which the
+  // int16 W4A8 kernels read instead of building them per call. Results are the same with or without.
+  const Int4Tables* tables = nullptr;
   int groups() const { return cols / groupSize; }
 };
 

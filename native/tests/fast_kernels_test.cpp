@@ -584,10 +584,13 @@ TEST(w4a8_tiny_group_scales_round_to_fp8_subnormals_like_the_reference) {
   // Rows whose group scales are all small (s_g * (q - z) in the FP8 subnormal range, ties included: dyadic
   // scales put products on subnormal midpoints) but finite: the fast table paths must round them exactly
   // like fp8Encode. Every weight of such a row is a few FP8 quanta, so one wrong rounding is far outside
-  // the tolerance. M = 2 and 9 take the avx512 fused and scratch paths, 17 the amx tiles.
-  const int N = 8, K = 256, G = 64, groups = K / G;
-  for (int M : {2, 9, 17})
+  // the tolerance. M = 1 takes the fused one-token paths (tables built inside the block loop for G >= 64),
+  // 2 and 9 the avx512 fused and scratch paths, 17 the amx tiles.
+  const int N = 8, K = 256;
+  for (int G : {64, 128})
+  for (int M : {1, 2, 9, 17})
     for (Fp8Format wf : kFormats) {
+      const int groups = K / G;
       Int4Layer l = makeInt4Layer(57, M, N, K, G, wf, Fp8Format::E4M3FN, false, false);
       w4a8test::Rng rng(58);
       const int minExp = wf == Fp8Format::E5M2 ? -14 : -6;  // exponent of the smallest normal
@@ -611,7 +614,7 @@ TEST(w4a8_tiny_group_scales_round_to_fp8_subnormals_like_the_reference) {
       for (const KernelTable* t : fastBackends()) {
         std::vector<float> y((size_t)M * N);
         t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y.data(), nullptr, N}}, 0, N);
-        checkClose(y, ref, M, N, bound, std::string(t->name) + " tiny scales M=" + std::to_string(M) + " " + formatName(wf));
+        checkClose(y, ref, M, N, bound, std::string(t->name) + " tiny scales M=" + std::to_string(M) + " G=" + std::to_string(G) + " " + formatName(wf));
       }
     }
 }

@@ -46,6 +46,7 @@
 #include "kernels/avx2/simd.h"
 #include "kernels/backends.h"
 #include "kernels/int16_common.h"
+#include "kernels/int4_tables.h"
 
 namespace w4a8::avx2 {
 namespace {
@@ -395,6 +396,40 @@ void buildRowTables(RowKind kind, const WeightRow& t, int groups, const TableCon
 
 // Block b's vpshufb tables: low and high bytes of W, one group per 128-bit lane.
 template <int G>
+W4A8_ALWAYS_INLINE void blockTables(const __m256i* tables, int b, __m256i& low, __m256i& high);
+
+// Where a one-token row finds its block tables: built for the row (buildRowTables), or prepared with the
+// weights (kernels/int4_tables.h: the entry of each group, broadcast to the lanes by the loads themselves).
+template <int G>
+struct BuiltTables {
+  const __m256i* tables;
+  W4A8_ALWAYS_INLINE void block(int b, __m256i& low, __m256i& high) const { blockTables<G>(tables, b, low, high); }
+};
+template <int G>
+struct PreparedTables {
+  const Int4TableEntry* entries;
+  const uint16_t* index;  // the row's groups
+  int groups;
+  W4A8_ALWAYS_INLINE void block(int b, __m256i& low, __m256i& high) const {
+    if constexpr (G >= kSubBlockK) {
+      const Int4TableEntry& e = entries[index[b]];
+      low = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)e.low));
+      high = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)e.high));
+    } else {  // [group 2b | group 2b + 1]; past the last group, zeros (as the built tables' padding group)
+      const Int4TableEntry& a = entries[index[2 * b]];
+      if (__builtin_expect(2 * b + 1 < groups, 1)) {
+        const Int4TableEntry& c = entries[index[2 * b + 1]];
+        low = _mm256_loadu2_m128i((const __m128i*)c.low, (const __m128i*)a.low);
+        high = _mm256_loadu2_m128i((const __m128i*)c.high, (const __m128i*)a.high);
+      } else {
+        low = _mm256_zextsi128_si256(_mm_load_si128((const __m128i*)a.low));
+        high = _mm256_zextsi128_si256(_mm_load_si128((const __m128i*)a.high));
+      }
+    }
+  }
+};
+
+template <int G>
 W4A8_ALWAYS_INLINE void blockTables(const __m256i* tables, int b, __m256i& low, __m256i& high) {
   if constexpr (G >= kSubBlockK) {
     const __m128i* p = reinterpret_cast<const __m128i*>(tables + b);
@@ -493,9 +528,9 @@ W4A8_ALWAYS_INLINE __m256i fusedBlockSums(const uint8_t* codes, const int16_t* x
 
 // Blocks of row 0 that need activation planes 1 and 2 (rare), after all blocks' plane 0: the order of the
 // FP32 additions that the tile path uses too.
-template <int G>
+template <int G, class Tables>
 __attribute__((noinline)) __m256 fusedExtraPlanes(const Problem& pr, const WeightRow& t, const uint8_t* rowCodes,
-                                                  const __m256i* tables, __m256 total) {
+                                                  const Tables tables, __m256 total) {
   constexpr int kBlockK = std::max(G, kSubBlockK), kSubBlocks = kBlockK / kSubBlockK;
   const Activations& x = pr.x;
   for (int p = 1; p < x.planeCount; ++p)
@@ -503,7 +538,7 @@ __attribute__((noinline)) __m256 fusedExtraPlanes(const Problem& pr, const Weigh
       const int b = x.extraBlocks[i];
       if (x.planesOf(0, b) <= p) continue;
       __m256i low, high;
-      blockTables<G>(tables, b, low, high);
+      tables.block(b, low, high);
       const __m256i sums = fusedBlockSums<G>(rowCodes + (size_t)b * kBlockK / 2, x.row(0, p) + (size_t)b * kBlockK,
                                              b * kSubBlocks, x.K, low, high);
       total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), blockUnit<G>(t, x, 0, b, p), total);
@@ -513,8 +548,8 @@ __attribute__((noinline)) __m256 fusedExtraPlanes(const Problem& pr, const Weigh
 
 // M = 1: one weight row, whose tables are built (buildRowTables). Per output, 8 FP32 lanes add the blocks'
 // plane-0 sums in block order, then those of plane 1, then plane 2 (every path adds in this order).
-template <int G>
-float fusedRow(const Problem& pr, const WeightRow& t, const uint8_t* rowCodes, const __m256i* tables) {
+template <int G, class Tables>
+float fusedRow(const Problem& pr, const WeightRow& t, const uint8_t* rowCodes, const Tables tables) {
   constexpr int kBlockK = std::max(G, kSubBlockK), kSubBlocks = kBlockK / kSubBlockK;
   const Activations& x = pr.x;
   const int blocks = x.blocks, K = x.K;
@@ -523,7 +558,7 @@ float fusedRow(const Problem& pr, const WeightRow& t, const uint8_t* rowCodes, c
   __m256 total = _mm256_setzero_ps();
   for (int b = 0; b < blocks; ++b) {
     __m256i low, high;
-    blockTables<G>(tables, b, low, high);
+    tables.block(b, low, high);
     const __m256i sums = fusedBlockSums<G>(codes, xs, b * kSubBlocks, K, low, high);
     const __m256 unit = G >= kSubBlockK ? _mm256_broadcast_ss(t.unit + b)
                                         : _mm256_setr_m128(_mm_broadcast_ss(t.unit + 2 * b), _mm_broadcast_ss(t.unit + 2 * b + 1));
@@ -565,16 +600,52 @@ WeightScratch weightScratch(int groups, int Kp, int K) {
   return w;
 }
 
+// base[g] = 2^e[g] for the row's groups, zero past them (the padding group and the rest of its vector).
+void preparedBases(const int8_t* e, int groups, float* base) {
+  const __m256i bias = _mm256_set1_epi32(127);
+  int g = 0;
+  for (; g + 8 <= groups; g += 8) {
+    const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(e + g)));
+    _mm256_storeu_ps(base + g, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(v, bias), 23)));
+  }
+  for (; g < groups; ++g) base[g] = pow2(e[g]);
+  for (; g < (groups + 1 + 7) / 8 * 8; ++g) base[g] = 0.0f;
+}
+
+// unit[g] = base[g] times the unit of activation plane 0, for the groups and the padding group.
+W4A8_ALWAYS_INLINE void fillUnits(const Problem& pr, int groups, const WeightRow& t) {
+  const float* xUnit = pr.x.units(0, 0);
+  for (int g = 0; g < groups + 1; g += 8)  // (the arrays are padded to whole vectors past the padding group)
+    _mm256_storeu_ps(t.unit + g, _mm256_mul_ps(_mm256_loadu_ps(t.base + g), _mm256_loadu_ps(xUnit + g)));
+}
+
 template <int G>
 void fusedRows(const Problem& pr, int nBegin, int nEnd) {
   const Int4WeightsView& w = pr.a.w;
   WeightScratch s = weightScratch(w.groups(), pr.x.Kp, w.cols);
   const bool genericX = pr.x.generic[0];
   const int groups = w.groups();
+  const Int4Tables* prepared = w.tables && w.tables->describes(w) ? w.tables : nullptr;
   for (int n = nBegin; n < nEnd; ++n) {
-    if (n + 1 < nEnd) {  // the next row's scales and zero points (the codes are prefetched in fusedRow)
+    if (prepared && n + 1 < nEnd) {  // the next row's table indices and bases
+      for (int g = 0; g < groups; g += 32) _mm_prefetch((const char*)(prepared->indexRow(n + 1) + g), _MM_HINT_T0);
+      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(prepared->baseRow(n + 1) + g), _MM_HINT_T0);
+    } else if (n + 1 < nEnd) {  // the next row's scales and zero points (the codes are prefetched in fusedRow)
       for (int g = 0; g < groups; g += 16) _mm_prefetch((const char*)(w.groupScales + (size_t)(n + 1) * groups + g), _MM_HINT_T0);
       for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(w.zeros + (size_t)(n + 1) * groups + g), _MM_HINT_T0);
+    }
+    const uint8_t* rowCodes = w.codes + (size_t)n * (w.cols / 2);
+    if (prepared) {  // the row's bases from the prepared form; tables are read from it block by block
+      if (genericX || prepared->rowGeneric[n]) {
+        bool filled = false;
+        storeResult(pr, 0, n, genericOutput(pr, 0, n, s.values, filled));
+        continue;
+      }
+      preparedBases(prepared->baseRow(n), groups, s.rows[0].base);
+      fillUnits(pr, groups, s.rows[0]);
+      const PreparedTables<G> tables{prepared->entries.data(), prepared->indexRow(n), groups};
+      storeResult(pr, 0, n, fusedRow<G>(pr, s.rows[0], rowCodes, tables));
+      continue;
     }
     const RowKind kind = genericX ? RowKind{true, false, false} : prepareWeightRow(w, n, pr.wf, s.rows[0]);
     bool filled = false;
@@ -582,11 +653,9 @@ void fusedRows(const Problem& pr, int nBegin, int nEnd) {
       storeResult(pr, 0, n, genericOutput(pr, 0, n, s.values, filled));
       continue;
     }
-    const float* xUnit = pr.x.units(0, 0);
-    for (int g = 0; g < groups + 1; g += 8)  // (the arrays are padded to whole vectors past the padding group)
-      _mm256_storeu_ps(s.rows[0].unit + g, _mm256_mul_ps(_mm256_loadu_ps(s.rows[0].base + g), _mm256_loadu_ps(xUnit + g)));
+    fillUnits(pr, groups, s.rows[0]);
     buildRowTables<G>(kind, s.rows[0], groups, pr.tc, s.tables);
-    storeResult(pr, 0, n, fusedRow<G>(pr, s.rows[0], w.codes + (size_t)n * (w.cols / 2), s.tables));
+    storeResult(pr, 0, n, fusedRow<G>(pr, s.rows[0], rowCodes, BuiltTables<G>{s.tables}));
   }
 }
 

@@ -52,6 +52,7 @@
 #include "kernels/avx512/simd.h"
 #include "kernels/backends.h"
 #include "kernels/int16_common.h"
+#include "kernels/int4_tables.h"
 
 namespace w4a8::avx512vnni {
 namespace {
@@ -592,6 +593,39 @@ void rowFused128For(RowKind kind, const Activations& x, const uint8_t* rowCodes,
   }
 }
 
+// One token, G = 128, with the weights' prepared tables (kernels/int4_tables.h): each block's vpermw table is
+// its group's 16 words, which one load broadcasts to both 256-bit halves (W twice, as the built table).
+// The same W, units and operations as rowFused128, so the same result bit for bit.
+template <bool kPlanes>
+__attribute__((noinline)) void rowPrepared128(const Activations& x, const uint8_t* rowCodes, const Int4TableEntry* entries,
+                                              const uint16_t* index, const float* units, int m0, __m512* accIO) {
+  const int blocks = x.blocks;
+  const int16_t* xs = x.row(m0, 0);
+  const uint8_t* bp = x.planesOf(m0);
+  __m512 acc = _mm512_setzero_ps();
+  for (int b = 0; b < blocks; ++b) {
+    _mm_prefetch((const char*)rowCodes + (size_t)b * 64 + kPrefetchBytes, _MM_HINT_T0);
+    const __m512i table = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)entries[index[b]].words));
+    __m512i w[4];
+    decodeBlock128(_mm512_loadu_si512(rowCodes + (size_t)b * 64), table, w);
+    const __m512 unit = blockUnit<128>(units, b);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(blockSums(w, xs + (size_t)b * kBlockK)), unit, acc);
+    if (kPlanes && __builtin_expect(bp[b] > 1, 0)) acc = extraPlanes(x, m0, b, bp[b], w, unit, acc);
+  }
+  _mm512_store_ps(accIO, acc);
+}
+
+// base[g] = 2^e[g] for the row's groups, zero past them (padded entries in all).
+W4A8_ALWAYS_INLINE void preparedBases(const int8_t* e, int groups, int padded, float* base) {
+  const __m512i bias = _mm512_set1_epi32(127);
+  for (int g = 0; g < padded; g += 16) {
+    const int left = groups - g;
+    const __mmask16 live = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+    const __m512i v = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(live, e + g));
+    _mm512_store_ps(base + g, _mm512_maskz_mov_ps(live, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(v, bias), 23))));
+  }
+}
+
 // Up to kMaxTokens tokens: one weight row at a time, all blocks in one go (the activations stay in L1/L2).
 // More tokens: kTileRows rows at a time and kPanelBlocks blocks at a time, so that a panel of the activations
 // is read from L1 for all the tile's rows instead of from L3 for every row. Every output sees the same
@@ -625,9 +659,16 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
   uint8_t* w8Row = reinterpret_cast<uint8_t*>(s + rowBytes * tileRows + accBytes);
   bool allGeneric = true;
   for (int m = 0; m < M; ++m) allGeneric &= x.generic[m] != 0;
+  // One token, G = 128: the weights' prepared tables where they have them (kernels/int4_tables.h).
+  const Int4Tables* prepared = w.tables && w.tables->describes(w) ? w.tables : nullptr;
+  const bool usePrepared = G == 128 && M == 1 && prepared;
   for (int n0 = nBegin; n0 < nEnd; n0 += tileRows) {
     const int nr = std::min(tileRows, nEnd - n0);
-    if (n0 + nr < nEnd) {  // the next tile's scales and zero points (its codes are prefetched by the block loop)
+    if (usePrepared && n0 + nr < nEnd) {  // the next row's table indices and bases
+      const int n1 = n0 + nr;
+      for (int g = 0; g < groups; g += 32) _mm_prefetch((const char*)(prepared->indexRow(n1) + g), _MM_HINT_T0);
+      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(prepared->baseRow(n1) + g), _MM_HINT_T0);
+    } else if (n0 + nr < nEnd) {  // the next tile's scales and zero points (its codes are prefetched by the block loop)
       const int n1 = n0 + nr;
       for (int g = 0; g < groups; g += 16) _mm_prefetch((const char*)(w.groupScales + (size_t)n1 * groups + g), _MM_HINT_T0);
       for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(w.zeros + (size_t)n1 * groups + g), _MM_HINT_T0);
@@ -636,7 +677,13 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
     RowKind kinds[kTileRows];
     const bool fused = G == 128 && M == 1;  // tables built inside the block loop (rowFused128)
     for (int r = 0; r < nr; ++r) {
-      const RowKind kind = allGeneric ? RowKind{true, false, false} : prepareWeightRow(w, n0 + r, pr.wf, rows[r]);
+      RowKind kind;
+      if (usePrepared) {  // the bases from the prepared form; the tables are read in the block loop
+        kind = {allGeneric || prepared->rowGeneric[n0 + r] != 0, false, false};
+        if (!kind.generic) preparedBases(prepared->baseRow(n0 + r), groups, padded, rows[r].base);
+      } else {
+        kind = allGeneric ? RowKind{true, false, false} : prepareWeightRow(w, n0 + r, pr.wf, rows[r]);
+      }
       generic[r] = kind.generic;
       kinds[r] = kind;
       if (kind.generic) continue;
@@ -655,6 +702,8 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
       for (int m0 = 0; m0 < M; m0 += kMaxTokens)
         for (int r = 0; r < nr; ++r)
           if (generic[r]) continue;
+          else if (usePrepared && x.multiPlane[m0]) rowPrepared128<true>(x, w.codes + (size_t)(n0 + r) * (K / 2), prepared->entries.data(), prepared->indexRow(n0 + r), units[r], m0, acc + (size_t)r * M + m0);
+          else if (usePrepared) rowPrepared128<false>(x, w.codes + (size_t)(n0 + r) * (K / 2), prepared->entries.data(), prepared->indexRow(n0 + r), units[r], m0, acc + (size_t)r * M + m0);
           else if (fused) rowFused128For(kinds[r], x, w.codes + (size_t)(n0 + r) * (K / 2), rows[r], pr.tc, units[r], m0, acc + (size_t)r * M + m0);
           else rowTokensFor<G>(std::min(kMaxTokens, M - m0), x, w.codes + (size_t)(n0 + r) * (K / 2), tables[r],
                             units[r] + (size_t)m0 * padded, m0, b0, b1, acc + (size_t)r * M + m0);
