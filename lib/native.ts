@@ -83,6 +83,8 @@ export interface NativeModelHandle {
   takeHessians(): { layer: number; tokens: number; hessians: [Float64Array, Float64Array, Float64Array, Float64Array] };
   /** Uploads the weights to the GPU and runs every later step there; only before the first sequence. */
   useDevice(device: 'cuda', options?: { fastPrefill?: boolean }): Promise<void>;
+  /** Makes the CPU step's one-time tables now (on a worker thread) instead of in the first step. */
+  prepareCpu(): Promise<void>;
   /** Where the steps run. */
   backend(): { device: 'cpu' | 'cuda'; name: string };
   dispose(): void;

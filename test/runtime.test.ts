@@ -94,6 +94,20 @@ describe('native Llama runtime', () => {
     await model.dispose();
   });
 
+  it('prepares the CPU step at create() (tables made before the first request) with the same tokens as a lazy model', async () => {
+    const { packed } = await smallModel({ groupSize: 128 });
+    const eager = await W4a8Model.create(packed, { device: 'cpu' });
+    const lazy = W4a8Model.fromPacked(packed);
+    const a = await eager.complete('Once', { maxTokens: 12, temperature: 0 });
+    const b = await lazy.complete('Once', { maxTokens: 12, temperature: 0 });
+    expect(a.tokenIds).toEqual(b.tokenIds);
+    const handle = (eager as unknown as { handle: import('../lib/native.js').NativeModelHandle }).handle;
+    await handle.prepareCpu();  // again: nothing to do
+    await eager.dispose();
+    await lazy.dispose();
+    expect(() => handle.prepareCpu()).toThrow(expect.objectContaining({ code: 'E_DISPOSED' }));
+  });
+
   it('samples reproducibly from a seed, and differently from another seed', async () => {
     const { packed } = await smallModel();
     const model = W4a8Model.fromPacked(packed);

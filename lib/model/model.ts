@@ -113,6 +113,8 @@ export class W4a8Model {
         throw new W4a8Error('E_UNSUPPORTED', `device 'cuda' is not available: ${cuda?.reason ?? 'unknown'}`);
       // No sequence exists yet, so the engine has not stepped: the backend can still be switched.
       if (cuda?.available) await callNativeAsync(() => model.handle.useDevice('cuda'));
+      // On the CPU, the kernels' group tables now, so that the first request does not wait for them.
+      else await callNativeAsync(() => model.handle.prepareCpu());
     } catch (error) {
       await model.dispose();
       throw error;

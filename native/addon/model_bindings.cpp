@@ -88,6 +88,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
         InstanceMethod("collectHessians", &ModelHandle::collectHessians),
         InstanceMethod("takeHessians", &ModelHandle::takeHessians),
         InstanceMethod("useDevice", &ModelHandle::useDevice),
+        InstanceMethod("prepareCpu", &ModelHandle::prepareCpu),
         InstanceMethod("backend", &ModelHandle::backend),
     });
   }
@@ -196,6 +197,20 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
           }
           m->setBackend(createCudaBackend(config, weights, options));
         },
+        [](Napi::Env env) -> Napi::Value { return env.Undefined(); }, info.This().As<Napi::Object>());
+    worker->onDone = [this] { stepFinished(); };
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+  }
+
+  // () -> Promise: on a worker thread, what the CPU step would otherwise make in the first step.
+  Napi::Value prepareCpu(const Napi::CallbackInfo& info) {
+    std::shared_ptr<LlamaModel> m = model_;
+    model(info.Env());
+    ++inFlight_;
+    auto* worker = new DeviceWorker(
+        info.Env(), [m](std::string&) { m->prepareCpuStep(); },
         [](Napi::Env env) -> Napi::Value { return env.Undefined(); }, info.This().As<Napi::Object>());
     worker->onDone = [this] { stepFinished(); };
     Napi::Promise promise = worker->promise();

@@ -373,6 +373,11 @@ void LlamaModel::prepareInt4Tables() {
   for (size_t i = 0; i < linears.size(); ++i) linears[i]->w.tables = int4Tables_[i].get();
 }
 
+void LlamaModel::prepareCpuStep() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!backend_ && !int4TablesPrepared_) prepareInt4Tables();
+}
+
 void LlamaModel::step(const std::vector<StepItem>& items, float* logits, bool allPositions) {
   std::lock_guard<std::mutex> lock(mutex_);
   checkItems(items);

@@ -118,6 +118,10 @@ class LlamaModel {
   void setBackend(std::unique_ptr<StepBackend> backend);
   const StepBackend* backend() const { return backend_.get(); }
 
+  // Makes what the CPU step needs once (the INT4 group tables) now rather than in the first step, so that
+  // a server's first request does not wait for it. Optional: the first CPU step does it otherwise.
+  void prepareCpuStep();
+
   // From now on, accumulate the input Hessians of decoder layer `layer` over every step (-1: stop).
   void collectHessians(int layer);
   // The Hessians gathered since collectHessians(), and a fresh start.
