@@ -119,6 +119,26 @@ int chooseSplits(int tiles, int chunks, int slots, int M, int K) {
 cudaDataType_t ltType(Fp8Format f) { return f == Fp8Format::E5M2 ? CUDA_R_8F_E5M2 : CUDA_R_8F_E4M3; }
 #endif
 
+// The fused kernels' operands for tokens [m0, m0 + mTile) of a (split-K fields left for the caller).
+DecodeParams fusedParams(const W4A8GemmArgs& a, int m0, int mTile) {
+  const Int4WeightsView& w = a.w;
+  DecodeParams p{};
+  p.x8 = a.x8 + (size_t)m0 * w.cols;
+  p.xScales = a.xScales + m0;
+  p.M = mTile;
+  p.actE5M2 = a.actFormat == Fp8Format::E5M2;
+  p.codes = w.codes;
+  p.groupScales = w.groupScales;
+  p.zeros = w.zeros;
+  p.channelScales = w.channelScales;
+  p.N = w.rows, p.K = w.cols, p.G = w.groupSize;
+  p.wFormat = w.format;
+  p.yF32 = a.y.f32 ? a.y.f32 + (size_t)m0 * a.y.ldy : nullptr;
+  p.yBf16 = a.y.bf16 ? a.y.bf16 + (size_t)m0 * a.y.ldy : nullptr;
+  p.ldy = a.y.ldy;
+  return p;
+}
+
 Status runDecode(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, bool fp8Mma, int splitK,
                  GemmPlanInfo* info) {
   const Int4WeightsView& w = a.w;
@@ -133,20 +153,7 @@ Status runDecode(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, bool fp
   }
   splits = splits < 1 ? 1 : splits > chunks ? chunks : splits;
 
-  DecodeParams p{};
-  p.x8 = a.x8 + (size_t)m0 * K;
-  p.xScales = a.xScales + m0;
-  p.M = mTile;
-  p.actE5M2 = a.actFormat == Fp8Format::E5M2;
-  p.codes = w.codes;
-  p.groupScales = w.groupScales;
-  p.zeros = w.zeros;
-  p.channelScales = w.channelScales;
-  p.N = N, p.K = K, p.G = w.groupSize;
-  p.wFormat = w.format;
-  p.yF32 = a.y.f32 ? a.y.f32 + (size_t)m0 * a.y.ldy : nullptr;
-  p.yBf16 = a.y.bf16 ? a.y.bf16 + (size_t)m0 * a.y.ldy : nullptr;
-  p.ldy = a.y.ldy;
+  DecodeParams p = fusedParams(a, m0, mTile);
   p.splits = splits;
   if (splits > 1) {
     Status s = ensureScratch(ctx, &ctx->partials, &ctx->partialsBytes, (size_t)splits * mTile * N * sizeof(float));
@@ -190,20 +197,7 @@ Status runGemv(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, int warps
   const int N = w.rows, K = w.cols;
   int warps = warpsOverride > 0 ? warpsOverride : chooseGemvWarps(mTile, N, K, ctx->multiprocessors);
   warps = warps > 8 ? 8 : warps;
-  DecodeParams p{};
-  p.x8 = a.x8 + (size_t)m0 * K;
-  p.xScales = a.xScales + m0;
-  p.M = mTile;
-  p.actE5M2 = a.actFormat == Fp8Format::E5M2;
-  p.codes = w.codes;
-  p.groupScales = w.groupScales;
-  p.zeros = w.zeros;
-  p.channelScales = w.channelScales;
-  p.N = N, p.K = K, p.G = w.groupSize;
-  p.wFormat = w.format;
-  p.yF32 = a.y.f32 ? a.y.f32 + (size_t)m0 * a.y.ldy : nullptr;
-  p.yBf16 = a.y.bf16 ? a.y.bf16 + (size_t)m0 * a.y.ldy : nullptr;
-  p.ldy = a.y.ldy;
+  DecodeParams p = fusedParams(a, m0, mTile);
   p.splits = 1;
   W4A8_CUDA_TRY(ctx, launchGemv(p, warps, ctx->stream));
   if (info) {

@@ -205,16 +205,12 @@ __global__ void __launch_bounds__(kDecodeThreads, NT <= 2 ? 2 : 1) decodeGemmKer
           acc[nt][3] += d[3];
         }
       } else {
-        uint32_t a0k01, a0k23, a1k01, a1k23, a0k45, a0k67, a1k45, a1k67;
-        fp8x4ToF16<kWeightsE5M2>(lo0, a0k01, a0k23);
-        fp8x4ToF16<kWeightsE5M2>(lo1, a1k01, a1k23);
-        fp8x4ToF16<kWeightsE5M2>(hi0, a0k45, a0k67);
-        fp8x4ToF16<kWeightsE5M2>(hi1, a1k45, a1k67);
+        uint32_t a[8];
+        wordToF16<kWeightsE5M2>(lo0, lo1, hi0, hi1, a);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           const uint4 b = *reinterpret_cast<const uint4*>(xLane + 8 * nt * Tile::kRowBytes + 16 * i);
-          mmaF16(acc[nt], a0k01, a1k01, a0k23, a1k23, b.x, b.y);
-          mmaF16(acc[nt], a0k45, a1k45, a0k67, a1k67, b.z, b.w);
+          mmaWordF16(acc[nt], a, b.x, b.y, b.z, b.w);
         }
       }
       if ((i & 3) == 3 && hasNext) loadPiece(c + 1, i >> 2);  // this piece's codes are consumed

@@ -131,4 +131,21 @@ __device__ __forceinline__ void mmaE4M3(float d[4], uint32_t a0, uint32_t a1, ui
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(z));
 }
 
+// The FP16 A operands of one 32-bit word of codes per row (8 k): lo / hi = FP8 weights k 0..3 / 4..7 of rows
+// g (suffix 0) and g + 8 (suffix 1), as lookup8 gives them; a[0..3] feed the MMA of k 0..3, a[4..7] k 4..7.
+template <bool kE5M2>
+__device__ __forceinline__ void wordToF16(uint32_t lo0, uint32_t lo1, uint32_t hi0, uint32_t hi1, uint32_t a[8]) {
+  fp8x4ToF16<kE5M2>(lo0, a[0], a[2]);
+  fp8x4ToF16<kE5M2>(lo1, a[1], a[3]);
+  fp8x4ToF16<kE5M2>(hi0, a[4], a[6]);
+  fp8x4ToF16<kE5M2>(hi1, a[5], a[7]);
+}
+
+// acc += the word's 16 x 8 products: two m16n8k16 MMAs with x (FP16 pairs) of k 0-1, 2-3 and 4-5, 6-7.
+__device__ __forceinline__ void mmaWordF16(float acc[4], const uint32_t a[8], uint32_t b01, uint32_t b23, uint32_t b45,
+                                           uint32_t b67) {
+  mmaF16(acc, a[0], a[1], a[2], a[3], b01, b23);
+  mmaF16(acc, a[4], a[5], a[6], a[7], b45, b67);
+}
+
 }  // namespace w4a8::cudakern

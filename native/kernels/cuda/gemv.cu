@@ -171,19 +171,15 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
       uint32_t lo0, hi0, lo1, hi1;
       lookup8(word(pc.w0, i), lut0, lo0, hi0);
       lookup8(word(pc.w1, i), lut1, lo1, hi1);
-      uint32_t a0k01, a0k23, a1k01, a1k23, a0k45, a0k67, a1k45, a1k67;
-      fp8x4ToF16<kWeightsE5M2>(lo0, a0k01, a0k23);
-      fp8x4ToF16<kWeightsE5M2>(lo1, a1k01, a1k23);
-      fp8x4ToF16<kWeightsE5M2>(hi0, a0k45, a0k67);
-      fp8x4ToF16<kWeightsE5M2>(hi1, a1k45, a1k67);
+      uint32_t a[8];
+      wordToF16<kWeightsE5M2>(lo0, lo1, hi0, hi1, a);
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
         const uint4& x = xa[nt][i >> 1];  // FP8 x at k + 8 i .. + 7: words 2 (i & 1) and 2 (i & 1) + 1
         uint32_t b01, b23, b45, b67;
         fp8x4ToF16<kActE5M2>(word(x, 2 * (i & 1)), b01, b23);
         fp8x4ToF16<kActE5M2>(word(x, 2 * (i & 1) + 1), b45, b67);
-        mmaF16(acc[nt], a0k01, a1k01, a0k23, a1k23, b01, b23);
-        mmaF16(acc[nt], a0k45, a1k45, a0k67, a1k67, b45, b67);
+        mmaWordF16(acc[nt], a, b01, b23, b45, b67);
       }
     }
   };
