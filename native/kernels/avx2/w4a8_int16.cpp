@@ -398,7 +398,7 @@ void buildRowTables(RowKind kind, const WeightRow& t, int groups, const TableCon
 template <int G>
 W4A8_ALWAYS_INLINE void blockTables(const __m256i* tables, int b, __m256i& low, __m256i& high);
 
-// Where a one-token row finds its block tables: built for the row (buildRowTables), or prepared with the
+// Where a row finds its block tables (fused and tile paths alike): built for the row (buildRowTables), or prepared with the
 // weights (kernels/int4_tables.h: the entry of each group, broadcast to the lanes by the loads themselves).
 template <int G>
 struct BuiltTables {
@@ -546,7 +546,7 @@ __attribute__((noinline)) __m256 fusedExtraPlanes(const Problem& pr, const Weigh
   return total;
 }
 
-// M = 1: one weight row, whose tables are built (buildRowTables). Per output, 8 FP32 lanes add the blocks'
+// M = 1: one weight row, with its block tables (built or prepared). Per output, 8 FP32 lanes add the blocks'
 // plane-0 sums in block order, then those of plane 1, then plane 2 (every path adds in this order).
 template <int G, class Tables>
 float fusedRow(const Problem& pr, const WeightRow& t, const uint8_t* rowCodes, const Tables tables) {
@@ -659,16 +659,16 @@ void fusedRows(const Problem& pr, int nBegin, int nEnd) {
   }
 }
 
-// Decodes row r of a tile into decoded[c][r][16] for every chunk c; a generic row decodes to zeros.
-template <int G>
-void decodeTileRow(const Problem& pr, const WeightRow& t, RowKind kind, const uint8_t* rowCodes, int r,
-                   __m256i* tables, int16_t* decoded) {
+// Decodes row r of a tile into decoded[c][r][16] for every chunk c, with the row's block tables (BuiltTables
+// after buildRowTables, or PreparedTables); a generic row decodes to zeros.
+template <int G, class Tables>
+void decodeTileRow(const Problem& pr, bool generic, const uint8_t* rowCodes, int r, const Tables tables,
+                   int16_t* decoded) {
   constexpr int kSubBlocks = std::max(G, kSubBlockK) / kSubBlockK;
   const Activations& x = pr.x;
-  if (!kind.generic) buildRowTables<G>(kind, t, x.groups, pr.tc, tables);
   for (int b = 0; b < x.blocks; ++b) {
     __m256i low = _mm256_setzero_si256(), high = low;
-    if (!kind.generic) blockTables<G>(tables, b, low, high);
+    if (!generic) tables.block(b, low, high);
     for (int sb = 0; sb < kSubBlocks; ++sb) {
       const int j = b * kSubBlocks + sb;
       int16_t* out = decoded + ((size_t)j * 4 * kTileRows + r) * kChunkK;
@@ -818,19 +818,33 @@ void microKernelForRows(int nr, int mr, const Problem& pr, int m0, int b0, int b
 // M >= 2: kTileRows weight rows at a time are decoded into s.decoded, then multiplied by all M tokens,
 // kPanelK k at a time (the decoded panel stays in L1 while the tokens stream through), kTileTokens tokens
 // at a time; the FP32 lane sums of every (token, row) live in a per-thread [M][kTileRows][8] buffer.
+// Where the weights have prepared tables (kernels/int4_tables.h), rows decode from them: building a row's
+// tables cost as much as decoding it, for every call.
 template <int G>
 void tileRows(const Problem& pr, int M, int nBegin, int nEnd) {
   const Int4WeightsView& w = pr.a.w;
   const int blocks = pr.x.blocks;
   WeightScratch s = weightScratch(w.groups(), pr.x.Kp, w.cols);
   float* acc = static_cast<float*>(fast::threadScratch(fast::kScratchAccumulators, (size_t)M * kTileRows * 8 * 4));
+  const int groups = w.groups();
+  const Int4Tables* prepared = w.tables && w.tables->describes(w) ? w.tables : nullptr;
   for (int n0 = nBegin; n0 < nEnd; n0 += kTileRows) {
     const int nr = std::min(kTileRows, nEnd - n0);
     bool ok[kTileRows];
     for (int r = 0; r < nr; ++r) {
-      const RowKind kind = prepareWeightRow(w, n0 + r, pr.wf, s.rows[r]);
+      const int n = n0 + r;
+      const uint8_t* rowCodes = w.codes + (size_t)n * (w.cols / 2);
+      if (prepared) {  // the bases and tables from the prepared form (the same W and bases as built ones)
+        ok[r] = !prepared->rowGeneric[n];
+        if (ok[r]) preparedBases(prepared->baseRow(n), groups, s.rows[r].base);
+        decodeTileRow<G>(pr, !ok[r], rowCodes, r, PreparedTables<G>{prepared->entries.data(), prepared->indexRow(n), groups},
+                         s.decoded);
+        continue;
+      }
+      const RowKind kind = prepareWeightRow(w, n, pr.wf, s.rows[r]);
       ok[r] = !kind.generic;
-      decodeTileRow<G>(pr, s.rows[r], kind, w.codes + (size_t)(n0 + r) * (w.cols / 2), r, s.tables, s.decoded);
+      if (ok[r]) buildRowTables<G>(kind, s.rows[r], groups, pr.tc, s.tables);
+      decodeTileRow<G>(pr, kind.generic, rowCodes, r, BuiltTables<G>{s.tables}, s.decoded);
     }
     std::memset(acc, 0, (size_t)M * kTileRows * 8 * 4);
     for (int b0 = 0; b0 < blocks; b0 += kPanelBlocks) {

@@ -415,6 +415,29 @@ void buildRowTables(RowKind kind, const WeightRow& t, int groups, int blocks, co
   }
 }
 
+// The tables buildTables makes, copied from the weights' prepared tables (kernels/int4_tables.h) instead of
+// computed: the same W in the same layout, zero for the padding groups past the last one. Plain 16- and
+// 32-byte copies (stores, not shuffles: the decode's vpshufb and vpunpck already keep port 5 busy).
+template <int G>
+void copyPreparedTables(const Int4TableEntry* entries, const uint16_t* index, int groups, int blocks, __m512i* tables) {
+  if constexpr (G == 128) {  // the 16 words of W twice, one zmm per group = block
+    for (int b = 0; b < blocks; ++b)
+      _mm512_store_si512(tables + b, _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)entries[index[b]].words)));
+  } else {  // block b: tables[2b] low bytes, tables[2b + 1] high bytes, one group per 128-bit lane
+    constexpr int kPerBlock = kBlockK / G, kLanes = 4 / kPerBlock;  // groups per block, lanes per group
+    if (groups < blocks * kPerBlock) {  // a last block with padding groups: zero first
+      _mm512_store_si512(tables + 2 * (blocks - 1), _mm512_setzero_si512());
+      _mm512_store_si512(tables + 2 * (blocks - 1) + 1, _mm512_setzero_si512());
+    }
+    for (int g = 0; g < groups; ++g) {
+      const Int4TableEntry& e = entries[index[g]];
+      const __m128i low = _mm_load_si128((const __m128i*)e.low), high = _mm_load_si128((const __m128i*)e.high);
+      __m128i* out = reinterpret_cast<__m128i*>(tables + 2 * (g / kPerBlock)) + kLanes * (g % kPerBlock);
+      for (int l = 0; l < kLanes; ++l) _mm_store_si128(out + l, low), _mm_store_si128(out + 4 + l, high);
+    }
+  }
+}
+
 // 64 code bytes -> the 4 int16 vectors of W of one block (vector v as at the top).
 W4A8_ALWAYS_INLINE void decodeBlock(__m512i codes, __m512i low, __m512i high, __m512i (&w)[4]) {
   const __m512i nibble = _mm512_set1_epi8(0x0F);
@@ -659,15 +682,17 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
   uint8_t* w8Row = reinterpret_cast<uint8_t*>(s + rowBytes * tileRows + accBytes);
   bool allGeneric = true;
   for (int m = 0; m < M; ++m) allGeneric &= x.generic[m] != 0;
-  // One token, G = 128: the weights' prepared tables where they have them (kernels/int4_tables.h).
+  // The weights' prepared tables where they have them (kernels/int4_tables.h): read in the block loop for one
+  // token and G = 128 (rowPrepared128), copied into the row's tables otherwise (copyPreparedTables).
   const Int4Tables* prepared = w.tables && w.tables->describes(w) ? w.tables : nullptr;
-  const bool usePrepared = G == 128 && M == 1 && prepared;
+  const bool fused = G == 128 && M == 1;  // tables made inside the block loop (rowFused128, rowPrepared128)
+  const bool usePrepared = fused && prepared;
   for (int n0 = nBegin; n0 < nEnd; n0 += tileRows) {
     const int nr = std::min(tileRows, nEnd - n0);
-    if (usePrepared && n0 + nr < nEnd) {  // the next row's table indices and bases
-      const int n1 = n0 + nr;
-      for (int g = 0; g < groups; g += 32) _mm_prefetch((const char*)(prepared->indexRow(n1) + g), _MM_HINT_T0);
-      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(prepared->baseRow(n1) + g), _MM_HINT_T0);
+    if (prepared && n0 + nr < nEnd) {  // the next tile's table indices and bases
+      const int n1 = n0 + nr, rows = std::min(tileRows, nEnd - n1);  // (a tile's rows are contiguous)
+      for (int g = 0; g < groups * rows; g += 32) _mm_prefetch((const char*)(prepared->indexRow(n1) + g), _MM_HINT_T0);
+      for (int g = 0; g < groups * rows; g += 64) _mm_prefetch((const char*)(prepared->baseRow(n1) + g), _MM_HINT_T0);
     } else if (n0 + nr < nEnd) {  // the next tile's scales and zero points (its codes are prefetched by the block loop)
       const int n1 = n0 + nr;
       for (int g = 0; g < groups; g += 16) _mm_prefetch((const char*)(w.groupScales + (size_t)n1 * groups + g), _MM_HINT_T0);
@@ -675,19 +700,21 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
     }
     bool generic[kTileRows];
     RowKind kinds[kTileRows];
-    const bool fused = G == 128 && M == 1;  // tables built inside the block loop (rowFused128)
     for (int r = 0; r < nr; ++r) {
       RowKind kind;
-      if (usePrepared) {  // the bases from the prepared form; the tables are read in the block loop
+      if (prepared) {  // the bases and tables from the prepared form
         kind = {allGeneric || prepared->rowGeneric[n0 + r] != 0, false, false};
-        if (!kind.generic) preparedBases(prepared->baseRow(n0 + r), groups, padded, rows[r].base);
+        if (!kind.generic) {
+          preparedBases(prepared->baseRow(n0 + r), groups, padded, rows[r].base);
+          if (!fused) copyPreparedTables<G>(prepared->entries.data(), prepared->indexRow(n0 + r), groups, blocks, tables[r]);
+        }
       } else {
         kind = allGeneric ? RowKind{true, false, false} : prepareWeightRow(w, n0 + r, pr.wf, rows[r]);
+        if (!kind.generic && !fused) buildRowTables<G>(kind, rows[r], groups, blocks, pr.tc, tables[r]);
       }
       generic[r] = kind.generic;
       kinds[r] = kind;
       if (kind.generic) continue;
-      if (!fused) buildRowTables<G>(kind, rows[r], groups, blocks, pr.tc, tables[r]);
       for (int m = 0; m < M; ++m) {
         const float* xu = x.units(m);
         float* u = units[r] + (size_t)m * padded;
