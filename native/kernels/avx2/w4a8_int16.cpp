@@ -818,8 +818,8 @@ void microKernelForRows(int nr, int mr, const Problem& pr, int m0, int b0, int b
 // M >= 2: kTileRows weight rows at a time are decoded into s.decoded, then multiplied by all M tokens,
 // kPanelK k at a time (the decoded panel stays in L1 while the tokens stream through), kTileTokens tokens
 // at a time; the FP32 lane sums of every (token, row) live in a per-thread [M][kTileRows][8] buffer.
-// Where the weights have prepared tables (kernels/int4_tables.h), rows decode from them: building a row's
-// tables cost as much as decoding it, for every call.
+// Where the weights have prepared tables (kernels/int4_tables.h), rows decode from them instead of building
+// their tables on every call (measured, 4096 x 11008, G = 128, 2 cores: M = 2 3.7 against 4.4 ms).
 template <int G>
 void tileRows(const Problem& pr, int M, int nBegin, int nEnd) {
   const Int4WeightsView& w = pr.a.w;
