@@ -438,8 +438,10 @@ struct PreparedRowTables {
   const uint16_t* index;  // the row's groups
   int groups;
   W4A8_ALWAYS_INLINE const Int4TableEntry& entry(int g) const { return g < groups ? entries[index[g]] : kZeroEntry; }
+  // (Every block of G = 128 is a whole group, so no padding check: with it, GCC loaded the words and broadcast
+  // them with a port-5 shuffle instead of one vbroadcasti64x4 from memory, 7% of the M = 4 loop's samples.)
   W4A8_ALWAYS_INLINE __m512i table128(int b) const {
-    return _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)entry(b).words));
+    return _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)entries[index[b]].words));
   }
   W4A8_ALWAYS_INLINE void block(int b, __m512i& low, __m512i& high) const {
     if constexpr (G == 64) {  // groups 2b, 2b, 2b + 1, 2b + 1: broadcast loads and one insert per table
