@@ -57,7 +57,14 @@ const QUICK_SHAPES = ['4096x4096', '4096x11008'];
 const QUICK_M = [1, 16, 64];
 
 const FORMAT = 'e4m3fn';
-const GROUP_SIZE = 128;
+// INT4 group size: 128 unless W4A8_BENCH_GROUP says 32 or 64 (an environment variable, so that the per-backend
+// child processes see it too; the kernels have separate code for each G).
+const GROUP_SIZE = (() => {
+  const text = process.env.W4A8_BENCH_GROUP;
+  if (text === undefined || text === '') return 128;
+  if (!['32', '64', '128'].includes(text)) fail(`W4A8_BENCH_GROUP must be 32, 64 or 128, got '${text}'`);
+  return Number(text);
+})();
 const SEED = 1;
 const PROBE_BYTES = 1 << 30;
 
@@ -79,6 +86,7 @@ function usage() {
   --no-tables             INT4 weights without prepared group tables (addon.prepareInt4Tables): the int16 W4A8
                           kernels then build them on every call
   --out DIR               where the JSON and SVG go (default bench/results)
+  (environment) W4A8_BENCH_GROUP=32|64  INT4 group size of the weights (default 128)
   --replot FILE.json      only redraw the SVG of an earlier run (written beside the JSON)
   --cuda                  the GPU bench instead (bench/cuda-kernels.mjs: W4A8 vs cuBLAS BF16 vs cuBLASLt FP8, M = 1..4096,
                           ratios to the GPU's measured HBM bandwidth and FP8 peak); needs a CUDA build and a Hopper GPU

@@ -798,27 +798,29 @@ TEST(avx2_w4a8_products_are_exact_across_activation_planes) {
 }
 
 TEST(avx2_w4a8_outputs_do_not_depend_on_batch_size_with_wide_activations) {
-  // M = 1 runs the fused path, larger M the tile path; both add the planes in the same order (plane 0 of
-  // every block, then plane 1, then plane 2), so row m of a batch equals row m alone, bit for bit. M = 7 stays
-  // below every table's pooledMinRows (8): avx512 and amx switch bodies there, and are batch-invariant on each
-  // side of it only (outputs_do_not_depend_on_batch_size covers both sides).
+  // M = 1 runs the fused path, M = 2..4 the fused path on one decode for all tokens, larger M the tile path; all
+  // add the planes in the same order (plane 0 of every block, then plane 1, then plane 2), so row m of a batch
+  // equals row m alone, bit for bit. M = 7 stays below every table's pooledMinRows (8): avx512 and amx switch
+  // bodies there, and are batch-invariant on each side of it only (outputs_do_not_depend_on_batch_size covers
+  // both sides).
   std::vector<const KernelTable*> all = fastBackends();
   all.push_back(kernelsFor("reference"));
   for (Fp8Format af : {Fp8Format::E5M2, Fp8Format::E4M3FN})
-    for (int G : kGroups) {
-      Int4Layer l = makeInt4Layer(9200 + G, 7, 23, 5 * G, G, Fp8Format::E4M3FN, af, false, false);
-      fillWideActivations(l, 9300 + G);
-      for (const KernelTable* t : all) {
-        const std::vector<float> batch = runW4A8(*t, l);
-        for (int m = 0; m < l.M; m += 3) {
-          std::vector<float> one(l.N);
-          t->gemmW4A8({l.x8.data() + (size_t)m * l.K, l.xScales.data() + m, af, 1, l.view(), {one.data(), nullptr, l.N}},
-                      0, l.N);
-          CHECK(std::memcmp(one.data(), batch.data() + (size_t)m * l.N, l.N * 4) == 0, "%s x=%s G=%d row %d", t->name,
-                formatName(af), G, m);
+    for (int G : kGroups)
+      for (int M : {2, 3, 4, 5, 7}) {
+        Int4Layer l = makeInt4Layer(9200 + G + M, M, 23, 5 * G, G, Fp8Format::E4M3FN, af, false, false);
+        fillWideActivations(l, 9300 + G + M);
+        for (const KernelTable* t : all) {
+          const std::vector<float> batch = runW4A8(*t, l);
+          for (int m = 0; m < l.M; ++m) {
+            std::vector<float> one(l.N);
+            t->gemmW4A8({l.x8.data() + (size_t)m * l.K, l.xScales.data() + m, af, 1, l.view(), {one.data(), nullptr, l.N}},
+                        0, l.N);
+            CHECK(std::memcmp(one.data(), batch.data() + (size_t)m * l.N, l.N * 4) == 0, "%s x=%s G=%d M=%d row %d",
+                  t->name, formatName(af), G, M, m);
+          }
         }
       }
-    }
 }
 
 TEST(w4a8_sees_activations_changed_in_place_between_calls) {

@@ -1,6 +1,6 @@
 // Prepared group tables (kernels/int4_tables.h): their integers are the reference's FP8 weights exactly, and
 // every backend gives the same outputs with them as without, bit for bit, on every path that reads them
-// (one token: avx2 for every G, VNNI for G = 128) and every path that does not.
+// (avx2: every M and G; VNNI: M < 8, every G) and every path that does not.
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -83,18 +83,19 @@ TEST(int4_tables_hold_the_reference_fp8_weights_exactly) {
 }
 
 TEST(int4_tables_give_the_same_outputs_bit_for_bit_on_every_backend) {
-  // Odd and even N, K with odd and even group counts, M = 1 (the paths that read the tables) and 2, 9 (that
-  // do not), every format, packed and extreme scales, activations of one and of several planes.
+  // Odd and even N, K of 1 to 7 groups (odd and even counts, whole and part blocks), M = 1..7 (one-token and
+  // batched paths, all read the tables on avx2 and VNNI) and 9 (avx2's tiles; AMX and vdpbf16ps, which do
+  // not read them), every format, packed and extreme scales, activations of one and of several planes.
   std::vector<const KernelTable*> backends;
   for (const char* const* name = kernelNames(); *name; ++name)
     if (const KernelTable* t = kernelsFor(*name)) backends.push_back(t);
   int i = 0;
   for (Fp8Format wf : kFormats)
     for (int G : {32, 64, 128})
-      for (int M : {1, 2, 9})
+      for (int M : {1, 2, 3, 4, 5, 6, 7, 9})
         for (bool extreme : {false, true}) {
           ++i;
-          const int N = 5 + i % 4, K = G * (1 + i % 3);
+          const int N = 5 + i % 4, K = G * (1 + i % 7);
           const Fp8Format af = kFormats[i % 3];
           Int4Layer l = makeInt4Layer(800 + i, M, N, K, G, wf, af, i % 2, i % 4 == 0);
           if (extreme) extremeScales(l, 900 + i);

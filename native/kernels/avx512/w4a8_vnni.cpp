@@ -415,6 +415,53 @@ void buildRowTables(RowKind kind, const WeightRow& t, int groups, int blocks, co
   }
 }
 
+// Where rowTokens finds block b's tables: built for the row (buildRowTables), or made in the block loop from
+// the weights' prepared tables (kernels/int4_tables.h), the same W in the same layout as buildTables's:
+//   table128(b) (G = 128): the vpermw table, the group's 16 words twice;
+//   block(b, low, high) (G = 32, 64): the vpshufb tables of the low and high bytes, one group per 128-bit lane.
+// Made in the loop rather than copied into the row's tables: at M = 1, G = 64 the copy's 16-byte stores (4 per
+// group) cost more than computing the tables (measured: 2.0 against 1.7 ms for 4096 x 11008 on 2 cores).
+struct BuiltRowTables {
+  const __m512i* tables;
+  W4A8_ALWAYS_INLINE __m512i table128(int b) const { return _mm512_load_si512(tables + b); }
+  W4A8_ALWAYS_INLINE void block(int b, __m512i& low, __m512i& high) const {
+    low = _mm512_load_si512(tables + 2 * b);
+    high = _mm512_load_si512(tables + 2 * b + 1);
+  }
+};
+
+alignas(64) constexpr Int4TableEntry kZeroEntry{};  // the padding groups past the last one (W = 0)
+
+template <int G>
+struct PreparedRowTables {
+  const Int4TableEntry* entries;
+  const uint16_t* index;  // the row's groups
+  int groups;
+  W4A8_ALWAYS_INLINE const Int4TableEntry& entry(int g) const { return g < groups ? entries[index[g]] : kZeroEntry; }
+  // (Every block of G = 128 is a whole group, so no padding check: with it, GCC loaded the words and broadcast
+  // them with a port-5 shuffle instead of one vbroadcasti64x4 from memory, 7% of the M = 4 loop's samples.)
+  W4A8_ALWAYS_INLINE __m512i table128(int b) const {
+    return _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)entries[index[b]].words));
+  }
+  W4A8_ALWAYS_INLINE void block(int b, __m512i& low, __m512i& high) const {
+    if constexpr (G == 64) {  // groups 2b, 2b, 2b + 1, 2b + 1: broadcast loads and one insert per table
+      const Int4TableEntry &a = entry(2 * b), &c = entry(2 * b + 1);
+      low = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)a.low))),
+                               _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)c.low)), 1);
+      high = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)a.high))),
+                                _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)c.high)), 1);
+    } else {  // groups 4b .. 4b + 3: [L | H] of two groups per zmm (low and high are adjacent), then two shuffles
+      const Int4TableEntry &a = entry(4 * b), &c = entry(4 * b + 1), &d = entry(4 * b + 2), &e = entry(4 * b + 3);
+      const __m512i ac = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256((const __m256i*)a.low)),
+                                            _mm256_load_si256((const __m256i*)c.low), 1);  // [La, Ha, Lc, Hc]
+      const __m512i de = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256((const __m256i*)d.low)),
+                                            _mm256_load_si256((const __m256i*)e.low), 1);  // [Ld, Hd, Le, He]
+      low = _mm512_shuffle_i32x4(ac, de, 0x88);   // lanes 0, 2 of each
+      high = _mm512_shuffle_i32x4(ac, de, 0xDD);  // lanes 1, 3 of each
+    }
+  }
+};
+
 // 64 code bytes -> the 4 int16 vectors of W of one block (vector v as at the top).
 W4A8_ALWAYS_INLINE void decodeBlock(__m512i codes, __m512i low, __m512i high, __m512i (&w)[4]) {
   const __m512i nibble = _mm512_set1_epi8(0x0F);
@@ -509,8 +556,8 @@ W4A8_ALWAYS_INLINE __m512 extraPlanes(const Activations& x, int m, int b, int pl
 // Tokens [m0, m0 + MR) of the pass times one weight row (tables built), blocks [b0, b1): acc (one 16-lane FP32
 // accumulator per token) is loaded, advanced block by block and stored back, so that splitting the blocks
 // into panels does not change a bit. units: [MR][stride] base_w * unit_x per group.
-template <int G, int MR, bool kPlanes>
-__attribute__((noinline)) void rowTokens(const Activations& x, const uint8_t* rowCodes, const __m512i* tables,
+template <int G, int MR, bool kPlanes, class Tables>
+__attribute__((noinline)) void rowTokens(const Activations& x, const uint8_t* rowCodes, const Tables tables,
                                          const float* units, int m0, int b0, int b1, __m512* accIO) {
   const int fullBlocks = x.K / kBlockK, stride = x.stride;
   __m512 acc[MR];
@@ -525,8 +572,13 @@ __attribute__((noinline)) void rowTokens(const Activations& x, const uint8_t* ro
                                          : _mm512_maskz_loadu_epi8(_cvtu64_mask64((1ull << ((x.K - b * kBlockK) / 2)) - 1),
                                                                    rowCodes + (size_t)b * 64);
     __m512i w[4];
-    if constexpr (G == 128) decodeBlock128(codes, _mm512_load_si512(tables + b), w);
-    else decodeBlock(codes, _mm512_load_si512(tables + 2 * b), _mm512_load_si512(tables + 2 * b + 1), w);
+    if constexpr (G == 128) {
+      decodeBlock128(codes, tables.table128(b), w);
+    } else {
+      __m512i low, high;
+      tables.block(b, low, high);
+      decodeBlock(codes, low, high, w);
+    }
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const __m512 unit = blockUnit<G>(units + (size_t)m * stride, b);
@@ -538,16 +590,16 @@ __attribute__((noinline)) void rowTokens(const Activations& x, const uint8_t* ro
   for (int m = 0; m < MR; ++m) _mm512_store_ps(accIO + m, acc[m]);
 }
 
-template <int G, int MR = 1>
-void rowTokensFor(int mr, const Activations& x, const uint8_t* rowCodes, const __m512i* tables, const float* units,
+template <int G, class Tables, int MR = 1>
+void rowTokensFor(int mr, const Activations& x, const uint8_t* rowCodes, const Tables tables, const float* units,
                   int m0, int b0, int b1, __m512* acc) {
   if constexpr (MR <= kMaxTokens) {
-    if (mr != MR) return rowTokensFor<G, MR + 1>(mr, x, rowCodes, tables, units, m0, b0, b1, acc);
+    if (mr != MR) return rowTokensFor<G, Tables, MR + 1>(mr, x, rowCodes, tables, units, m0, b0, b1, acc);
     // Most tokens need one plane in every block: their loop does not look at the plane counts.
     bool planes = false;
     for (int m = m0; m < m0 + MR; ++m) planes |= x.multiPlane[m] != 0;
-    if (planes) rowTokens<G, MR, true>(x, rowCodes, tables, units, m0, b0, b1, acc);
-    else rowTokens<G, MR, false>(x, rowCodes, tables, units, m0, b0, b1, acc);
+    if (planes) rowTokens<G, MR, true, Tables>(x, rowCodes, tables, units, m0, b0, b1, acc);
+    else rowTokens<G, MR, false, Tables>(x, rowCodes, tables, units, m0, b0, b1, acc);
   }
 }
 
@@ -659,15 +711,17 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
   uint8_t* w8Row = reinterpret_cast<uint8_t*>(s + rowBytes * tileRows + accBytes);
   bool allGeneric = true;
   for (int m = 0; m < M; ++m) allGeneric &= x.generic[m] != 0;
-  // One token, G = 128: the weights' prepared tables where they have them (kernels/int4_tables.h).
+  // The weights' prepared tables where they have them (kernels/int4_tables.h), read in the block loop
+  // (rowPrepared128 for one token and G = 128, rowTokens with PreparedRowTables otherwise).
   const Int4Tables* prepared = w.tables && w.tables->describes(w) ? w.tables : nullptr;
-  const bool usePrepared = G == 128 && M == 1 && prepared;
+  const bool fused = G == 128 && M == 1;  // tables made inside the block loop (rowFused128, rowPrepared128)
+  const bool usePrepared = fused && prepared;
   for (int n0 = nBegin; n0 < nEnd; n0 += tileRows) {
     const int nr = std::min(tileRows, nEnd - n0);
-    if (usePrepared && n0 + nr < nEnd) {  // the next row's table indices and bases
-      const int n1 = n0 + nr;
-      for (int g = 0; g < groups; g += 32) _mm_prefetch((const char*)(prepared->indexRow(n1) + g), _MM_HINT_T0);
-      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(prepared->baseRow(n1) + g), _MM_HINT_T0);
+    if (prepared && n0 + nr < nEnd) {  // the next tile's table indices and bases
+      const int n1 = n0 + nr, rows = std::min(tileRows, nEnd - n1);  // (a tile's rows are contiguous)
+      for (int g = 0; g < groups * rows; g += 32) _mm_prefetch((const char*)(prepared->indexRow(n1) + g), _MM_HINT_T0);
+      for (int g = 0; g < groups * rows; g += 64) _mm_prefetch((const char*)(prepared->baseRow(n1) + g), _MM_HINT_T0);
     } else if (n0 + nr < nEnd) {  // the next tile's scales and zero points (its codes are prefetched by the block loop)
       const int n1 = n0 + nr;
       for (int g = 0; g < groups; g += 16) _mm_prefetch((const char*)(w.groupScales + (size_t)n1 * groups + g), _MM_HINT_T0);
@@ -675,19 +729,18 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
     }
     bool generic[kTileRows];
     RowKind kinds[kTileRows];
-    const bool fused = G == 128 && M == 1;  // tables built inside the block loop (rowFused128)
     for (int r = 0; r < nr; ++r) {
       RowKind kind;
-      if (usePrepared) {  // the bases from the prepared form; the tables are read in the block loop
+      if (prepared) {  // the bases and tables from the prepared form
         kind = {allGeneric || prepared->rowGeneric[n0 + r] != 0, false, false};
         if (!kind.generic) preparedBases(prepared->baseRow(n0 + r), groups, padded, rows[r].base);
       } else {
         kind = allGeneric ? RowKind{true, false, false} : prepareWeightRow(w, n0 + r, pr.wf, rows[r]);
+        if (!kind.generic && !fused) buildRowTables<G>(kind, rows[r], groups, blocks, pr.tc, tables[r]);
       }
       generic[r] = kind.generic;
       kinds[r] = kind;
       if (kind.generic) continue;
-      if (!fused) buildRowTables<G>(kind, rows[r], groups, blocks, pr.tc, tables[r]);
       for (int m = 0; m < M; ++m) {
         const float* xu = x.units(m);
         float* u = units[r] + (size_t)m * padded;
@@ -705,7 +758,12 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
           else if (usePrepared && x.multiPlane[m0]) rowPrepared128<true>(x, w.codes + (size_t)(n0 + r) * (K / 2), prepared->entries.data(), prepared->indexRow(n0 + r), units[r], m0, acc + (size_t)r * M + m0);
           else if (usePrepared) rowPrepared128<false>(x, w.codes + (size_t)(n0 + r) * (K / 2), prepared->entries.data(), prepared->indexRow(n0 + r), units[r], m0, acc + (size_t)r * M + m0);
           else if (fused) rowFused128For(kinds[r], x, w.codes + (size_t)(n0 + r) * (K / 2), rows[r], pr.tc, units[r], m0, acc + (size_t)r * M + m0);
-          else rowTokensFor<G>(std::min(kMaxTokens, M - m0), x, w.codes + (size_t)(n0 + r) * (K / 2), tables[r],
+          else if (prepared)
+            rowTokensFor<G>(std::min(kMaxTokens, M - m0), x, w.codes + (size_t)(n0 + r) * (K / 2),
+                            PreparedRowTables<G>{prepared->entries.data(), prepared->indexRow(n0 + r), groups},
+                            units[r] + (size_t)m0 * padded, m0, b0, b1, acc + (size_t)r * M + m0);
+          else
+            rowTokensFor<G>(std::min(kMaxTokens, M - m0), x, w.codes + (size_t)(n0 + r) * (K / 2), BuiltRowTables{tables[r]},
                             units[r] + (size_t)m0 * padded, m0, b0, b1, acc + (size_t)r * M + m0);
     }
     for (int r = 0; r < nr; ++r) {
