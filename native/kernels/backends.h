@@ -51,6 +51,10 @@ void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd);
 void gemmW4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a);
 void gemmW8A8Pooled(ThreadPool& pool, const W8A8GemmArgs& a);
 void gemmW4A16Pooled(ThreadPool& pool, const W4A16GemmArgs& a);
+// y [M, N] = x [M, K] (FP32) times BF16 weights w [N, K]ᵀ, FP32 sums (the lm_head), on tiles. False when it
+// could not (an activation that is not finite or would split into BF16 subnormals): y is then incomplete and
+// the caller runs an FP32-FMA body.
+bool gemmBf16WeightsPooled(ThreadPool& pool, const float* x, int M, const uint16_t* w, int N, int K, float* y);
 }  // namespace amx
 
 }  // namespace w4a8

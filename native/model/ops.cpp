@@ -9,6 +9,8 @@
 #endif
 
 #include "fp8/fp8.h"
+#include "kernels/backends.h"
+#include "kernels/cpu_features.h"
 #include "kernels/dispatch.h"
 #include "runtime/thread_pool.h"
 
@@ -350,13 +352,26 @@ void runBf16Rows(Bf16RowsFn rows, const float* x, int M, const uint16_t* w, int 
   globalThreadPool().parallelFor(N, 16, [&](int begin, int end) { rows(x, M, w, K, y, N, begin, end); }, 4);
 }
 
+// From amx::kMinRows tokens on the amx backend, AMX tiles (the FP32 activations split exactly into three BF16
+// planes, kernels/amx/mixed_gemm.cpp): at 16 tokens the FP32-FMA body is compute-bound (about a fifth of a
+// batch-16 decode step of a 1B model on two cores). Below that, and when the tiles decline, FP32 FMA.
+bool bf16WeightsOnTiles(const float* x, int M, const uint16_t* w, int N, int K, float* y) {
+  return M >= amx::kMinRows && amx::gemmBf16WeightsPooled(globalThreadPool(), x, M, w, N, K, y);
+}
+
 }  // namespace
 
 void gemmBf16Weights(const float* x, int M, const uint16_t* w, int N, int K, float* y) {
+  if (!std::strcmp(activeKernels().name, "amx") && bf16WeightsOnTiles(x, M, w, N, K, y)) return;
   runBf16Rows(activeBf16Rows(), x, M, w, N, K, y);
 }
 
 bool gemmBf16WeightsWith(const char* isa, const float* x, int M, const uint16_t* w, int N, int K, float* y) {
+  if (!std::strcmp(isa, "amx")) {  // tiles from kMinRows tokens (when the CPU has AMX), avx512 below
+    if (!cpuFeatures().amxBackend()) return false;
+    if (bf16WeightsOnTiles(x, M, w, N, K, y)) return true;
+    isa = "avx512";
+  }
   const Bf16RowsFn rows = bf16RowsFor(isa);
   if (!rows) return false;
   runBf16Rows(rows, x, M, w, N, K, y);

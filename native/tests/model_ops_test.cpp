@@ -6,7 +6,10 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/backends.h"
+#include "kernels/cpu_features.h"
 #include "model/ops.h"
+#include "runtime/thread_pool.h"
 #include "tests/check.h"
 
 using namespace w4a8;
@@ -40,7 +43,7 @@ TEST(bf16_weight_gemm_every_body_matches_double_and_is_batch_invariant) {
     std::vector<uint16_t> w((size_t)N * K);
     for (float& v : x) v = rng.uniform(-2.0f, 2.0f);
     for (uint16_t& v : w) v = bf16Bits(rng.uniform(-1.0f, 1.0f));
-    for (const char* isa : {"reference", "avx2", "avx512"}) {
+    for (const char* isa : {"reference", "avx2", "avx512", "amx"}) {
       std::vector<float> y((size_t)M * N, NAN);
       if (!gemmBf16WeightsWith(isa, x.data(), M, w.data(), N, K, y.data())) continue;  // not on this CPU
       for (int m = 0; m < M; ++m)
@@ -55,6 +58,14 @@ TEST(bf16_weight_gemm_every_body_matches_double_and_is_batch_invariant) {
           CHECK(std::fabs(got - want) <= 1e-5 * magnitude + 1e-30, "%s M=%d N=%d K=%d y[%d,%d] = %g, want %g", isa, M, N, K, m,
                 n, got, want);
         }
+      // AMX tiles (M >= 8) give any batch of 8 or more the same bits: the first 8 rows alone against the batch.
+      if (!std::strcmp(isa, "amx") && M >= 8) {
+        std::vector<float> first8((size_t)8 * N);
+        gemmBf16WeightsWith(isa, x.data(), 8, w.data(), N, K, first8.data());
+        CHECK(std::memcmp(first8.data(), y.data(), first8.size() * sizeof(float)) == 0, "amx M=%d N=%d K=%d: first 8 rows differ",
+              M, N, K);
+        continue;
+      }
       // Each row alone (M = 1) gives bit-identical outputs to the same row inside the batch.
       for (int m = 0; m < M; ++m) {
         std::vector<float> alone(N);
@@ -64,6 +75,41 @@ TEST(bf16_weight_gemm_every_body_matches_double_and_is_batch_invariant) {
       }
     }
   }
+}
+
+TEST(bf16_weight_gemm_on_amx_tiles_runs_them_and_declines_what_they_cannot_do_exactly) {
+  if (!cpuFeatures().amxBackend()) {
+    std::fprintf(stderr, "  no AMX on this CPU: skipped\n");
+    return;
+  }
+  w4a8test::Rng rng(20261201);
+  const int M = 9, N = 33, K = 300;
+  std::vector<float> x((size_t)M * K), y((size_t)M * N);
+  std::vector<uint16_t> w((size_t)N * K);
+  for (float& v : x) v = rng.uniform(-3.0f, 3.0f);
+  for (uint16_t& v : w) v = bf16Bits(rng.uniform(-1.0f, 1.0f));
+  x[5] = 0x1.234567p-3f;  // all 24 significant bits: the three planes must carry them all
+  CHECK(amx::gemmBf16WeightsPooled(globalThreadPool(), x.data(), M, w.data(), N, K, y.data()), "tiles declined plain inputs");
+  double worst = 0;
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double want = 0, magnitude = 0;
+      for (int k = 0; k < K; ++k) {
+        const double p = (double)x[(size_t)m * K + k] * bf16Value(w[(size_t)n * K + k]);
+        want += p;
+        magnitude += std::fabs(p);
+      }
+      worst = std::max(worst, std::fabs(y[(size_t)m * N + n] - want) / magnitude);
+    }
+  CHECK(worst <= 1e-6, "tiles: largest error %g of sum |x w|", worst);
+  std::fprintf(stderr, "  tiles: largest error %.3g of sum |x w|\n", worst);
+  // An infinite activation, and one whose third plane would be a BF16 subnormal: declined.
+  std::vector<float> bad = x;
+  bad[7] = INFINITY;
+  CHECK(!amx::gemmBf16WeightsPooled(globalThreadPool(), bad.data(), M, w.data(), N, K, y.data()), "took an infinite x");
+  bad = x;
+  bad[7] = 0x1.000002p-120f;  // hi 2^-120, then 2^-143: an FP32 subnormal no plane can hold
+  CHECK(!amx::gemmBf16WeightsPooled(globalThreadPool(), bad.data(), M, w.data(), N, K, y.data()), "took a subnormal plane");
 }
 
 TEST(fast_exp_and_swiglu_match_std_exp) {

@@ -100,14 +100,14 @@ void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, con
 }
 
 // y[m][n0 + r] = scale * acc[r][m] for r < nr, m < M; scale = rowScales[m] * channelScales[n] (the reference's
-// rounding), or channelScales[n] when rowScales is null. acc rows are mPad floats apart. Token-major, so that
+// rounding), or channelScales[n] when rowScales is null, or 1 when both are (an exact product). acc rows are mPad floats apart. Token-major, so that
 // the stores of one output row are adjacent.
 void storePanel(const float* acc, int mPad, int n0, int nr, int M, const GemmOutput& y, const float* rowScales,
                 const float* channelScales) {
   for (int m0 = 0; m0 < M; m0 += 16) {
     for (int r0 = 0; r0 < nr; r0 += 16) {
       const __mmask16 nMask = avx512::lane32Mask(nr - r0);
-      const __m512 cs = _mm512_maskz_loadu_ps(nMask, channelScales + n0 + r0);
+      const __m512 cs = channelScales ? _mm512_maskz_loadu_ps(nMask, channelScales + n0 + r0) : _mm512_set1_ps(1.0f);
       __m512i t[16];
 #pragma GCC unroll 16
       for (int i = 0; i < 16; ++i) t[i] = _mm512_load_si512(acc + (size_t)(r0 + i) * mPad + m0);
@@ -258,6 +258,83 @@ struct W4A16Policy {
   }
 };
 
+// BF16 weights [N, K] (the lm_head) times FP32 activations, exactly: each x splits into three BF16 planes,
+// x = hi + mid + lo (each plane truncates what the planes before it left, 8 of x's 24 significant bits at a
+// time, so the split is exact), laid side by side along k, with the weights repeated for each plane: one
+// FP32 accumulator sums hi w + mid w + lo w, products tdpbf16ps makes exactly. Three times the tile work of
+// a BF16 x BF16 product, but far from the FP32-FMA path's cost at 8 or more tokens.
+struct Bf16PlanesSource {
+  static constexpr int kBlockK = 128, kChunksPerBlock = 4, kPlanes = 3;
+  struct Row {
+    const uint8_t* codes;  // the row's bytes (decodeRows prefetches from here)
+    const uint16_t* w;
+  };
+  const uint16_t* w;
+  int K, planeBlocks, fullBlocks;  // blocks of 128 k per plane; fullBlocks: all of them (loads are masked)
+  Bf16PlanesSource(const uint16_t* weights, int cols) : w(weights), K(cols) {
+    planeBlocks = roundUp(cols, kBlockK) / kBlockK;
+    fullBlocks = kPlanes * planeBlocks;
+  }
+  Row row(int n) const { return {reinterpret_cast<const uint8_t*>(w + (size_t)n * K), w + (size_t)n * K}; }
+  bool shortPath(int) const { return true; }
+  template <bool kShort, bool kTail>
+  W4A8_ALWAYS_INLINE void decode(const Row& r, int b, __m512i* out) const {
+    const int k0 = (b % planeBlocks) * kBlockK;  // the same weights for every plane
+#pragma GCC unroll 4
+    for (int s = 0; s < kChunksPerBlock; ++s) {
+      const int k = k0 + kChunkK * s;
+      out[s] = _mm512_maskz_loadu_epi16(avx512::lane16Mask(K - k), r.w + k);
+    }
+  }
+};
+
+struct Bf16PlanesPolicy {
+  const float* x;
+  int m, n, k;  // M, N, K of the product
+  const uint16_t* w;
+  float* y;     // [M, N]
+  mutable std::atomic<bool> fellBack{false};
+  static constexpr int kBlockK = 128;
+  static constexpr bool kFixesRows = false;
+  int M() const { return m; }
+  int N() const { return n; }
+  int K() const { return Bf16PlanesSource::kPlanes * roundUp(k, kBlockK); }  // the planes side by side
+  // Rows of [hi | mid | lo] in natural k order; true (fall back) when a plane holds a BF16 subnormal, which
+  // tdpbf16ps would flush, or x is not finite (inf - inf would make the lower planes NaN).
+  bool prepare(int m0, int rows, int Kp, uint16_t* out) const {
+    const int planeK = Kp / Bf16PlanesSource::kPlanes;
+    bool bad = false;
+    for (int r = 0; r < rows; ++r) {
+      const float* in = x + (size_t)(m0 + r) * k;
+      uint16_t* o = out + (size_t)r * avx512::xRowStride(Kp);
+      for (int kk = 0; kk < planeK; kk += 16) {
+        const __mmask16 mask = avx512::lane32Mask(k - kk);
+        __m512 rest = _mm512_maskz_loadu_ps(mask, in + kk);
+        const __m512i bits = _mm512_castps_si512(rest);
+        bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7F800000)), _mm512_set1_epi32(0x7F800000)) != 0;
+        for (int p = 0; p < Bf16PlanesSource::kPlanes; ++p) {
+          const __m512i top = _mm512_and_si512(_mm512_castps_si512(rest), _mm512_set1_epi32((int)0xFFFF0000u));
+          const __m512i exponent = _mm512_and_si512(top, _mm512_set1_epi32(0x7F800000));
+          bad |= _mm512_mask_cmpeq_epi32_mask(_mm512_test_epi32_mask(top, _mm512_set1_epi32(0x007F0000)), exponent,
+                                              _mm512_setzero_si512()) != 0;
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + p * planeK + kk), _mm512_cvtepi32_epi16(_mm512_srli_epi32(top, 16)));
+          rest = _mm512_sub_ps(rest, _mm512_castsi512_ps(top));  // exact: the bits below the plane's
+        }
+        // Nothing left over, unless x was so small that a remainder went FP32-subnormal (bits the planes
+        // cannot hold): fall back rather than drop them.
+        bad |= _mm512_cmpneq_ps_mask(rest, _mm512_setzero_ps()) != 0;
+      }
+    }
+    return bad;
+  }
+  void multiply(const ActivationTiles& xt, int m0, int rows, int nBegin, int nEnd) const {
+    const Bf16PlanesSource src(w, k);
+    multiplyRows(src, xt, rows, nBegin, nEnd, rowsFrom({y, nullptr, n}, m0), nullptr, nullptr);
+  }
+  void fallback(int, int) const { fellBack.store(true, std::memory_order_relaxed); }
+  void fixRows(int, int) const {}
+};
+
 // Converts m-block `block` of a pass starting at token m0 into its tiles (scratch: the weights slot, free
 // until the products start). Returns prepare()'s subnormal flag.
 template <class Policy>
@@ -328,6 +405,7 @@ void pooledGemm(ThreadPool& pool, const Policy& p, void (*fallbackCall)(ThreadPo
 
 template <class Policy>
 void noFallback(ThreadPool&, const Policy&) {}
+void planesFallback(ThreadPool&, const Bf16PlanesPolicy& p) { p.fallback(0, 0); }
 
 void w4a16Fallback(ThreadPool& pool, const W4A16Policy& p) { gemmW4A16Parallel(*kernelsFor("avx512-fma"), pool, p.a); }
 
@@ -351,5 +429,11 @@ void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd) {
 void gemmW4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a) { pooledGemm(pool, W4A8Policy{a}, noFallback<W4A8Policy>); }
 void gemmW8A8Pooled(ThreadPool& pool, const W8A8GemmArgs& a) { pooledGemm(pool, W8A8Policy{a}, noFallback<W8A8Policy>); }
 void gemmW4A16Pooled(ThreadPool& pool, const W4A16GemmArgs& a) { pooledGemm(pool, W4A16Policy{a}, w4a16Fallback); }
+
+bool gemmBf16WeightsPooled(ThreadPool& pool, const float* x, int M, const uint16_t* w, int N, int K, float* y) {
+  const Bf16PlanesPolicy p{x, M, N, K, w, y};
+  pooledGemm(pool, p, planesFallback);
+  return !p.fellBack.load();
+}
 
 }  // namespace w4a8::amx
