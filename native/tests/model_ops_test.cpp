@@ -29,6 +29,18 @@ float bf16Value(uint16_t w) {
   return v;
 }
 
+// y[m, n] of x [M, K] times BF16 weights w [N, K]ᵀ in double, and sum |x w| (the tolerance's scale).
+double referenceDot(const std::vector<float>& x, const std::vector<uint16_t>& w, int m, int n, int K, double* magnitude) {
+  double sum = 0;
+  *magnitude = 0;
+  for (int k = 0; k < K; ++k) {
+    const double p = (double)x[(size_t)m * K + k] * bf16Value(w[(size_t)n * K + k]);
+    sum += p;
+    *magnitude += std::fabs(p);
+  }
+  return sum;
+}
+
 }  // namespace
 
 TEST(bf16_weight_gemm_every_body_matches_double_and_is_batch_invariant) {
@@ -48,12 +60,8 @@ TEST(bf16_weight_gemm_every_body_matches_double_and_is_batch_invariant) {
       if (!gemmBf16WeightsWith(isa, x.data(), M, w.data(), N, K, y.data())) continue;  // not on this CPU
       for (int m = 0; m < M; ++m)
         for (int n = 0; n < N; ++n) {
-          double want = 0, magnitude = 0;
-          for (int k = 0; k < K; ++k) {
-            const double p = (double)x[(size_t)m * K + k] * bf16Value(w[(size_t)n * K + k]);
-            want += p;
-            magnitude += std::fabs(p);
-          }
+          double magnitude;
+          const double want = referenceDot(x, w, m, n, K, &magnitude);
           const double got = y[(size_t)m * N + n];
           CHECK(std::fabs(got - want) <= 1e-5 * magnitude + 1e-30, "%s M=%d N=%d K=%d y[%d,%d] = %g, want %g", isa, M, N, K, m,
                 n, got, want);
@@ -93,12 +101,8 @@ TEST(bf16_weight_gemm_on_amx_tiles_runs_them_and_declines_what_they_cannot_do_ex
   double worst = 0;
   for (int m = 0; m < M; ++m)
     for (int n = 0; n < N; ++n) {
-      double want = 0, magnitude = 0;
-      for (int k = 0; k < K; ++k) {
-        const double p = (double)x[(size_t)m * K + k] * bf16Value(w[(size_t)n * K + k]);
-        want += p;
-        magnitude += std::fabs(p);
-      }
+      double magnitude;
+      const double want = referenceDot(x, w, m, n, K, &magnitude);
       worst = std::max(worst, std::fabs(y[(size_t)m * N + n] - want) / magnitude);
     }
   CHECK(worst <= 1e-6, "tiles: largest error %g of sum |x w|", worst);
