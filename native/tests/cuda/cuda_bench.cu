@@ -135,7 +135,7 @@ struct Timer {
     cudaEventDestroy(stop);
   }
   // Median microseconds per call of fn(copy); negative when fn fails. Warm-up, one timed call to size the
-  // graph, then the graph of `iters` calls (rotating copies) replayed once untimed, then three times.
+  // graph, then the graph of `iters` calls (rotating copies) replayed three times.
   double time(const std::function<bool(int)>& fn, int copies) {
     for (int i = 0; i < 2; ++i)
       if (!fn(i % copies)) return -1;
@@ -151,7 +151,6 @@ struct Timer {
     for (int i = 0; ok && i < iters; ++i) ok = fn((3 + i) % copies);
     ok = (cudaStreamEndCapture(stream, &graph) == cudaSuccess) && ok;
     ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-    if (ok) cudaGraphLaunch(exec, stream);  // untimed: the clocks ramp up (the first M of a shape read slow)
     std::vector<double> runs;
     for (int r = 0; r < 3; ++r) {
       cudaEventRecord(start, stream);
