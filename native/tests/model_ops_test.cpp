@@ -48,7 +48,7 @@ TEST(bf16_weight_gemm_every_body_matches_double_and_is_batch_invariant) {
   std::fprintf(stderr, "  seed %llu\n", (unsigned long long)seed);
   w4a8test::Rng rng(seed);
   // Odd and even shapes: K not a multiple of 16 or 8 (masked / scalar tails), N not a multiple of the tile.
-  const int shapes[][3] = {{1, 37, 19}, {3, 50, 64}, {7, 131, 100}, {16, 257, 200}, {13, 64, 515}};
+  const int shapes[][3] = {{1, 37, 19}, {3, 50, 64}, {7, 131, 100}, {16, 257, 200}, {13, 64, 515}, {40, 45, 96}, {70, 33, 40}};
   for (const auto& shape : shapes) {
     const int M = shape[0], N = shape[1], K = shape[2];
     std::vector<float> x((size_t)M * K);
