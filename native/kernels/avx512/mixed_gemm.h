@@ -28,6 +28,7 @@
 // output is bit-identical whatever the path, the N split or M (batch invariance).
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 #include "kernels/avx512/simd.h"
@@ -93,6 +94,20 @@ struct Int4Source {
   }
   bool shortPath(int n) const {
     return kTable == Int4Table::Bf16 || fast::rowScalesWithin(w, n, 0.0f, 0x1p100f);
+  }
+  // shortPath for the groups of block b alone (the decoder loads these scales right after, so a row needs no
+  // scan of its own ahead of the decode).
+  W4A8_ALWAYS_INLINE bool blockShort(const Row& r, int b) const {
+    if constexpr (kTable == Int4Table::Bf16) return true;
+    constexpr int kGroups = kBlockK / G;
+    bool ok = true;
+#pragma GCC unroll 4
+    for (int i = 0; i < kGroups; ++i) {
+      const int g = b * kGroups + i;
+      const float a = g < groups ? std::fabs(r.scales[g]) : 0.0f;
+      ok &= (a >= 0.0f) & (a <= 0x1p100f);  // NaN compares false
+    }
+    return ok;
   }
   // Prefetch block b of the row `rows` rows further down (the next tile's), and its scales once.
   W4A8_ALWAYS_INLINE void prefetchAhead(const Row& r, int b, int rows) const {
@@ -221,6 +236,7 @@ struct Fp8Source {
   }
   W4A8_ALWAYS_INLINE Row row(int n) const { return {w.codes + (size_t)n * w.cols}; }
   bool shortPath(int) const { return true; }
+  W4A8_ALWAYS_INLINE bool blockShort(const Row&, int) const { return true; }
   W4A8_ALWAYS_INLINE void prefetchAhead(const Row& r, int b, int rows) const {
     _mm_prefetch((const char*)(r.codes + (size_t)rows * w.cols + (size_t)b * 64), _MM_HINT_T0);
   }
