@@ -64,22 +64,24 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// Four table entries of weight format kE5M2 / e4m3 family, without branches: e4m3fn's codes, and for Gaudi-2
-// e4m3 (cap = 0x77, its largest finite code) the magnitudes capped there, as encode4 does; cap 0x7F leaves
-// e4m3fn codes as they are (0x7F, its NaN, included).
-template <bool kE5M2>
-__device__ __forceinline__ uint32_t encode4Fast(float v0, float v1, float v2, float v3, uint32_t cap) {
+// Four table entries of weight format kE5M2 / e4m3 family: e4m3fn's codes, and for Gaudi-2 e4m3 (kCapped)
+// the magnitudes capped at 0x77, its largest finite code, as encode4 does. (The cap is a template argument:
+// __vminu4 is a dozen integer instructions on sm_90, about a tenth of an e4m3fn round when it was computed
+// with a cap of 0x7F for every format.)
+template <bool kE5M2, bool kCapped>
+__device__ __forceinline__ uint32_t encode4Fast(float v0, float v1, float v2, float v3) {
   if (kE5M2) return cvtPairE5M2(v0, v1) | (cvtPairE5M2(v2, v3) << 16);
   const uint32_t w = cvtPairE4M3fn(v0, v1) | (cvtPairE4M3fn(v2, v3) << 16);
-  return __vminu4(w & 0x7F7F7F7Fu, cap) | (w & 0x80808080u);
+  if (!kCapped) return w;
+  return __vminu4(w & 0x7F7F7F7Fu, 0x77777777u) | (w & 0x80808080u);
 }
 
 // The group table of (s, z) for the kShare lanes of a quad that hold the same group (kShare = G / 32):
 // this lane converts table words [u * kWords, (u + 1) * kWords), u = its index among them, then gathers
 // all four words from its partners. The values of buildGroupLut's fast path (fl32(s * (q - z)), then the
 // FP8 rounding); the caller has checked that |s| < 2^119 for every lane of the warp.
-template <int kShare, bool kE5M2>
-__device__ __forceinline__ void sharedGroupLut(float s, int z, uint32_t cap, int lane, uint32_t lut[4]) {
+template <int kShare, bool kE5M2, bool kCapped>
+__device__ __forceinline__ void sharedGroupLut(float s, int z, int lane, uint32_t lut[4]) {
   constexpr int kWords = 4 / kShare;
   const int u = lane & (kShare - 1);
   const float zf = (float)z;
@@ -87,7 +89,7 @@ __device__ __forceinline__ void sharedGroupLut(float s, int z, uint32_t cap, int
 #pragma unroll
   for (int j = 0; j < kWords; ++j) {
     const float q = (float)(4 * (u * kWords + j));
-    mine[j] = encode4Fast<kE5M2>(s * (q - zf), s * (q + 1.0f - zf), s * (q + 2.0f - zf), s * (q + 3.0f - zf), cap);
+    mine[j] = encode4Fast<kE5M2, kCapped>(s * (q - zf), s * (q + 1.0f - zf), s * (q + 2.0f - zf), s * (q + 3.0f - zf));
   }
 #pragma unroll
   for (int w = 0; w < 4; ++w)
@@ -95,8 +97,9 @@ __device__ __forceinline__ void sharedGroupLut(float s, int z, uint32_t cap, int
 }
 
 // kWeightsE5M2 / kActE5M2: the FP8 -> FP16 conversions of the two operands (e4m3fn and Gaudi-2 e4m3 share
-// codes for every finite value, so one conversion serves both).
-template <int NT, int G, bool kWeightsE5M2, bool kActE5M2>
+// codes for every finite value, so one conversion serves both); kCapped: Gaudi-2 e4m3 weights (table entries
+// capped at its largest finite value).
+template <int NT, int G, bool kWeightsE5M2, bool kCapped, bool kActE5M2>
 __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   constexpr int kShare = G / 32;
   __shared__ float partial[7][NT * 4][32];  // warps 1..7's sums, read by warp 0
@@ -113,7 +116,6 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   const float* scales1 = p.groupScales + (size_t)loadRow1 * groups;
   const uint8_t* zeros0 = p.zeros + (size_t)loadRow0 * groups;
   const uint8_t* zeros1 = p.zeros + (size_t)loadRow1 * groups;
-  const uint32_t cap = p.wFormat == Fp8Format::E4M3 ? 0x77777777u : 0x7F7F7F7Fu;
 
   // This warp's contiguous range of rounds.
   const int rounds = (K + kRoundK - 1) / kRoundK;
@@ -160,8 +162,8 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   auto compute = [&](const Piece& pc, const uint4 xa[NT][2], auto fast) {
     uint32_t lut0[4], lut1[4];
     if constexpr (decltype(fast)::value) {
-      sharedGroupLut<kShare, kWeightsE5M2>(pc.s0, pc.z0, cap, lane, lut0);
-      sharedGroupLut<kShare, kWeightsE5M2>(pc.s1, pc.z1, cap, lane, lut1);
+      sharedGroupLut<kShare, kWeightsE5M2, kCapped>(pc.s0, pc.z0, lane, lut0);
+      sharedGroupLut<kShare, kWeightsE5M2, kCapped>(pc.s1, pc.z1, lane, lut1);
     } else {
       buildGroupLut(pc.s0, pc.z0, p.wFormat, lut0);
       buildGroupLut(pc.s1, pc.z1, p.wFormat, lut1);
@@ -235,17 +237,21 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   }
 }
 
-template <int NT, int G, bool kWeightsE5M2>
+template <int NT, int G, bool kWeightsE5M2, bool kCapped>
 cudaError_t launchT(const DecodeParams& p, int warps, cudaStream_t stream) {
   const dim3 grid((p.N + 15) / 16);
-  if (p.actE5M2) gemvKernel<NT, G, kWeightsE5M2, true><<<grid, 32 * warps, 0, stream>>>(p);
-  else gemvKernel<NT, G, kWeightsE5M2, false><<<grid, 32 * warps, 0, stream>>>(p);
+  if (p.actE5M2) gemvKernel<NT, G, kWeightsE5M2, kCapped, true><<<grid, 32 * warps, 0, stream>>>(p);
+  else gemvKernel<NT, G, kWeightsE5M2, kCapped, false><<<grid, 32 * warps, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
 template <int NT, int G>
 cudaError_t launchW(const DecodeParams& p, int warps, cudaStream_t stream) {
-  return p.wFormat == Fp8Format::E5M2 ? launchT<NT, G, true>(p, warps, stream) : launchT<NT, G, false>(p, warps, stream);
+  switch (p.wFormat) {
+    case Fp8Format::E5M2: return launchT<NT, G, true, false>(p, warps, stream);
+    case Fp8Format::E4M3: return launchT<NT, G, false, true>(p, warps, stream);
+    default: return launchT<NT, G, false, false>(p, warps, stream);
+  }
 }
 
 template <int NT>
