@@ -122,16 +122,19 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   const int r0 = (int)((long long)warp * rounds / warps), r1 = (int)((long long)(warp + 1) * rounds / warps);
 
   // Pieces past K (or past the warp's range) read nothing: scale 0 and zero point 0 make an all-zero table.
+  // Offsets are unsigned 32-bit (k >= 0, and a row's codes, scales and x are far below 4 GiB), so k / 2 and
+  // k / G are plain shifts: with signed ints the address arithmetic of the six loads per round took about
+  // 40 instructions, a sixth of a round.
   auto load = [&](int r, Piece& pc) {
-    const int k = r * kRoundK + 32 * t;
-    const bool in = r < r1 && k < K;
+    const unsigned k = (unsigned)r * kRoundK + 32u * t;
+    const bool in = r < r1 && k < (unsigned)K;
     pc.w0 = pc.w1 = make_uint4(0, 0, 0, 0);
     pc.s0 = pc.s1 = 0.0f;
     pc.z0 = pc.z1 = 0;
     if (in) {
-      pc.w0 = loadStreaming(codes0 + k / 2);
-      pc.w1 = loadStreaming(codes1 + k / 2);
-      const int gi = k / G;
+      pc.w0 = loadStreaming(codes0 + k / 2u);
+      pc.w1 = loadStreaming(codes1 + k / 2u);
+      const unsigned gi = k / (unsigned)G;
       pc.s0 = __ldg(scales0 + gi);
       pc.s1 = __ldg(scales1 + gi);
       pc.z0 = __ldg(zeros0 + gi);
@@ -141,13 +144,17 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   // Activations of tokens g (+ 8 nt) at this lane's 32 k of round r, FP8 (two 16-byte loads each), from
   // L1: every CTA of the SM reads the same x. (Converting them to FP16 once per call in a pre-pass, so that
   // no CTA converts them, measured no faster on the H200 and costs a launch.)
+  const uint8_t* xRow[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) xRow[nt] = g + 8 * nt < M ? p.x8 + (size_t)(g + 8 * nt) * K : nullptr;
   auto loadX = [&](int r, uint4 xa[NT][2]) {
-    const int k = r * kRoundK + 32 * t;
+    const unsigned k = (unsigned)r * kRoundK + 32u * t;
+    const bool in = r < r1 && k < (unsigned)K;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       xa[nt][0] = xa[nt][1] = make_uint4(0, 0, 0, 0);
-      if (g + 8 * nt < M && r < r1 && k < K) {
-        const uint4* src = reinterpret_cast<const uint4*>(p.x8 + (size_t)(g + 8 * nt) * K + k);
+      if (xRow[nt] && in) {
+        const uint4* src = reinterpret_cast<const uint4*>(xRow[nt] + k);
         xa[nt][0] = __ldg(src);
         xa[nt][1] = __ldg(src + 1);
       }
