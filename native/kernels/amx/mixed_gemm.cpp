@@ -17,8 +17,9 @@
 //                token 16b + j. (Decoded to BF16 rows in decoder order as in avx512/, then 16 x 16 dword
 //                transposes.) The pooled entries build xv once for all threads; a range entry builds its own.
 //   weights      per panel of kPanelRows output channels, k-block of kKChunks chunks (1024 k) and pair of A
-//                tiles (32 rows), decoded right before use into a per-thread ws = [chunk][32 rows][32 BF16]
-//                (A tiles: 16 rows, 64 bytes apart), 64 KiB.
+//                tiles (32 rows), decoded right before use into a per-thread ws = [32 rows][chunk][32 BF16]
+//                (A tiles: 16 rows, 2 KiB apart), 64 KiB. Row-major, so each row's decode stores one
+//                contiguous run: 5-10 % faster at 16-64 tokens than [chunk][row], whose stores were 2 KiB apart.
 //   products     for each pair of A tiles and 32-token pair of B tiles, 2 x 2 C tiles accumulate over the
 //                k-block's chunks: ws is reused by every token pair, xv's k-block (L2) by every row pair of the
 //                panel. Partial sums live in a per-thread FP32 buffer acc = [panel row][token] between k-blocks.
@@ -71,7 +72,7 @@ void transposeToTiles(const uint16_t* ordered, int rows, int Kp, uint8_t* out) {
   }
 }
 
-// Decodes rows [n0, n0 + nr) of blocks [b0, b1) into ws = [chunk - b0 * CPB][nPad][32] words; rows nr..nPad-1
+// Decodes rows [n0, n0 + nr) of blocks [b0, b1) into ws = [nPad][chunk - b0 * CPB][32] words; rows nr..nPad-1
 // are zero. Each row's next k-block is prefetched (a panel's rows are too many streams for the hardware
 // prefetcher, and the row comes back only after the tiles of the whole batch). The decoder's short or full
 // table rounding is chosen per block (the same tables either way): a scan of each row's scales up front
@@ -79,6 +80,7 @@ void transposeToTiles(const uint16_t* ordered, int rows, int Kp, uint8_t* out) {
 template <class Source>
 void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, uint16_t* ws) {
   constexpr int CPB = Source::kChunksPerBlock;
+  const int rowChunks = (b1 - b0) * CPB;
   for (int r = 0; r < nr; ++r) {
     const typename Source::Row row = src.row(n0 + r);
     for (int b = b0; b < b1; ++b) {
@@ -93,12 +95,11 @@ void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, uin
         else src.template decode<false, false>(row, b, w);
       }
 #pragma GCC unroll 8
-      for (int c = 0; c < CPB; ++c) _mm512_store_si512(ws + ((size_t)((b - b0) * CPB + c) * nPad + r) * kChunkK, w[c]);
+      for (int c = 0; c < CPB; ++c) _mm512_store_si512(ws + ((size_t)r * rowChunks + (b - b0) * CPB + c) * kChunkK, w[c]);
     }
   }
   for (int r = nr; r < nPad; ++r)
-    for (int c = 0; c < (b1 - b0) * CPB; ++c)
-      _mm512_store_si512(ws + ((size_t)c * nPad + r) * kChunkK, _mm512_setzero_si512());
+    for (int c = 0; c < rowChunks; ++c) _mm512_store_si512(ws + ((size_t)r * rowChunks + c) * kChunkK, _mm512_setzero_si512());
 }
 
 // y[m][n0 + r] = scale * acc[r][m] for r < nr, m < M; scale = rowScales[m] * channelScales[n] (the reference's
@@ -149,16 +150,16 @@ void multiplyRows(const Source& src, const ActivationTiles& x, int M, int nBegin
         const int rows = std::min(32, nr - r0), rowsPad = rows > 16 ? 32 : 16;
         decodeRows(src, n0 + r0, rows, rowsPad, c0 / CPB, (c0 + kc) / CPB, ws);
         const uint8_t* weights = reinterpret_cast<const uint8_t*>(ws);
-        const size_t weightChunkBytes = (size_t)rowsPad * 64;
+        const size_t weightRowBytes = (size_t)kc * 64;
         const bool twoA = rowsPad == 32, first = c0 == 0;
         for (int b = 0; b < x.mBlocks; b += 2) {
           const bool twoB = x.mBlocks - b >= 2;
           float* c = acc + (size_t)r0 * mPad + b * 16;
           const uint8_t* xt = x.tile(b, c0);
-          if (twoA && twoB) tileBlock<2, 2>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
-          else if (twoA) tileBlock<2, 1>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
-          else if (twoB) tileBlock<1, 2>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
-          else tileBlock<1, 1>(weights, weightChunkBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
+          if (twoA && twoB) tileBlock<2, 2>(weights, weightRowBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
+          else if (twoA) tileBlock<2, 1>(weights, weightRowBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
+          else if (twoB) tileBlock<1, 2>(weights, weightRowBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
+          else tileBlock<1, 1>(weights, weightRowBytes, xt, x.blockBytes(), kc, c, accRowBytes, first);
         }
       }
     }

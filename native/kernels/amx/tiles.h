@@ -91,12 +91,12 @@ W4A8_ALWAYS_INLINE void transpose16x16(__m512i r[16]) {
 }
 
 // C(i, j) += A_i . B_j over `chunks` chunks of 32 k, for NA weight tiles and NB activation tiles.
-//   weights      A_0 of chunk c at weights + c * weightChunkBytes (16 rows, 64 bytes apart), A_1 1 KiB after
+//   weights      row-major, rows weightRowBytes apart: A_0 of chunk c at weights + 64 c (16 rows), A_1 16 rows after
 //   activations  B_0 of chunk c at activations + c * kTileBytes, B_1 activationBlockBytes after
 //   acc          C(i, j) at acc + 16 i rows + 16 j floats, rows accRowBytes apart; zeroed first when
 //                `first`, else loaded, and stored at the end
 template <int NA, int NB>
-W4A8_ALWAYS_INLINE void tileBlock(const uint8_t* weights, size_t weightChunkBytes, const uint8_t* activations,
+W4A8_ALWAYS_INLINE void tileBlock(const uint8_t* weights, size_t weightRowBytes, const uint8_t* activations,
                                   size_t activationBlockBytes, int chunks, float* acc, size_t accRowBytes, bool first) {
   uint8_t* c = reinterpret_cast<uint8_t*>(acc);
   const size_t c1 = 64, c2 = 16 * accRowBytes;  // byte offsets of C(0, 1) and C(1, 0)
@@ -112,9 +112,9 @@ W4A8_ALWAYS_INLINE void tileBlock(const uint8_t* weights, size_t weightChunkByte
     if constexpr (NA > 1 && NB > 1) _tile_loadd(3, c + c2 + c1, accRowBytes);
   }
   for (int k = 0; k < chunks; ++k) {
-    const uint8_t* a = weights + (size_t)k * weightChunkBytes;
+    const uint8_t* a = weights + (size_t)k * 64;
     const uint8_t* b = activations + (size_t)k * kTileBytes;
-    _tile_loadd(4, a, 64);
+    _tile_loadd(4, a, weightRowBytes);
     _tile_loadd(6, b, 64);
     _tile_dpbf16ps(0, 4, 6);
     if constexpr (NB > 1) {
@@ -122,7 +122,7 @@ W4A8_ALWAYS_INLINE void tileBlock(const uint8_t* weights, size_t weightChunkByte
       _tile_dpbf16ps(1, 4, 7);
     }
     if constexpr (NA > 1) {
-      _tile_loadd(5, a + kTileBytes, 64);
+      _tile_loadd(5, a + 16 * weightRowBytes, weightRowBytes);
       _tile_dpbf16ps(2, 5, 6);
       if constexpr (NB > 1) _tile_dpbf16ps(3, 5, 7);
     }
