@@ -90,14 +90,10 @@ W4A8_ALWAYS_INLINE void transpose16x16(__m512i r[16]) {
   }
 }
 
-// C(i, j) += A_i . B_j over `chunks` chunks of 32 k, for NA weight tiles and NB activation tiles.
-//   weights      row-major, rows weightRowBytes apart: A_0 of chunk c at weights + 64 c (16 rows), A_1 16 rows after
-//   activations  B_0 of chunk c at activations + c * kTileBytes, B_1 activationBlockBytes after
-//   acc          C(i, j) at acc + 16 i rows + 16 j floats, rows accRowBytes apart; zeroed first when
-//                `first`, else loaded, and stored at the end
+// The three parts of tileBlock, for callers that keep the C tiles across several calls of tileSteps.
+// C(i, j) at acc + 16 i rows + 16 j floats, rows accRowBytes apart: zeroed when `first`, else loaded.
 template <int NA, int NB>
-W4A8_ALWAYS_INLINE void tileBlock(const uint8_t* weights, size_t weightRowBytes, const uint8_t* activations,
-                                  size_t activationBlockBytes, int chunks, float* acc, size_t accRowBytes, bool first) {
+W4A8_ALWAYS_INLINE void tileStart(float* acc, size_t accRowBytes, bool first) {
   uint8_t* c = reinterpret_cast<uint8_t*>(acc);
   const size_t c1 = 64, c2 = 16 * accRowBytes;  // byte offsets of C(0, 1) and C(1, 0)
   if (first) {
@@ -111,6 +107,14 @@ W4A8_ALWAYS_INLINE void tileBlock(const uint8_t* weights, size_t weightRowBytes,
     if constexpr (NA > 1) _tile_loadd(2, c + c2, accRowBytes);
     if constexpr (NA > 1 && NB > 1) _tile_loadd(3, c + c2 + c1, accRowBytes);
   }
+}
+
+// C(i, j) += A_i . B_j over `chunks` chunks of 32 k:
+//   weights      row-major, rows weightRowBytes apart: A_0 of chunk c at weights + 64 c (16 rows), A_1 16 rows after
+//   activations  B_0 of chunk c at activations + c * kTileBytes, B_1 activationBlockBytes after
+template <int NA, int NB>
+W4A8_ALWAYS_INLINE void tileSteps(const uint8_t* weights, size_t weightRowBytes, const uint8_t* activations,
+                                  size_t activationBlockBytes, int chunks) {
   for (int k = 0; k < chunks; ++k) {
     const uint8_t* a = weights + (size_t)k * 64;
     const uint8_t* b = activations + (size_t)k * kTileBytes;
@@ -127,10 +131,26 @@ W4A8_ALWAYS_INLINE void tileBlock(const uint8_t* weights, size_t weightRowBytes,
       if constexpr (NB > 1) _tile_dpbf16ps(3, 5, 7);
     }
   }
+}
+
+template <int NA, int NB>
+W4A8_ALWAYS_INLINE void tileStore(float* acc, size_t accRowBytes) {
+  uint8_t* c = reinterpret_cast<uint8_t*>(acc);
+  const size_t c1 = 64, c2 = 16 * accRowBytes;
   _tile_stored(0, c, accRowBytes);
   if constexpr (NB > 1) _tile_stored(1, c + c1, accRowBytes);
   if constexpr (NA > 1) _tile_stored(2, c + c2, accRowBytes);
   if constexpr (NA > 1 && NB > 1) _tile_stored(3, c + c2 + c1, accRowBytes);
+}
+
+// C(i, j) += A_i . B_j over `chunks` chunks of 32 k, for NA weight tiles and NB activation tiles (tileSteps),
+// with C(i, j) zeroed first when `first`, else loaded from acc, and stored there at the end.
+template <int NA, int NB>
+W4A8_ALWAYS_INLINE void tileBlock(const uint8_t* weights, size_t weightRowBytes, const uint8_t* activations,
+                                  size_t activationBlockBytes, int chunks, float* acc, size_t accRowBytes, bool first) {
+  tileStart<NA, NB>(acc, accRowBytes, first);
+  tileSteps<NA, NB>(weights, weightRowBytes, activations, activationBlockBytes, chunks);
+  tileStore<NA, NB>(acc, accRowBytes);
 }
 
 }  // namespace

@@ -88,6 +88,7 @@ struct Int4Source {
     blocks = fullBlocks + (tailBytes ? 1 : 0);
   }
 
+  size_t rowBytes() const { return (size_t)w.cols / 2; }  // code bytes from one row to the next
   W4A8_ALWAYS_INLINE Row row(int n) const {
     const size_t g0 = (size_t)n * groups;
     return {w.codes + (size_t)n * (w.cols / 2), w.groupScales + g0, w.zeros + g0};
@@ -234,6 +235,7 @@ struct Fp8Source {
     tailBytes = view.cols % kBlockK;
     blocks = fullBlocks + (tailBytes ? 1 : 0);
   }
+  size_t rowBytes() const { return (size_t)w.cols; }
   W4A8_ALWAYS_INLINE Row row(int n) const { return {w.codes + (size_t)n * w.cols}; }
   bool shortPath(int) const { return true; }
   W4A8_ALWAYS_INLINE bool blockShort(const Row&, int) const { return true; }
