@@ -23,6 +23,9 @@
 //   products     for each pair of A tiles and 32-token pair of B tiles, 2 x 2 C tiles accumulate over the
 //                k-block's chunks: ws is reused by every token pair, xv's k-block (L2) by every row pair of the
 //                panel. Partial sums live in a per-thread FP32 buffer acc = [panel row][token] between k-blocks.
+//                Up to 32 tokens (one token pair) nothing reuses ws, so interleavedRowPair decodes the row pair
+//                one block (4 chunks) at a time into two small buffers in turn, issuing the previous block's
+//                tile products in between: the decode runs while the tile unit multiplies (10-23 % faster).
 //   output       y[m][n] = (s_x[m] * s_c[n]) * acc[n][m] (W4A16: s_c[n] * acc[n][m]), as the reference rounds
 //                it, through 16 x 16 transposes of acc.
 // Every output element is one C element whose sum runs over k in increasing chunk order, whatever the N split,
