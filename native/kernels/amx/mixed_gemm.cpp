@@ -75,6 +75,24 @@ void transposeToTiles(const uint16_t* ordered, int rows, int Kp, uint8_t* out) {
   }
 }
 
+// Block b of one row into its CPB chunks at out, one after the other: the decoder's short or full table
+// rounding chosen for this block (the same tables either way), masked loads in the row's tail block.
+template <class Source>
+W4A8_ALWAYS_INLINE void decodeBlockTo(const Source& src, const typename Source::Row& row, int b, uint16_t* out) {
+  constexpr int CPB = Source::kChunksPerBlock;
+  __m512i w[CPB];
+  const bool tail = b >= src.fullBlocks;
+  if (src.blockShort(row, b)) {
+    if (tail) src.template decode<true, true>(row, b, w);
+    else src.template decode<true, false>(row, b, w);
+  } else {
+    if (tail) src.template decode<false, true>(row, b, w);
+    else src.template decode<false, false>(row, b, w);
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < CPB; ++c) _mm512_store_si512(out + (size_t)c * kChunkK, w[c]);
+}
+
 // Decodes rows [n0, n0 + nr) of blocks [b0, b1) into ws = [nPad][chunk - b0 * CPB][32] words; rows nr..nPad-1
 // are zero. Each row's next k-block is prefetched (a panel's rows are too many streams for the hardware
 // prefetcher, and the row comes back only after the tiles of the whole batch). The decoder's short or full
@@ -88,17 +106,7 @@ void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, uin
     const typename Source::Row row = src.row(n0 + r);
     for (int b = b0; b < b1; ++b) {
       _mm_prefetch((const char*)(row.codes + (size_t)(b + (b1 - b0)) * 64), _MM_HINT_T0);
-      __m512i w[CPB];
-      const bool tail = b >= src.fullBlocks;
-      if (src.blockShort(row, b)) {
-        if (tail) src.template decode<true, true>(row, b, w);
-        else src.template decode<true, false>(row, b, w);
-      } else {
-        if (tail) src.template decode<false, true>(row, b, w);
-        else src.template decode<false, false>(row, b, w);
-      }
-#pragma GCC unroll 8
-      for (int c = 0; c < CPB; ++c) _mm512_store_si512(ws + ((size_t)r * rowChunks + (b - b0) * CPB + c) * kChunkK, w[c]);
+      decodeBlockTo(src, row, b, ws + ((size_t)r * rowChunks + (b - b0) * CPB) * kChunkK);
     }
   }
   for (int r = nr; r < nPad; ++r)
@@ -111,7 +119,6 @@ void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, uin
 template <class Source>
 W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int nPad, int b, int ahead, uint16_t* wb) {
   constexpr int CPB = Source::kChunksPerBlock;
-  const bool tail = b >= src.fullBlocks;
   for (int r = 0; r < nr; ++r) {
     const typename Source::Row row = src.row(n0 + r);
     _mm_prefetch((const char*)(row.codes + (size_t)(b + ahead) * 64), _MM_HINT_T0);
@@ -119,16 +126,7 @@ W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int n
     // fetched one row pair ahead (row-pair order reads 32 rows a line at a time, which the hardware
     // prefetcher does not follow; without this, rows of K = 2048 ran 5-13 % slower than the general path).
     if (b < ahead) _mm_prefetch((const char*)(row.codes + 32 * src.rowBytes() + (size_t)b * 64), _MM_HINT_T0);
-    __m512i w[CPB];
-    if (src.blockShort(row, b)) {
-      if (tail) src.template decode<true, true>(row, b, w);
-      else src.template decode<true, false>(row, b, w);
-    } else {
-      if (tail) src.template decode<false, true>(row, b, w);
-      else src.template decode<false, false>(row, b, w);
-    }
-#pragma GCC unroll 8
-    for (int c = 0; c < CPB; ++c) _mm512_store_si512(wb + ((size_t)r * CPB + c) * kChunkK, w[c]);
+    decodeBlockTo(src, row, b, wb + (size_t)r * CPB * kChunkK);
   }
   for (int r = nr; r < nPad; ++r)
     for (int c = 0; c < CPB; ++c) _mm512_store_si512(wb + ((size_t)r * CPB + c) * kChunkK, _mm512_setzero_si512());
