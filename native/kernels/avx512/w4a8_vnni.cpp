@@ -647,33 +647,13 @@ void rowFused128For(RowKind kind, const Activations& x, const uint8_t* rowCodes,
   }
 }
 
-// One token, G = 128, with the weights' prepared tables (kernels/int4_tables.h): each block's vpermw table is
-// its group's 16 words, which one load broadcasts to both 256-bit halves (W twice, as the built table).
-// The same W, units and operations as rowFused128, so the same result bit for bit.
-template <bool kPlanes>
-__attribute__((noinline)) void rowPrepared128(const Activations& x, const uint8_t* rowCodes, const Int4TableEntry* entries,
-                                              const uint16_t* index, const float* units, int m0, __m512* accIO) {
-  const int blocks = x.blocks;
-  const int16_t* xs = x.row(m0, 0);
-  const uint8_t* bp = x.planesOf(m0);
-  __m512 acc = _mm512_setzero_ps();
-  for (int b = 0; b < blocks; ++b) {
-    _mm_prefetch((const char*)rowCodes + (size_t)b * 64 + kPrefetchBytes, _MM_HINT_T0);
-    const __m512i table = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)entries[index[b]].words));
-    __m512i w[4];
-    decodeBlock128(_mm512_loadu_si512(rowCodes + (size_t)b * 64), table, w);
-    const __m512 unit = blockUnit<128>(units, b);
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(blockSums(w, xs + (size_t)b * kBlockK)), unit, acc);
-    if (kPlanes && __builtin_expect(bp[b] > 1, 0)) acc = extraPlanes(x, m0, b, bp[b], w, unit, acc);
-  }
-  _mm512_store_ps(accIO, acc);
-}
-
-// One token, G = 128, prepared tables: rows [nBegin, nEnd) in one loop, each block's unit made in the loop
-// (2^e times the activation unit, the product fillUnits makes) instead of per-row passes over bases and
-// units, and no per-row scratch. The same operations per output as rowPrepared128 and its caller, so the
-// same bits. Why: on rows of K = 2048 the per-row work around the block loop took about a fifth of the time
-// (15-20 ns a row on one core), a tenth of a 1B model's batch-1 step.
+// One token, G = 128, with the weights' prepared tables (kernels/int4_tables.h; how a loaded model holds its
+// weights): each block's vpermw table is its group's 16 words, which one load broadcasts to both 256-bit halves
+// (W twice, as the built table). Rows [nBegin, nEnd) run in one loop and each block's unit is made in it (2^e
+// times the activation unit, the product fillUnits makes): the same W, units and operations as rowFused128, so
+// the same bits. (Per-row passes over bases and units around a per-row call took about a fifth of the time on
+// rows of K = 2048, 15-20 ns a row on one core.) Rows with a non-finite scale, and x with NaN or inf, take the
+// FP32 path.
 template <bool kPlanes>
 __attribute__((noinline)) void rowsPrepared128(const Problem& pr, const Int4Tables& prepared, int nBegin, int nEnd,
                                                uint8_t* w8Row) {
@@ -691,7 +671,7 @@ __attribute__((noinline)) void rowsPrepared128(const Problem& pr, const Int4Tabl
       for (int g = 0; g < blocks; g += 64) _mm_prefetch((const char*)(prepared.baseRow(n + 1) + g), _MM_HINT_T0);
     }
     float sum;
-    if (prepared.rowGeneric[n]) {
+    if (prepared.rowGeneric[n] || x.generic[0]) {  // a non-finite scale, or NaN / inf in x: the FP32 path
       bool filled = false;
       sum = genericOutput(pr, 0, n, w8Row, filled);
     } else {
@@ -762,11 +742,11 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
   bool allGeneric = true;
   for (int m = 0; m < M; ++m) allGeneric &= x.generic[m] != 0;
   // The weights' prepared tables where they have them (kernels/int4_tables.h), read in the block loop
-  // (rowPrepared128 for one token and G = 128, rowTokens with PreparedRowTables otherwise).
+  // (rowsPrepared128 for one token and G = 128, rowTokens with PreparedRowTables otherwise).
   const Int4Tables* prepared = w.tables && w.tables->describes(w) ? w.tables : nullptr;
-  const bool fused = G == 128 && M == 1;  // tables made inside the block loop (rowFused128, rowPrepared128)
+  const bool fused = G == 128 && M == 1;  // tables made inside the block loop (rowFused128, rowsPrepared128)
   const bool usePrepared = fused && prepared;
-  if (usePrepared && !x.generic[0]) {
+  if (usePrepared) {
     if (x.multiPlane[0]) rowsPrepared128<true>(pr, *prepared, nBegin, nEnd, w8Row);
     else rowsPrepared128<false>(pr, *prepared, nBegin, nEnd, w8Row);
     return;
@@ -810,8 +790,6 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
       for (int m0 = 0; m0 < M; m0 += kMaxTokens)
         for (int r = 0; r < nr; ++r)
           if (generic[r]) continue;
-          else if (usePrepared && x.multiPlane[m0]) rowPrepared128<true>(x, w.codes + (size_t)(n0 + r) * (K / 2), prepared->entries.data(), prepared->indexRow(n0 + r), units[r], m0, acc + (size_t)r * M + m0);
-          else if (usePrepared) rowPrepared128<false>(x, w.codes + (size_t)(n0 + r) * (K / 2), prepared->entries.data(), prepared->indexRow(n0 + r), units[r], m0, acc + (size_t)r * M + m0);
           else if (fused) rowFused128For(kinds[r], x, w.codes + (size_t)(n0 + r) * (K / 2), rows[r], pr.tc, units[r], m0, acc + (size_t)r * M + m0);
           else if (prepared)
             rowTokensFor<G>(std::min(kMaxTokens, M - m0), x, w.codes + (size_t)(n0 + r) * (K / 2),
