@@ -287,3 +287,28 @@ TEST(amx_w4a16_computes_bf16_subnormals_exactly) {
     }
   }
 }
+
+// Up to 32 tokens the tiles take the interleaved decode (kernels/amx/mixed_gemm.cpp), beyond that the general
+// path; both add the same products in the same order, so the first rows of any batch of 8 or more give the same
+// bits (two k-blocks, a lone 16-row tile at the end of N, e4m3fn and e5m2 weights).
+TEST(amx_w4a8_gives_the_same_bits_for_any_batch_of_8_or_more) {
+  const KernelTable* t = amxOrSkip("amx_w4a8_gives_the_same_bits_for_any_batch_of_8_or_more");
+  if (!t) return;
+  const int Mmax = 72, N = 47, K = 1280;
+  const Fp8Format weightFormats[] = {Fp8Format::E4M3FN, Fp8Format::E5M2};
+  uint64_t seed = 9700;
+  for (const Fp8Format wf : weightFormats) {
+    const Int4Layer l = makeInt4Layer(++seed, Mmax, N, K, 128, wf, Fp8Format::E4M3FN, false, false);
+    auto run = [&](int M) {
+      std::vector<float> y((size_t)M * N);
+      t->gemmW4A8(W4A8GemmArgs{l.x8.data(), l.xScales.data(), Fp8Format::E4M3FN, M, l.view(), {y.data(), nullptr, N}}, 0, N);
+      return y;
+    };
+    const std::vector<float> first = run(8);
+    for (const int M : {9, 16, 31, 32, 33, 40, 72}) {
+      const std::vector<float> y = run(M);
+      CHECK(std::memcmp(y.data(), first.data(), first.size() * 4) == 0, "w=%s: M=%d's first 8 rows differ from M=8's",
+            formatName(wf), M);
+    }
+  }
+}
