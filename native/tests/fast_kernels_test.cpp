@@ -64,6 +64,35 @@ double magnitude(A a, B b, int m, int n, int K) {
   return sum;
 }
 
+// DESIGN.md §1's tolerance for W4A8 output (m, n) of layer l: 1e-5 s_x s_c sum_k |x8 w8|, with w8 the layer's
+// FP8 weights as the reference dequantizes them. Keeps references to l and w8.
+auto w4a8Bound(const Int4Layer& l, const std::vector<uint8_t>& w8) {
+  const float* xTable = fp8DecodeTable(l.actFormat);
+  const float* wTable = fp8DecodeTable(l.weightFormat);
+  return [&l, &w8, xTable, wTable](int m, int n) {
+    const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * l.K + k]]; },
+                                 [&](int nn, int k) { return wTable[w8[(size_t)nn * l.K + k]]; }, m, n, l.K);
+    return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
+  };
+}
+
+// Every fast backend's W4A8 on l, whose group scales or zero points the test set after packing, against the
+// reference (messages: the backend's name, then `what`). Returns the FP8 weights the reference dequantizes
+// them to.
+std::vector<uint8_t> checkEditedW4A8Layer(const Int4Layer& l, const std::string& what) {
+  const int M = l.M, N = l.N;
+  std::vector<float> ref((size_t)M * N);
+  reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
+  std::vector<uint8_t> w8((size_t)N * l.K);
+  dequantInt4ToFp8(l.view(), w8.data(), 0, N);
+  for (const KernelTable* t : fastBackends()) {
+    std::vector<float> y((size_t)M * N);
+    t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y.data(), nullptr, N}}, 0, N);
+    checkClose(y, ref, M, N, w4a8Bound(l, w8), std::string(t->name) + " " + what);
+  }
+  return w8;
+}
+
 // The sampled shape grid: every M, N and K multiple appears with every G, format and packing.
 const int kMs[] = {1, 2, 3, 5, 16, 17, 64};
 const int kNs[] = {1, 7, 16, 33, 50, 8, 19};
@@ -105,16 +134,10 @@ std::vector<Case> int4Cases() {
 
 void runW4A8Case(const Case& c, const std::vector<const KernelTable*>& backends) {
   const Int4Layer l = makeInt4Layer(c.seed, c.M, c.N, c.K, c.G, c.wf, c.af, c.symmetric, c.pow2);
-  const int M = c.M, N = c.N, K = c.K;
+  const int M = c.M, N = c.N;
   std::vector<float> ref((size_t)M * N);
   reference::gemmW4A8({l.x8.data(), l.xScales.data(), c.af, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
-  const float* xTable = fp8DecodeTable(c.af);
-  const float* wTable = fp8DecodeTable(c.wf);
-  auto bound = [&](int m, int n) {
-    const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
-                                 [&](int nn, int k) { return wTable[l.w8[(size_t)nn * K + k]]; }, m, n, K);
-    return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
-  };
+  const auto bound = w4a8Bound(l, l.w8);
   for (const KernelTable* t : backends) {
     std::vector<float> y((size_t)M * N, -1.0f);
     std::vector<uint16_t> y16((size_t)M * N);
@@ -295,21 +318,8 @@ TEST(w4a8_group_tables_match_reference_on_extreme_scales) {
         }
         l.zeros[(size_t)n * groups + g] = (uint8_t)rng.below(16);
       }
-    std::vector<float> ref((size_t)M * N);
-    reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
-    std::vector<uint8_t> w8((size_t)N * K);
-    dequantInt4ToFp8(l.view(), w8.data(), 0, N);
-    const float* xTable = fp8DecodeTable(l.actFormat);
-    const float* wTable = fp8DecodeTable(wf);
-    auto bound = [&](int m, int n) {
-      const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
-                                   [&](int nn, int k) { return wTable[w8[(size_t)nn * K + k]]; }, m, n, K);
-      return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
-    };
+    const std::vector<uint8_t> w8 = checkEditedW4A8Layer(l, std::string("extreme scales ") + formatName(wf));
     for (const KernelTable* t : fastBackends()) {
-      std::vector<float> y((size_t)M * N);
-      t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y.data(), nullptr, N}}, 0, N);
-      checkClose(y, ref, M, N, bound, std::string(t->name) + " extreme scales " + formatName(wf));
       std::vector<uint8_t> fast((size_t)N * K);
       t->dequantInt4ToFp8(l.view(), fast.data(), 0, N);
       CHECK(fast == w8, "%s dequantInt4ToFp8 differs on extreme scales (%s)", t->name, formatName(wf));
@@ -344,22 +354,7 @@ TEST(w4a8_group_tables_match_reference_at_the_saturation_edge) {
         l.groupScales[(size_t)n * groups + g] = rng.below(2) ? s : -s;
       }
     for (int n = 2; n < 6; ++n) l.groupScales[(size_t)n * groups + (n % groups)] = maxFinite / 15 * factors[2 + n % 5];  // n = 5 wraps to the first factor past the edge
-    std::vector<float> ref((size_t)M * N);
-    reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
-    std::vector<uint8_t> w8((size_t)N * K);
-    dequantInt4ToFp8(l.view(), w8.data(), 0, N);
-    const float* xTable = fp8DecodeTable(l.actFormat);
-    auto bound = [&](int m, int n) {
-      const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
-                                   [&](int nn, int k) { return wTable[w8[(size_t)nn * K + k]]; }, m, n, K);
-      return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
-    };
-    for (const KernelTable* t : fastBackends()) {
-      std::vector<float> y((size_t)M * N);
-      t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y.data(), nullptr, N}}, 0, N);
-      checkClose(y, ref, M, N, bound,
-                 std::string(t->name) + " saturation edge G=" + std::to_string(G) + " " + formatName(wf));
-    }
+    checkEditedW4A8Layer(l, "saturation edge G=" + std::to_string(G) + " " + formatName(wf));
   }
 }
 
@@ -600,22 +595,7 @@ TEST(w4a8_tiny_group_scales_round_to_fp8_subnormals_like_the_reference) {
           l.groupScales[(size_t)n * groups + g] = std::ldexp(mantissa, minExp - 5 - rng.below(6)) * (g % 3 ? 1.0f : -1.0f);
           l.zeros[(size_t)n * groups + g] = (uint8_t)rng.below(16);
         }
-      std::vector<float> ref((size_t)M * N);
-      reference::gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
-      std::vector<uint8_t> w8((size_t)N * K);
-      dequantInt4ToFp8(l.view(), w8.data(), 0, N);
-      const float* xTable = fp8DecodeTable(l.actFormat);
-      const float* wTable = fp8DecodeTable(wf);
-      auto bound = [&](int m, int n) {
-        const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
-                                     [&](int nn, int k) { return wTable[w8[(size_t)nn * K + k]]; }, m, n, K);
-        return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
-      };
-      for (const KernelTable* t : fastBackends()) {
-        std::vector<float> y((size_t)M * N);
-        t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y.data(), nullptr, N}}, 0, N);
-        checkClose(y, ref, M, N, bound, std::string(t->name) + " tiny scales M=" + std::to_string(M) + " G=" + std::to_string(G) + " " + formatName(wf));
-      }
+      checkEditedW4A8Layer(l, "tiny scales M=" + std::to_string(M) + " G=" + std::to_string(G) + " " + formatName(wf));
     }
 }
 
@@ -702,14 +682,7 @@ TEST(w4a8_vnni_matches_reference_on_odd_shapes_planes_and_batches) {
         std::vector<float> ref((size_t)M * N), y((size_t)M * N, -1.0f), one(N);
         reference::gemmW4A8({l.x8.data(), l.xScales.data(), af, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
         avx512vnni::gemmW4A8({l.x8.data(), l.xScales.data(), af, M, l.view(), {y.data(), nullptr, N}}, 0, N);
-        const float* xTable = fp8DecodeTable(af);
-        const float* wTable = fp8DecodeTable(wf);
-        auto bound = [&](int m, int n) {
-          const double mag = magnitude([&](int mm, int k) { return xTable[l.x8[(size_t)mm * K + k]]; },
-                                       [&](int nn, int k) { return wTable[l.w8[(size_t)nn * K + k]]; }, m, n, K);
-          return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
-        };
-        checkClose(y, ref, M, N, bound, name);
+        checkClose(y, ref, M, N, w4a8Bound(l, l.w8), name);
         for (int m = 0; m < M; ++m) {
           avx512vnni::gemmW4A8({l.x8.data() + (size_t)m * K, l.xScales.data() + m, af, 1, l.view(), {one.data(), nullptr, N}},
                                0, N);
