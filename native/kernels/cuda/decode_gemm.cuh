@@ -58,19 +58,11 @@ __global__ void __launch_bounds__(kDecodeThreads, NT <= 2 ? 2 : 1) decodeGemmKer
   using Tile = XTile<kFp8Mma>;
 
   const int K = p.K, N = p.N, G = p.G, M = p.M;
-  const int groups = K / G;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int nBase = blockIdx.x * kDecodeRowsPerCta;
   const int row0 = nBase + 16 * warp + g, row1 = row0 + 8;
-  // Rows past N load row N - 1 (finite, discarded at the store).
-  const int loadRow0 = min(row0, N - 1), loadRow1 = min(row1, N - 1);
-  const uint8_t* codes0 = p.codes + (size_t)loadRow0 * (K / 2);
-  const uint8_t* codes1 = p.codes + (size_t)loadRow1 * (K / 2);
-  const float* scales0 = p.groupScales + (size_t)loadRow0 * groups;
-  const float* scales1 = p.groupScales + (size_t)loadRow1 * groups;
-  const uint8_t* zeros0 = p.zeros + (size_t)loadRow0 * groups;
-  const uint8_t* zeros1 = p.zeros + (size_t)loadRow1 * groups;
+  const RowStreams rowA = rowStreams(p, row0), rowB = rowStreams(p, row1);
   const int groupsPerRun = 128 / G;  // 1, 2 or 4
 
   const int chunks = (K + kDecodeChunkK - 1) / kDecodeChunkK;
@@ -84,8 +76,8 @@ __global__ void __launch_bounds__(kDecodeThreads, NT <= 2 ? 2 : 1) decodeGemmKer
   auto loadPiece = [&](int c, int j) {
     const int k = c * kDecodeChunkK + 128 * t + 32 * j;
     if (k < K) {
-      w0[j] = *reinterpret_cast<const uint4*>(codes0 + k / 2);
-      w1[j] = *reinterpret_cast<const uint4*>(codes1 + k / 2);
+      w0[j] = *reinterpret_cast<const uint4*>(rowA.codes + k / 2);
+      w1[j] = *reinterpret_cast<const uint4*>(rowB.codes + k / 2);
     } else {
       w0[j] = make_uint4(0, 0, 0, 0);
       w1[j] = make_uint4(0, 0, 0, 0);
@@ -97,10 +89,10 @@ __global__ void __launch_bounds__(kDecodeThreads, NT <= 2 ? 2 : 1) decodeGemmKer
     const int k = c * kDecodeChunkK + 128 * t + j * G;
     if (j < groupsPerRun && k < K) {
       const int gi = k / G;
-      s0[j] = scales0[gi];
-      s1[j] = scales1[gi];
-      z0[j] = zeros0[gi];
-      z1[j] = zeros1[gi];
+      s0[j] = rowA.scales[gi];
+      s1[j] = rowB.scales[gi];
+      z0[j] = rowA.zeros[gi];
+      z1[j] = rowB.zeros[gi];
     } else {
       s0[j] = s1[j] = 0.0f;
       z0[j] = z1[j] = 0;

@@ -108,17 +108,10 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   __shared__ float partial[7][NT * 4][32];  // warps 1..7's sums, read by warp 0
 
   const int K = p.K, N = p.N, M = p.M;
-  const int groups = K / G;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * 16 + g, row1 = row0 + 8;
-  const int loadRow0 = min(row0, N - 1), loadRow1 = min(row1, N - 1);  // rows past N: finite, not stored
-  const uint8_t* codes0 = p.codes + (size_t)loadRow0 * (K / 2);
-  const uint8_t* codes1 = p.codes + (size_t)loadRow1 * (K / 2);
-  const float* scales0 = p.groupScales + (size_t)loadRow0 * groups;
-  const float* scales1 = p.groupScales + (size_t)loadRow1 * groups;
-  const uint8_t* zeros0 = p.zeros + (size_t)loadRow0 * groups;
-  const uint8_t* zeros1 = p.zeros + (size_t)loadRow1 * groups;
+  const RowStreams w0 = rowStreams(p, row0), w1 = rowStreams(p, row1);
 
   // This warp's contiguous range of rounds.
   const int rounds = (K + kRoundK - 1) / kRoundK;
@@ -135,13 +128,13 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
     pc.s0 = pc.s1 = 0.0f;
     pc.z0 = pc.z1 = 0;
     if (in) {
-      pc.w0 = loadStreaming(codes0 + k / 2u);
-      pc.w1 = loadStreaming(codes1 + k / 2u);
+      pc.w0 = loadStreaming(w0.codes + k / 2u);
+      pc.w1 = loadStreaming(w1.codes + k / 2u);
       const unsigned gi = k / (unsigned)G;
-      pc.s0 = __ldg(scales0 + gi);
-      pc.s1 = __ldg(scales1 + gi);
-      pc.z0 = __ldg(zeros0 + gi);
-      pc.z1 = __ldg(zeros1 + gi);
+      pc.s0 = __ldg(w0.scales + gi);
+      pc.s1 = __ldg(w1.scales + gi);
+      pc.z0 = __ldg(w0.zeros + gi);
+      pc.z1 = __ldg(w1.zeros + gi);
     }
   };
   // Activations of tokens g (+ 8 nt) at this lane's 32 k of round r, FP8 (two 16-byte loads each), from

@@ -41,6 +41,18 @@ struct DecodeParams {
   unsigned* counters; // [ceil(N / 128)] zero-initialised tickets, when splits > 1 (left zeroed)
 };
 
+// One output row's streams in a fused kernel: its INT4 codes, group scales and zero points. Rows past N read
+// row N - 1 (finite values, never stored), so the kernels' loads need no row check.
+struct RowStreams {
+  const uint8_t* codes;
+  const float* scales;
+  const uint8_t* zeros;
+};
+__device__ __forceinline__ RowStreams rowStreams(const DecodeParams& p, int row) {
+  const size_t n = (size_t)min(row, p.N - 1), groups = (size_t)(p.K / p.G);
+  return {p.codes + n * (p.K / 2), p.groupScales + n * groups, p.zeros + n * groups};
+}
+
 // tokenTiles: 1, 2, 4 or 8 (tiles of 8 tokens). fp8Mma: the e4m3 x e4m3 FP8 MMA variant.
 cudaError_t launchDecodeGemm(const DecodeParams& p, int tokenTiles, bool fp8Mma, cudaStream_t stream);
 int decodeGemmBlocksPerSm(int tokenTiles, bool fp8Mma, bool weightsE5M2);
