@@ -56,6 +56,20 @@ struct Int4Tables {
   bool describes(const Int4WeightsView& w) const;
 };
 
+// Prefetches what the int16 W4A8 kernels read of weight rows [n, n + rows) besides their codes (rows are
+// contiguous): the tables' indices and exponents when the kernel has prepared tables, else the group scales
+// and zero points. Called one row or tile ahead of the row loop.
+inline void prefetchRowGroups(const Int4WeightsView& w, const Int4Tables* prepared, int n, int rows) {
+  const int groups = w.groups() * rows;
+  if (prepared) {
+    for (int g = 0; g < groups; g += 32) __builtin_prefetch(prepared->indexRow(n) + g);
+    for (int g = 0; g < groups; g += 64) __builtin_prefetch(prepared->baseRow(n) + g);
+  } else {
+    for (int g = 0; g < groups; g += 16) __builtin_prefetch(w.groupScales + (size_t)n * w.groups() + g);
+    for (int g = 0; g < groups; g += 64) __builtin_prefetch(w.zeros + (size_t)n * w.groups() + g);
+  }
+}
+
 // The tables of w, or nullptr when its groups have more than 65536 distinct tables (the kernels then build
 // them per call, as without). The result describes w's arrays as they are now: change them, prepare again.
 std::shared_ptr<const Int4Tables> prepareInt4Tables(const Int4WeightsView& w);

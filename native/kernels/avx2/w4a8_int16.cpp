@@ -711,13 +711,7 @@ void fusedRows(const Problem& pr, int nBegin, int nEnd) {
   const int groups = w.groups();
   const Int4Tables* prepared = w.tables && w.tables->describes(w) ? w.tables : nullptr;
   for (int n = nBegin; n < nEnd; ++n) {
-    if (prepared && n + 1 < nEnd) {  // the next row's table indices and bases
-      for (int g = 0; g < groups; g += 32) _mm_prefetch((const char*)(prepared->indexRow(n + 1) + g), _MM_HINT_T0);
-      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(prepared->baseRow(n + 1) + g), _MM_HINT_T0);
-    } else if (n + 1 < nEnd) {  // the next row's scales and zero points (the codes are prefetched in fusedRow)
-      for (int g = 0; g < groups; g += 16) _mm_prefetch((const char*)(w.groupScales + (size_t)(n + 1) * groups + g), _MM_HINT_T0);
-      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(w.zeros + (size_t)(n + 1) * groups + g), _MM_HINT_T0);
-    }
+    if (n + 1 < nEnd) prefetchRowGroups(w, prepared, n + 1, 1);  // (the codes are prefetched in fusedRow)
     const uint8_t* rowCodes = w.codes + (size_t)n * (w.cols / 2);
     if (prepared) {  // the row's bases from the prepared form; tables are read from it block by block
       if (genericX || prepared->rowGeneric[n]) {
@@ -755,13 +749,7 @@ void fewTokenRows(const Problem& pr, int M, int nBegin, int nEnd) {
   const Int4Tables* prepared = w.tables && w.tables->describes(w) ? w.tables : nullptr;
   float out[kFusedMaxTokens];
   for (int n = nBegin; n < nEnd; ++n) {
-    if (prepared && n + 1 < nEnd) {  // the next row's table indices and bases
-      for (int g = 0; g < groups; g += 32) _mm_prefetch((const char*)(prepared->indexRow(n + 1) + g), _MM_HINT_T0);
-      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(prepared->baseRow(n + 1) + g), _MM_HINT_T0);
-    } else if (n + 1 < nEnd) {  // the next row's scales and zero points (the codes are prefetched in fusedTokens)
-      for (int g = 0; g < groups; g += 16) _mm_prefetch((const char*)(w.groupScales + (size_t)(n + 1) * groups + g), _MM_HINT_T0);
-      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(w.zeros + (size_t)(n + 1) * groups + g), _MM_HINT_T0);
-    }
+    if (n + 1 < nEnd) prefetchRowGroups(w, prepared, n + 1, 1);  // (the codes are prefetched in fusedTokens)
     const uint8_t* rowCodes = w.codes + (size_t)n * (w.cols / 2);
     bool genericRow;
     if (prepared) {  // the row's bases from the prepared form; tables are read from it block by block

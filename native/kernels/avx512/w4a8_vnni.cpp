@@ -666,10 +666,7 @@ __attribute__((noinline)) void rowsPrepared128(const Problem& pr, const Int4Tabl
   const Int4TableEntry* entries = prepared.entries.data();
   const float xScale = pr.a.xScales[pr.m0];
   for (int n = nBegin; n < nEnd; ++n) {
-    if (n + 1 < nEnd) {  // the next row's table indices and exponents
-      for (int g = 0; g < blocks; g += 32) _mm_prefetch((const char*)(prepared.indexRow(n + 1) + g), _MM_HINT_T0);
-      for (int g = 0; g < blocks; g += 64) _mm_prefetch((const char*)(prepared.baseRow(n + 1) + g), _MM_HINT_T0);
-    }
+    if (n + 1 < nEnd) prefetchRowGroups(w, &prepared, n + 1, 1);
     float sum;
     if (prepared.rowGeneric[n] || x.generic[0]) {  // a non-finite scale, or NaN / inf in x: the FP32 path
       bool filled = false;
@@ -753,15 +750,8 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
   }
   for (int n0 = nBegin; n0 < nEnd; n0 += tileRows) {
     const int nr = std::min(tileRows, nEnd - n0);
-    if (prepared && n0 + nr < nEnd) {  // the next tile's table indices and bases
-      const int n1 = n0 + nr, rows = std::min(tileRows, nEnd - n1);  // (a tile's rows are contiguous)
-      for (int g = 0; g < groups * rows; g += 32) _mm_prefetch((const char*)(prepared->indexRow(n1) + g), _MM_HINT_T0);
-      for (int g = 0; g < groups * rows; g += 64) _mm_prefetch((const char*)(prepared->baseRow(n1) + g), _MM_HINT_T0);
-    } else if (n0 + nr < nEnd) {  // the next tile's scales and zero points (its codes are prefetched by the block loop)
-      const int n1 = n0 + nr;
-      for (int g = 0; g < groups; g += 16) _mm_prefetch((const char*)(w.groupScales + (size_t)n1 * groups + g), _MM_HINT_T0);
-      for (int g = 0; g < groups; g += 64) _mm_prefetch((const char*)(w.zeros + (size_t)n1 * groups + g), _MM_HINT_T0);
-    }
+    if (n0 + nr < nEnd)  // the next tile's (its codes are prefetched by the block loop)
+      prefetchRowGroups(w, prepared, n0 + nr, std::min(tileRows, nEnd - n0 - nr));
     bool generic[kTileRows];
     RowKind kinds[kTileRows];
     for (int r = 0; r < nr; ++r) {
