@@ -519,27 +519,29 @@ TEST(prefill_cublaslt_is_within_fp8_tensor_core_tolerance) {
   // Auto takes the prefill path above 64 tokens; up to 64 the split-K fused kernel, or the GEMV for up to
   // 16 tokens on rows of K <= 4096.
   Layer l = makeLayer(1300, 65, 64, 128, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false);
-  DeviceLayer d(l);
-  DeviceArray<float> y((size_t)l.M * l.N);
-  GemmPlanInfo plan{};
-  CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, l.aFormat, 65, d.w.view, {y.ptr, nullptr, l.N}}, nullptr,
-                   GemmOptions(), &plan));
-  CHECK(plan.path == GemmPath::PrefillLt, "auto at M=65 took %s", gemmPathName(plan.path));
-  CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, l.aFormat, 64, d.w.view, {y.ptr, nullptr, l.N}}, nullptr,
-                   GemmOptions(), &plan));
-  CHECK(plan.path == GemmPath::DecodeF16Mma, "auto at M=64 took %s", gemmPathName(plan.path));
-  CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, l.aFormat, 17, d.w.view, {y.ptr, nullptr, l.N}}, nullptr,
-                   GemmOptions(), &plan));
-  CHECK(plan.path == GemmPath::DecodeF16Mma, "auto at M=17 took %s", gemmPathName(plan.path));
-  CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, l.aFormat, 16, d.w.view, {y.ptr, nullptr, l.N}}, nullptr,
-                   GemmOptions(), &plan));
-  CHECK(plan.path == GemmPath::Gemv, "auto at M=16, K=128 took %s", gemmPathName(plan.path));
   Layer longRows = makeLayer(1301, 16, 16, 4224, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false);
-  DeviceLayer dl(longRows);
-  CUDA_OK(gemmW4A8(gCtx, {dl.x8.ptr, dl.xScales.ptr, longRows.aFormat, 1, dl.w.view, {y.ptr, nullptr, 16}}, nullptr,
-                   GemmOptions(), &plan));
-  CHECK(plan.path == GemmPath::DecodeF16Mma, "auto at M=1, K=4224 took %s", gemmPathName(plan.path));
-  std::printf("    prefill scales applied %s\n", plan.fusedScales ? "by the kernel" : "by an epilogue kernel");
+  DeviceLayer d(l), dl(longRows);
+  DeviceArray<float> y((size_t)l.M * l.N);
+  // The plan Auto makes for the first M tokens of a layer.
+  auto autoPlan = [&](const Layer& host, const DeviceLayer& dev, int M) {
+    GemmPlanInfo plan{};
+    CUDA_OK(gemmW4A8(gCtx, {dev.x8.ptr, dev.xScales.ptr, host.aFormat, M, dev.w.view, {y.ptr, nullptr, host.N}}, nullptr,
+                     GemmOptions(), &plan));
+    return plan;
+  };
+  const GemmPlanInfo prefill = autoPlan(l, d, 65);
+  CHECK(prefill.path == GemmPath::PrefillLt, "auto at M=65 took %s", gemmPathName(prefill.path));
+  const struct { const Layer& host; const DeviceLayer& dev; int M; GemmPath want; const char* what; } autoCases[] = {
+      {l, d, 64, GemmPath::DecodeF16Mma, "M=64"},
+      {l, d, 17, GemmPath::DecodeF16Mma, "M=17"},
+      {l, d, 16, GemmPath::Gemv, "M=16, K=128"},
+      {longRows, dl, 1, GemmPath::DecodeF16Mma, "M=1, K=4224"},
+  };
+  for (const auto& c : autoCases) {
+    const GemmPath path = autoPlan(c.host, c.dev, c.M).path;
+    CHECK(path == c.want, "auto at %s took %s", c.what, gemmPathName(path));
+  }
+  std::printf("    prefill scales applied %s\n", prefill.fusedScales ? "by the kernel" : "by an epilogue kernel");
   CUDA_OK(synchronize(gCtx));
 }
 
