@@ -210,21 +210,8 @@ __global__ void __launch_bounds__(kDecodeThreads, NT <= 2 ? 2 : 1) decodeGemmKer
   }
 
   // ---- epilogue --------------------------------------------------------------------------------------
-  auto store = [&](int m, int n, float value) {
-    const size_t index = (size_t)m * p.ldy + n;
-    if (p.yF32) p.yF32[index] = value;
-    else p.yBf16[index] = floatToBf16(value);
-  };
   if (gridDim.y == 1) {
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const int m0 = 8 * nt + 2 * t;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int m = m0 + (e & 1), n = e < 2 ? row0 : row1;
-        if (m < M && n < N) store(m, n, (p.xScales[m] * p.channelScales[n]) * acc[nt][e]);
-      }
-    }
+    storeFragments<NT>(p, acc, row0, t);
     return;
   }
 
@@ -251,7 +238,7 @@ __global__ void __launch_bounds__(kDecodeThreads, NT <= 2 ? 2 : 1) decodeGemmKer
     const int n = nBase + r;
     float sum = 0.0f;
     for (int s = 0; s < (int)gridDim.y; ++s) sum += __ldcg(p.partials + ((size_t)s * M + m) * N + n);
-    store(m, n, (p.xScales[m] * p.channelScales[n]) * sum);
+    storeOutput(p, m, n, sum);
   }
   if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;  // ready for the next launch on the stream
 }

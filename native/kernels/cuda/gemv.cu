@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   constexpr int kShare = G / 32;
   __shared__ float partial[7][NT * 4][32];  // warps 1..7's sums, read by warp 0
 
-  const int K = p.K, N = p.N, M = p.M;
+  const int K = p.K, M = p.M;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * 16 + g, row1 = row0 + 8;
@@ -224,20 +224,7 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[nt][e] += partial[w - 1][4 * nt + e][lane];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int m0 = 8 * nt + 2 * t;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int m = m0 + (e & 1), n = e < 2 ? row0 : row1;
-      if (m < M && n < N) {
-        const float value = (p.xScales[m] * p.channelScales[n]) * acc[nt][e];
-        const size_t index = (size_t)m * p.ldy + n;
-        if (p.yF32) p.yF32[index] = value;
-        else p.yBf16[index] = floatToBf16(value);
-      }
-    }
-  }
+  storeFragments<NT>(p, acc, row0, t);
 }
 
 template <int NT, int G, bool kWeightsE5M2, bool kCapped>

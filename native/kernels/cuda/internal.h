@@ -53,6 +53,27 @@ __device__ __forceinline__ RowStreams rowStreams(const DecodeParams& p, int row)
   return {p.codes + n * (p.K / 2), p.groupScales + n * groups, p.zeros + n * groups};
 }
 
+// Writes output (m, n) of a fused kernel: y = (s_x[m] * s_c[n]) * sum, as the reference rounds it, as FP32 or BF16.
+__device__ __forceinline__ void storeOutput(const DecodeParams& p, int m, int n, float sum) {
+  const float value = (p.xScales[m] * p.channelScales[n]) * sum;
+  const size_t index = (size_t)m * p.ldy + n;
+  if (p.yF32) p.yF32[index] = value;
+  else p.yBf16[index] = floatToBf16(value);
+}
+
+// A lane's finished C fragments: acc[nt][e] is output (8 nt + 2 t + (e & 1), e < 2 ? row0 : row0 + 8), stored
+// where inside [M, N].
+template <int NT>
+__device__ __forceinline__ void storeFragments(const DecodeParams& p, const float (&acc)[NT][4], int row0, int t) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int m = 8 * nt + 2 * t + (e & 1), n = e < 2 ? row0 : row0 + 8;
+      if (m < p.M && n < p.N) storeOutput(p, m, n, acc[nt][e]);
+    }
+}
+
 // tokenTiles: 1, 2, 4 or 8 (tiles of 8 tokens). fp8Mma: the e4m3 x e4m3 FP8 MMA variant.
 cudaError_t launchDecodeGemm(const DecodeParams& p, int tokenTiles, bool fp8Mma, cudaStream_t stream);
 int decodeGemmBlocksPerSm(int tokenTiles, bool fp8Mma, bool weightsE5M2);
