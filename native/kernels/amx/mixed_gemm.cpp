@@ -104,6 +104,7 @@ void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, uin
   const int rowChunks = (b1 - b0) * CPB;
   for (int r = 0; r < nr; ++r) {
     const typename Source::Row row = src.row(n0 + r);
+    src.prefetchGroups(row, b1, 0);  // the row's scales and zero points of the next k-block
     for (int b = b0; b < b1; ++b) {
       _mm_prefetch((const char*)(row.codes + (size_t)(b + (b1 - b0)) * 64), _MM_HINT_T0);
       decodeBlockTo(src, row, b, ws + ((size_t)r * rowChunks + (b - b0) * CPB) * kChunkK);
@@ -114,10 +115,12 @@ void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, uin
 }
 
 // Block b of rows [n0, n0 + nr) into wb = [nPad][CPB chunks][32] words (rows nr..nPad-1 zero), prefetching each
-// row `ahead` blocks further on (the row's next k-block, as decodeRows does). (Prefetches past the matrix are
+// row `ahead` blocks further on (the row's next k-block, as decodeRows does); firstOfKBlock: b is the k-block's
+// first block. (Prefetches past the matrix are
 // harmless: they never fault.)
 template <class Source>
-W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int nPad, int b, int ahead, uint16_t* wb) {
+W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int nPad, int b, int ahead, bool firstOfKBlock,
+                                         uint16_t* wb) {
   constexpr int CPB = Source::kChunksPerBlock;
   for (int r = 0; r < nr; ++r) {
     const typename Source::Row row = src.row(n0 + r);
@@ -126,6 +129,12 @@ W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int n
     // fetched one row pair ahead (row-pair order reads 32 rows a line at a time, which the hardware
     // prefetcher does not follow; without this, rows of K = 2048 ran 5-13 % slower than the general path).
     if (b < ahead) _mm_prefetch((const char*)(row.codes + 32 * src.rowBytes() + (size_t)b * 64), _MM_HINT_T0);
+    // Scales and zero points likewise, once per row and k-block (other streams of every row, which the
+    // hardware prefetcher does not follow either: 8-10 % of a 16-token call waited for them).
+    if (firstOfKBlock) {
+      src.prefetchGroups(row, b + ahead, 0);
+      if (b == 0) src.prefetchGroups(row, 0, 32);
+    }
     decodeBlockTo(src, row, b, wb + (size_t)r * CPB * kChunkK);
   }
   for (int r = nr; r < nPad; ++r)
@@ -144,7 +153,7 @@ void interleavedRowPair(const Source& src, const ActivationTiles& x, int n0, int
   const size_t bufferWords = (size_t)32 * CPB * kChunkK;
   tileStart<NA, NB>(acc, accRowBytes, c0 == 0);
   for (int b = b0; b <= b1; ++b) {
-    if (b < b1) decodeBlockRows(src, n0, rows, rowsPad, b, b1 - b0, wb + (size_t)((b - b0) & 1) * bufferWords);
+    if (b < b1) decodeBlockRows(src, n0, rows, rowsPad, b, b1 - b0, b == b0, wb + (size_t)((b - b0) & 1) * bufferWords);
     if (b > b0)
       tileSteps<NA, NB>(reinterpret_cast<const uint8_t*>(wb + (size_t)((b - 1 - b0) & 1) * bufferWords), CPB * 64,
                         x.tile(0, (b - 1) * CPB), x.blockBytes(), CPB);

@@ -116,6 +116,14 @@ struct Int4Source {
     if ((b & 15) == 0) _mm_prefetch((const char*)(r.scales + (size_t)rows * groups + b * (kBlockK / G)), _MM_HINT_T0);
   }
 
+  // Prefetch the group scales and zero points of block b of the row `rows` rows further down (one line each:
+  // a block's groups never span more than 4 scales).
+  W4A8_ALWAYS_INLINE void prefetchGroups(const Row& r, int b, int rows) const {
+    const size_t g = (size_t)rows * groups + (size_t)b * (kBlockK / G);
+    _mm_prefetch((const char*)(r.scales + g), _MM_HINT_T0);
+    _mm_prefetch((const char*)(r.zeros + g), _MM_HINT_T0);
+  }
+
   // The 16 values s_g * (q - z) of group g; in the tail block, zero past the row's end.
   template <bool kTail>
   W4A8_ALWAYS_INLINE __m512 values(const Row& r, int g) const {
@@ -242,6 +250,7 @@ struct Fp8Source {
   W4A8_ALWAYS_INLINE void prefetchAhead(const Row& r, int b, int rows) const {
     _mm_prefetch((const char*)(r.codes + (size_t)rows * w.cols + (size_t)b * 64), _MM_HINT_T0);
   }
+  W4A8_ALWAYS_INLINE void prefetchGroups(const Row&, int, int) const {}  // no group data
   template <bool kShort, bool kTail>
   W4A8_ALWAYS_INLINE void decode(const Row& r, int b, __m512i* out) const {
     const uint8_t* p = r.codes + (size_t)b * 64;
