@@ -24,7 +24,8 @@
 // Limits beside the figures (STYLE.md rule 7), from the addon's probes with the same thread count: decode at
 // batch B cannot beat min(B x read bandwidth / weight bytes per step, peak FLOP/s / (2 x multiply-adds per token));
 // prefill cannot beat the compute bound. Weight bytes per step: every layer matrix and the output matrix of each
-// engine's own file (w4a8: INT4 codes + group scales/zeros + channel scales + BF16 lm_head; GGUF: Q4_0 + Q6_K).
+// engine's own file (w4a8: INT4 codes + group scales/zeros + channel scales + BF16 lm_head, or a packed one with
+// --lm-head w4a8; GGUF: Q4_0 + Q6_K).
 // KV-cache and activation traffic are left out (short contexts here).
 //
 // Prints tables with the ratios and the PASS/MISS lines of the targets, writes bench/results/e2e-<cpu>.json and a
@@ -89,6 +90,8 @@ function usage() {
                         the thread count (default 0: don't wait; the load average is recorded either way)
   --cache DIR           where the model files are built and kept (default: ${path.join(os.tmpdir(), 'w4a8-bench')})
   --clean               remove the files this run built from the cache at the end
+  --lm-head H           w4a8's lm_head: bf16 (default) or w4a8 (packed like the linear layers, as
+                        \`w4a8 pack --lm-head w4a8\` does; llama.cpp's output matrix is Q6_K either way)
   --out DIR             where the JSON and SVG go (default bench/results)
   --replot FILE.json    only redraw the SVG of an earlier run
   --help`;
@@ -109,7 +112,7 @@ function readOptions(argv) {
         quick: { type: 'boolean' }, 'with-7b': { type: 'boolean' }, models: { type: 'string' }, engines: { type: 'string' },
         threads: { type: 'string' }, batches: { type: 'string' }, 'decode-tokens': { type: 'string' }, 'prefill-tokens': { type: 'string' },
         cache: { type: 'string' }, clean: { type: 'boolean' }, settle: { type: 'string' }, repeat: { type: 'string' }, out: { type: 'string' }, replot: { type: 'string' }, help: { type: 'boolean' },
-        child: { type: 'string' },
+        child: { type: 'string' }, 'lm-head': { type: 'string' },
       },
     }).values;
   } catch (error) {
@@ -135,6 +138,8 @@ function readOptions(argv) {
     prefillTokens: v['prefill-tokens'] ? positiveInteger(v['prefill-tokens'], 'prefill-tokens') : null,
     cache: path.resolve(v.cache ?? path.join(os.tmpdir(), 'w4a8-bench')),
     clean: Boolean(v.clean),
+    lmHead: v['lm-head'] === undefined || v['lm-head'] === 'bf16' ? 'bf16'
+      : v['lm-head'] === 'w4a8' ? 'w4a8' : fail(`--lm-head must be bf16 or w4a8, got '${v['lm-head']}'`),
     settle: v.settle ? positiveInteger(v.settle, 'settle') : 0,
     repeat: v.repeat ? positiveInteger(v.repeat, 'repeat') : v.quick ? 1 : 2,
     out: path.resolve(v.out ?? path.join(ROOT, 'bench', 'results')),
@@ -359,15 +364,15 @@ function promptsFor(plan, vocab, bos) {
 async function prepareSynthetic(key, opts, format) {
   const shape = SYNTHETIC_SHAPES[key];
   const contextLength = shape.maxSeqLen;
-  return cachedBuild(opts.cache, shape.id, async (base) => {
+  return cachedBuild(opts.cache, `${shape.id}${headSuffix(opts)}`, async (base) => {
     process.stderr.write(`building ${shape.id}: ${base}.w4a8 and ${base}.gguf (random weights) ...\n`);
     const t0 = now();
-    const packed = syntheticPacked(format, shape, SEED);
+    const packed = syntheticPacked(format, shape, SEED, opts.lmHead);
     const written = await format.writePackedModel(`${base}.w4a8`, packed);
     const gguf = writeSyntheticGguf(`${base}.gguf`, shape, contextLength, SEED);
     process.stderr.write(`  built in ${(now() - t0).toFixed(0)} s (${mib(written.bytes)} + ${mib(gguf.bytes)} MiB)\n`);
     return {
-      id: shape.id, label: shape.label, kind: key, trained: false, config: syntheticConfig(shape), groupSize: packed.quant.groupSize,
+      id: shape.id, label: `${shape.label}${headLabel(opts)}`, kind: key, trained: false, lmHead: opts.lmHead, config: syntheticConfig(shape), groupSize: packed.quant.groupSize,
       w4a8File: `${base}.w4a8`, w4a8Bytes: written.bytes, w4a8StepBytes: w4a8StepBytes(packed),
       ggufFile: `${base}.gguf`, ggufBytes: gguf.bytes, ggufStepBytes: gguf.stepBytes, ggufTypes: gguf.types,
     };
@@ -376,18 +381,23 @@ async function prepareSynthetic(key, opts, format) {
 
 const TRAINED_GROUP = 32;
 
+// --lm-head w4a8: other files in the cache, and said in every model's label.
+const headSuffix = (opts) => (opts.lmHead === 'w4a8' ? '-lmhead-w4a8' : '');
+const headLabel = (opts) => (opts.lmHead === 'w4a8' ? ', w4a8 lm_head W4A8' : '');
+
 async function prepareTrained(entry, opts, pkg, format) {
-  return cachedBuild(opts.cache, `trained-${slug(entry.id)}`, async (base) => {
+  return cachedBuild(opts.cache, `trained-${slug(entry.id)}${headSuffix(opts)}`, async (base) => {
     process.stderr.write(`converting ${entry.id} (${entry.source}) ...\n`);
     const source = await pkg.importModel(entry.source);
     // G = 32: the same granularity as Q4_0's blocks, so both files quantize the weights alike.
-    const packed = await pkg.packModel(source, { groupSize: TRAINED_GROUP });
+    const packed = await pkg.packModel(source, { groupSize: TRAINED_GROUP, lmHead: opts.lmHead });
     const written = await pkg.writePackedModel(`${base}.w4a8`, packed);
     const gguf = writeGgufFromSource(`${base}.gguf`, source, entry.id, format.tensorToFloat32);
     const params = matmulParams(source.config);
     const description = {
       id: entry.id, label: `${entry.id} (trained, ${entry.kind}: dim ${source.config.dim}, MLP ${source.config.hiddenDim}, ` +
-        `${source.config.nLayers} layers, ${source.config.nHeads}/${source.config.nKvHeads} heads, vocab ${source.config.vocabSize})`,
+        `${source.config.nLayers} layers, ${source.config.nHeads}/${source.config.nKvHeads} heads, vocab ${source.config.vocabSize})${headLabel(opts)}`,
+      lmHead: opts.lmHead,
       kind: kindOfParams(params), trained: true, source: entry.source, config: source.config, groupSize: TRAINED_GROUP,
       w4a8File: `${base}.w4a8`, w4a8Bytes: written.bytes, w4a8StepBytes: w4a8StepBytes(packed),
     };
@@ -542,7 +552,7 @@ async function runParent(opts) {
 
   printReport(report);
   mkdirSync(opts.out, { recursive: true });
-  const name = `e2e-${slug(machine.cpu)}-${opts.threads}t${opts.quick ? '-quick' : ''}`;
+  const name = `e2e-${slug(machine.cpu)}-${opts.threads}t${opts.quick ? '-quick' : ''}${headSuffix(opts)}`;
   const jsonFile = path.join(opts.out, `${name}.json`), svgFile = path.join(opts.out, `${name}.svg`);
   writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(svgFile, renderSvg(report));

@@ -77,7 +77,10 @@ export interface NativeModelHandle {
    * sequence's last token, or [Σ counts, vocab] for every token with allPositions.
    */
   step(ids: Int32Array, counts: Int32Array, tokens: Int32Array, logits: Float32Array, allPositions?: boolean): Promise<void>;
-  /** Accumulate the input Hessians (H = 2 Σ xᵀx) of decoder layer `layer` in later steps; -1 stops. */
+  /**
+   * Accumulate the input Hessians (H = 2 Σ xᵀx) of decoder layer `layer` in later steps; -1 stops; nLayers:
+   * the lm_head's input (every token's final-norm output), as the first Hessian.
+   */
   collectHessians(layer: number): void;
   /** The Hessians so far (q/k/v input, o input, gate/up input, down input), then a fresh start. */
   takeHessians(): { layer: number; tokens: number; hessians: [Float64Array, Float64Array, Float64Array, Float64Array] };

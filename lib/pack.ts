@@ -4,6 +4,8 @@
  *                   JS thread, a few layers at once); K is zero-padded up to a multiple of the group
  *                   size first (stories260K: K = 64 and 172), the runtime feeding zeros there
  *   embeddings      BF16, rounded to nearest even (`model.embed_tokens.weight`, `lm_head.weight`)
+ *   lm_head         BF16, or with options.lmHead = 'w4a8' packed like a linear layer, by the same method
+ *                   (from the embedding when tied; the embedding itself stays BF16)
  *   norms, biases   F32
  * Methods:
  *   rtn    round to nearest per group (no data needed)
@@ -15,7 +17,7 @@
 import { availableParallelism } from 'node:os';
 import { W4a8Error } from './errors.js';
 import { QUANT_METHODS, checkModelConfig } from './format/config.js';
-import { EMBEDDING, LM_HEAD, allLinearNames, linearShape, packedTensorSpecs, paddedInputs, sourceTensorShapes } from './format/layout.js';
+import { EMBEDDING, LM_HEAD, LM_HEAD_LINEAR, linearShape, packedLinearNames, packedTensorSpecs, paddedInputs, sourceTensorShapes } from './format/layout.js';
 import { tensorToFloat32 } from './format/widen.js';
 import { floatToBf16 } from './fp8.js';
 import type { ModelConfig, PackedModel, QuantConfig, QuantMethod, SourceModel, Tensor } from './model/types.js';
@@ -61,6 +63,12 @@ export interface PackOptions {
   trueSequential?: boolean;
   /** gptq/dpq: tokens per calibration forward step (default 8192). */
   calibrationStepTokens?: number;
+  /**
+   * 'w4a8': pack lm_head like the linear layers, by the same method (gptq/dpq calibrate it on the Hessian of
+   * the final norm's output, after all decoder layers are quantized). A decode step then reads about a quarter
+   * of the lm_head's BF16 bytes (Llama-3.2-1B-like shapes: 627 -> 536 MiB a token). Default 'bf16'.
+   */
+  lmHead?: 'bf16' | 'w4a8';
   /** Linear layers packed at the same time (default: min(4, CPU count)). */
   concurrency?: number;
 }
@@ -97,6 +105,7 @@ function checkPackOptions(options: unknown): { quant: QuantConfig; concurrency: 
     scales: checkChoice(o.scales, ['float', 'pow2'] as const, 'options.scales', 'float'),
     method: checkChoice(o.method, QUANT_METHODS, 'options.method', 'rtn'),
   };
+  if (checkChoice(o.lmHead, ['bf16', 'w4a8'] as const, 'options.lmHead', 'bf16') === 'w4a8') quant.lmHead = 'w4a8';
   const gar = checkBoolean(o.gar, 'options.gar', false);
   const actOrder = checkBoolean(o.actOrder, 'options.actOrder', false);
   let calibration;
@@ -166,10 +175,17 @@ function paddedWeights(name: string, tensor: Tensor, rows: number, cols: number,
   return out;
 }
 
+/** The source tensor holding linear layer `linear`'s weights: `<linear>.weight`, or the embedding for a tied lm_head. */
+function sourceWeightName(linear: string, config: ModelConfig): string {
+  return linear === LM_HEAD_LINEAR && config.tieEmbeddings ? EMBEDDING : `${linear}.weight`;
+}
+
+/** RTN-packs linear layer `linear`. */
 async function packLinear(linear: string, source: Map<string, Tensor>, config: ModelConfig, quant: QuantConfig): Promise<[string, Tensor][]> {
   const { rows, cols } = linearShape(config, linear);
   const Kp = paddedInputs(cols, quant.groupSize);
-  const weights = paddedWeights(`${linear}.weight`, source.get(`${linear}.weight`)!, rows, cols, Kp);
+  const weightName = sourceWeightName(linear, config);
+  const weights = paddedWeights(weightName, source.get(weightName)!, rows, cols, Kp);
   const packed = await Int4Weights.packAsync(weights, rows, Kp, {
     groupSize: quant.groupSize, symmetric: quant.symmetric, scales: quant.scales, format: quant.weightFormat,
   });
@@ -190,7 +206,7 @@ function linearTensors(linear: string, packed: Int4Weights): [string, Tensor][] 
 /** gptq / dpq: sequential calibration and quantization (lib/quant/calibrate.ts); records the details in quant. */
 async function packCalibrated(source: SourceModel, sourceTensors: Map<string, Tensor>, config: ModelConfig, quant: QuantConfig,
   plan: CalibrationPlan, packed: Map<string, Tensor>, onProgress?: (progress: PackProgress) => void): Promise<void> {
-  const total = config.nLayers * 7;
+  const total = config.nLayers * 7 + (quant.lmHead === 'w4a8' ? 1 : 0);
   const report = (p: SequentialProgress) => {
     if (p.stage === 'calibrate') onProgress?.({ done: p.layer * 7, total, linear: '', layer: p.layer, calibration: { done: p.done, total: p.total } });
     else onProgress?.({ done: p.done, total, linear: p.linear!, layer: p.layer });
@@ -198,7 +214,8 @@ async function packCalibrated(source: SourceModel, sourceTensors: Map<string, Te
   const weightsOf = (linear: string) => {
     const { rows, cols } = linearShape(config, linear);
     const Kp = paddedInputs(cols, quant.groupSize);
-    return { weights: paddedWeights(`${linear}.weight`, sourceTensors.get(`${linear}.weight`)!, rows, cols, Kp), rows, cols: Kp };
+    const name = sourceWeightName(linear, config);
+    return { weights: paddedWeights(name, sourceTensors.get(name)!, rows, cols, Kp), rows, cols: Kp };
   };
   const method = quant.method as 'gptq' | 'dpq';
   const { linears, layers } = await quantizeSequential({ ...source, config, tensors: sourceTensors }, quant, weightsOf,
@@ -252,13 +269,13 @@ export async function packModel(
   if (onProgress !== undefined && typeof onProgress !== 'function') throw new W4a8Error('E_TYPE', 'onProgress must be a function');
 
   const packed = new Map<string, Tensor>();
-  const linears = allLinearNames(config);
+  const linears = packedLinearNames(config, quant);
   if (calibration === undefined) {
     let done = 0;
     await runLimited(linears.map((linear) => async () => {
       for (const [name, tensor] of await packLinear(linear, sourceTensors, config, quant)) packed.set(name, tensor);
       done++;
-      onProgress?.({ done, total: linears.length, linear, layer: Number(linear.split('.')[2]) });
+      onProgress?.({ done, total: linears.length, linear, layer: linear === LM_HEAD_LINEAR ? config.nLayers : Number(linear.split('.')[2]) });
     }), concurrency);
   } else {
     const plan: CalibrationPlan = { ...calibration, sequences: checkCalibrationSequences(calibration.sequences, config, 'options.calibration') };
@@ -266,12 +283,13 @@ export async function packModel(
   }
 
   for (const [name, tensor] of sourceTensors) {
+    if (name === LM_HEAD && quant.lmHead === 'w4a8') continue;
     if (name === EMBEDDING || name === LM_HEAD) packed.set(name, toBf16(name, tensor));
     else if (!name.endsWith('_proj.weight')) packed.set(name, toF32(name, tensor)); // norms, biases
   }
   // Layer order, whatever order the linears finished in.
   const tensors = new Map<string, Tensor>();
-  for (const name of packedTensorSpecs(config, quant.groupSize).keys()) tensors.set(name, packed.get(name)!);
+  for (const name of packedTensorSpecs(config, quant.groupSize, quant.lmHead).keys()) tensors.set(name, packed.get(name)!);
   const model: PackedModel = { config, quant, tensors };
   if (source.tokenizerJson !== undefined) model.tokenizerJson = source.tokenizerJson;
   if (source.tokenizerConfigJson !== undefined) model.tokenizerConfigJson = source.tokenizerConfigJson;

@@ -94,6 +94,30 @@ describe('packModel on a synthetic model', () => {
     for (const [name, t] of model.tensors) expect(bytesOf(read.tensors.get(name)!).equals(bytesOf(t)), name).toBe(true);
   });
 
+  it.each([false, true])('packs lm_head as a W4A8 layer with lmHead w4a8 (tied embeddings: %s), within the 4-bit bound, readable', async (tied) => {
+    const source = randomSource(tinyConfig({ tieEmbeddings: tied }), 7);
+    const model = await packModel(source, { groupSize: 32, method: 'rtn', lmHead: 'w4a8' });
+    expect(model.quant.lmHead).toBe('w4a8');
+    expect(model.tensors.has('lm_head.weight')).toBe(false);
+    expect(model.tensors.get('model.embed_tokens.weight')!.dtype).toBe('BF16');
+    expect(model.tensors.get('lm_head.qweight')!.shape).toEqual([40, 32]);
+    // Tied: lm_head is quantized from the embedding.
+    const head = source.tensors.get(tied ? 'model.embed_tokens.weight' : 'lm_head.weight')!;
+    const withHead = { ...source, tensors: new Map(source.tensors).set('lm_head.weight', head) };
+    expect(layerError(model, withHead, 'lm_head')).toBeLessThan(0.1);
+    const file = path.join(dir, `head-${tied}.w4a8`);
+    await writePackedModel(file, model);
+    const read = await readPackedModel(file);
+    expect(read.quant.lmHead).toBe('w4a8');
+    for (const [name, t] of model.tensors) expect(bytesOf(read.tensors.get(name)!).equals(bytesOf(t)), name).toBe(true);
+    // The quantization config and the tensors must agree, and lm_head's scales are checked like any layer's.
+    const { lmHead: _, ...bf16Quant } = model.quant;
+    await expectCode(() => writePackedModel(file, { ...model, quant: bf16Quant }), 'E_SHAPE',
+      tied ? "unexpected tensor 'lm_head.qweight'" : "missing tensor 'lm_head.weight'");
+    const badScales = new Map(model.tensors).set('lm_head.scales', { ...model.tensors.get('lm_head.scales')!, data: new Float32Array(40).fill(-1) });
+    await expectCode(() => writePackedModel(file, { ...model, tensors: badScales }), 'E_SCALE', 'lm_head.scales');
+  });
+
   it('reports progress once per linear layer, in any order but counting up to the total', async () => {
     const seen: PackProgress[] = [];
     await packModel(randomSource(tinyConfig(), 5), { groupSize: 32, concurrency: 3 }, (p) => seen.push(p));
@@ -118,6 +142,7 @@ describe('packModel on a synthetic model', () => {
     { label: 'an unknown FP8 format', options: { weightFormat: 'e3m4' }, code: 'E_FORMAT', message: 'options.weightFormat' },
     { label: 'an unknown scale kind', options: { scales: 'log' }, code: 'E_OPTION', message: 'options.scales' },
     { label: 'concurrency 0', options: { concurrency: 0 }, code: 'E_OPTION', message: 'options.concurrency' },
+    { label: 'an FP8 lm_head', options: { lmHead: 'fp8' }, code: 'E_OPTION', message: 'options.lmHead' },
   ])('refuses $label', async ({ options, code, message }) => {
     await expectCode(() => packModel(source, options as unknown as PackOptions), code, message);
   });
@@ -185,11 +210,17 @@ describe('w4a8 pack', () => {
     expect(model.tokenizerJson).toBe(readFileSync(path.join(f.dir, 'tokenizer.json'), 'utf8'));
   });
 
-  it.skipIf(!trained)('packs a llama2.c checkpoint', async () => {
+  it.skipIf(!trained)('packs a llama2.c checkpoint, with --lm-head w4a8 too', async () => {
     const out = path.join(dir, 'cli-llama2c.w4a8');
     const { lines } = await run([trained!, '-o', out]);
     expect(lines[0]).toContain('(llama2.c)');
     expect((await readPackedModel(out)).quant.groupSize).toBe(128);
+    const head = await run([trained!, '-o', out, '--lm-head', 'w4a8']);
+    expect(head.lines[1]).toContain('lm_head W4A8');
+    expect(head.progress).toContain('packed lm_head\n');
+    const model = await readPackedModel(out);
+    expect(model.quant.lmHead).toBe('w4a8');
+    expect(model.tensors.has('lm_head.qweight')).toBe(true);
   });
 
   it.each([
@@ -199,6 +230,7 @@ describe('w4a8 pack', () => {
     { label: 'a bad group', args: ['x', '-o', 'y', '--group', '100'], code: 'E_GROUP', message: '--group' },
     { label: 'a bad format', args: ['x', '-o', 'y', '--fp8', 'fp8'], code: 'E_FORMAT', message: '--fp8' },
     { label: 'a bad scale kind', args: ['x', '-o', 'y', '--scales', 'int'], code: 'E_OPTION', message: '--scales' },
+    { label: 'a bad lm_head kind', args: ['x', '-o', 'y', '--lm-head', 'fp8'], code: 'E_OPTION', message: '--lm-head' },
     { label: 'a missing model', args: [path.join(dir, 'none'), '-o', 'y'], code: 'E_IO', message: 'cannot open' },
   ])('refuses $label', async ({ args, code, message }) => {
     await expectCode(() => run(args), code, message);

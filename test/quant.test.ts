@@ -14,7 +14,7 @@ import { packModel } from '../lib/pack.js';
 import { columnOrder, quantizeLinear, quantizeLinearAsync, type GptqLayerOptions } from '../lib/quant/gptq.js';
 import { Int4Weights } from '../lib/weights.js';
 import { tempDir } from './fixtures/safetensors-bytes.js';
-import { referenceLogits } from './reference/llama-ref.js';
+import { packedLogits, referenceLogits, sourceLogits } from './reference/llama-ref.js';
 
 const dir = tempDir('w4a8-quant-');
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -213,19 +213,27 @@ describe('calibration and packing', () => {
           return s;
         });
       },
-      () => new Float64Array(source.config.vocabSize));
+      (x) => {
+        if (!inputs.has('lm_head')) inputs.set('lm_head', []);
+        inputs.get('lm_head')!.push(x.slice());
+        return new Float64Array(source.config.vocabSize);
+      });
     const handle = createReferenceNativeModel(source);
-    handle.collectHessians(1);
-    await handle.step(Int32Array.of(handle.createSequence(16)), Int32Array.of(tokens.length), Int32Array.from(tokens),
-      new Float32Array(source.config.vocabSize));
-    const taken = handle.takeHessians();
+    const run = async (layer: number) => {
+      handle.collectHessians(layer);
+      await handle.step(Int32Array.of(handle.createSequence(16)), Int32Array.of(tokens.length), Int32Array.from(tokens),
+        new Float32Array(source.config.vocabSize));
+      return handle.takeHessians();
+    };
+    const taken = await run(1);
+    const head = await run(2);  // nLayers: the lm_head's input, the final norm's output
     handle.dispose();
     const names = ['q_proj', 'o_proj', 'gate_proj', 'down_proj'].map((p) => `model.layers.1.${p.startsWith('q') || p.startsWith('o') ? 'self_attn' : 'mlp'}.${p}`);
-    names.forEach((name, i) => {
+    [...names, 'lm_head'].forEach((name, i) => {
       const xs = inputs.get(name)!;
       const K = xs[0].length;
       const want = hessianOf(Float64Array.from(xs.flatMap((x) => Array.from(x))), xs.length, K);
-      const got = taken.hessians[i];
+      const got = name === 'lm_head' ? head.hessians[0] : taken.hessians[i];
       let scale = 0;
       for (const v of want) scale = Math.max(scale, Math.abs(v));
       for (let j = 0; j < K * K; j++) expect(Math.abs(got[j] - want[j]) / scale, `${name} [${Math.floor(j / K)}, ${j % K}]`).toBeLessThan(1e-5);
@@ -252,6 +260,25 @@ describe('calibration and packing', () => {
     await handle.step(Int32Array.of(handle.createSequence(8)), Int32Array.of(3), Int32Array.of(256, 65, 66), logits);
     expect(logits.every(Number.isFinite)).toBe(true);
     handle.dispose();
+  });
+
+  it('quantizes a W4A8 lm_head by DPQ too, on the final norm\'s output: nearer the FP32 logits than an RTN lm_head', async () => {
+    const source = syntheticSourceModel(SHAPE, 5);
+    const calibration = calibrationTokens(8, 48, 9);
+    const progress: string[] = [];
+    const dpq = await packModel(source, { method: 'dpq', groupSize: 64, calibration, lmHead: 'w4a8' },
+      (p) => progress.push(p.calibration ? `calibrate ${p.layer}` : p.linear));
+    expect(progress).toContain('calibrate 2');
+    expect(progress.at(-1)).toBe('lm_head');
+    // The same DPQ decoder layers with the lm_head of an RTN pack instead.
+    const rtn = await packModel(source, { method: 'rtn', groupSize: 64, lmHead: 'w4a8' });
+    const withRtnHead = { ...dpq, tensors: new Map(dpq.tensors) };
+    for (const part of ['qweight', 'scales', 'zeros', 'channel_scale']) withRtnHead.tensors.set(`lm_head.${part}`, rtn.tensors.get(`lm_head.${part}`)!);
+    const tokens = Array.from(calibration[0]);
+    const fp32 = sourceLogits(source, tokens);
+    const error = (model: typeof dpq) => packedLogits(model, tokens).reduce((sum, logits, i) =>
+      sum + logits.reduce((s, v, j) => s + (v - fp32[i][j]) ** 2, 0), 0);
+    expect(error(dpq)).toBeLessThan(error(withRtnHead));
   });
 
   it('rejects misuse with typed errors', async () => {

@@ -15,10 +15,11 @@ import { createReferenceNativeModel } from '../lib/model/native-model.js';
 
 const SHAPE: SyntheticShape = { dim: 64, hiddenDim: 172, nLayers: 2, nHeads: 8, nKvHeads: 4, maxSeqLen: 64 };
 
-async function smallModel(options: { groupSize?: 32 | 64 | 128; weightFormat?: 'e4m3fn' | 'e4m3' | 'e5m2' } = {}) {
+async function smallModel(options: { groupSize?: 32 | 64 | 128; weightFormat?: 'e4m3fn' | 'e4m3' | 'e5m2'; lmHead?: 'bf16' | 'w4a8' } = {}) {
   const source = syntheticSourceModel(SHAPE, 3);
   const packed = await packModel(source, {
     groupSize: options.groupSize ?? 32, weightFormat: options.weightFormat ?? 'e4m3fn', scales: 'float', method: 'rtn',
+    lmHead: options.lmHead,
   });
   return { source, packed };
 }
@@ -38,10 +39,11 @@ function maxRelativeError(got: Float32Array, want: Float64Array): number {
 
 describe('native Llama runtime', () => {
   it.each([
-    { groupSize: 32 as const, weightFormat: 'e4m3fn' as const },
-    { groupSize: 64 as const, weightFormat: 'e4m3' as const },
-    { groupSize: 128 as const, weightFormat: 'e5m2' as const },
-  ])('matches the float64 W4A8 reference at every position (G=$groupSize, $weightFormat)', async (o) => {
+    { groupSize: 32 as const, weightFormat: 'e4m3fn' as const, lmHead: 'bf16' as const },
+    { groupSize: 64 as const, weightFormat: 'e4m3' as const, lmHead: 'bf16' as const },
+    { groupSize: 128 as const, weightFormat: 'e5m2' as const, lmHead: 'bf16' as const },
+    { groupSize: 64 as const, weightFormat: 'e4m3fn' as const, lmHead: 'w4a8' as const },
+  ])('matches the float64 W4A8 reference at every position (G=$groupSize, $weightFormat, lm_head $lmHead)', async (o) => {
     const { packed } = await smallModel(o);
     const model = W4a8Model.fromPacked(packed);
     const tokens = [256, 72, 101, 108, 108, 111, 32, 119, 111, 114];

@@ -42,7 +42,7 @@ export function syntheticConfig(shape) {
 
 // ---- byte counts (what one decode step reads) --------------------------------------------------------------
 
-/** Weight bytes a decode step of a packed model reads: every linear layer's four parts and lm_head (BF16). */
+/** Weight bytes a decode step of a packed model reads: every linear layer's four parts and lm_head (BF16 or packed). */
 export function w4a8StepBytes(packed) {
   let bytes = 0;
   for (const [name, t] of packed.tensors)
@@ -68,14 +68,18 @@ function bf16Random(length, seed) {
   return repeatFill(new Uint16Array(length), block);
 }
 
-/** A synthetic PackedModel (random weights, see the top of this file); tensors are views into shared pools. */
-export function syntheticPacked(pkgFormat, shape, seed = 1) {
+/**
+ * A synthetic PackedModel (random weights, see the top of this file); tensors are views into shared pools.
+ * lmHead 'w4a8': lm_head as a packed linear layer (random codes like the others) instead of BF16.
+ */
+export function syntheticPacked(pkgFormat, shape, seed = 1, lmHead = 'bf16') {
   const config = syntheticConfig(shape);
   const quant = {
     weightFormat: 'e4m3fn', activationFormat: 'e4m3fn', groupSize: SYNTHETIC_GROUP, symmetric: true, scales: 'float', method: 'rtn',
+    ...(lmHead === 'w4a8' ? { lmHead } : {}),
     details: { synthetic: 'random INT4 codes and scales written by bench/lib/models.mjs: a benchmark model, not a quantized one' },
   };
-  const specs = pkgFormat.packedTensorSpecs(config, SYNTHETIC_GROUP);
+  const specs = pkgFormat.packedTensorSpecs(config, SYNTHETIC_GROUP, quant.lmHead);
   let maxCodes = 0, maxGroups = 0, maxRows = 0;
   for (const [name, spec] of specs) {
     const count = spec.shape.reduce((a, b) => a * b, 1);

@@ -27,6 +27,8 @@ export const PACK_USAGE = `w4a8 pack <model-dir|file.bin> -o <model.w4a8> [optio
   --scales S           group scales: float or pow2 (power of two, exact in E4M3; default float)
   --symmetric          symmetric INT4 (zero point 8) instead of asymmetric
   --method M           rtn (default), gptq (W4A8-GPTQ) or dpq (dual precision: composite INT4 -> FP8 error)
+  --lm-head H          bf16 (default) or w4a8: lm_head packed like the linear layers (same method), a quarter
+                       of its bytes per decoded token, at some cost in accuracy (see README)
   --tokenizer FILE     llama2.c tokenizer.bin (default: tokenizer.bin beside the checkpoint)
  gptq / dpq (calibrated, layer by layer; one of --calib-text, --calib-tokens, --calib-sample is required):
   --calib-text FILE    calibration text, tokenized with the model's tokenizer
@@ -60,6 +62,7 @@ function parse(args: string[]) {
       options: {
         output: { type: 'string', short: 'o' }, group: { type: 'string' }, fp8: { type: 'string' }, 'act-fp8': { type: 'string' },
         scales: { type: 'string' }, symmetric: { type: 'boolean' }, method: { type: 'string' }, tokenizer: { type: 'string' },
+        'lm-head': { type: 'string' },
         'calib-text': { type: 'string' }, 'calib-tokens': { type: 'string' }, 'calib-sample': { type: 'boolean' },
         'calib-count': { type: 'string' }, 'calib-length': { type: 'string' }, 'calib-seed': { type: 'string' },
         damp: { type: 'string' }, gar: { type: 'boolean' }, 'act-order': { type: 'boolean' }, 'true-sequential': { type: 'boolean' },
@@ -103,6 +106,7 @@ export async function packCommand(args: string[], output: CommandOutput = DEFAUL
     scales: choice(values.scales, ['float', 'pow2'] as const, '--scales', 'float'),
     symmetric: values.symmetric ?? false,
     method: choice(values.method, ['rtn', 'gptq', 'dpq'] as const, '--method', 'rtn') as QuantMethod,
+    lmHead: choice(values['lm-head'], ['bf16', 'w4a8'] as const, '--lm-head', 'bf16'),
   };
   if (values['act-fp8'] !== undefined) options.activationFormat = checkFormat(values['act-fp8'], '--act-fp8');
   const calibrated = options.method !== 'rtn';
@@ -161,21 +165,23 @@ export async function packCommand(args: string[], output: CommandOutput = DEFAUL
     : undefined;
   const perLayer = new Map<number, number>();
   const linearsPerLayer = 7;
-  bar?.start(c.nLayers * linearsPerLayer, 0, { linear: '', calibration: '' });
+  // Progress reports lm_head (--lm-head w4a8) as layer nLayers, with one linear.
+  const layerName = (layer: number) => (layer === c.nLayers ? 'lm_head' : `layer ${layer + 1}/${c.nLayers}`);
+  bar?.start(c.nLayers * linearsPerLayer + (options.lmHead === 'w4a8' ? 1 : 0), 0, { linear: '', calibration: '' });
   let calibratingLayer = -1;
   let packed;
   try {
     packed = await packModel(source, options, (p) => {
       if (p.calibration) {
-        bar?.update(p.done, { linear: '', calibration: `calibrating layer ${p.layer + 1}/${c.nLayers}: ${p.calibration.done}/${p.calibration.total} sequences` });
-        if (!bar && p.layer !== calibratingLayer) output.progress.write(`calibrating layer ${p.layer + 1}/${c.nLayers}\n`);
+        bar?.update(p.done, { linear: '', calibration: `calibrating ${layerName(p.layer)}: ${p.calibration.done}/${p.calibration.total} sequences` });
+        if (!bar && p.layer !== calibratingLayer) output.progress.write(`calibrating ${layerName(p.layer)}\n`);
         calibratingLayer = p.layer;
         return;
       }
       bar?.update(p.done, { linear: p.linear, calibration: '' });
       const count = (perLayer.get(p.layer) ?? 0) + 1;
       perLayer.set(p.layer, count);
-      if (!bar && count === linearsPerLayer) output.progress.write(`packed layer ${p.layer + 1}/${c.nLayers}\n`);
+      if (!bar && (count === linearsPerLayer || p.layer === c.nLayers)) output.progress.write(`packed ${layerName(p.layer)}\n`);
     });
   } finally {
     bar?.stop();
@@ -183,7 +189,8 @@ export async function packCommand(args: string[], output: CommandOutput = DEFAUL
   const q = packed.quant;
   const order = q.details?.order === 'gar' ? '+GAR' : q.details?.order === 'act-order' ? '+act-order' : '';
   output.log(`packed ${c.nLayers * linearsPerLayer} linear layers: ${q.method.toUpperCase()}${order}, G=${q.groupSize}, ` +
-    `${q.symmetric ? 'symmetric' : 'asymmetric'}, ${q.scales} scales, weights ${q.weightFormat}, activations ${q.activationFormat} in ${seconds(start)}`);
+    `${q.symmetric ? 'symmetric' : 'asymmetric'}, ${q.scales} scales, weights ${q.weightFormat}, activations ${q.activationFormat}` +
+    `${q.lmHead === 'w4a8' ? ', lm_head W4A8' : ''} in ${seconds(start)}`);
 
   start = performance.now();
   const written = await writePackedModel(values.output, packed);

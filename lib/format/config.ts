@@ -118,7 +118,7 @@ function checkRopeScaling(value: unknown, name: string, c: FieldChecker): RopeSc
   return scaling;
 }
 
-const QUANT_KEYS = ['weightFormat', 'activationFormat', 'groupSize', 'symmetric', 'scales', 'method', 'details'] as const;
+const QUANT_KEYS = ['weightFormat', 'activationFormat', 'groupSize', 'symmetric', 'scales', 'method', 'lmHead', 'details'] as const;
 
 export function checkQuantConfig(value: unknown, name: string, code: W4a8ErrorCode): QuantConfig {
   const c = new FieldChecker(code);
@@ -133,6 +133,7 @@ export function checkQuantConfig(value: unknown, name: string, code: W4a8ErrorCo
     scales: c.choice(o.scales, ['float', 'pow2'] as const, f('scales')),
     method: c.choice(o.method, QUANT_METHODS, f('method')),
   };
+  if (o.lmHead !== undefined) quant.lmHead = c.choice(o.lmHead, ['w4a8'] as const, f('lmHead'));
   if (o.details !== undefined) quant.details = c.object(o.details, f('details'));
   return quant;
 }

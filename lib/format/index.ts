@@ -10,7 +10,7 @@ export { DTYPE_SIZES, type SafetensorsDType } from './dtypes.js';
 export { checkModelConfig, checkQuantConfig } from './config.js';
 export { FORMAT_NAME, FORMAT_VERSION, METADATA_KEYS } from './packed-metadata.js';
 export {
-  EMBEDDING, LM_HEAD, FINAL_NORM, PACKED_PARTS, paddedInputs, linearShape, allLinearNames, hasBias, sourceTensorShapes,
-  packedLinearSpecs, packedTensorSpecs, int4Layer, type TensorSpec,
+  EMBEDDING, LM_HEAD, LM_HEAD_LINEAR, FINAL_NORM, PACKED_PARTS, paddedInputs, linearShape, allLinearNames, hasBias, sourceTensorShapes,
+  packedLinearSpecs, packedLinearNames, packedTensorSpecs, int4Layer, type TensorSpec,
 } from './layout.js';
 export { f16ToF32, bf16ToF32, tensorToFloat32 } from './widen.js';

@@ -9,9 +9,11 @@
  *   <name>.zeros          U8  [N, Kp/G]  zero points z, 0..15 (8 when symmetric)
  *   <name>.channel_scale  F32 [N]        per-output-channel scales s_c
  * Inputs K..Kp-1 were padded with zero weights; the runtime feeds zeros there.
+ * A model packed with quant.lmHead = 'w4a8' has lm_head as such a linear layer (`lm_head.qweight` ...,
+ * [vocab, dim]) instead of the BF16 `lm_head.weight`; the embedding stays BF16 (tied or not).
  */
 import { W4a8Error } from '../errors.js';
-import { linearNames, type DType, type ModelConfig, type PackedModel } from '../model/types.js';
+import { linearNames, type DType, type ModelConfig, type PackedModel, type QuantConfig } from '../model/types.js';
 import { Int4Weights, type GroupSize } from '../weights.js';
 
 export interface TensorSpec {
@@ -24,6 +26,8 @@ export const PACKED_PARTS = ['qweight', 'scales', 'zeros', 'channel_scale'] as c
 export const EMBEDDING = 'model.embed_tokens.weight';
 export const LM_HEAD = 'lm_head.weight';
 export const FINAL_NORM = 'model.norm.weight';
+/** The linear-layer name of a W4A8-packed lm_head (its parts are `lm_head.qweight` ...). */
+export const LM_HEAD_LINEAR = 'lm_head';
 
 /** K rounded up to a whole number of groups. */
 export function paddedInputs(K: number, groupSize: number): number {
@@ -41,6 +45,7 @@ export function linearShape(config: ModelConfig, name: string): { rows: number; 
     case 'o_proj': return { rows: config.dim, cols: attention };
     case 'gate_proj': case 'up_proj': return { rows: config.hiddenDim, cols: config.dim };
     case 'down_proj': return { rows: config.dim, cols: config.hiddenDim };
+    case LM_HEAD_LINEAR: return { rows: config.vocabSize, cols: config.dim };
     default: throw new W4a8Error('E_OPTION', `'${name}' is not a linear layer`);
   }
 }
@@ -48,6 +53,13 @@ export function linearShape(config: ModelConfig, name: string): { rows: number; 
 /** Every linear layer of the model, in layer order. */
 export function allLinearNames(config: ModelConfig): string[] {
   return Array.from({ length: config.nLayers }, (_, i) => linearNames(i)).flat();
+}
+
+/** Every linear layer of a packed model with this quantization: the decoder's, then lm_head when it is W4A8. */
+export function packedLinearNames(config: ModelConfig, quant: Pick<QuantConfig, 'lmHead'>): string[] {
+  const names = allLinearNames(config);
+  if (quant.lmHead === 'w4a8') names.push(LM_HEAD_LINEAR);
+  return names;
 }
 
 /** Q/K/V projections (the ones with a bias in Qwen2). */
@@ -88,15 +100,20 @@ export function packedLinearSpecs(config: ModelConfig, linear: string, groupSize
   ]);
 }
 
-/** Every tensor of a packed W4A8 file, in the source's canonical order: BF16 embeddings, F32 norms and biases, packed linears. */
-export function packedTensorSpecs(config: ModelConfig, groupSize: number): Map<string, TensorSpec> {
+/**
+ * Every tensor of a packed W4A8 file, in the source's canonical order: BF16 embeddings, F32 norms and biases,
+ * packed linears; with lmHead 'w4a8', lm_head's four packed parts last instead of a BF16 lm_head.
+ */
+export function packedTensorSpecs(config: ModelConfig, groupSize: number, lmHead?: QuantConfig['lmHead']): Map<string, TensorSpec> {
   const specs = new Map<string, TensorSpec>();
   for (const [name, shape] of sourceTensorShapes(config)) {
+    if (name === LM_HEAD && lmHead === 'w4a8') continue;
     if (name === EMBEDDING || name === LM_HEAD) specs.set(name, { dtype: 'BF16', shape });
     else if (name.endsWith('_proj.weight')) {
       for (const [part, spec] of packedLinearSpecs(config, name.slice(0, -'.weight'.length), groupSize)) specs.set(part, spec);
     } else specs.set(name, { dtype: 'F32', shape }); // norms and biases
   }
+  if (lmHead === 'w4a8') for (const [part, spec] of packedLinearSpecs(config, LM_HEAD_LINEAR, groupSize)) specs.set(part, spec);
   return specs;
 }
 

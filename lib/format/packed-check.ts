@@ -5,7 +5,7 @@
  */
 import { W4a8Error, type W4a8ErrorCode } from '../errors.js';
 import type { DType, ModelConfig, QuantConfig } from '../model/types.js';
-import { allLinearNames, packedTensorSpecs } from './layout.js';
+import { packedLinearNames, packedTensorSpecs } from './layout.js';
 
 export function checkPackedTensors(
   config: ModelConfig, quant: QuantConfig, tensors: Map<string, { dtype: string; shape: number[] }>,
@@ -14,7 +14,7 @@ export function checkPackedTensors(
   function fail(message: string): never {
     throw new W4a8Error(code, `${where}${message}`);
   }
-  const specs = packedTensorSpecs(config, quant.groupSize);
+  const specs = packedTensorSpecs(config, quant.groupSize, quant.lmHead);
   for (const [name, spec] of specs) {
     const tensor = tensors.get(name);
     if (!tensor) fail(`missing tensor '${name}' (${spec.dtype} [${spec.shape.join(', ')}])`);
@@ -39,7 +39,7 @@ export function checkPackedValues(
   config: ModelConfig, quant: QuantConfig, tensors: Map<string, { data: ArrayLike<number> }>, where: string,
   codes: { zeros: W4a8ErrorCode; scales: W4a8ErrorCode },
 ): void {
-  for (const linear of allLinearNames(config)) {
+  for (const linear of packedLinearNames(config, quant)) {
     const zeros = tensors.get(`${linear}.zeros`)!.data;
     for (let i = 0; i < zeros.length; i++)
       if (zeros[i] > 15 || (quant.symmetric && zeros[i] !== 8))

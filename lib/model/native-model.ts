@@ -39,11 +39,11 @@ export function createNativeModel(model: PackedModel): NativeModelHandle {
     };
   });
   const embedding = tensor(model, 'model.embed_tokens.weight').data;
-  const weights = {
-    embedding, layers,
-    finalNorm: tensor(model, 'model.norm.weight').data,
-    lmHead: c.tieEmbeddings ? embedding : tensor(model, 'lm_head.weight').data,
-  };
+  // lm_head: W4A8 parts (quant.lmHead 'w4a8'), else BF16 (the embedding when tied).
+  const head = model.quant.lmHead === 'w4a8'
+    ? { lmHeadInt4: linear(model, 'lm_head', false) }
+    : { lmHead: c.tieEmbeddings ? embedding : tensor(model, 'lm_head.weight').data };
+  const weights = { embedding, layers, finalNorm: tensor(model, 'model.norm.weight').data, ...head };
   const config = { ...c, activationFormat: model.quant.activationFormat };
   return callNative((a) => new a.ModelHandle(config, weights));
 }

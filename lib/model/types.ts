@@ -64,6 +64,11 @@ export interface QuantConfig {
   symmetric: boolean;
   scales: 'float' | 'pow2';
   method: QuantMethod;
+  /**
+   * 'w4a8': lm_head is packed like the linear layers (`lm_head.qweight` ..., RTN whatever the method), about
+   * a quarter of the BF16 bytes a decode step reads for it. Absent: BF16 `lm_head.weight` (or the tied embedding).
+   */
+  lmHead?: 'w4a8';
   /** method-specific details (calibration set, damping, GAR ...), recorded for provenance */
   details?: Record<string, unknown>;
 }

@@ -6,12 +6,15 @@
  *   H_qkv [dim, dim], H_o [qDim, qDim], H_gateUp [dim, dim], H_down [hidden, hidden]   (FP64, 2 Σ xᵀx)
  * then quantize its seven linears (native, threaded over rows), and the next layer starts from there.
  * Only one layer's Hessians are alive at a time. Cost: L forward passes of 1..L layers over the set.
+ * With quant.lmHead 'w4a8', one more pass through all the quantized layers gives the Hessian of the lm_head's
+ * input (the final norm's output, [dim, dim]) and lm_head is quantized like the others.
  */
 import { W4a8Error } from '../errors.js';
 import { floatToBf16 } from '../fp8.js';
 import { callNative, type NativeModelHandle } from '../native.js';
 import type { ModelConfig, QuantConfig, SourceModel, Tensor } from '../model/types.js';
 import { linearNames } from '../model/types.js';
+import { LM_HEAD_LINEAR } from '../format/layout.js';
 import { tensorAsFloat32 } from '../model/native-model.js';
 import type { Int4Weights } from '../weights.js';
 import { quantizeLinearAsync, type SweepOrder } from './gptq.js';
@@ -145,7 +148,7 @@ export async function quantizeSequential(
   const stepTokens = options.stepTokens ?? 8192;
   const quantized = new Map<string, Int4Weights>();
   const layers: LayerReport[] = [];
-  const totalLinears = c.nLayers * 7;
+  const totalLinears = c.nLayers * 7 + (quant.lmHead === 'w4a8' ? 1 : 0);
   // Which Hessian (0 qkv, 1 o, 2 gate/up, 3 down) each of the seven linears uses.
   const hessianIndex = [0, 0, 0, 1, 2, 2, 3];
   const widths = [c.dim, c.nHeads * c.headDim, c.dim, c.hiddenDim];
@@ -180,6 +183,26 @@ export async function quantizeSequential(
       }
     }
     layers.push(report);
+  }
+  if (quant.lmHead === 'w4a8') {
+    const handle = createMixedNativeModel(source, quantized, c.nLayers - 1, quant.activationFormat);
+    let taken;
+    try {
+      handle.collectHessians(c.nLayers);
+      await runSequences(handle, c, options.sequences, stepTokens,
+        (done) => onProgress?.({ stage: 'calibrate', layer: c.nLayers, done, total: options.sequences.length }));
+      taken = handle.takeHessians();
+    } finally {
+      handle.dispose();
+    }
+    const { weights, rows, cols } = paddedWeights(LM_HEAD_LINEAR);
+    const result = await quantizeLinearAsync(weights, rows, cols, taken.hessians[0], c.dim, {
+      method: options.method, order: options.order, damp: options.damp, searchScales: options.searchScales,
+      groupSize: quant.groupSize, symmetric: quant.symmetric, scales: quant.scales, format: quant.weightFormat,
+    });
+    quantized.set(LM_HEAD_LINEAR, result.weights);
+    layers.push({ layer: c.nLayers, tokens: taken.tokens, linears: [{ name: LM_HEAD_LINEAR, damp: result.damp, loss: result.loss }] });
+    onProgress?.({ stage: 'quantize', layer: c.nLayers, done: totalLinears, total: totalLinears, linear: LM_HEAD_LINEAR });
   }
   return { linears: quantized, layers };
 }

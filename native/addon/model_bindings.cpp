@@ -146,12 +146,13 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   //  logits: Float32Array [B*vocab], or [Σcounts*vocab] with allPositions = true) -> Promise
   Napi::Value step(const Napi::CallbackInfo& info);
 
-  // (layer: -1 to stop, or a decoder layer whose linear-input Hessians later steps accumulate)
+  // (layer: -1 to stop, a decoder layer whose linear-input Hessians later steps accumulate, or nLayers for the
+  // lm_head's input, returned as the first Hessian)
   Napi::Value collectHessians(const Napi::CallbackInfo& info) {
     LlamaModel& m = model(info.Env());
     if (!info[0].IsNumber()) fail(info.Env(), codes::kType, "layer must be a number");
     const int layer = info[0].As<Napi::Number>().Int32Value();
-    if (layer < -1 || layer >= m.config().nLayers) fail(info.Env(), codes::kShape, "layer out of range");
+    if (layer < -1 || layer > m.config().nLayers) fail(info.Env(), codes::kShape, "layer out of range");
     m.collectHessians(layer);
     return info.Env().Undefined();
   }
@@ -323,10 +324,19 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       w.embeddingF32 = tracked<float>(o.Get("embedding"), "weights.embedding", tableSize);
     else
       w.embedding = tracked<uint16_t>(o.Get("embedding"), "weights.embedding", tableSize);
-    if (isTypedArrayOf(o.Get("lmHead"), napi_float32_array))
+    // lm_head: one of a BF16 / FP32 table (weights.lmHead) or a W4A8 linear layer (weights.lmHeadInt4).
+    const bool tableHead = !o.Get("lmHead").IsUndefined(), int4Head = !o.Get("lmHeadInt4").IsUndefined();
+    if (tableHead == int4Head)
+      fail(value.Env(), codes::kType, "weights must have exactly one of lmHead (BF16 or FP32 table) and lmHeadInt4 (W4A8 layer)");
+    if (int4Head) {
+      w.lmHeadInt4 = parseLinear(o.Get("lmHeadInt4"), "weights.lmHeadInt4", c.vocabSize, c.dim);
+      if (w.lmHeadInt4.f32 || w.lmHeadInt4.bias)
+        fail(value.Env(), codes::kType, "weights.lmHeadInt4 must be packed W4A8 weights without a bias");
+    } else if (isTypedArrayOf(o.Get("lmHead"), napi_float32_array)) {
       w.lmHeadF32 = tracked<float>(o.Get("lmHead"), "weights.lmHead", tableSize);
-    else
+    } else {
       w.lmHead = tracked<uint16_t>(o.Get("lmHead"), "weights.lmHead", tableSize);
+    }
     w.finalNorm = tracked<float>(o.Get("finalNorm"), "weights.finalNorm", c.dim);
     if (!o.Get("layers").IsArray()) fail(value.Env(), codes::kType, "weights.layers must be an array");
     Napi::Array layers = o.Get("layers").As<Napi::Array>();

@@ -36,7 +36,7 @@ struct CudaDeviceReport {
 struct CudaPluginApi {
   int abi;  // kCudaPluginAbi of the plugin's build
   CudaDeviceReport (*probe)(int device);
-  // Uploads the weights (INT4 codes and scales as packed, BF16 embedding and lm_head, FP32 norms) and returns
+  // Uploads the weights (INT4 codes and scales as packed, BF16 embedding, BF16 or W4A8 lm_head, FP32 norms) and returns
   // the backend, or null with *error (no device, unsupported model, out of device memory).
   StepBackend* (*createBackend)(const LlamaConfig& config, const LlamaWeights& weights,
                                 const CudaBackendOptions& options, std::string* error);

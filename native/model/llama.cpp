@@ -40,7 +40,15 @@ class StepProfile {
     return profile;
   }
   bool enabled() const { return enabled_; }
-  void add(Part part, double ms) { step_[part] += ms; }
+  void add(Part part, double ms) {
+    if (!enclosed_) step_[part] += ms;
+  }
+  // While one lives, parts timed inside another part (the W4A8 lm_head's quantize and GEMM) are not counted
+  // again: the enclosing part's time holds them.
+  struct Enclosed {
+    Enclosed() { get().enclosed_ = true; }
+    ~Enclosed() { get().enclosed_ = false; }
+  };
   void stepDone(int sequences, int rows, double ms) {
     if (sequences != sequences_ || rows != rows_) reset(sequences, rows);
     total_ += ms;
@@ -63,6 +71,7 @@ class StepProfile {
     for (double& m : ms_) m = 0;
   }
   bool enabled_;
+  bool enclosed_ = false;
   int sequences_ = -1, rows_ = -1;
   long steps_ = 0;
   double total_ = 0, ms_[Parts] = {}, step_[Parts] = {};  // step_: the parts of the step running now
@@ -324,13 +333,17 @@ void LlamaModel::resetHessians(int layer) {
   hessians_ = LayerHessians();
   hessians_.layer = layer;
   if (layer < 0) return;
+  if (layer == config_.nLayers) {  // the lm_head's input: one Hessian
+    hessians_.h[0].assign((size_t)config_.dim * config_.dim, 0.0);
+    return;
+  }
   const int widths[4] = {config_.dim, config_.qDim(), config_.dim, config_.hiddenDim};
   for (int i = 0; i < 4; ++i) hessians_.h[i].assign((size_t)widths[i] * widths[i], 0.0);
 }
 
 void LlamaModel::collectHessians(int layer) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (layer >= config_.nLayers) throw std::runtime_error("layer out of range");
+  if (layer > config_.nLayers) throw std::runtime_error("layer out of range");
   resetHessians(layer);
 }
 
@@ -366,6 +379,7 @@ void LlamaModel::prepareInt4Tables() {
   for (DecoderLayer& l : weights_.layers)
     for (LinearLayer* linear : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
       if (!linear->f32 && linear->w.codes) linears.push_back(linear);
+  if (weights_.int4LmHead()) linears.push_back(&weights_.lmHeadInt4);
   int4Tables_.assign(linears.size(), nullptr);
   globalThreadPool().parallelFor((int)linears.size(), 1, [&](int begin, int end) {
     for (int i = begin; i < end; ++i) int4Tables_[i] = w4a8::prepareInt4Tables(linears[i]->w);
@@ -486,6 +500,11 @@ void LlamaModel::step(const std::vector<StepItem>& items, float* logits, bool al
   }
 
   if (hessians_.layer >= 0) hessians_.tokens += rows;
+  if (hessians_.layer == c.nLayers) {  // the lm_head's input: every row through the final norm
+    float* normed = sized(s.xb, (size_t)rows * dim);
+    rmsNorm(x, weights_.finalNorm, normed, rows, dim, c.rmsNormEps);
+    accumulateHessian(0, normed, rows, dim, dim);
+  }
   // Logits of each item's last token (or of every token): final norm, then the lm_head.
   Timed timedHead(StepProfile::LmHead);
   const int outRows = allPositions ? rows : (int)items.size();
@@ -498,8 +517,15 @@ void LlamaModel::step(const std::vector<StepItem>& items, float* logits, bool al
       rmsNorm(x + (size_t)(r - 1) * dim, weights_.finalNorm, last + (size_t)i * dim, 1, dim, c.rmsNormEps);
     }
   }
-  if (weights_.lmHeadF32) runGemmF32({last, weights_.lmHeadF32, outRows, c.vocabSize, dim, {logits, nullptr, c.vocabSize}});
-  else gemmBf16Weights(last, outRows, weights_.lmHead, c.vocabSize, dim, logits);
+  if (weights_.int4LmHead()) {
+    // Quantized and multiplied like any linear layer; its quantize and GEMM time count as lm_head's.
+    StepProfile::Enclosed enclosed;
+    linear(weights_.lmHeadInt4, last, outRows, dim, logits, s);
+  } else if (weights_.lmHeadF32) {
+    runGemmF32({last, weights_.lmHeadF32, outRows, c.vocabSize, dim, {logits, nullptr, c.vocabSize}});
+  } else {
+    gemmBf16Weights(last, outRows, weights_.lmHead, c.vocabSize, dim, logits);
+  }
   timedHead.stop();
   for (const StepItem& item : items) sequences_.at(item.sequence)->length += item.count;
   if (StepProfile::get().enabled())

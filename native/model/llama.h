@@ -1,7 +1,7 @@
 // A Llama-family decoder (Llama 2/3, Mistral, Qwen2, TinyLlama, SmolLM) running whole forward steps for a
 // batch of sequences: RMSNorm, RoPE (rotate-half convention), grouped-query attention over a per-sequence
 // KV cache, SwiGLU MLP; every linear layer is W4A8 (FP8 activations per token, INT4->FP8 weights),
-// embeddings and lm_head are BF16. The weights are views into memory owned by the caller (an mmap).
+// embeddings are BF16, lm_head BF16 or W4A8. The weights are views into memory owned by the caller (an mmap).
 // The same model also runs FP32 weights (linear layers, embeddings, lm_head): the full-precision
 // reference that calibration (Hessians of each linear input) and evaluation (KL divergence) need.
 #pragma once
@@ -65,7 +65,9 @@ struct LlamaWeights {
   std::vector<DecoderLayer> layers;
   const float* finalNorm = nullptr;     // [dim]
   const uint16_t* lmHead = nullptr;     // [vocab, dim] BF16 (the embedding when tied), or
-  const float* lmHeadF32 = nullptr;     // [vocab, dim] FP32
+  const float* lmHeadF32 = nullptr;     // [vocab, dim] FP32, or
+  LinearLayer lmHeadInt4 = {};          // W4A8 [vocab, dim] (a model packed with quant.lmHead 'w4a8'; w.codes set)
+  bool int4LmHead() const { return lmHeadInt4.w.codes != nullptr; }
 };
 
 // Inverse RoPE frequencies theta^(-2i/d) [headDim / 2], with the config's context scaling applied.
@@ -122,7 +124,8 @@ class LlamaModel {
   // a server's first request does not wait for it. Optional: the first CPU step does it otherwise.
   void prepareCpuStep();
 
-  // From now on, accumulate the input Hessians of decoder layer `layer` over every step (-1: stop).
+  // From now on, accumulate the input Hessians of decoder layer `layer` over every step (-1: stop; nLayers:
+  // the lm_head's input, the final norm's output of every token, into h[0]).
   void collectHessians(int layer);
   // The Hessians gathered since collectHessians(), and a fresh start.
   LayerHessians takeHessians();

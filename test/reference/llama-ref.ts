@@ -134,24 +134,28 @@ export function packedLogits(model: PackedModel, tokens: number[]): Float64Array
   };
   const table = (name: string) => t(name).data as Uint16Array;
   const emb = table('model.embed_tokens.weight');
-  const head = c.tieEmbeddings ? emb : table('lm_head.weight');
+  const int4Head = model.quant.lmHead === 'w4a8';
+  const head = c.tieEmbeddings || int4Head ? emb : table('lm_head.weight');
+  const w4a8Linear = (name: string, x: Float64Array) => {
+    const { w, rows, cols } = weightsOf(name);
+    // Activations: fp32 values, per-token scale amax / FP8_MAX, FP8 codes; zero padding to cols.
+    const x32 = Float32Array.from(x);
+    let amax = 0;
+    for (const v of x32) amax = Math.max(amax, Math.abs(v));
+    const s = amax > 0 ? Math.fround(amax / maxFinite(af)) : 1;
+    const x8 = new Float64Array(cols);
+    for (let k = 0; k < x32.length; k++) x8[k] = decode(encode(Math.fround(x32[k] / s), af), af) * s;
+    const y = matVec(w, rows, cols, x8);
+    const bias = model.tensors.get(`${name}.bias`);
+    return bias ? y.map((v, i) => v + bias.data[i]) : y;
+  };
   return referenceLogits(c, tokens,
     (tok) => Float64Array.from(emb.subarray(tok * c.dim, (tok + 1) * c.dim), bf16Value),
     (name) => t(name).data as Float32Array,
-    (name, x) => {
-      const { w, rows, cols } = weightsOf(name);
-      // Activations: fp32 values, per-token scale amax / FP8_MAX, FP8 codes; zero padding to cols.
-      const x32 = Float32Array.from(x);
-      let amax = 0;
-      for (const v of x32) amax = Math.max(amax, Math.abs(v));
-      const s = amax > 0 ? Math.fround(amax / maxFinite(af)) : 1;
-      const x8 = new Float64Array(cols);
-      for (let k = 0; k < x32.length; k++) x8[k] = decode(encode(Math.fround(x32[k] / s), af), af) * s;
-      const y = matVec(w, rows, cols, x8);
-      const bias = model.tensors.get(`${name}.bias`);
-      return bias ? y.map((v, i) => v + bias.data[i]) : y;
-    },
+    w4a8Linear,
     (x) => {
+      // A W4A8 lm_head (quant.lmHead 'w4a8') is one more linear layer; else BF16 weights, FP32 input.
+      if (int4Head) return w4a8Linear('lm_head', x);
       const hx = Float32Array.from(x);
       const y = new Float64Array(c.vocabSize);
       for (let n = 0; n < c.vocabSize; n++) {

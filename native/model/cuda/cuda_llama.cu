@@ -142,8 +142,8 @@ class CudaLlama final : public StepBackend {
   };
 
   static void check(const LlamaConfig& c, const LlamaWeights& w) {
-    if (!w.embedding || !w.lmHead)
-      throw std::runtime_error("the CUDA backend runs packed models (BF16 embedding and lm_head); FP32 reference models run on the CPU");
+    if (!w.embedding || !(w.lmHead || w.int4LmHead()))
+      throw std::runtime_error("the CUDA backend runs packed models (BF16 embedding, BF16 or W4A8 lm_head); FP32 reference models run on the CPU");
     if (c.headDim > 256 || c.headDim % 2 != 0) throw std::runtime_error("the CUDA backend supports headDim up to 256");
     for (const DecoderLayer& l : w.layers)
       for (const LinearLayer* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
@@ -196,15 +196,23 @@ class CudaLlama final : public StepBackend {
     const LlamaConfig& c = config_;
     size_t freeBytes = 0, totalBytes = 0;
     W4A8_CHECK_CUDA(cudaMemGetInfo(&freeBytes, &totalBytes));
-    size_t need = (size_t)c.vocabSize * c.dim * 2 * (w.lmHead == w.embedding ? 1 : 2);
+    const auto packedBytes = [](const LinearLayer& lin) {
+      return (size_t)lin.w.rows * lin.w.cols / 2 + (size_t)lin.w.rows * lin.w.groups() * 5;
+    };
+    size_t need = (size_t)c.vocabSize * c.dim * 2 * (w.lmHead && w.lmHead != w.embedding ? 2 : 1);
+    if (w.int4LmHead()) need += packedBytes(w.lmHeadInt4);
     for (const DecoderLayer& l : w.layers)
-      for (const LinearLayer* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
-        need += (size_t)lin->w.rows * lin->w.cols / 2 + (size_t)lin->w.rows * lin->w.groups() * 5;
+      for (const LinearLayer* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) need += packedBytes(*lin);
     if (need > freeBytes)
       throw std::runtime_error("the model needs " + std::to_string(need >> 20) + " MiB of GPU memory, " +
                                std::to_string(freeBytes >> 20) + " MiB are free");
     embedding_ = upload(w.embedding, (size_t)c.vocabSize * c.dim, owned_);
-    lmHead_ = w.lmHead == w.embedding ? embedding_ : upload(w.lmHead, (size_t)c.vocabSize * c.dim, owned_);
+    if (w.int4LmHead()) {
+      lmHeadInt4_ = uploadLinear({&w.lmHeadInt4});
+      maxCols_ = std::max(maxCols_, lmHeadInt4_.w.view.cols);
+    } else {
+      lmHead_ = w.lmHead == w.embedding ? embedding_ : upload(w.lmHead, (size_t)c.vocabSize * c.dim, owned_);
+    }
     finalNorm_ = upload(w.finalNorm, c.dim, owned_);
     const std::vector<float> frequencies = ropeInverseFrequencies(c);
     inverseFrequencies_ = upload(frequencies.data(), frequencies.size(), owned_);
@@ -228,6 +236,7 @@ class CudaLlama final : public StepBackend {
     for (Layer& l : layers_)
       for (Linear* lin : {&l.qkv, &l.o, &l.gateUp, &l.down}) cuda::freeInt4Weights(&lin->w);
     layers_.clear();
+    cuda::freeInt4Weights(&lmHeadInt4_.w);
     for (void* p : owned_) cudaFree(p);
     owned_.clear();
     for (auto& entry : sequences_) cudaFree(entry.second.keys), cudaFree(entry.second.values);
@@ -299,7 +308,8 @@ class CudaLlama final : public StepBackend {
   cuda::Context* ctx_ = nullptr;
   cudaStream_t stream_ = nullptr;
   const uint16_t* embedding_ = nullptr;
-  const uint16_t* lmHead_ = nullptr;
+  const uint16_t* lmHead_ = nullptr;  // BF16 [vocab, dim], or
+  Linear lmHeadInt4_;                 // W4A8 (quant.lmHead 'w4a8')
   const float* finalNorm_ = nullptr;
   const float* inverseFrequencies_ = nullptr;
   std::vector<Layer> layers_;
@@ -408,7 +418,12 @@ void CudaLlama::enqueueForward(int rows, int outRows, bool allPositions) {
   }
   W4A8_CHECK_CUDA(launchAdd(x, tmp, (size_t)rows * dim, stream_));
   W4A8_CHECK_CUDA(launchRmsNorm(x, nullptr, finalNorm_, outRowsOnDevice, outRows, dim, c.rmsNormEps, last_.as<float>(), stream_));
-  W4A8_CHECK_CUDA(launchBf16Gemm(last_.as<float>(), outRows, lmHead_, c.vocabSize, dim, logits_.as<float>(), stream_));
+  if (lmHead_) {
+    W4A8_CHECK_CUDA(launchBf16Gemm(last_.as<float>(), outRows, lmHead_, c.vocabSize, dim, logits_.as<float>(), stream_));
+  } else {
+    quantizeInput(last_.as<float>(), outRows, dim, dim, lmHeadInt4_.w.view.cols);
+    gemm(lmHeadInt4_, outRows, logits_.as<float>());
+  }
 }
 
 // ---- the plugin's API ------------------------------------------------------------------------------------
