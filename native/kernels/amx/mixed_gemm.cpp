@@ -16,7 +16,7 @@
 //                k 32c..32c+31 in the weight decoder's k order; tile row p, dword j = the k pair (2p, 2p+1) of
 //                token 16b + j. (Decoded to BF16 rows in decoder order as in avx512/, then 16 x 16 dword
 //                transposes.) The pooled entries build xv once for all threads; a range entry builds its own.
-//   weights      per panel of kPanelRows output channels, k-block of kKChunks chunks (1024 k) and pair of A
+//   weights      per panel of kPanelRows output channels (32 up to 32 tokens), k-block of kKChunks chunks (1024 k) and pair of A
 //                tiles (32 rows), decoded right before use into a per-thread ws = [32 rows][chunk][32 BF16]
 //                (A tiles: 16 rows, 2 KiB apart), 64 KiB. Row-major, so each row's decode stores one
 //                contiguous run: 5-10 % faster at 16-64 tokens than [chunk][row], whose stores were 2 KiB apart.
@@ -200,8 +200,13 @@ void multiplyRows(const Source& src, const ActivationTiles& x, int M, int nBegin
   uint16_t* ws = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchWeights, (size_t)32 * kKChunks * 64));
   float* acc = static_cast<float*>(fast::threadScratch(fast::kScratchAccumulators, (size_t)kPanelRows * accRowBytes));
   const TileScope tiles;
-  for (int n0 = nBegin; n0 < nEnd; n0 += kPanelRows) {
-    const int nr = std::min(kPanelRows, nEnd - n0);
+  // Up to 32 tokens (interleavedRowPair) a panel is one row pair, which runs through all of K before the next:
+  // its 32 rows are then 32 sequential streams, which the hardware prefetchers follow, where a 256-row panel
+  // interleaved 256 (A/B, 16 tokens, 2 threads: 4-10 % faster on 4096x11008, 8192x2048 and 2048x8192; 64 rows
+  // was slower than 32). Its activation tiles (32 KiB a k-block at 16 tokens) stream from L2 once per row pair.
+  const int panelRows = x.mBlocks <= 2 ? 32 : kPanelRows;
+  for (int n0 = nBegin; n0 < nEnd; n0 += panelRows) {
+    const int nr = std::min(panelRows, nEnd - n0);
     for (int c0 = 0; c0 < x.chunks; c0 += kKChunks) {
       const int kc = std::min(kKChunks, x.chunks - c0);
       for (int r0 = 0; r0 < nr; r0 += 32) {
