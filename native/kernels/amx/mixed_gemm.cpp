@@ -16,15 +16,15 @@
 //                k 32c..32c+31 in the weight decoder's k order; tile row p, dword j = the k pair (2p, 2p+1) of
 //                token 16b + j. (Decoded to BF16 rows in decoder order as in avx512/, then 16 x 16 dword
 //                transposes.) The pooled entries build xv once for all threads; a range entry builds its own.
-//   weights      per panel of kPanelRows output channels (32 up to 32 tokens), k-block of kKChunks chunks (1024 k) and pair of A
+//   weights      per panel of kPanelRows output channels (16 up to 32 tokens), k-block of kKChunks chunks (1024 k) and pair of A
 //                tiles (32 rows), decoded right before use into a per-thread ws = [32 rows][chunk][32 BF16]
 //                (A tiles: 16 rows, 2 KiB apart), 64 KiB. Row-major, so each row's decode stores one
 //                contiguous run: 5-10 % faster at 16-64 tokens than [chunk][row], whose stores were 2 KiB apart.
 //   products     for each pair of A tiles and 32-token pair of B tiles, 2 x 2 C tiles accumulate over the
 //                k-block's chunks: ws is reused by every token pair, xv's k-block (L2) by every row pair of the
 //                panel. Partial sums live in a per-thread FP32 buffer acc = [panel row][token] between k-blocks.
-//                Up to 32 tokens (one token pair) nothing reuses ws, so interleavedRowPair decodes the row pair
-//                one block (4 chunks) at a time into two small buffers in turn, issuing the previous block's
+//                Up to 32 tokens (one token pair) nothing reuses ws, so interleavedTile decodes one A tile's 16
+//                rows one block (4 chunks) at a time into two small buffers in turn, issuing the previous block's
 //                tile products in between: the decode runs while the tile unit multiplies (10-23 % faster).
 //   output       y[m][n] = (s_x[m] * s_c[n]) * acc[n][m] (W4A16: s_c[n] * acc[n][m]), as the reference rounds
 //                it, through 16 x 16 transposes of acc.
@@ -44,6 +44,8 @@ namespace {
 
 using avx512::kChunkK;             // BF16 words per chunk: one A tile row, 16 B tile k pairs
 constexpr int kPanelRows = 256;    // weight rows whose sums stay in acc across the k-blocks (a multiple of 32)
+// Up to 32 tokens: weight rows per panel, one A tile, which runs through all of K before the next (multiplyRows).
+constexpr int kInterleavedRows = 16;
 constexpr int kKChunks = 32;       // chunks per k-block: 1024 k (a multiple of every decoder's chunks per block)
 constexpr int kRowsPerPass = 256;  // tokens converted and multiplied per pass (bounds xv and acc)
 // N chunks per pool thread: fewer than kernels/parallel.cpp's 4, since every chunk streams all of xv again
@@ -125,15 +127,15 @@ W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int n
   for (int r = 0; r < nr; ++r) {
     const typename Source::Row row = src.row(n0 + r);
     _mm_prefetch((const char*)(row.codes + (size_t)(b + ahead) * 64), _MM_HINT_T0);
-    // The first k-block of a row pair has no earlier k-block to have prefetched it: the next row pair's is
-    // fetched one row pair ahead (row-pair order reads 32 rows a line at a time, which the hardware
-    // prefetcher does not follow; without this, rows of K = 2048 ran 5-13 % slower than the general path).
-    if (b < ahead) _mm_prefetch((const char*)(row.codes + 32 * src.rowBytes() + (size_t)b * 64), _MM_HINT_T0);
+    // The first k-block of a panel has no earlier k-block to have prefetched it: the next panel's is fetched one
+    // panel ahead (the hardware prefetcher does not follow rows read a line at a time; without this, rows of
+    // K = 2048 ran 5-13 % slower than the general path).
+    if (b < ahead) _mm_prefetch((const char*)(row.codes + kInterleavedRows * src.rowBytes() + (size_t)b * 64), _MM_HINT_T0);
     // Scales and zero points likewise, once per row and k-block (other streams of every row, which the
     // hardware prefetcher does not follow either: 8-10 % of a 16-token call waited for them).
     if (firstOfKBlock) {
       src.prefetchGroups(row, b + ahead, 0);
-      if (b == 0) src.prefetchGroups(row, 0, 32);
+      if (b == 0) src.prefetchGroups(row, 0, kInterleavedRows);
     }
     decodeBlockTo(src, row, b, wb + (size_t)r * CPB * kChunkK);
   }
@@ -141,16 +143,16 @@ W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int n
     for (int c = 0; c < CPB; ++c) _mm512_store_si512(wb + ((size_t)r * CPB + c) * kChunkK, _mm512_setzero_si512());
 }
 
-// Up to two token blocks (M <= 32): the C tiles of a row pair stay in tile registers over a whole k-block, so
-// the decode of block b + 1 runs while the tile unit works on block b (two small buffers in turn, L1-resident)
-// instead of after all of the row pair's tile products: about a third of a 16-token call was tile work that
-// the decode of the next rows did not overlap. Same sums in the same order as the general path.
-template <class Source, int NA, int NB>
-void interleavedRowPair(const Source& src, const ActivationTiles& x, int n0, int rows, int c0, int kc, uint16_t* wb,
-                        float* acc, size_t accRowBytes) {
-  constexpr int CPB = Source::kChunksPerBlock;
-  const int rowsPad = 16 * NA, b0 = c0 / CPB, b1 = (c0 + kc) / CPB;
-  const size_t bufferWords = (size_t)32 * CPB * kChunkK;
+// Up to two token blocks (M <= 32), one A tile (rows <= 16): its C tiles stay in tile registers over a whole
+// k-block, so the decode of block b + 1 runs while the tile unit works on block b (two small buffers in turn,
+// L1-resident) instead of after all of the tile products: about a third of a 16-token call was tile work that the
+// decode of the next rows did not overlap. Same sums in the same order as the general path.
+template <class Source, int NB>
+void interleavedTile(const Source& src, const ActivationTiles& x, int n0, int rows, int c0, int kc, uint16_t* wb,
+                     float* acc, size_t accRowBytes) {
+  constexpr int CPB = Source::kChunksPerBlock, NA = 1;
+  const int rowsPad = 16, b0 = c0 / CPB, b1 = (c0 + kc) / CPB;
+  const size_t bufferWords = (size_t)kInterleavedRows * CPB * kChunkK;
   tileStart<NA, NB>(acc, accRowBytes, c0 == 0);
   for (int b = b0; b <= b1; ++b) {
     if (b < b1) decodeBlockRows(src, n0, rows, rowsPad, b, b1 - b0, b == b0, wb + (size_t)((b - b0) & 1) * bufferWords);
@@ -200,27 +202,30 @@ void multiplyRows(const Source& src, const ActivationTiles& x, int M, int nBegin
   uint16_t* ws = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchWeights, (size_t)32 * kKChunks * 64));
   float* acc = static_cast<float*>(fast::threadScratch(fast::kScratchAccumulators, (size_t)kPanelRows * accRowBytes));
   const TileScope tiles;
-  // Up to 32 tokens (interleavedRowPair) a panel is one row pair, which runs through all of K before the next:
-  // its 32 rows are then 32 sequential streams, which the hardware prefetchers follow, where a 256-row panel
-  // interleaved 256 (A/B, 16 tokens, 2 threads: 4-10 % faster on 4096x11008, 8192x2048 and 2048x8192; 64 rows
-  // was slower than 32). Its activation tiles (32 KiB a k-block at 16 tokens) stream from L2 once per row pair.
-  const int panelRows = x.mBlocks <= 2 ? 32 : kPanelRows;
-  for (int n0 = nBegin; n0 < nEnd; n0 += panelRows) {
-    const int nr = std::min(panelRows, nEnd - n0);
+  if (x.mBlocks <= 2) {
+    // Panels of one A tile, each through all of K before the next: its 16 rows are then 16 sequential streams,
+    // which the hardware prefetchers follow, where a 256-row panel interleaved 256 (A/B at 16 tokens, 2 threads,
+    // 4096x11008, 8192x2048, 2048x8192, 2048x2048: 4-10 % faster with 32-row panels than 256-row ones, and
+    // 1-14 % faster again with 16-row ones; 64-row panels were slower than 32). Its activation tiles (16 KiB a
+    // k-block and token block) stream from L2 once per panel.
+    for (int n0 = nBegin; n0 < nEnd; n0 += kInterleavedRows) {
+      const int rows = std::min(kInterleavedRows, nEnd - n0);
+      for (int c0 = 0; c0 < x.chunks; c0 += kKChunks) {
+        const int kc = std::min(kKChunks, x.chunks - c0);
+        if (x.mBlocks == 2) interleavedTile<Source, 2>(src, x, n0, rows, c0, kc, ws, acc, accRowBytes);
+        else interleavedTile<Source, 1>(src, x, n0, rows, c0, kc, ws, acc, accRowBytes);
+      }
+      storePanel(acc, mPad, n0, rows, M, y, rowScales, channelScales);
+    }
+    return;
+  }
+  for (int n0 = nBegin; n0 < nEnd; n0 += kPanelRows) {
+    const int nr = std::min(kPanelRows, nEnd - n0);
     for (int c0 = 0; c0 < x.chunks; c0 += kKChunks) {
       const int kc = std::min(kKChunks, x.chunks - c0);
       for (int r0 = 0; r0 < nr; r0 += 32) {
         // One pair of A tiles' rows (16 with a lone last tile), decoded right before use: ws stays in L1/L2.
         const int rows = std::min(32, nr - r0), rowsPad = rows > 16 ? 32 : 16;
-        if (x.mBlocks <= 2) {
-          float* c = acc + (size_t)r0 * mPad;
-          const bool twoA = rowsPad == 32, twoB = x.mBlocks == 2;
-          if (twoA && twoB) interleavedRowPair<Source, 2, 2>(src, x, n0 + r0, rows, c0, kc, ws, c, accRowBytes);
-          else if (twoA) interleavedRowPair<Source, 2, 1>(src, x, n0 + r0, rows, c0, kc, ws, c, accRowBytes);
-          else if (twoB) interleavedRowPair<Source, 1, 2>(src, x, n0 + r0, rows, c0, kc, ws, c, accRowBytes);
-          else interleavedRowPair<Source, 1, 1>(src, x, n0 + r0, rows, c0, kc, ws, c, accRowBytes);
-          continue;
-        }
         decodeRows(src, n0 + r0, rows, rowsPad, c0 / CPB, (c0 + kc) / CPB, ws);
         const uint8_t* weights = reinterpret_cast<const uint8_t*>(ws);
         const size_t weightRowBytes = (size_t)kc * 64;
