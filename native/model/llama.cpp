@@ -44,10 +44,15 @@ class StepProfile {
     if (!enclosed_) step_[part] += ms;
   }
   // While one lives, parts timed inside another part (the W4A8 lm_head's quantize and GEMM) are not counted
-  // again: the enclosing part's time holds them.
+  // again: the enclosing part's time holds them. (Touches nothing when profiling is off, like Timed.)
   struct Enclosed {
-    Enclosed() { get().enclosed_ = true; }
-    ~Enclosed() { get().enclosed_ = false; }
+    Enclosed() : on(get().enabled()) {
+      if (on) get().enclosed_ = true;
+    }
+    ~Enclosed() {
+      if (on) get().enclosed_ = false;
+    }
+    const bool on;
   };
   void stepDone(int sequences, int rows, double ms) {
     if (sequences != sequences_ || rows != rows_) reset(sequences, rows);
