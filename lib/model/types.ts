@@ -65,8 +65,8 @@ export interface QuantConfig {
   scales: 'float' | 'pow2';
   method: QuantMethod;
   /**
-   * 'w4a8': lm_head is packed like the linear layers (`lm_head.qweight` ..., RTN whatever the method), about
-   * a quarter of the BF16 bytes a decode step reads for it. Absent: BF16 `lm_head.weight` (or the tied embedding).
+   * 'w4a8': lm_head is packed like the linear layers (`lm_head.qweight` ..., by the same method), about a
+   * quarter of the BF16 bytes a decode step reads for it. Absent: BF16 `lm_head.weight` (or the tied embedding).
    */
   lmHead?: 'w4a8';
   /** method-specific details (calibration set, damping, GAR ...), recorded for provenance */

@@ -155,53 +155,48 @@ export async function quantizeSequential(
   // Without trueSequential one pass gives all four Hessians of a layer (layer l all FP32); with it, four
   // passes, each after the linears that feed the next input are quantized (q/k/v, then o, then gate/up).
   const stages = options.trueSequential ? [[0], [1], [2], [3]] : [[0, 1, 2, 3]];
+  // The Hessians of `layer`'s inputs (nLayers: the lm_head's) through decoder layers 0..lastLayer, W4A8 where
+  // `quantized` has them.
+  const hessians = async (lastLayer: number, layer: number) => {
+    const handle = createMixedNativeModel(source, quantized, lastLayer, quant.activationFormat);
+    try {
+      handle.collectHessians(layer);
+      await runSequences(handle, c, options.sequences, stepTokens,
+        (done) => onProgress?.({ stage: 'calibrate', layer, done, total: options.sequences.length }));
+      return handle.takeHessians();
+    } finally {
+      handle.dispose();
+    }
+  };
+  // Quantizes `linear` against the Hessian h of its input (`width` wide) into `quantized`, and reports it.
+  const quantizeOne = async (linear: string, h: Float64Array, width: number, report: LayerReport) => {
+    const { weights, rows, cols } = paddedWeights(linear);
+    const result = await quantizeLinearAsync(weights, rows, cols, h, width, {
+      method: options.method, order: options.order, damp: options.damp, searchScales: options.searchScales,
+      groupSize: quant.groupSize, symmetric: quant.symmetric, scales: quant.scales, format: quant.weightFormat,
+    });
+    quantized.set(linear, result.weights);
+    report.linears.push({ name: linear, damp: result.damp, loss: result.loss });
+  };
   for (let l = 0; l < c.nLayers; l++) {
     const report: LayerReport = { layer: l, tokens: 0, linears: [] };
     const names = linearNames(l);
     for (const stage of stages) {
-      const handle = createMixedNativeModel(source, quantized, l, quant.activationFormat);
-      let taken;
-      try {
-        handle.collectHessians(l);
-        await runSequences(handle, c, options.sequences, stepTokens,
-          (done) => onProgress?.({ stage: 'calibrate', layer: l, done, total: options.sequences.length }));
-        taken = handle.takeHessians();
-      } finally {
-        handle.dispose();
-      }
+      const taken = await hessians(l, l);
       report.tokens = taken.tokens;
       for (let i = 0; i < names.length; i++) {
         if (!stage.includes(hessianIndex[i])) continue;
-        const { weights, rows, cols } = paddedWeights(names[i]);
-        const result = await quantizeLinearAsync(weights, rows, cols, taken.hessians[hessianIndex[i]], widths[hessianIndex[i]], {
-          method: options.method, order: options.order, damp: options.damp, searchScales: options.searchScales,
-          groupSize: quant.groupSize, symmetric: quant.symmetric, scales: quant.scales, format: quant.weightFormat,
-        });
-        quantized.set(names[i], result.weights);
-        report.linears.push({ name: names[i], damp: result.damp, loss: result.loss });
+        await quantizeOne(names[i], taken.hessians[hessianIndex[i]], widths[hessianIndex[i]], report);
         onProgress?.({ stage: 'quantize', layer: l, done: l * 7 + i + 1, total: totalLinears, linear: names[i] });
       }
     }
     layers.push(report);
   }
   if (quant.lmHead === 'w4a8') {
-    const handle = createMixedNativeModel(source, quantized, c.nLayers - 1, quant.activationFormat);
-    let taken;
-    try {
-      handle.collectHessians(c.nLayers);
-      await runSequences(handle, c, options.sequences, stepTokens,
-        (done) => onProgress?.({ stage: 'calibrate', layer: c.nLayers, done, total: options.sequences.length }));
-      taken = handle.takeHessians();
-    } finally {
-      handle.dispose();
-    }
-    const { weights, rows, cols } = paddedWeights(LM_HEAD_LINEAR);
-    const result = await quantizeLinearAsync(weights, rows, cols, taken.hessians[0], c.dim, {
-      method: options.method, order: options.order, damp: options.damp, searchScales: options.searchScales,
-      groupSize: quant.groupSize, symmetric: quant.symmetric, scales: quant.scales, format: quant.weightFormat,
-    });
-    quantized.set(LM_HEAD_LINEAR, result.weights);
-    layers.push({ layer: c.nLayers, tokens: taken.tokens, linears: [{ name: LM_HEAD_LINEAR, damp: result.damp, loss: result.loss }] });
+    const taken = await hessians(c.nLayers - 1, c.nLayers);
+    const report: LayerReport = { layer: c.nLayers, tokens: taken.tokens, linears: [] };
+    await quantizeOne(LM_HEAD_LINEAR, taken.hessians[0], c.dim, report);
+    layers.push(report);
     onProgress?.({ stage: 'quantize', layer: c.nLayers, done: totalLinears, total: totalLinears, linear: LM_HEAD_LINEAR });
   }
   return { linears: quantized, layers };
