@@ -45,7 +45,7 @@ namespace {
 using avx512::kChunkK;             // BF16 words per chunk: one A tile row, 16 B tile k pairs
 constexpr int kPanelRows = 256;    // weight rows whose sums stay in acc across the k-blocks (a multiple of 32)
 // Up to 32 tokens: weight rows per panel, one A tile, which runs through all of K before the next (multiplyRows).
-constexpr int kInterleavedRows = 16;
+constexpr int kInterleavedRows = kTileBytes / 64;  // an A tile's rows
 constexpr int kKChunks = 32;       // chunks per k-block: 1024 k (a multiple of every decoder's chunks per block)
 constexpr int kRowsPerPass = 256;  // tokens converted and multiplied per pass (bounds xv and acc)
 // N chunks per pool thread: fewer than kernels/parallel.cpp's 4, since every chunk streams all of xv again
@@ -116,12 +116,11 @@ void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, uin
     for (int c = 0; c < rowChunks; ++c) _mm512_store_si512(ws + ((size_t)r * rowChunks + c) * kChunkK, _mm512_setzero_si512());
 }
 
-// Block b of rows [n0, n0 + nr) into wb = [nPad][CPB chunks][32] words (rows nr..nPad-1 zero), prefetching each
-// row `ahead` blocks further on (the row's next k-block, as decodeRows does); firstOfKBlock: b is the k-block's
-// first block. (Prefetches past the matrix are
-// harmless: they never fault.)
+// Block b of the panel's rows [n0, n0 + nr) into wb = [kInterleavedRows][CPB chunks][32] words (rows past nr
+// zero), prefetching each row `ahead` blocks further on (the row's next k-block, as decodeRows does);
+// firstOfKBlock: b is the k-block's first block. (Prefetches past the matrix are harmless: they never fault.)
 template <class Source>
-W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int nPad, int b, int ahead, bool firstOfKBlock,
+W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int b, int ahead, bool firstOfKBlock,
                                          uint16_t* wb) {
   constexpr int CPB = Source::kChunksPerBlock;
   for (int r = 0; r < nr; ++r) {
@@ -139,7 +138,7 @@ W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int n
     }
     decodeBlockTo(src, row, b, wb + (size_t)r * CPB * kChunkK);
   }
-  for (int r = nr; r < nPad; ++r)
+  for (int r = nr; r < kInterleavedRows; ++r)
     for (int c = 0; c < CPB; ++c) _mm512_store_si512(wb + ((size_t)r * CPB + c) * kChunkK, _mm512_setzero_si512());
 }
 
@@ -150,12 +149,12 @@ W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int n
 template <class Source, int NB>
 void interleavedTile(const Source& src, const ActivationTiles& x, int n0, int rows, int c0, int kc, uint16_t* wb,
                      float* acc, size_t accRowBytes) {
-  constexpr int CPB = Source::kChunksPerBlock, NA = 1;
-  const int rowsPad = 16, b0 = c0 / CPB, b1 = (c0 + kc) / CPB;
+  constexpr int CPB = Source::kChunksPerBlock, NA = 1;  // one A tile: kInterleavedRows = 16 rows
+  const int b0 = c0 / CPB, b1 = (c0 + kc) / CPB;
   const size_t bufferWords = (size_t)kInterleavedRows * CPB * kChunkK;
   tileStart<NA, NB>(acc, accRowBytes, c0 == 0);
   for (int b = b0; b <= b1; ++b) {
-    if (b < b1) decodeBlockRows(src, n0, rows, rowsPad, b, b1 - b0, b == b0, wb + (size_t)((b - b0) & 1) * bufferWords);
+    if (b < b1) decodeBlockRows(src, n0, rows, b, b1 - b0, b == b0, wb + (size_t)((b - b0) & 1) * bufferWords);
     if (b > b0)
       tileSteps<NA, NB>(reinterpret_cast<const uint8_t*>(wb + (size_t)((b - 1 - b0) & 1) * bufferWords), CPB * 64,
                         x.tile(0, (b - 1) * CPB), x.blockBytes(), CPB);
@@ -432,29 +431,40 @@ bool prepareTilesPooled(ThreadPool& pool, const Policy& p, int m0, int rows, int
   return prepare.subnormal.load();
 }
 
-// The whole call on a pool: each pass's tiles built once (m-blocks over the pool) in the caller's scratch,
-// then N split over the pool as kernels/parallel.cpp does.
-template <class Policy>
-void pooledGemm(ThreadPool& pool, const Policy& p, void (*fallbackCall)(ThreadPool&, const Policy&)) {
+// The call on a pool in passes of passRows tokens: each pass's tiles built once (m-blocks over the pool) in the
+// caller's scratch, then multiply(x, m0, rows, nBegin, nEnd) with N split over the pool as kernels/parallel.cpp
+// does. False, at once, when prepare() declines a pass's activations.
+template <class Policy, class Multiply>
+bool tilePasses(ThreadPool& pool, const Policy& p, int passRows, const Multiply& multiply) {
   const int M = p.M(), N = p.N(), Kp = roundUp(p.K(), Policy::kBlockK), chunks = Kp / kChunkK;
-  for (int m0 = 0; m0 < M; m0 += kRowsPerPass) {
-    const int rows = std::min(kRowsPerPass, M - m0), mBlocks = (rows + 15) / 16;
+  for (int m0 = 0; m0 < M; m0 += passRows) {
+    const int rows = std::min(passRows, M - m0), mBlocks = (rows + 15) / 16;
     uint8_t* xv = static_cast<uint8_t*>(
         fast::threadScratch(fast::kScratchActivations, (size_t)mBlocks * chunks * kTileBytes));
-    if (prepareTilesPooled(pool, p, m0, rows, Kp, xv)) return fallbackCall(pool, p);
-    struct MultiplyJob {
-      const Policy* p;
+    if (prepareTilesPooled(pool, p, m0, rows, Kp, xv)) return false;
+    struct Job {
+      const Multiply* multiply;
       ActivationTiles x;
       int m0, rows;
-    } multiply{&p, {xv, mBlocks, chunks}, m0, rows};
+    } job{&multiply, {xv, mBlocks, chunks}, m0, rows};
     pool.run(N, kParallelRowTile, [](void* context, int begin, int end) {
-      const MultiplyJob& job = *static_cast<const MultiplyJob*>(context);
-      job.p->multiply(job.x, job.m0, job.rows, begin, end);
-    }, &multiply, kChunksPerThread);
+      const Job& j = *static_cast<const Job*>(context);
+      (*j.multiply)(j.x, j.m0, j.rows, begin, end);
+    }, &job, kChunksPerThread);
   }
+  return true;
+}
+
+// The whole call on a pool (tilePasses), or fallbackCall's when prepare() declines x.
+template <class Policy>
+void pooledGemm(ThreadPool& pool, const Policy& p, void (*fallbackCall)(ThreadPool&, const Policy&)) {
+  const bool tiled = tilePasses(pool, p, kRowsPerPass, [&p](const ActivationTiles& x, int m0, int rows, int begin, int end) {
+    p.multiply(x, m0, rows, begin, end);
+  });
+  if (!tiled) return fallbackCall(pool, p);
   // Only once every thread is done with xv: the FP32-FMA body uses the caller's activation scratch too.
   if constexpr (Policy::kFixesRows)
-    pool.run(N, kParallelRowTile, [](void* context, int begin, int end) {
+    pool.run(p.N(), kParallelRowTile, [](void* context, int begin, int end) {
       static_cast<const Policy*>(context)->fixRows(begin, end);
     }, const_cast<Policy*>(&p), kChunksPerThread);
 }
@@ -555,23 +565,9 @@ void multiplyBf16Direct(const uint16_t* w, int K, const ActivationTiles& x, int 
 // The whole BF16-weights call on the pool, in passes of kDirectMaxTokens tokens. False when prepare()
 // declines x: the caller then computes every output again without tiles.
 bool directBf16Pooled(ThreadPool& pool, const Bf16PlanesPolicy& p) {
-  const int M = p.M(), N = p.N(), Kp = roundUp(p.K(), Bf16PlanesPolicy::kBlockK), chunks = Kp / kChunkK;
-  for (int m0 = 0; m0 < M; m0 += kDirectMaxTokens) {
-    const int rows = std::min(kDirectMaxTokens, M - m0), mBlocks = (rows + 15) / 16;
-    uint8_t* xv = static_cast<uint8_t*>(fast::threadScratch(fast::kScratchActivations, (size_t)mBlocks * chunks * kTileBytes));
-    if (prepareTilesPooled(pool, p, m0, rows, Kp, xv)) return false;
-    struct Job {
-      const Bf16PlanesPolicy* p;
-      ActivationTiles x;
-      int m0, rows;
-    } job{&p, {xv, mBlocks, chunks}, m0, rows};
-    pool.run(N, kParallelRowTile, [](void* context, int begin, int end) {
-      const Job& j = *static_cast<const Job*>(context);
-      multiplyBf16Direct(j.p->w, j.p->k, j.x, j.x.chunks / kBf16Planes, j.rows, begin, end,
-                         j.p->y + (size_t)j.m0 * j.p->n, j.p->n);
-    }, &job, kChunksPerThread);
-  }
-  return true;
+  return tilePasses(pool, p, kDirectMaxTokens, [&p](const ActivationTiles& x, int m0, int rows, int begin, int end) {
+    multiplyBf16Direct(p.w, p.k, x, x.chunks / kBf16Planes, rows, begin, end, p.y + (size_t)m0 * p.n, p.n);
+  });
 }
 
 template <class Policy>
