@@ -154,7 +154,9 @@ describe('native Llama runtime', () => {
 
   it('leaves no listener on a long-lived signal once its requests are done (finished, stopped early or aborted)', async () => {
     const { packed } = await smallModel();
-    const model = W4a8Model.fromPacked(packed, { maxBatch: 4 });
+    // No end-of-sequence token: every request runs to its maxTokens, so the last one below is still running
+    // when it is aborted (with sampling it could end after a token or two and race the abort).
+    const model = W4a8Model.fromPacked({ ...packed, config: { ...packed.config, eosTokenIds: [] } }, { maxBatch: 4 });
     const shared = new AbortController(); // e.g. one per server or per user session, alive across many requests
     const signal = shared.signal;
     for (let i = 0; i < 6; i++) {
@@ -172,9 +174,11 @@ describe('native Llama runtime', () => {
     own.abort();
     await expect((async () => { while (!(await doomed.next()).done); })()).rejects.toMatchObject({ code: 'E_ABORTED' });
     expect(getEventListeners(own.signal, 'abort')).toHaveLength(0);
-    const running = model.generate([256, 66], { maxTokens: 50, signal });
-    setTimeout(() => shared.abort(), 1);
-    await expect(running).rejects.toMatchObject({ code: 'E_ABORTED' });
+    // Aborted after its first chunk: its 32 unread chunks at most (backpressure) keep it short of its 50 tokens.
+    const running = model.stream([256, 66], { maxTokens: 50, signal })[Symbol.asyncIterator]();
+    await running.next();
+    shared.abort();
+    await expect((async () => { while (!(await running.next()).done); })()).rejects.toMatchObject({ code: 'E_ABORTED' });
     expect(model.stats).toEqual({ running: 0, queued: 0, reservedTokens: 0 });
     await model.dispose();
   });
