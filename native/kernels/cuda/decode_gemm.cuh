@@ -153,8 +153,12 @@ __global__ void __launch_bounds__(kDecodeThreads, NT <= 2 ? 2 : 1) decodeGemmKer
       loadPiece(c0, j);
       loadScale(c0, j);
     }
-    loadX(c0);
   }
+  // Launched as a programmatic dependent (launchDecodeT): the first chunk's weights, which no kernel writes, are
+  // on their way while the previous kernel finishes; activations, partials, tickets and y only after it has.
+  pdlWaitForPrevious();
+  pdlLaunchDependents();
+  if (c0 < c1) loadX(c0);
 
   for (int c = c0; c < c1; ++c) {
     const bool hasNext = c + 1 < c1;
@@ -259,9 +263,8 @@ template <int NT, bool kFp8Mma, bool kWeightsE5M2>
 cudaError_t launchDecodeT(const DecodeParams& p, cudaStream_t stream) {
   prepareDecodeKernel<NT, kFp8Mma, kWeightsE5M2>();
   const dim3 grid((p.N + kDecodeRowsPerCta - 1) / kDecodeRowsPerCta, p.splits);
-  decodeGemmKernel<NT, kFp8Mma, kWeightsE5M2>
-      <<<grid, kDecodeThreads, decodeSmemBytes<NT, kFp8Mma>(), stream>>>(p);
-  return cudaGetLastError();
+  return launchDependent(decodeGemmKernel<NT, kFp8Mma, kWeightsE5M2>, grid, dim3(kDecodeThreads),
+                         decodeSmemBytes<NT, kFp8Mma>(), stream, p);
 }
 
 template <int NT, bool kFp8Mma, bool kWeightsE5M2>

@@ -70,6 +70,31 @@ __device__ __forceinline__ void buildGroupLut(float s, int z, Fp8Format f, uint3
   }
 }
 
+// ---- programmatic dependent launch (sm_90) ---------------------------------------------------------------
+// A kernel launched with cudaLaunchAttributeProgrammaticStreamSerialization may start while the kernel before
+// it in the stream is still running, once that kernel has called pdlLaunchDependents() in every CTA (or its
+// CTAs have exited). It must call pdlWaitForPrevious() before it reads anything the previous kernel writes or
+// writes anything the previous kernel reads: the wait returns when the previous grid has completed and its
+// writes are visible. Both are no-ops for kernels launched without the attribute.
+// Launches `kernel` as a programmatic dependent of the stream's previous kernel.
+template <typename Params>
+cudaError_t launchDependent(void (*kernel)(Params), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                            const Params& params) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, params);
+}
+__device__ __forceinline__ void pdlLaunchDependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdlWaitForPrevious() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
   uint32_t d;
   asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(selector));

@@ -19,6 +19,7 @@ __global__ void __launch_bounds__(kRowThreads) quantizeRowsKernel(const float* _
                                                                   uint8_t* __restrict__ x8,
                                                                   float* __restrict__ xScales) {
   __shared__ float warpMax[kRowThreads / 32];
+  pdlLaunchDependents();  // the GEMV after it may start now and load its weights (it waits before reading x8)
   const int m = blockIdx.x;
   const float* row = x + (size_t)m * K;
   float scale = staticScale;
