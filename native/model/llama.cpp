@@ -150,9 +150,13 @@ int LlamaModel::createSequence(int capacity) {
     sequences_[id] = std::move(cache);
     return id;
   }
-  const size_t size = (size_t)config_.nLayers * capacity * config_.kvDim();
-  cache->keys.reset(new float[size]);
-  cache->values.reset(new float[size]);
+  // Keys: [layer][kv head][block of kKeyBlock positions][headDim][kKeyBlock] (ops.h), zeroed: attention reads
+  // whole blocks. Values: [layer][kv head][position][headDim], so that a head's values are one contiguous run
+  // (rows kvDim floats apart put every position's row in the same few L1 sets).
+  cache->keyBlocks = (capacity + kKeyBlock - 1) / kKeyBlock;
+  const size_t keySize = (size_t)config_.nLayers * cache->keyBlocks * kKeyBlock * config_.kvDim();
+  cache->keys.reset(new float[keySize]());
+  cache->values.reset(new float[(size_t)config_.nLayers * capacity * config_.kvDim()]);
   sequences_[id] = std::move(cache);
   return id;
 }
@@ -310,21 +314,35 @@ void LlamaModel::attention(int layer, Scratch& s) {
   Timed timed(StepProfile::Attention);
   const LlamaConfig& c = config_;
   const int rows = (int)s.rowPosition.size();
-  const int kvDim = c.kvDim(), qDim = c.qDim(), headsPerKv = c.nHeads / c.nKvHeads, headDim = c.headDim;
+  const int qDim = c.qDim(), headsPerKv = c.nHeads / c.nKvHeads, headDim = c.headDim;
   const float scale = 1.0f / std::sqrt((float)headDim);
+  // A task's keys and values (tens of KiB of cache, cold since the last step) into L2 while the task before it
+  // computes: on its own, each 4 KiB page of a task waits on DRAM before the hardware prefetcher catches up.
+  auto prefetchTask = [&](int task) {
+    const int r = task / c.nKvHeads, kvHead = task % c.nKvHeads;
+    const SequenceCache* seq = s.rowSequence[r];
+    const int positions = s.rowPosition[r] + 1;
+    const char* keys = reinterpret_cast<const char*>(seq->keyHead(layer, kvHead, c));
+    const char* values = reinterpret_cast<const char*>(seq->valueHead(layer, kvHead, c));
+    const size_t keyBytes = (size_t)(positions + kKeyBlock - 1) / kKeyBlock * kKeyBlock * headDim * sizeof(float);
+    const size_t valueBytes = (size_t)positions * headDim * sizeof(float);
+    for (size_t at = 0; at < keyBytes; at += 64) __builtin_prefetch(keys + at, 0, 2);
+    for (size_t at = 0; at < valueBytes; at += 64) __builtin_prefetch(values + at, 0, 2);
+  };
   auto run = [&](int begin, int end) {
     thread_local std::vector<float> scoresBuffer;
+    if (begin < end) prefetchTask(begin);
     for (int task = begin; task < end; ++task) {
+      if (task + 1 < end) prefetchTask(task + 1);
       const int r = task / c.nKvHeads, kvHead = task % c.nKvHeads;
       SequenceCache* seq = s.rowSequence[r];
       const int positions = s.rowPosition[r] + 1;
-      const size_t layerBase = (size_t)layer * seq->capacity * kvDim + (size_t)kvHead * headDim;
-      const float* keys = seq->keys.get() + layerBase;
-      const float* values = seq->values.get() + layerBase;
+      const float* keys = seq->keyHead(layer, kvHead, c);
+      const float* values = seq->valueHead(layer, kvHead, c);
       float* scores = sized(scoresBuffer, (size_t)headsPerKv * positions);
       const float* q = s.q.data() + (size_t)r * qDim + (size_t)kvHead * headsPerKv * headDim;
       float* out = s.attn.data() + (size_t)r * qDim + (size_t)kvHead * headsPerKv * headDim;
-      attendGroup(q, headsPerKv, headDim, keys, values, kvDim, positions, scale, scores, out);
+      attendGroup(q, headsPerKv, headDim, keys, values, headDim, positions, scale, scores, out);
     }
   };
   // Small work (a short context at batch 1) is not worth waking the pool for.
@@ -470,9 +488,11 @@ void LlamaModel::step(const std::vector<StepItem>& items, float* logits, bool al
           rotate(q + (size_t)r * qDim, c.nHeads, c.headDim, cosines, sines);
           rotate(k + (size_t)r * kvDim, c.nKvHeads, c.headDim, cosines, sines);
           SequenceCache* seq = s.rowSequence[r];
-          const size_t at = ((size_t)l * seq->capacity + s.rowPosition[r]) * kvDim;
-          std::copy(k + (size_t)r * kvDim, k + (size_t)(r + 1) * kvDim, seq->keys.get() + at);
-          std::copy(v + (size_t)r * kvDim, v + (size_t)(r + 1) * kvDim, seq->values.get() + at);
+          for (int h = 0; h < c.nKvHeads; ++h) {
+            const size_t at = (size_t)r * kvDim + (size_t)h * c.headDim;
+            storeKey(seq->keyHead(l, h, c), c.headDim, s.rowPosition[r], k + at);
+            std::copy(v + at, v + at + c.headDim, seq->valueHead(l, h, c) + (size_t)s.rowPosition[r] * c.headDim);
+          }
         }
       });
     }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "model/ops.h"
 #include "model/step_backend.h"
 
 namespace w4a8 {
@@ -87,7 +88,14 @@ struct LayerHessians {
 struct SequenceCache {
   int capacity = 0;
   int length = 0;  // tokens already in the cache
+  int keyBlocks = 0;  // blocks of kKeyBlock positions per layer and KV head (ops.h)
   std::unique_ptr<float[]> keys, values;
+  float* keyHead(int layer, int kvHead, const LlamaConfig& c) const {
+    return keys.get() + ((size_t)layer * c.nKvHeads + kvHead) * keyBlocks * kKeyBlock * c.headDim;
+  }
+  float* valueHead(int layer, int kvHead, const LlamaConfig& c) const {
+    return values.get() + ((size_t)layer * c.nKvHeads + kvHead) * capacity * c.headDim;
+  }
 };
 
 // One sequence's part of a forward step: `count` new tokens appended at its current length.

@@ -18,8 +18,11 @@
 // and a baseline body and picks one at load time, as the rest of the library is compiled for x86-64.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define W4A8_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+// Helpers of W4A8_CLONES functions: always inlined, so each clone compiles them for its own target.
+#define W4A8_CLONES_INLINE inline __attribute__((always_inline))
 #else
 #define W4A8_CLONES
+#define W4A8_CLONES_INLINE inline
 #endif
 
 namespace w4a8 {
@@ -132,29 +135,125 @@ inline float dotInline(const float* a, const float* b, int n) {
 }
 }  // namespace
 
-W4A8_CLONES void attendGroup(const float* q, int heads, int headDim, const float* keys, const float* values,
-                             size_t kvStride, int positions, float scale, float* scores, float* out) {
-  for (int t = 0; t < positions; ++t) {
-    const float* key = keys + (size_t)t * kvStride;
-    for (int h = 0; h < heads; ++h) scores[(size_t)h * positions + t] = dotInline(q + (size_t)h * headDim, key, headDim) * scale;
-  }
-  for (int h = 0; h < heads; ++h) {
-    float* row = scores + (size_t)h * positions;
-    float maxValue = row[0];
-    for (int t = 1; t < positions; ++t) maxValue = std::max(maxValue, row[t]);
-    float sum = 0.0f;
-    for (int t = 0; t < positions; ++t) sum += (row[t] = expInline(row[t] - maxValue));
-    const float inverse = 1.0f / sum;
-    for (int t = 0; t < positions; ++t) row[t] *= inverse;
-  }
-  std::fill(out, out + (size_t)heads * headDim, 0.0f);
-  for (int t = 0; t < positions; ++t) {
-    const float* value = values + (size_t)t * kvStride;
-    for (int h = 0; h < heads; ++h) {
-      const float p = scores[(size_t)h * positions + t];
-      float* o = out + (size_t)h * headDim;
-      for (int i = 0; i < headDim; ++i) o[i] += p * value[i];
+void storeKey(float* keyBlocks, int headDim, int position, const float* key) {
+  float* block = keyBlocks + (size_t)(position / kKeyBlock) * headDim * kKeyBlock + position % kKeyBlock;
+  for (int i = 0; i < headDim; ++i) block[(size_t)i * kKeyBlock] = key[i];
+}
+
+namespace {
+constexpr int kValuePrefetch = 16;  // positions ahead that attention prefetches value rows
+constexpr int kScoreHeads = 4;  // query heads per pass over the keys: 4 accumulators of kKeyBlock lanes
+// kKeyBlock floats as one value (GCC vector extension), so that accumulators stay in registers in every clone:
+// one zmm with AVX-512, two ymm with AVX2 (arrays of floats were kept on the stack, a store and reload per FMA).
+typedef float Lanes __attribute__((vector_size(kKeyBlock * sizeof(float))));
+W4A8_CLONES_INLINE Lanes loadLanes(const float* p) {
+  Lanes v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+W4A8_CLONES_INLINE void storeLanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof(v)); }
+
+// row[0, n) = softmax(row): the maximum and the sum of the exponentials over kKeyBlock lanes (independent
+// chains; a scalar max or sum is one dependent chain through every position), then the scalar tail.
+W4A8_CLONES_INLINE void softmaxRow(float* row, int n) {
+  float maxValue = row[0];
+  int t = 0;
+  if (n >= kKeyBlock) {
+    Lanes m = loadLanes(row);
+    for (t = kKeyBlock; t + kKeyBlock <= n; t += kKeyBlock) {
+      const Lanes v = loadLanes(row + t);
+      m = v > m ? v : m;
     }
+    for (int l = 0; l < kKeyBlock; ++l) maxValue = std::max(maxValue, m[l]);
+  }
+  for (; t < n; ++t) maxValue = std::max(maxValue, row[t]);
+  for (t = 0; t < n; ++t) row[t] = expInline(row[t] - maxValue);
+  float sum = 0.0f;
+  t = 0;
+  if (n >= kKeyBlock) {
+    Lanes total = {};
+    for (; t + kKeyBlock <= n; t += kKeyBlock) total += loadLanes(row + t);
+    for (int l = 0; l < kKeyBlock; ++l) sum += total[l];
+  }
+  for (; t < n; ++t) sum += row[t];
+  const float inverse = 1.0f / sum;
+  for (t = 0; t < n; ++t) row[t] *= inverse;
+}
+}  // namespace
+
+W4A8_CLONES void attendGroup(const float* q, int heads, int headDim, const float* keyBlocks, const float* values,
+                             size_t valueStride, int positions, float scale, float* scores, float* out) {
+  // Scores, kKeyBlock positions per vector: for each element i of the head, one key-block row (the blocks'
+  // positions' element i, contiguous) times q[h][i] broadcast. No horizontal sums. Two blocks x 4 heads per
+  // pass: 8 independent FMA chains (4 would wait on the FMA latency). A block past `positions` holds zeros
+  // (the cache is zeroed) and its lanes are not stored; spare heads repeat the last one and are not stored.
+  const int blocks = (positions + kKeyBlock - 1) / kKeyBlock;
+  const size_t blockFloats = (size_t)headDim * kKeyBlock;
+  for (int h0 = 0; h0 < heads; h0 += kScoreHeads) {
+    const float* qh[kScoreHeads];
+    for (int h = 0; h < kScoreHeads; ++h) qh[h] = q + (size_t)std::min(h0 + h, heads - 1) * headDim;
+    const int validHeads = std::min(kScoreHeads, heads - h0);
+    for (int b = 0; b < blocks; b += 2) {
+      const float* first = keyBlocks + (size_t)b * blockFloats;
+      const float* second = b + 1 < blocks ? first + blockFloats : first;
+      Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+      for (int i = 0; i < headDim; ++i) {
+        // The next pair of blocks: each block is a page of its own (4 KiB at headDim 64), where the hardware
+        // prefetcher starts over; without this the loop waits on DRAM (prefetches past the end never fault).
+        __builtin_prefetch(first + 2 * blockFloats + (size_t)i * kKeyBlock);
+        __builtin_prefetch(first + 3 * blockFloats + (size_t)i * kKeyBlock);
+        const Lanes x = loadLanes(first + (size_t)i * kKeyBlock), y = loadLanes(second + (size_t)i * kKeyBlock);
+        const float q0 = qh[0][i], q1 = qh[1][i], q2 = qh[2][i], q3 = qh[3][i];
+        a0 += q0 * x, a1 += q1 * x, a2 += q2 * x, a3 += q3 * x;
+        b0 += q0 * y, b1 += q1 * y, b2 += q2 * y, b3 += q3 * y;
+      }
+      const Lanes acc[2][kScoreHeads] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
+      for (int j = 0; j < 2 && b + j < blocks; ++j) {
+        const int lanes = std::min(kKeyBlock, positions - (b + j) * kKeyBlock);
+        for (int h = 0; h < validHeads; ++h) {
+          float* dst = scores + (size_t)(h0 + h) * positions + (b + j) * kKeyBlock;
+          const Lanes v = acc[j][h] * scale;
+          if (lanes == kKeyBlock) storeLanes(dst, v);
+          else
+            for (int l = 0; l < lanes; ++l) dst[l] = v[l];
+        }
+      }
+    }
+  }
+  for (int h = 0; h < heads; ++h) softmaxRow(scores + (size_t)h * positions, positions);
+  // out[h] = sum_t p[h][t] values[t], for 4 heads and 2 kKeyBlock runs of elements at a time: each value row
+  // is loaded once for the 4 heads, 8 independent FMA chains.
+  for (int h0 = 0; h0 < heads; h0 += kScoreHeads) {
+    const float* p[kScoreHeads];
+    for (int h = 0; h < kScoreHeads; ++h) p[h] = scores + (size_t)std::min(h0 + h, heads - 1) * positions;
+    const int validHeads = std::min(kScoreHeads, heads - h0);
+    int i0 = 0;
+    for (; i0 + kKeyBlock <= headDim; i0 += 2 * kKeyBlock) {
+      const bool pair = i0 + 2 * kKeyBlock <= headDim;  // else one run (its twin repeats it and is not stored)
+      Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+      const float* v = values + i0;
+      const size_t twin = pair ? kKeyBlock : 0;
+      for (int t = 0; t < positions; ++t, v += valueStride) {
+        __builtin_prefetch(v + kValuePrefetch * valueStride);
+        __builtin_prefetch(v + kValuePrefetch * valueStride + twin);
+        const Lanes x = loadLanes(v), y = loadLanes(v + twin);
+        const float p0 = p[0][t], p1 = p[1][t], p2 = p[2][t], p3 = p[3][t];
+        a0 += p0 * x, a1 += p1 * x, a2 += p2 * x, a3 += p3 * x;
+        b0 += p0 * y, b1 += p1 * y, b2 += p2 * y, b3 += p3 * y;
+      }
+      const Lanes acc[2][kScoreHeads] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
+      for (int h = 0; h < validHeads; ++h) {
+        storeLanes(out + (size_t)(h0 + h) * headDim + i0, acc[0][h]);
+        if (pair) storeLanes(out + (size_t)(h0 + h) * headDim + i0 + kKeyBlock, acc[1][h]);
+      }
+      if (!pair) i0 -= kKeyBlock;  // one run done, not two
+    }
+    for (int i = i0; i < headDim; ++i)  // a head width that is not a multiple of kKeyBlock
+      for (int h = 0; h < validHeads; ++h) {
+        float acc = 0.0f;
+        for (int t = 0; t < positions; ++t) acc += p[h][t] * values[(size_t)t * valueStride + i];
+        out[(size_t)(h0 + h) * headDim + i] = acc;
+      }
   }
 }
 

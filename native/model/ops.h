@@ -31,12 +31,18 @@ void bf16RowToFloat(const uint16_t* in, float* out, int n);
 void gemmBf16Weights(const float* x, int M, const uint16_t* w, int N, int K, float* y);
 // The same with a given body ("reference", "avx2", "avx512"); false when this CPU cannot run it (tests).
 bool gemmBf16WeightsWith(const char* isa, const float* x, int M, const uint16_t* w, int N, int K, float* y);
+// The keys of one KV head are stored in blocks of kKeyBlock positions, element-major within a block:
+//   keyBlocks[(t / kKeyBlock) * headDim * kKeyBlock + i * kKeyBlock + t % kKeyBlock] = element i of key t,
+// so that attention reads kKeyBlock positions' element i as one vector (a score per lane, no horizontal sums).
+// Positions past those stored must hold zeros (finite values) up to the end of their block.
+constexpr int kKeyBlock = 16;
+void storeKey(float* keyBlocks, int headDim, int position, const float* key);
 // Attention of the `heads` query heads that share one KV head, at one position: for each head h,
 //   out[h] = Σ_t softmax_t(q[h]·keys[t] * scale) values[t]   over t in [0, positions)
-// q, out: [heads, headDim]; keys[t], values[t] are `kvStride` floats apart; scores: [heads * positions] scratch.
-// The keys and values are read once for all the heads.
-void attendGroup(const float* q, int heads, int headDim, const float* keys, const float* values, size_t kvStride,
-                 int positions, float scale, float* scores, float* out);
+// q, out: [heads, headDim]; keyBlocks: the head's keys as above; values[t] are `valueStride` floats apart;
+// scores: [heads * positions] scratch. The keys and values are read once per 4 heads and once per head.
+void attendGroup(const float* q, int heads, int headDim, const float* keyBlocks, const float* values,
+                 size_t valueStride, int positions, float scale, float* scores, float* out);
 // Runs fn(begin, end) over [0, count) on the kernel thread pool.
 void parallelFor(int count, const std::function<void(int, int)>& fn);
 

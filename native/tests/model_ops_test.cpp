@@ -190,30 +190,38 @@ TEST(residual_rmsnorm_and_rope_in_parts_match_the_plain_ops) {
 
 TEST(grouped_attention_matches_double) {
   w4a8test::Rng rng(13);
-  const int heads = 3, headDim = 20, kvStride = 50;  // the group's slice sits inside wider cache rows
-  for (int positions : {1, 2, 9, 33}) {
-    std::vector<float> q(heads * headDim), keys(positions * kvStride), values(positions * kvStride);
-    for (float& v : q) v = rng.uniform(-1, 1);
-    for (float& v : keys) v = rng.uniform(-1, 1);
-    for (float& v : values) v = rng.uniform(-1, 1);
-    const float scale = 1.0f / std::sqrt((float)headDim);
-    std::vector<float> scores(heads * positions), out(heads * headDim);
-    attendGroup(q.data(), heads, headDim, keys.data(), values.data(), kvStride, positions, scale, scores.data(), out.data());
-    for (int h = 0; h < heads; ++h) {
-      std::vector<double> p(positions);
-      double maxScore = -1e300, total = 0;
-      for (int t = 0; t < positions; ++t) {
-        double s = 0;
-        for (int i = 0; i < headDim; ++i) s += (double)q[h * headDim + i] * keys[t * kvStride + i];
-        p[t] = s * scale;
-        maxScore = std::max(maxScore, p[t]);
-      }
-      for (double& v : p) total += (v = std::exp(v - maxScore));
-      for (int i = 0; i < headDim; ++i) {
-        double want = 0;
-        for (int t = 0; t < positions; ++t) want += p[t] / total * values[t * kvStride + i];
-        CHECK(std::fabs(out[h * headDim + i] - want) <= 1e-5, "positions %d head %d [%d] = %g, want %g", positions, h, i,
-              out[h * headDim + i], want);
+  // 5 heads: a pass of 4 and a pass of 1; head width 20: a 16-lane pass and a tail. The values' slice sits
+  // inside wider cache rows (kvStride).
+  struct Shape { int heads, headDim, kvStride; };
+  for (const Shape shape : {Shape{5, 20, 50}, Shape{8, 64, 80}}) {
+    for (int positions : {1, 2, 9, 16, 33}) {
+      const int heads = shape.heads, headDim = shape.headDim, kvStride = shape.kvStride;
+      std::vector<float> q(heads * headDim), keys(positions * kvStride), values(positions * kvStride);
+      for (float& v : q) v = rng.uniform(-1, 1);
+      for (float& v : keys) v = rng.uniform(-1, 1);
+      for (float& v : values) v = rng.uniform(-1, 1);
+      const float scale = 1.0f / std::sqrt((float)headDim);
+      std::vector<float> keyBlocks((size_t)(positions + kKeyBlock - 1) / kKeyBlock * kKeyBlock * headDim, 0.0f);
+      for (int t = 0; t < positions; ++t) storeKey(keyBlocks.data(), headDim, t, keys.data() + (size_t)t * kvStride);
+      std::vector<float> scores(heads * positions), out(heads * headDim);
+      attendGroup(q.data(), heads, headDim, keyBlocks.data(), values.data(), kvStride, positions, scale, scores.data(),
+                  out.data());
+      for (int h = 0; h < heads; ++h) {
+        std::vector<double> p(positions);
+        double maxScore = -1e300, total = 0;
+        for (int t = 0; t < positions; ++t) {
+          double s = 0;
+          for (int i = 0; i < headDim; ++i) s += (double)q[h * headDim + i] * keys[t * kvStride + i];
+          p[t] = s * scale;
+          maxScore = std::max(maxScore, p[t]);
+        }
+        for (double& v : p) total += (v = std::exp(v - maxScore));
+        for (int i = 0; i < headDim; ++i) {
+          double want = 0;
+          for (int t = 0; t < positions; ++t) want += p[t] / total * values[t * kvStride + i];
+          CHECK(std::fabs(out[h * headDim + i] - want) <= 1e-5, "positions %d head %d [%d] = %g, want %g", positions, h, i,
+                out[h * headDim + i], want);
+        }
       }
     }
   }
