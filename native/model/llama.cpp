@@ -316,24 +316,9 @@ void LlamaModel::attention(int layer, Scratch& s) {
   const int rows = (int)s.rowPosition.size();
   const int qDim = c.qDim(), headsPerKv = c.nHeads / c.nKvHeads, headDim = c.headDim;
   const float scale = 1.0f / std::sqrt((float)headDim);
-  // A task's keys and values (tens of KiB of cache, cold since the last step) into L2 while the task before it
-  // computes: on its own, each 4 KiB page of a task waits on DRAM before the hardware prefetcher catches up.
-  auto prefetchTask = [&](int task) {
-    const int r = task / c.nKvHeads, kvHead = task % c.nKvHeads;
-    const SequenceCache* seq = s.rowSequence[r];
-    const int positions = s.rowPosition[r] + 1;
-    const char* keys = reinterpret_cast<const char*>(seq->keyHead(layer, kvHead, c));
-    const char* values = reinterpret_cast<const char*>(seq->valueHead(layer, kvHead, c));
-    const size_t keyBytes = (size_t)(positions + kKeyBlock - 1) / kKeyBlock * kKeyBlock * headDim * sizeof(float);
-    const size_t valueBytes = (size_t)positions * headDim * sizeof(float);
-    for (size_t at = 0; at < keyBytes; at += 64) __builtin_prefetch(keys + at, 0, 2);
-    for (size_t at = 0; at < valueBytes; at += 64) __builtin_prefetch(values + at, 0, 2);
-  };
   auto run = [&](int begin, int end) {
     thread_local std::vector<float> scoresBuffer;
-    if (begin < end) prefetchTask(begin);
     for (int task = begin; task < end; ++task) {
-      if (task + 1 < end) prefetchTask(task + 1);
       const int r = task / c.nKvHeads, kvHead = task % c.nKvHeads;
       SequenceCache* seq = s.rowSequence[r];
       const int positions = s.rowPosition[r] + 1;
