@@ -11,7 +11,7 @@ export {
   quantizeActivations, backend, type GemmOptions, type QuantizedGemmOptions, type OutputType, type Matrix,
   type QuantizedActivations,
 } from './gemm.js';
-export { W4a8Model, type ModelOptions, type GenerateOptions, type GenerationChunk, type GenerationResult } from './model/model.js';
+export { W4a8Model, type ModelOptions, type GenerateOptions, type GenerationChunk, type GenerationResult, type KvCacheType } from './model/model.js';
 export { cudaDevice, type Device, type CudaDeviceInfo, type BackendInfo } from './model/device.js';
 export type { SamplingOptions } from './model/sampler.js';
 export type { ChatMessage } from './model/tokenizer.js';

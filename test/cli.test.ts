@@ -31,11 +31,14 @@ describe('w4a8 CLI on a Hugging Face folder', () => {
     expect(stdout).toMatch(/\d+ tokens in [\d.]+ s: [\d.]+ tokens\/s/);
     const batch = await run(process.execPath, [cli, 'generate', modelFile, 'hello', '--batch', '3', '--max-tokens', '6', '--chat']);
     expect(batch.stdout).toMatch(/batch 3: \d+ tokens/);
+    const bf16 = await run(process.execPath, [cli, 'generate', modelFile, 'hello', '--max-tokens', '6', '--kv-cache', 'bf16']);
+    expect(bf16.stdout).toMatch(/\d+ tokens in [\d.]+ s/);
   });
 
   it('bad arguments give a clear message and a non-zero exit', async () => {
     await expect(run(process.execPath, [cli, 'generate', path.join(path.dirname(modelFile), 'missing.w4a8')])).rejects.toMatchObject({ code: 1 });
     await expect(run(process.execPath, [cli, 'generate', modelFile, 'x', '--max-tokens', 'many'])).rejects.toMatchObject({ stderr: expect.stringContaining('--max-tokens') });
+    await expect(run(process.execPath, [cli, 'generate', modelFile, 'x', '--kv-cache', 'f16'])).rejects.toMatchObject({ stderr: expect.stringContaining('--kv-cache') });
   });
 
   it('runs Qwen2 biases and tied embeddings like the float64 reference', async () => {

@@ -213,6 +213,36 @@ describe('full-precision reference model and calibration hooks', () => {
     handle.dispose();
   });
 
+  it('runs with a BF16 KV cache within its rounding of the float64 reference, prefill and decode alike', async () => {
+    const { source } = await smallModel();
+    const handle = createReferenceNativeModel(source, 'bf16');
+    const tokens = [256, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100];
+    const want = sourceLogits(source, tokens);
+    const vocab = source.config.vocabSize;
+    const prefill = new Float32Array(tokens.length * vocab), one = new Float32Array(vocab);
+    await handle.step(Int32Array.of(handle.createSequence(16)), Int32Array.of(tokens.length), Int32Array.from(tokens), prefill, true);
+    const id = handle.createSequence(16);
+    let worst = 0;
+    for (let i = 0; i < tokens.length; i++) {
+      await handle.step(Int32Array.of(id), Int32Array.of(1), Int32Array.of(tokens[i]), one);
+      // Keys and values rounded to BF16 (8 significant bits): logits moved by up to 1.7e-3 of their range.
+      const error = maxRelativeError(one, want[i]);
+      worst = Math.max(worst, error);
+      expect(error, `position ${i}`).toBeLessThan(1e-2);
+      expect(maxRelativeError(prefill.subarray(i * vocab, (i + 1) * vocab), Float64Array.from(one)), `prefill ${i}`).toBeLessThan(1e-4);
+    }
+    expect(worst).toBeGreaterThan(0);  // the cache did round (an FP32 cache stays within 1e-4, above)
+    handle.dispose();
+    const { packed } = await smallModel();
+    const model = W4a8Model.fromPacked(packed, { kvCache: 'bf16' });
+    expect(model.kvCache).toBe('bf16');
+    expect((await model.complete('Hello', { temperature: 0, maxTokens: 8 })).tokenIds).toHaveLength(8);
+    await model.dispose();
+    expect(W4a8Model.fromPacked(packed).kvCache).toBe('f32');
+    expect(() => W4a8Model.fromPacked(packed, { kvCache: 'f16' as 'bf16' })).toThrow(expect.objectContaining({ code: 'E_OPTION' }));
+    await expect(W4a8Model.create(packed, { device: 'cuda', kvCache: 'bf16' })).rejects.toMatchObject({ code: 'E_OPTION' });
+  });
+
   it('accumulates H = 2 Σ xᵀx of a layer input, symmetric, over every token of every step', async () => {
     const { source } = await smallModel();
     const handle = createReferenceNativeModel(source);

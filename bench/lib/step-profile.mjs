@@ -20,12 +20,12 @@ import { randomTokenIds } from './random.mjs';
 const { values: v } = parseArgs({
   options: {
     model: { type: 'string' }, batches: { type: 'string' }, steps: { type: 'string' }, prompt: { type: 'string' },
-    modes: { type: 'string' }, quiet: { type: 'boolean' }, help: { type: 'boolean' },
+    modes: { type: 'string' }, quiet: { type: 'boolean' }, help: { type: 'boolean' }, 'kv-cache': { type: 'string' },
   },
 });
 if (v.help) {
   console.log(`usage: node bench/lib/step-profile.mjs [--model FILE.w4a8] [--batches 1,16] [--steps 32] [--prompt 16]
-  [--modes native,engine] [--quiet (no per-part profile)]
+  [--modes native,engine] [--quiet (no per-part profile)] [--kv-cache f32|bf16]
   default model: ${path.join(os.tmpdir(), 'w4a8-bench', 'synthetic-1b.v1.w4a8')} (run npm run bench:e2e -- --quick once to build it)`);
   process.exit(0);
 }
@@ -47,7 +47,9 @@ const packed = await readPackedModel(modelFile, { checkValues: false });
 packed.config = { ...packed.config, eosTokenIds: [] };
 const vocab = packed.config.vocabSize;
 const maxBatch = Math.max(...batches);
-const model = W4a8Model.fromPacked(packed, { maxBatch, contextLength: Math.min(packed.config.maxSeqLen, promptTokens + steps + 16) });
+const model = W4a8Model.fromPacked(packed, {
+  maxBatch, contextLength: Math.min(packed.config.maxSeqLen, promptTokens + steps + 16), kvCache: v['kv-cache'],
+});
 const handle = model.handle;  // the native model (private field; a benchmark may look inside)
 const prompts = Array.from({ length: maxBatch }, (_, i) => randomTokenIds(promptTokens, 500 + i, 0, vocab));
 
@@ -95,5 +97,5 @@ for (const mode of modes) {
   }
 }
 await model.dispose();
-console.log(`\n${path.basename(modelFile)}, ${process.env.W4A8_THREADS ?? os.availableParallelism()} threads, ${steps} steps, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+console.log(`\n${path.basename(modelFile)}, KV cache ${model.kvCache}, ${process.env.W4A8_THREADS ?? os.availableParallelism()} threads, ${steps} steps, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 console.log(formatTable(['mode', 'batch', 'ms/step', 'tokens/s', 'vs batch 1'], rows, new Set([0])));

@@ -26,6 +26,7 @@ import { loadSequences, tokenizeText } from '../quant/data.js';
 import { evaluateModel } from '../quant/evaluate.js';
 import { cutSequences, readTokenFile, sampleSequences, writeTokenFile } from '../quant/tokens.js';
 import type { GroupSize } from '../weights.js';
+import { kvCacheOption } from './generate.js';
 
 export const EVAL_USAGE = `w4a8 eval <model.w4a8 | model-dir | file.bin> [options]
   --text FILE          evaluation text, tokenized with the model's tokenizer (one stream, sliding window)
@@ -36,6 +37,7 @@ export const EVAL_USAGE = `w4a8 eval <model.w4a8 | model-dir | file.bin> [option
   --context N          window length (default min(512, model context)); --stride N (default context/2)
   --max-tokens N       evaluate at most N tokens of --text (default all)
   --json FILE          also write the result as JSON
+  --kv-cache f32|bf16  KV cache elements of the evaluated model (default f32)
 w4a8 eval --models [DIR] [--group G] [--json FILE]
   every trained model under DIR (default ../shared/models or W4A8_MODELS): FP32, W4A16-RTN, W4A8-RTN,
   W4A8-GPTQ, W4A8-DPQ, W4A8-DPQ+GAR on the same data, as a Markdown table (npm run eval)
@@ -87,7 +89,7 @@ export async function evalCommand(args: string[], output: EvalOutput = DEFAULT_O
         seed: { type: 'string' }, reference: { type: 'string' }, context: { type: 'string' }, stride: { type: 'string' },
         'max-tokens': { type: 'string' }, json: { type: 'string' }, models: { type: 'boolean' }, group: { type: 'string' },
         'calib-count': { type: 'string' }, 'calib-length': { type: 'string' }, 'eval-count': { type: 'string' },
-        'eval-length': { type: 'string' }, 'eval-tokens': { type: 'string' },
+        'eval-length': { type: 'string' }, 'eval-tokens': { type: 'string' }, 'kv-cache': { type: 'string' },
       },
     });
   } catch (error) {
@@ -106,19 +108,21 @@ export async function evalCommand(args: string[], output: EvalOutput = DEFAULT_O
   let config: ModelConfig;
   let handle: NativeModelHandle;
   let tokenizer: { tokenizerJson?: string; tokenizerConfigJson?: string };
+  const kvCache = kvCacheOption(values['kv-cache']) ?? 'f32';
   if (await isPacked(file)) {
     const packed = await readPackedModel(file);
     config = packed.config;
-    handle = createNativeModel(packed);
+    handle = createNativeModel(packed, kvCache);
     tokenizer = packed;
     output.log(`model ${path.basename(file)}: W4A8-${packed.quant.method.toUpperCase()}${packed.quant.details?.order === 'gar' ? '+GAR' : ''}, ` +
-      `G=${packed.quant.groupSize}, weights ${packed.quant.weightFormat}, activations ${packed.quant.activationFormat}`);
+      `G=${packed.quant.groupSize}, weights ${packed.quant.weightFormat}, activations ${packed.quant.activationFormat}` +
+      `, KV cache ${kvCache}`);
   } else {
     const source = await importModel(file);
     config = source.config;
-    handle = createReferenceNativeModel(source);
+    handle = createReferenceNativeModel(source, kvCache);
     tokenizer = source;
-    output.log(`model ${path.basename(file)}: FP32 source`);
+    output.log(`model ${path.basename(file)}: FP32 source, KV cache ${kvCache}`);
   }
   let reference: NativeModelHandle | undefined;
   let referenceSource: SourceModel | undefined;

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { defaultModelFile } from '../default-model.js';
 import { W4a8Error } from '../errors.js';
-import { W4a8Model, type GenerateOptions } from '../model/model.js';
+import { W4a8Model, type GenerateOptions, type KvCacheType } from '../model/model.js';
 
 export const GENERATE_USAGE = `w4a8 generate [model.w4a8] [prompt] [options]
   model.w4a8           a packed model (or --model FILE); the first argument is taken as the model when
@@ -19,7 +19,8 @@ export const GENERATE_USAGE = `w4a8 generate [model.w4a8] [prompt] [options]
   --seed S             sampling seed (default 1)
   --tokens 1,2,3       the prompt as token ids (models without a tokenizer)
   --chat               wrap the prompt as a user message in the model's chat template
-  --context N          context length (default: the model's)`;
+  --context N          context length (default: the model's)
+  --kv-cache f32|bf16  KV cache elements on the CPU (default f32; bf16: half the memory per token)`;
 
 export function numberOption(value: string | undefined, name: string, fallback: number, integer = false): number {
   if (value === undefined) return fallback;
@@ -27,6 +28,12 @@ export function numberOption(value: string | undefined, name: string, fallback: 
   if (!Number.isFinite(n) || (integer && !Number.isInteger(n)))
     throw new W4a8Error('E_OPTION', `--${name} must be ${integer ? 'an integer' : 'a number'}, got '${value}'`);
   return n;
+}
+
+/** --kv-cache: 'f32' or 'bf16' (the model checks it again, with the same message shape). */
+export function kvCacheOption(value: string | undefined): KvCacheType | undefined {
+  if (value === undefined || value === 'f32' || value === 'bf16') return value;
+  throw new W4a8Error('E_OPTION', `--kv-cache must be f32 or bf16, got '${value}'`);
 }
 
 /** Splits the positionals into the model (named, first positional that looks like one, or the default) and the prompt. */
@@ -47,6 +54,7 @@ export async function generateCommand(args: string[]): Promise<void> {
       batch: { type: 'string' }, 'max-tokens': { type: 'string' }, temperature: { type: 'string' }, seed: { type: 'string' },
       'top-k': { type: 'string' }, 'top-p': { type: 'string' }, 'min-p': { type: 'string' }, 'repeat-penalty': { type: 'string' },
       tokens: { type: 'string' }, chat: { type: 'boolean' }, context: { type: 'string' }, model: { type: 'string' },
+      'kv-cache': { type: 'string' },
     },
   });
   const { path, prompt } = modelAndPrompt(values.model, positionals);
@@ -54,6 +62,7 @@ export async function generateCommand(args: string[]): Promise<void> {
   const model = await W4a8Model.load(path, {
     contextLength: values.context === undefined ? undefined : numberOption(values.context, 'context', 0, true),
     maxBatch: Math.max(batch, 1),
+    kvCache: kvCacheOption(values['kv-cache']),
   });
   try {
     const promptIds = values.tokens !== undefined ? values.tokens.split(',').map((t) => numberOption(t.trim(), 'tokens', 0, true)) : undefined;

@@ -4,10 +4,10 @@ import { parseArgs } from 'node:util';
 import { W4a8Error } from '../errors.js';
 import { W4a8Model } from '../model/model.js';
 import { createServer } from '../server/server.js';
-import { numberOption } from './generate.js';
+import { kvCacheOption, numberOption } from './generate.js';
 
 export const SERVE_USAGE = `w4a8 serve <model.w4a8> [--port 8080] [--host 127.0.0.1] [--name w4a8]
-  [--max-batch 32] [--context N] [--max-queue 1024]`;
+  [--max-batch 32] [--context N] [--max-queue 1024] [--kv-cache f32|bf16]`;
 
 export interface RunningServer {
   /** http://host:port with the port the server is bound to (the OS picks one for --port 0). */
@@ -23,7 +23,7 @@ export async function startServer(args: string[]): Promise<RunningServer> {
     args, allowPositionals: true,
     options: {
       port: { type: 'string' }, host: { type: 'string' }, name: { type: 'string' }, 'max-batch': { type: 'string' },
-      context: { type: 'string' }, 'max-queue': { type: 'string' },
+      context: { type: 'string' }, 'max-queue': { type: 'string' }, 'kv-cache': { type: 'string' },
     },
   });
   if (!positionals[0]) throw new W4a8Error('E_OPTION', `a model path is required\n${SERVE_USAGE}`);
@@ -34,6 +34,7 @@ export async function startServer(args: string[]): Promise<RunningServer> {
     maxBatch: numberOption(values['max-batch'], 'max-batch', 32, true),
     contextLength: values.context === undefined ? undefined : numberOption(values.context, 'context', 0, true),
     maxQueue: numberOption(values['max-queue'], 'max-queue', 1024, true),
+    kvCache: kvCacheOption(values['kv-cache']),
   });
   const server = createServer(model, { modelName: values.name ?? 'w4a8' });
   try {

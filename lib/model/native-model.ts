@@ -22,7 +22,8 @@ function linear(model: PackedModel, name: string, hasBias: boolean) {
   };
 }
 
-export function createNativeModel(model: PackedModel): NativeModelHandle {
+/** The native model of a packed file; kvCache: the CPU KV cache's element type. */
+export function createNativeModel(model: PackedModel, kvCache: 'f32' | 'bf16' = 'f32'): NativeModelHandle {
   const c = model.config;
   const layers = Array.from({ length: c.nLayers }, (_, i) => {
     const p = `model.layers.${i}`;
@@ -44,7 +45,7 @@ export function createNativeModel(model: PackedModel): NativeModelHandle {
     ? { lmHeadInt4: linear(model, 'lm_head', false) }
     : { lmHead: c.tieEmbeddings ? embedding : tensor(model, 'lm_head.weight').data };
   const weights = { embedding, layers, finalNorm: tensor(model, 'model.norm.weight').data, ...head };
-  const config = { ...c, activationFormat: model.quant.activationFormat };
+  const config = { ...c, activationFormat: model.quant.activationFormat, kvCache };
   return callNative((a) => new a.ModelHandle(config, weights));
 }
 
@@ -64,7 +65,7 @@ export function tensorAsFloat32(t: Tensor, name: string, use = 'for the FP32 ref
  * The full-precision model (FP32 linear layers, embeddings and lm_head) of an unpacked source: the
  * reference that calibration (input Hessians) and evaluation (KL divergence, top-1 agreement) compare with.
  */
-export function createReferenceNativeModel(source: SourceModel): NativeModelHandle {
+export function createReferenceNativeModel(source: SourceModel, kvCache: 'f32' | 'bf16' = 'f32'): NativeModelHandle {
   const c = source.config;
   const get = (name: string) => {
     const t = source.tensors.get(name);
@@ -83,5 +84,5 @@ export function createReferenceNativeModel(source: SourceModel): NativeModelHand
   });
   const embedding = get('model.embed_tokens.weight');
   const weights = { embedding, layers, finalNorm: get('model.norm.weight'), lmHead: c.tieEmbeddings ? embedding : get('lm_head.weight') };
-  return callNative((a) => new a.ModelHandle({ ...c, activationFormat: 'e4m3fn' }, weights));
+  return callNative((a) => new a.ModelHandle({ ...c, activationFormat: 'e4m3fn', kvCache }, weights));
 }

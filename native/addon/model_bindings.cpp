@@ -269,6 +269,12 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     c.rmsNormEps = (float)number(o, "rmsNormEps");
     c.rope.theta = (float)number(o, "ropeTheta");
     c.activationFormat = fp8Format(o.Get("activationFormat"), "config.activationFormat");
+    const Napi::Value kvCache = o.Get("kvCache");  // optional: 'f32' (default) or 'bf16'
+    if (!kvCache.IsUndefined()) {
+      const std::string kind = kvCache.IsString() ? kvCache.As<Napi::String>().Utf8Value() : "";
+      if (kind != "f32" && kind != "bf16") fail(value.Env(), codes::kType, "config.kvCache must be 'f32' or 'bf16'");
+      c.kvBf16 = kind == "bf16";
+    }
     if (c.nHeads % c.nKvHeads != 0 || c.headDim % 2 != 0)
       fail(value.Env(), codes::kShape, "config: nHeads must be a multiple of nKvHeads and headDim even");
     const Napi::Value scaling = o.Get("ropeScaling");

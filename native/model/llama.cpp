@@ -150,13 +150,11 @@ int LlamaModel::createSequence(int capacity) {
     sequences_[id] = std::move(cache);
     return id;
   }
-  // Keys: [layer][kv head][block of kKeyBlock positions][headDim][kKeyBlock] (ops.h), zeroed: attention reads
-  // whole blocks. Values: [layer][kv head][position][headDim], so that a head's values are one contiguous run
-  // (rows kvDim floats apart put every position's row in the same few L1 sets).
   cache->keyBlocks = (capacity + kKeyBlock - 1) / kKeyBlock;
-  const size_t keySize = (size_t)config_.nLayers * cache->keyBlocks * kKeyBlock * config_.kvDim();
-  cache->keys.reset(new float[keySize]());
-  cache->values.reset(new float[(size_t)config_.nLayers * capacity * config_.kvDim()]);
+  cache->elementBytes = config_.kvBf16 ? 2 : 4;
+  const size_t keyBytes = (size_t)config_.nLayers * cache->keyBlocks * kKeyBlock * config_.kvDim() * cache->elementBytes;
+  cache->keys.reset(new uint8_t[keyBytes]());  // zeroed (SequenceCache)
+  cache->values.reset(new uint8_t[(size_t)config_.nLayers * capacity * config_.kvDim() * cache->elementBytes]);
   sequences_[id] = std::move(cache);
   return id;
 }
@@ -322,12 +320,17 @@ void LlamaModel::attention(int layer, Scratch& s) {
       const int r = task / c.nKvHeads, kvHead = task % c.nKvHeads;
       SequenceCache* seq = s.rowSequence[r];
       const int positions = s.rowPosition[r] + 1;
-      const float* keys = seq->keyHead(layer, kvHead, c);
-      const float* values = seq->valueHead(layer, kvHead, c);
+      const void* keys = seq->keyHead(layer, kvHead, c);
+      const void* values = seq->valueHead(layer, kvHead, c);
       float* scores = sized(scoresBuffer, (size_t)headsPerKv * positions);
       const float* q = s.q.data() + (size_t)r * qDim + (size_t)kvHead * headsPerKv * headDim;
       float* out = s.attn.data() + (size_t)r * qDim + (size_t)kvHead * headsPerKv * headDim;
-      attendGroup(q, headsPerKv, headDim, keys, values, headDim, positions, scale, scores, out);
+      if (c.kvBf16)
+        attendGroupBf16(q, headsPerKv, headDim, static_cast<const uint16_t*>(keys), static_cast<const uint16_t*>(values),
+                        headDim, positions, scale, scores, out);
+      else
+        attendGroup(q, headsPerKv, headDim, static_cast<const float*>(keys), static_cast<const float*>(values), headDim,
+                    positions, scale, scores, out);
     }
   };
   // Small work (a short context at batch 1) is not worth waking the pool for.
@@ -474,9 +477,14 @@ void LlamaModel::step(const std::vector<StepItem>& items, float* logits, bool al
           rotate(k + (size_t)r * kvDim, c.nKvHeads, c.headDim, cosines, sines);
           SequenceCache* seq = s.rowSequence[r];
           for (int h = 0; h < c.nKvHeads; ++h) {
-            const size_t at = (size_t)r * kvDim + (size_t)h * c.headDim;
-            storeKey(seq->keyHead(l, h, c), c.headDim, s.rowPosition[r], k + at);
-            std::copy(v + at, v + at + c.headDim, seq->valueHead(l, h, c) + (size_t)s.rowPosition[r] * c.headDim);
+            const size_t at = (size_t)r * kvDim + (size_t)h * c.headDim, to = (size_t)s.rowPosition[r] * c.headDim;
+            if (c.kvBf16) {
+              storeKey(static_cast<uint16_t*>(seq->keyHead(l, h, c)), c.headDim, s.rowPosition[r], k + at);
+              floatToBf16Array(v + at, c.headDim, static_cast<uint16_t*>(seq->valueHead(l, h, c)) + to);
+            } else {
+              storeKey(static_cast<float*>(seq->keyHead(l, h, c)), c.headDim, s.rowPosition[r], k + at);
+              std::copy(v + at, v + at + c.headDim, static_cast<float*>(seq->valueHead(l, h, c)) + to);
+            }
           }
         }
       });

@@ -39,6 +39,9 @@ struct LlamaConfig {
   float rmsNormEps = 1e-5f;
   RopeConfig rope;
   Fp8Format activationFormat = Fp8Format::E4M3FN;
+  // KV cache element type (a runtime choice, not part of the model): FP32, or BF16 (half the memory and the
+  // bytes attention reads; keys and values rounded to nearest even, attention still computes in FP32).
+  bool kvBf16 = false;
   int kvDim() const { return nKvHeads * headDim; }
   int qDim() const { return nHeads * headDim; }
 };
@@ -85,16 +88,22 @@ struct LayerHessians {
 
 // KV cache of one sequence: keys and values [nLayers][capacity][kvDim] FP32. Left uninitialised
 // (only positions < length are ever read), so a large capacity costs no time until it is used.
+// One sequence's KV cache, FP32 or BF16 elements (LlamaConfig::kvBf16):
+//   keys   [layer][kv head][block of kKeyBlock positions][headDim][kKeyBlock] (ops.h), zeroed: attention reads
+//          whole blocks;
+//   values [layer][kv head][position][headDim], a head's values one contiguous run (rows kvDim apart put every
+//          position of a head in the same few L1 sets).
 struct SequenceCache {
   int capacity = 0;
   int length = 0;  // tokens already in the cache
-  int keyBlocks = 0;  // blocks of kKeyBlock positions per layer and KV head (ops.h)
-  std::unique_ptr<float[]> keys, values;
-  float* keyHead(int layer, int kvHead, const LlamaConfig& c) const {
-    return keys.get() + ((size_t)layer * c.nKvHeads + kvHead) * keyBlocks * kKeyBlock * c.headDim;
+  int keyBlocks = 0;  // blocks of kKeyBlock positions per layer and KV head
+  size_t elementBytes = 4;
+  std::unique_ptr<uint8_t[]> keys, values;
+  void* keyHead(int layer, int kvHead, const LlamaConfig& c) const {
+    return keys.get() + ((size_t)layer * c.nKvHeads + kvHead) * keyBlocks * kKeyBlock * c.headDim * elementBytes;
   }
-  float* valueHead(int layer, int kvHead, const LlamaConfig& c) const {
-    return values.get() + ((size_t)layer * c.nKvHeads + kvHead) * capacity * c.headDim;
+  void* valueHead(int layer, int kvHead, const LlamaConfig& c) const {
+    return values.get() + ((size_t)layer * c.nKvHeads + kvHead) * capacity * c.headDim * elementBytes;
   }
 };
 

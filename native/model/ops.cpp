@@ -139,7 +139,14 @@ void storeKey(float* keyBlocks, int headDim, int position, const float* key) {
   float* block = keyBlocks + (size_t)(position / kKeyBlock) * headDim * kKeyBlock + position % kKeyBlock;
   for (int i = 0; i < headDim; ++i) block[(size_t)i * kKeyBlock] = key[i];
 }
+void storeKey(uint16_t* keyBlocks, int headDim, int position, const float* key) {
+  uint16_t* block = keyBlocks + (size_t)(position / kKeyBlock) * headDim * kKeyBlock + position % kKeyBlock;
+  for (int i = 0; i < headDim; ++i) block[(size_t)i * kKeyBlock] = floatToBf16(key[i]);
+}
 
+// The Lanes helpers return 64-byte vectors; GCC notes that the baseline target passes those differently from an
+// AVX-512 one, which does not matter: they are always inlined into their caller, never called across targets.
+#pragma GCC diagnostic ignored "-Wpsabi"
 namespace {
 constexpr int kValuePrefetch = 16;  // positions ahead that attention prefetches value rows
 constexpr int kScoreHeads = 4;  // query heads per pass over the keys: 4 accumulators of kKeyBlock lanes
@@ -151,6 +158,19 @@ W4A8_CLONES_INLINE Lanes loadLanes(const float* p) {
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
+// kKeyBlock BF16 values widened to FP32 (exact: a BF16 is the upper half of an FP32).
+typedef uint16_t Halves __attribute__((vector_size(kKeyBlock * sizeof(uint16_t))));
+typedef uint32_t Words __attribute__((vector_size(kKeyBlock * sizeof(uint32_t))));
+W4A8_CLONES_INLINE Lanes loadLanes(const uint16_t* p) {
+  Halves h;
+  std::memcpy(&h, p, sizeof(h));
+  const Words w = __builtin_convertvector(h, Words) << 16;
+  Lanes v;
+  std::memcpy(&v, &w, sizeof(v));
+  return v;
+}
+W4A8_CLONES_INLINE float scalarValue(float v) { return v; }
+W4A8_CLONES_INLINE float scalarValue(uint16_t v) { return bf16ToFloat(v); }
 W4A8_CLONES_INLINE void storeLanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof(v)); }
 
 // row[0, n) = exp(row - max(row)), and returns their sum (the softmax without its division, which attendGroup
@@ -188,21 +208,23 @@ W4A8_CLONES_INLINE float expRow(float* row, int n) {
 }
 }  // namespace
 
-W4A8_CLONES void attendGroup(const float* q, int heads, int headDim, const float* keyBlocks, const float* values,
-                             size_t valueStride, int positions, float scale, float* scores, float* out) {
+// The body of attendGroup and attendGroupBf16; T: the cache's element type (float or BF16 bits).
+template <typename T>
+W4A8_CLONES_INLINE void attendGroupBody(const float* q, int heads, int headDim, const T* keyBlocks, const T* values,
+                                        size_t valueStride, int positions, float scale, float* scores, float* out) {
   // Scores, kKeyBlock positions per vector: for each element i of the head, one key-block row (the blocks'
   // positions' element i, contiguous) times q[h][i] broadcast. No horizontal sums. Two blocks x 4 heads per
   // pass: 8 independent FMA chains (4 would wait on the FMA latency). A block past `positions` holds zeros
   // (the cache is zeroed) and its lanes are not stored; spare heads repeat the last one and are not stored.
   const int blocks = (positions + kKeyBlock - 1) / kKeyBlock;
-  const size_t blockFloats = (size_t)headDim * kKeyBlock;
+  const size_t blockFloats = (size_t)headDim * kKeyBlock;  // elements of one key block
   for (int h0 = 0; h0 < heads; h0 += kScoreHeads) {
     const float* qh[kScoreHeads];
     for (int h = 0; h < kScoreHeads; ++h) qh[h] = q + (size_t)std::min(h0 + h, heads - 1) * headDim;
     const int validHeads = std::min(kScoreHeads, heads - h0);
     for (int b = 0; b < blocks; b += 2) {
-      const float* first = keyBlocks + (size_t)b * blockFloats;
-      const float* second = b + 1 < blocks ? first + blockFloats : first;
+      const T* first = keyBlocks + (size_t)b * blockFloats;
+      const T* second = b + 1 < blocks ? first + blockFloats : first;
       Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
       for (int i = 0; i < headDim; ++i) {
         // The next pair of blocks: each block is a page of its own (4 KiB at headDim 64), where the hardware
@@ -239,7 +261,7 @@ W4A8_CLONES void attendGroup(const float* q, int heads, int headDim, const float
     for (; i0 + kKeyBlock <= headDim; i0 += 2 * kKeyBlock) {
       const bool pair = i0 + 2 * kKeyBlock <= headDim;  // else one run (its twin repeats it and is not stored)
       Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-      const float* v = values + i0;
+      const T* v = values + i0;
       const size_t twin = pair ? kKeyBlock : 0;
       for (int t = 0; t < positions; ++t, v += valueStride) {
         __builtin_prefetch(v + kValuePrefetch * valueStride);
@@ -259,10 +281,21 @@ W4A8_CLONES void attendGroup(const float* q, int heads, int headDim, const float
     for (int i = i0; i < headDim; ++i)  // a head width that is not a multiple of kKeyBlock
       for (int h = 0; h < validHeads; ++h) {
         float acc = 0.0f;
-        for (int t = 0; t < positions; ++t) acc += p[h][t] * values[(size_t)t * valueStride + i];
+        for (int t = 0; t < positions; ++t) acc += p[h][t] * scalarValue(values[(size_t)t * valueStride + i]);
         out[(size_t)(h0 + h) * headDim + i] = acc * inverse[h];
       }
   }
+}
+
+W4A8_CLONES void attendGroup(const float* q, int heads, int headDim, const float* keyBlocks, const float* values,
+                             size_t valueStride, int positions, float scale, float* scores, float* out) {
+  attendGroupBody(q, heads, headDim, keyBlocks, values, valueStride, positions, scale, scores, out);
+}
+
+W4A8_CLONES void attendGroupBf16(const float* q, int heads, int headDim, const uint16_t* keyBlocks,
+                                 const uint16_t* values, size_t valueStride, int positions, float scale, float* scores,
+                                 float* out) {
+  attendGroupBody(q, heads, headDim, keyBlocks, values, valueStride, positions, scale, scores, out);
 }
 
 W4A8_CLONES void swiglu(float* gate, const float* up, size_t n) {

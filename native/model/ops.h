@@ -37,12 +37,16 @@ bool gemmBf16WeightsWith(const char* isa, const float* x, int M, const uint16_t*
 // Positions past those stored must hold zeros (finite values) up to the end of their block.
 constexpr int kKeyBlock = 16;
 void storeKey(float* keyBlocks, int headDim, int position, const float* key);
+void storeKey(uint16_t* keyBlocks, int headDim, int position, const float* key);  // BF16, rounded to nearest even
 // Attention of the `heads` query heads that share one KV head, at one position: for each head h,
 //   out[h] = Σ_t softmax_t(q[h]·keys[t] * scale) values[t]   over t in [0, positions)
 // q, out: [heads, headDim]; keyBlocks: the head's keys as above; values[t] are `valueStride` floats apart;
 // scores: [heads * positions] scratch. The keys and values are read once per 4 heads and once per head.
 void attendGroup(const float* q, int heads, int headDim, const float* keyBlocks, const float* values,
                  size_t valueStride, int positions, float scale, float* scores, float* out);
+// The same over a BF16 cache (keys and values widened to FP32 as they are read; the arithmetic is the same).
+void attendGroupBf16(const float* q, int heads, int headDim, const uint16_t* keyBlocks, const uint16_t* values,
+                     size_t valueStride, int positions, float scale, float* scores, float* out);
 // Runs fn(begin, end) over [0, count) on the kernel thread pool.
 void parallelFor(int count, const std::function<void(int, int)>& fn);
 

@@ -188,7 +188,8 @@ TEST(residual_rmsnorm_and_rope_in_parts_match_the_plain_ops) {
     }
 }
 
-TEST(grouped_attention_matches_double) {
+// bf16: the cache holds BF16 keys and values (attendGroupBf16); the reference uses the same rounded values.
+void groupedAttentionMatchesDouble(bool bf16) {
   w4a8test::Rng rng(13);
   // 5 heads: a pass of 4 and a pass of 1; head width 20: a 16-lane pass and a tail. The values' slice sits
   // inside wider cache rows (kvStride).
@@ -201,11 +202,25 @@ TEST(grouped_attention_matches_double) {
       for (float& v : keys) v = rng.uniform(-1, 1);
       for (float& v : values) v = rng.uniform(-1, 1);
       const float scale = 1.0f / std::sqrt((float)headDim);
-      std::vector<float> keyBlocks((size_t)(positions + kKeyBlock - 1) / kKeyBlock * kKeyBlock * headDim, 0.0f);
-      for (int t = 0; t < positions; ++t) storeKey(keyBlocks.data(), headDim, t, keys.data() + (size_t)t * kvStride);
+      if (bf16) {
+        for (float& v : keys) v = bf16ToFloat(floatToBf16(v));
+        for (float& v : values) v = bf16ToFloat(floatToBf16(v));
+      }
+      const size_t blockElements = (size_t)(positions + kKeyBlock - 1) / kKeyBlock * kKeyBlock * headDim;
+      std::vector<float> keyBlocks(blockElements, 0.0f);
+      std::vector<uint16_t> keyBlocks16(blockElements, 0), values16(values.size());
+      for (int t = 0; t < positions; ++t) {
+        storeKey(keyBlocks.data(), headDim, t, keys.data() + (size_t)t * kvStride);
+        storeKey(keyBlocks16.data(), headDim, t, keys.data() + (size_t)t * kvStride);
+      }
+      floatToBf16Array(values.data(), values.size(), values16.data());
       std::vector<float> scores(heads * positions), out(heads * headDim);
-      attendGroup(q.data(), heads, headDim, keyBlocks.data(), values.data(), kvStride, positions, scale, scores.data(),
-                  out.data());
+      if (bf16)
+        attendGroupBf16(q.data(), heads, headDim, keyBlocks16.data(), values16.data(), kvStride, positions, scale,
+                        scores.data(), out.data());
+      else
+        attendGroup(q.data(), heads, headDim, keyBlocks.data(), values.data(), kvStride, positions, scale, scores.data(),
+                    out.data());
       for (int h = 0; h < heads; ++h) {
         std::vector<double> p(positions);
         double maxScore = -1e300, total = 0;
@@ -226,3 +241,6 @@ TEST(grouped_attention_matches_double) {
     }
   }
 }
+
+TEST(grouped_attention_matches_double) { groupedAttentionMatchesDouble(false); }
+TEST(grouped_attention_over_a_bf16_cache_matches_double) { groupedAttentionMatchesDouble(true); }
