@@ -92,6 +92,7 @@ function usage() {
   --clean               remove the files this run built from the cache at the end
   --lm-head H           w4a8's lm_head: bf16 (default) or w4a8 (packed like the linear layers, as
                         \`w4a8 pack --lm-head w4a8\` does; llama.cpp's output matrix is Q6_K either way)
+  --kv-cache T          w4a8's KV cache: f32 (default) or bf16 (llama.cpp's is F16 either way)
   --out DIR             where the JSON and SVG go (default bench/results)
   --replot FILE.json    only redraw the SVG of an earlier run
   --help`;
@@ -112,7 +113,7 @@ function readOptions(argv) {
         quick: { type: 'boolean' }, 'with-7b': { type: 'boolean' }, models: { type: 'string' }, engines: { type: 'string' },
         threads: { type: 'string' }, batches: { type: 'string' }, 'decode-tokens': { type: 'string' }, 'prefill-tokens': { type: 'string' },
         cache: { type: 'string' }, clean: { type: 'boolean' }, settle: { type: 'string' }, repeat: { type: 'string' }, out: { type: 'string' }, replot: { type: 'string' }, help: { type: 'boolean' },
-        child: { type: 'string' }, 'lm-head': { type: 'string' },
+        child: { type: 'string' }, 'lm-head': { type: 'string' }, 'kv-cache': { type: 'string' },
       },
     }).values;
   } catch (error) {
@@ -140,6 +141,8 @@ function readOptions(argv) {
     clean: Boolean(v.clean),
     lmHead: v['lm-head'] === undefined || v['lm-head'] === 'bf16' ? 'bf16'
       : v['lm-head'] === 'w4a8' ? 'w4a8' : fail(`--lm-head must be bf16 or w4a8, got '${v['lm-head']}'`),
+    kvCache: v['kv-cache'] === undefined || v['kv-cache'] === 'f32' ? 'f32'
+      : v['kv-cache'] === 'bf16' ? 'bf16' : fail(`--kv-cache must be f32 or bf16, got '${v['kv-cache']}'`),
     settle: v.settle ? positiveInteger(v.settle, 'settle') : 0,
     repeat: v.repeat ? positiveInteger(v.repeat, 'repeat') : v.quick ? 1 : 2,
     out: path.resolve(v.out ?? path.join(ROOT, 'bench', 'results')),
@@ -199,7 +202,7 @@ async function childW4a8(cfg) {
   // Generate exactly maxTokens like llama.cpp does below: no end-of-sequence token stops a benchmark sequence.
   packed.config = { ...packed.config, eosTokenIds: [] };
   const model = pkg.W4a8Model.fromPacked(packed, {
-    maxBatch: Math.max(...cfg.plan.batches), contextLength: cfg.contextLength, prefillChunk: 256,
+    maxBatch: Math.max(...cfg.plan.batches), contextLength: cfg.contextLength, prefillChunk: 256, kvCache: cfg.kvCache,
   });
   emit({ type: 'load', seconds: now() - t0, ...memoryStatus() });
   await measureEngine(cfg, (prompts, maxTokens, deadline) => Promise.all(prompts.map(async (prompt) => {
@@ -435,7 +438,7 @@ async function runParent(opts) {
   const machine = machineInfo();
   const loadBefore = loadAverage();
   console.log(`machine: ${machine.cpu}, ${machine.logicalCpus} logical CPUs, ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB; ${machine.isa.join(' ')}`);
-  console.log(`w4a8 kernels: ${pkg.backend().name} (${pkg.backend().reason}); threads ${opts.threads} for both engines`);
+  console.log(`w4a8 kernels: ${pkg.backend().name} (${pkg.backend().reason}); threads ${opts.threads} for both engines; w4a8 KV cache ${opts.kvCache}`);
   console.log(`load average before: ${loadBefore.join(', ')}${loadBefore[0] > 0.5 ? ' (other processes share the CPUs: figures may be low and noisy)' : ''}`);
   if (opts.engines.includes('llama.cpp')) {
     const missing = await ensureLlamaCpp();
@@ -480,7 +483,7 @@ async function runParent(opts) {
           continue;
         }
         if (round > 1 && rounds[engine].some((r) => r.status === 'unavailable')) continue;
-        const cfg = { engine, w4a8File: model.w4a8File, ggufFile: model.ggufFile, threads: opts.threads, plan, prompts, contextLength };
+        const cfg = { engine, w4a8File: model.w4a8File, ggufFile: model.ggufFile, threads: opts.threads, plan, prompts, contextLength, kvCache: opts.kvCache };
         await settle(opts);
         const loadAtStart = loadAverage();
         const run = await spawnChild(cfg, opts.threads, `${model.id} ${engine}${opts.repeat > 1 ? ` #${round}` : ''}`);
@@ -535,7 +538,7 @@ async function runParent(opts) {
   const report = {
     schema: 'w4a8-bench-e2e/1', date: new Date().toISOString(), machine,
     config: {
-      quick: opts.quick, threads: opts.threads, engines: opts.engines, seed: SEED, rounds: opts.repeat, loadAverage: { before: loadBefore, after: loadAfter },
+      quick: opts.quick, threads: opts.threads, engines: opts.engines, kvCache: opts.kvCache, seed: SEED, rounds: opts.repeat, loadAverage: { before: loadBefore, after: loadAfter },
       decodeTokensPerSecond: 'tokens after the step in which the last sequence of the batch got its first token / time from that step to the last token',
       roof: 'min(batch x read bandwidth / weight bytes per step, peak FLOP/s / (2 x multiply-adds per token))',
       sampling: 'greedy (temperature 0); end-of-sequence ignored by both engines; token ids in, no tokenizer',
@@ -552,7 +555,7 @@ async function runParent(opts) {
 
   printReport(report);
   mkdirSync(opts.out, { recursive: true });
-  const name = `e2e-${slug(machine.cpu)}-${opts.threads}t${opts.quick ? '-quick' : ''}${headSuffix(opts)}`;
+  const name = `e2e-${slug(machine.cpu)}-${opts.threads}t${opts.quick ? '-quick' : ''}${headSuffix(opts)}${opts.kvCache === 'bf16' ? '-kv-bf16' : ''}`;
   const jsonFile = path.join(opts.out, `${name}.json`), svgFile = path.join(opts.out, `${name}.svg`);
   writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(svgFile, renderSvg(report));
