@@ -191,10 +191,10 @@ TEST(residual_rmsnorm_and_rope_in_parts_match_the_plain_ops) {
 // bf16: the cache holds BF16 keys and values (attendGroupBf16); the reference uses the same rounded values.
 void groupedAttentionMatchesDouble(bool bf16) {
   w4a8test::Rng rng(13);
-  // 5 heads: a pass of 4 and a pass of 1; head width 20: a 16-lane pass and a tail. The values' slice sits
-  // inside wider cache rows (kvStride).
+  // 5 heads: a pass of 4 and a pass of 1; 3 heads: one pass with a spare head. Head width 20: one 16-lane run
+  // and a tail; 80: two pairs of runs and one run. The values' slice sits inside wider rows (kvStride).
   struct Shape { int heads, headDim, kvStride; };
-  for (const Shape shape : {Shape{5, 20, 50}, Shape{8, 64, 80}}) {
+  for (const Shape shape : {Shape{5, 20, 50}, Shape{8, 64, 80}, Shape{3, 80, 80}}) {
     for (int positions : {1, 2, 9, 16, 33}) {
       const int heads = shape.heads, headDim = shape.headDim, kvStride = shape.kvStride;
       std::vector<float> q(heads * headDim), keys(positions * kvStride), values(positions * kvStride);
