@@ -16,7 +16,7 @@ import { TextTokenizer, type ChatMessage } from './tokenizer.js';
 import type { ModelConfig, PackedModel, QuantConfig } from './types.js';
 import { checkChoice } from '../validate.js';
 
-/** Element type of the KV cache on the CPU. */
+/** Element type of the KV cache. */
 export type KvCacheType = 'f32' | 'bf16';
 const KV_CACHE_TYPES: readonly KvCacheType[] = ['f32', 'bf16'];
 
@@ -38,10 +38,9 @@ export interface ModelOptions {
    */
   device?: Device;
   /**
-   * KV cache elements on the CPU: 'f32' (default; attention as the FP32 reference computes it) or 'bf16' (half
-   * the memory per cached token and half the bytes attention reads; keys and values rounded to nearest even,
-   * attention still computes in FP32). The GPU keeps an FP32 cache: 'bf16' with device 'cuda' is an E_OPTION
-   * error, and 'auto' on a GPU runs FP32 (see `kvCache` on the model).
+   * KV cache elements: 'f32' (default; attention as the FP32 reference computes it) or 'bf16' (half the memory
+   * per cached token and half the bytes attention reads; keys and values rounded to nearest even, attention
+   * still computes in FP32). CPU and GPU alike.
    */
   kvCache?: KvCacheType;
 }
@@ -89,7 +88,7 @@ export class W4a8Model {
   readonly contextLength: number;
   private readonly engine: BatchEngine;
   private readonly handle: NativeModelHandle;
-  private readonly cpuKvCache: KvCacheType;
+  private readonly kvCacheType: KvCacheType;
   private disposed = false;
 
   private constructor(packed: PackedModel, options: ModelOptions) {
@@ -97,8 +96,8 @@ export class W4a8Model {
     this.quant = packed.quant;
     this.contextLength = positiveInteger(options.contextLength, 'contextLength', packed.config.maxSeqLen, packed.config.maxSeqLen);
     if (packed.tokenizerJson) this.tokenizer = new TextTokenizer(packed.tokenizerJson, packed.tokenizerConfigJson, packed.chatTemplate);
-    this.cpuKvCache = checkChoice(options.kvCache, KV_CACHE_TYPES, 'kvCache', 'f32');
-    this.handle = createNativeModel(packed, this.cpuKvCache);
+    this.kvCacheType = checkChoice(options.kvCache, KV_CACHE_TYPES, 'kvCache', 'f32');
+    this.handle = createNativeModel(packed, this.kvCacheType);
     const maxBatch = positiveInteger(options.maxBatch, 'maxBatch', 16, 4096);
     this.engine = new BatchEngine(this.handle, {
       contextLength: this.contextLength,
@@ -120,8 +119,6 @@ export class W4a8Model {
   /** A model over already-read tensors on `options.device` (default 'auto'); a GPU gets its copy of the weights here. */
   static async create(packed: PackedModel, options: ModelOptions = {}): Promise<W4a8Model> {
     const device = checkDevice(options.device);
-    if (device === 'cuda' && checkChoice(options.kvCache, KV_CACHE_TYPES, 'kvCache', 'f32') === 'bf16')
-      throw new W4a8Error('E_OPTION', "kvCache 'bf16' is a CPU option: the GPU keeps an FP32 KV cache");
     const model = new W4a8Model(packed, options);
     try {
       const cuda = device === 'cpu' ? undefined : await cudaDevice();
@@ -151,9 +148,9 @@ export class W4a8Model {
     return b.device === 'cuda' ? { device: 'cuda', name: b.name } : { device: 'cpu', name: cpuBackend().name };
   }
 
-  /** The KV cache's element type where the steps run ('f32' on the GPU whatever was asked). */
+  /** The KV cache's element type. */
   get kvCache(): KvCacheType {
-    return this.backend.device === 'cuda' ? 'f32' : this.cpuKvCache;
+    return this.kvCacheType;
   }
 
   /** Running and queued requests, and the KV cache tokens they reserve. */

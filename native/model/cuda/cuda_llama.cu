@@ -91,7 +91,7 @@ class CudaLlama final : public StepBackend {
 
   void createSequence(int id, int capacity) override {
     W4A8_CHECK_CUDA(cudaSetDevice(options_.device));
-    const size_t bytes = (size_t)config_.nLayers * capacity * config_.kvDim() * sizeof(float);
+    const size_t bytes = (size_t)config_.nLayers * capacity * config_.kvDim() * (config_.kvBf16 ? 2 : 4);
     Sequence seq;
     seq.capacity = capacity;
     if (cudaMalloc((void**)&seq.keys, bytes) != cudaSuccess || cudaMalloc((void**)&seq.values, bytes) != cudaSuccess) {
@@ -136,8 +136,8 @@ class CudaLlama final : public StepBackend {
     Linear down;
   };
   struct Sequence {
-    float* keys = nullptr;
-    float* values = nullptr;
+    void* keys = nullptr;  // [nLayers][capacity][kvDim], FP32 or BF16 (config_.kvBf16)
+    void* values = nullptr;
     int capacity = 0;
   };
 
@@ -404,8 +404,9 @@ void CudaLlama::enqueueForward(int rows, int outRows, bool allPositions) {
     quantizeInput(xb, rows, layer.qkv.inputs, dim, layer.qkv.w.view.cols);
     gemm(layer.qkv, rows, qkv);
     W4A8_CHECK_CUDA(launchRopeAndStore(rowsOnDevice, rows, q, k, v, qkvDim, c.nHeads, c.nKvHeads, c.headDim,
-                                       inverseFrequencies_, l, stream_));
-    W4A8_CHECK_CUDA(launchAttention(rowsOnDevice, rows, q, qkvDim, c.nHeads, c.nKvHeads, c.headDim, l, attn, stream_));
+                                       inverseFrequencies_, l, c.kvBf16, stream_));
+    W4A8_CHECK_CUDA(launchAttention(rowsOnDevice, rows, q, qkvDim, c.nHeads, c.nKvHeads, c.headDim, l, c.kvBf16, attn,
+                                    stream_));
     quantizeInput(attn, rows, layer.o.inputs, qDim, layer.o.w.view.cols);
     gemm(layer.o, rows, tmp);
     // MLP block.

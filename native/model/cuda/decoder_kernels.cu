@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "fp8/fp8.h"
+
 namespace w4a8::cudamodel {
 namespace {
 
@@ -13,6 +15,12 @@ constexpr int kRowThreads = 1024;  // one CTA per row (RMSNorm): a decode step h
 unsigned blocksFor(size_t items, int threads) { return (unsigned)((items + threads - 1) / threads); }
 
 __device__ __forceinline__ float bf16ToFloat(uint16_t v) { return __uint_as_float((uint32_t)v << 16); }
+
+// KV cache elements: FP32, or BF16 rounded to nearest even (fp8.h's floatToBf16, as the CPU cache stores them).
+__device__ __forceinline__ void storeKv(float* p, float v) { *p = v; }
+__device__ __forceinline__ void storeKv(uint16_t* p, float v) { *p = floatToBf16(v); }
+__device__ __forceinline__ float loadKv(const float* p) { return *p; }
+__device__ __forceinline__ float loadKv(const uint16_t* p) { return bf16ToFloat(*p); }
 
 __device__ __forceinline__ float warpSum(float v) {
 #pragma unroll
@@ -81,6 +89,7 @@ __global__ void addBiasKernel(float* __restrict__ y, const float* __restrict__ b
 
 // One CTA per row: the (head, i) rotations of q and k (i < headDim / 2 pairs element i with i + half), then
 // the row's k and v into its caches.
+template <typename T>
 __global__ void ropeStoreKernel(const RowInfo* __restrict__ rows, float* __restrict__ q, float* __restrict__ k,
                                 const float* __restrict__ v, int stride, int nHeads, int nKvHeads, int headDim,
                                 const float* __restrict__ inverseFrequencies, int layer) {
@@ -102,11 +111,12 @@ __global__ void ropeStoreKernel(const RowInfo* __restrict__ rows, float* __restr
     head[i] = y0;
     head[i + half] = y1;
     if (isKey) {
-      row.keys[at + (size_t)h * headDim + i] = y0;
-      row.keys[at + (size_t)h * headDim + i + half] = y1;
+      T* keys = static_cast<T*>(row.keys) + at + (size_t)h * headDim;
+      storeKv(keys + i, y0);
+      storeKv(keys + i + half, y1);
     }
   }
-  for (int i = threadIdx.x; i < kvDim; i += blockDim.x) row.values[at + i] = vr[i];
+  for (int i = threadIdx.x; i < kvDim; i += blockDim.x) storeKv(static_cast<T*>(row.values) + at + i, vr[i]);
 }
 
 // One CTA of 16 warps per (head, row). Warp w takes positions w, w + 16, ...: lanes split the head's
@@ -116,7 +126,7 @@ __global__ void ropeStoreKernel(const RowInfo* __restrict__ rows, float* __restr
 // (Simple, not flash-decoding: one CTA walks a row's whole context; fine for the short contexts measured.)
 constexpr int kAttentionWarps = 16;  // positions interleaved over the warps: the loop is latency-bound
 
-template <int kPerLane>
+template <int kPerLane, typename T>
 __global__ void __launch_bounds__(32 * kAttentionWarps) attentionKernel(const RowInfo* __restrict__ rows,
                                                                        const float* __restrict__ q, int qStride,
                                                                        int nHeads,
@@ -128,8 +138,8 @@ __global__ void __launch_bounds__(32 * kAttentionWarps) attentionKernel(const Ro
   const RowInfo row = rows[r];
   const int kvDim = nKvHeads * headDim, qDim = nHeads * headDim;
   const size_t base = (size_t)layer * row.capacity * kvDim + (size_t)(h / (nHeads / nKvHeads)) * headDim;
-  const float* keys = row.keys + base;
-  const float* values = row.values + base;
+  const T* keys = static_cast<const T*>(row.keys) + base;
+  const T* values = static_cast<const T*>(row.values) + base;
   const float* qh = q + (size_t)r * qStride + (size_t)h * headDim;
   float qv[kPerLane], acc[kPerLane];
 #pragma unroll
@@ -140,14 +150,14 @@ __global__ void __launch_bounds__(32 * kAttentionWarps) attentionKernel(const Ro
   }
   float runningMax = -INFINITY, sumExp = 0.0f;
   for (int t = warp; t <= row.position; t += kAttentionWarps) {
-    const float* kt = keys + (size_t)t * kvDim;
-    const float* vt = values + (size_t)t * kvDim;
+    const T* kt = keys + (size_t)t * kvDim;
+    const T* vt = values + (size_t)t * kvDim;
     float partial = 0.0f, vv[kPerLane];
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
       const int d = lane + 32 * j;
-      if (d < headDim) partial += qv[j] * kt[d];
-      vv[j] = d < headDim ? vt[d] : 0.0f;
+      if (d < headDim) partial += qv[j] * loadKv(kt + d);
+      vv[j] = d < headDim ? loadKv(vt + d) : 0.0f;
     }
     const float score = warpSum(partial) * scale;
     const float newMax = fmaxf(runningMax, score);
@@ -279,21 +289,31 @@ cudaError_t launchAddBias(float* y, const float* bias, int rows, int n, cudaStre
 
 cudaError_t launchRopeAndStore(const RowInfo* rows, int count, float* q, float* k, const float* v, int stride,
                                int nHeads, int nKvHeads, int headDim, const float* inverseFrequencies, int layer,
-                               cudaStream_t s) {
-  ropeStoreKernel<<<count, 256, 0, s>>>(rows, q, k, v, stride, nHeads, nKvHeads, headDim, inverseFrequencies, layer);
+                               bool kvBf16, cudaStream_t s) {
+  if (kvBf16)
+    ropeStoreKernel<uint16_t><<<count, 256, 0, s>>>(rows, q, k, v, stride, nHeads, nKvHeads, headDim, inverseFrequencies, layer);
+  else
+    ropeStoreKernel<float><<<count, 256, 0, s>>>(rows, q, k, v, stride, nHeads, nKvHeads, headDim, inverseFrequencies, layer);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launchAttentionT(const RowInfo* rows, int count, const float* q, int qStride, int nHeads, int nKvHeads,
+                             int headDim, int layer, float* out, cudaStream_t s) {
+  const dim3 grid(nHeads, count);
+  const float scale = 1.0f / std::sqrt((float)headDim);  // as the CPU step computes it
+  const int threads = 32 * kAttentionWarps;
+  if (headDim <= 64) attentionKernel<2, T><<<grid, threads, 0, s>>>(rows, q, qStride, nHeads, nKvHeads, headDim, layer, scale, out);
+  else if (headDim <= 128) attentionKernel<4, T><<<grid, threads, 0, s>>>(rows, q, qStride, nHeads, nKvHeads, headDim, layer, scale, out);
+  else if (headDim <= 256) attentionKernel<8, T><<<grid, threads, 0, s>>>(rows, q, qStride, nHeads, nKvHeads, headDim, layer, scale, out);
+  else return cudaErrorInvalidValue;
   return cudaGetLastError();
 }
 
 cudaError_t launchAttention(const RowInfo* rows, int count, const float* q, int qStride, int nHeads, int nKvHeads,
-                            int headDim, int layer, float* out, cudaStream_t s) {
-  const dim3 grid(nHeads, count);
-  const float scale = 1.0f / std::sqrt((float)headDim);  // as the CPU step computes it
-  const int threads = 32 * kAttentionWarps;
-  if (headDim <= 64) attentionKernel<2><<<grid, threads, 0, s>>>(rows, q, qStride, nHeads, nKvHeads, headDim, layer, scale, out);
-  else if (headDim <= 128) attentionKernel<4><<<grid, threads, 0, s>>>(rows, q, qStride, nHeads, nKvHeads, headDim, layer, scale, out);
-  else if (headDim <= 256) attentionKernel<8><<<grid, threads, 0, s>>>(rows, q, qStride, nHeads, nKvHeads, headDim, layer, scale, out);
-  else return cudaErrorInvalidValue;
-  return cudaGetLastError();
+                            int headDim, int layer, bool kvBf16, float* out, cudaStream_t s) {
+  return kvBf16 ? launchAttentionT<uint16_t>(rows, count, q, qStride, nHeads, nKvHeads, headDim, layer, out, s)
+                : launchAttentionT<float>(rows, count, q, qStride, nHeads, nKvHeads, headDim, layer, out, s);
 }
 
 cudaError_t launchSwiGlu(const float* gateUp, int rows, int hidden, float* out, cudaStream_t s) {

@@ -14,8 +14,8 @@ struct RowInfo {
   int position;     // its position in its sequence (the KV cache slot it writes)
   int capacity;     // its sequence's KV cache capacity (the stride between layers)
   int pad;
-  float* keys;      // its sequence's caches [nLayers][capacity][kvDim] FP32
-  float* values;
+  void* keys;       // its sequence's caches [nLayers][capacity][kvDim], FP32 or BF16 (the launches' kvBf16)
+  void* values;
 };
 
 // x [rows, dim] = embedding rows of each row's token; table BF16 [vocab, dim].
@@ -38,15 +38,16 @@ cudaError_t launchAddBias(float* y, const float* bias, int rows, int n, cudaStre
 
 // Rotate-half RoPE of q [rows, nHeads * headDim] and k [rows, nKvHeads * headDim] at each row's position,
 // then k and v [rows, kvDim] stored into the row's caches at (layer, position). q, k and v rows are
-// `stride` floats apart (columns of one [rows, qDim + 2 kvDim] buffer).
+// `stride` floats apart (columns of one [rows, qDim + 2 kvDim] buffer). kvBf16: the caches hold BF16 (rounded to
+// nearest even, as the CPU's), else FP32.
 cudaError_t launchRopeAndStore(const RowInfo* rows, int count, float* q, float* k, const float* v, int stride,
                                int nHeads, int nKvHeads, int headDim, const float* inverseFrequencies, int layer,
-                               cudaStream_t s);
+                               bool kvBf16, cudaStream_t s);
 
 // out [rows, nHeads * headDim] = softmax(q · Kᵀ / sqrt(headDim)) · V over positions 0..position of each row's
 // cache, grouped-query (head h reads KV head h / (nHeads / nKvHeads)). q rows `qStride` apart. headDim <= 256.
 cudaError_t launchAttention(const RowInfo* rows, int count, const float* q, int qStride, int nHeads, int nKvHeads,
-                            int headDim, int layer, float* out, cudaStream_t s);
+                            int headDim, int layer, bool kvBf16, float* out, cudaStream_t s);
 
 // out [rows, hidden] = silu(gate) * up, gateUp [rows, 2 hidden] = (gate, up) columns.
 cudaError_t launchSwiGlu(const float* gateUp, int rows, int hidden, float* out, cudaStream_t s);

@@ -53,6 +53,7 @@ struct ModelShape {
   Fp8Format weightFormat, activationFormat;
   bool pow2Scales, qkvBias, tied;
   bool int4Head = false;  // lm_head as a W4A8 layer (a model packed with --lm-head w4a8) instead of BF16
+  bool kvBf16 = false;    // BF16 KV caches on both devices
 };
 
 // A packed synthetic model: host memory for every weight, and the views LlamaModel takes.
@@ -130,6 +131,7 @@ std::unique_ptr<SyntheticModel> makeModel(const ModelShape& s, uint64_t seed, bo
   LlamaConfig& c = m->config;
   c.dim = s.dim, c.hiddenDim = s.hidden, c.nLayers = s.layers, c.nHeads = s.heads, c.nKvHeads = s.kvHeads;
   c.headDim = s.dim / s.heads, c.vocabSize = s.vocab, c.maxSeqLen = s.maxSeq, c.activationFormat = s.activationFormat;
+  c.kvBf16 = s.kvBf16;
   Rng rng(seed);
   std::vector<uint16_t> embedding((size_t)s.vocab * s.dim), lmHead((size_t)s.vocab * s.dim);
   for (uint16_t& v : embedding) v = toBf16(rng.uniform(-1.0f, 1.0f));
@@ -304,6 +306,15 @@ TEST(gpu_decoder_step_matches_cpu_with_w4a8_lm_head) {
   ModelShape s = kSmall;
   s.int4Head = true;
   checkCase("e4m3fn, G=128, W4A8 lm_head", s, 11, false, 0, 0.08);
+}
+
+// Both devices round keys and values to BF16 the same way (H200: 46/46 rows within 1e-4, 4.8e-7 at most; a key
+// that differed in its last FP32 bit could round to a neighbouring BF16 value, hence the usual bounds).
+TEST(gpu_decoder_step_matches_cpu_with_bf16_kv_caches) {
+  REQUIRE_GPU();
+  ModelShape s = kSmall;
+  s.kvBf16 = true;
+  checkCase("e4m3fn, G=128, BF16 KV caches", s, 11, false, 0, 0.08);
 }
 
 TEST(gpu_decoder_step_matches_cpu_e5m2_weights_headdim_128) {
