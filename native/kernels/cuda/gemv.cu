@@ -158,9 +158,13 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
     }
   };
 
-  float acc[NT][4];
+  // Two accumulator sets, k 0-3 and k 4-7 of every word (added together at the end): the MMAs of a round form
+  // two dependent chains of 4 instead of one of 8.
+  float acc[NT][4], acc2[NT][4];
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = acc2[nt][e] = 0.0f;
 
   // kFast: every scale of the warp's ring is below 2^119 (the tables need no software encoder).
   auto compute = [&](const Piece& pc, const uint4 xa[NT][2], auto fast) {
@@ -185,7 +189,8 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
         uint32_t b01, b23, b45, b67;
         fp8x4ToF16<kActE5M2>(word(x, 2 * (i & 1)), b01, b23);
         fp8x4ToF16<kActE5M2>(word(x, 2 * (i & 1) + 1), b45, b67);
-        mmaWordF16(acc[nt], a, b01, b23, b45, b67);
+        mmaF16(acc[nt], a[0], a[1], a[2], a[3], b01, b23);
+        mmaF16(acc2[nt], a[4], a[5], a[6], a[7], b45, b67);
       }
     }
   };
@@ -215,6 +220,11 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
       load(r + d + kDepth, ring[d]);
     }
   }
+
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] += acc2[nt][e];
 
   // Warps 1.. hand their sums to warp 0, which adds them in warp order and stores.
   if (warp > 0) {
