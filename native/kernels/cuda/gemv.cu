@@ -32,7 +32,10 @@
 // converting all of x into shared memory first (2026-12-01: 4-12 % slower at 1-2 tokens, the weight loads
 // start later). What did help (same day): the Gaudi-2 cap as a template argument and unsigned offsets,
 // 280 -> 244 instructions per e4m3fn round, 6-8 % faster; and (fourth session) a programmatic dependent
-// launch whose first weight loads overlap the previous kernel, 3-16 % faster back to back.
+// launch whose first weight loads overlap the previous kernel, 3-16 % faster back to back, and two MMA
+// accumulator chains per round, 3-4 % more. Tried and not kept (RESULTS.md): FP8 mma.sync (emulated on sm_90
+// by the same conversions and FP16 MMAs), a cp.async ring in shared memory (slower), an exact FP16 decode for
+// power-of-two scales (0-15 %, rarely applicable).
 #include <cstdint>
 #include <type_traits>
 
