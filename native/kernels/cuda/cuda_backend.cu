@@ -473,10 +473,14 @@ Status gemmW4A8(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights, 
     }
     path = GemmPath::Fused;
   }
-  // Measured on the H200 (RESULTS.md, 2026-12-01): on rows of K <= 4096 the GEMV beats the split-K kernel
-  // (4096x4096: 8.8 against 10.0-13.5 us at 1-16 tokens), on longer rows the split-K kernel is 1-10 % faster.
-  if (path == GemmPath::Fused)
-    path = a.M <= kGemvMaxTokens && a.w.cols <= 4096 ? GemmPath::Gemv : GemmPath::DecodeF16Mma;
+  // Measured on the H200 (RESULTS.md, 2026-12-01, both kernels as programmatic launches, the GEMV with two MMA
+  // chains): on rows of K <= 4096 the GEMV beats the split-K kernel at 1-16 tokens (4096x4096: 7.0 against 7.7-11.6
+  // us); up to K = 11008 it does at 1-8 tokens (4096x11008 at 8: 15.3 against 17.0 us; 8192x8192 at 8: 20.3
+  // against 21.8), while at 16 tokens or on K = 28672 the split-K kernel is as fast or faster (0-33 %).
+  if (path == GemmPath::Fused) {
+    const bool gemv = a.M <= kGemvMaxTokens && (a.w.cols <= 4096 || (a.M <= 8 && a.w.cols <= 12288));
+    path = gemv ? GemmPath::Gemv : GemmPath::DecodeF16Mma;
+  }
   if (path == GemmPath::PrefillLt) return runPrefill(ctx, a, fp8Weights, info);
   if (path == GemmPath::Gemv) {
     for (int m0 = 0; m0 < a.M; m0 += kGemvMaxTokens) {

@@ -21,8 +21,9 @@
 //
 // Status (H200, 2026-12-01, native/tests/cuda/RESULTS.md): within 5.3e-8 of the reference, deterministic.
 // 0.20-0.35 of HBM bandwidth at 1-16 tokens (0.43 on 8192x28672); against the split-K kernel 12-35 % faster on
-// 4096x4096, even on 8192x8192 at 2-16 tokens, 2-4 % slower on 8192x28672, so Auto runs it on rows of
-// K <= 4096 only. Not memory-bound: its loads alone stream at 0.87 of HBM bandwidth, and with the
+// 4096x4096, even on 8192x8192 at 2-16 tokens, 2-4 % slower on 8192x28672, so Auto ran it on rows of
+// K <= 4096 only (since the fourth session's changes below also up to 8 tokens on rows of K <= 12288:
+// cuda_backend.cu). Not memory-bound: its loads alone stream at 0.87 of HBM bandwidth, and with the
 // weights resident in L2 it is no faster. Nsight Compute: ~280 instructions per warp and 1 KiB round (~4.4
 // per weight and lane: the table lookup, 11 integer ops per 8 weights; FP8 -> FP16 conversions, which run
 // at a quarter of the FP32 rate; table building; addressing), 0.45 instructions issued per scheduler and

@@ -517,10 +517,11 @@ TEST(prefill_cublaslt_is_within_fp8_tensor_core_tolerance) {
   std::printf("    prefill-cublaslt: largest |y - y_ref| = %.3g x s_x s_c sum|x8 w8| (bound %.3g)\n", worst,
               std::ldexp(1.0, -7));
   // Auto takes the prefill path above 64 tokens; up to 64 the split-K fused kernel, or the GEMV for up to
-  // 16 tokens on rows of K <= 4096.
+  // 16 tokens on rows of K <= 4096 and up to 8 on rows of K <= 12288.
   Layer l = makeLayer(1300, 65, 64, 128, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false);
   Layer longRows = makeLayer(1301, 16, 16, 4224, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false);
-  DeviceLayer d(l), dl(longRows);
+  Layer longerRows = makeLayer(1302, 1, 16, 12416, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false);
+  DeviceLayer d(l), dl(longRows), dll(longerRows);
   DeviceArray<float> y((size_t)l.M * l.N);
   // The plan Auto makes for the first M tokens of a layer.
   auto autoPlan = [&](const Layer& host, const DeviceLayer& dev, int M) {
@@ -535,7 +536,9 @@ TEST(prefill_cublaslt_is_within_fp8_tensor_core_tolerance) {
       {l, d, 64, GemmPath::DecodeF16Mma, "M=64"},
       {l, d, 17, GemmPath::DecodeF16Mma, "M=17"},
       {l, d, 16, GemmPath::Gemv, "M=16, K=128"},
-      {longRows, dl, 1, GemmPath::DecodeF16Mma, "M=1, K=4224"},
+      {longRows, dl, 8, GemmPath::Gemv, "M=8, K=4224"},
+      {longRows, dl, 9, GemmPath::DecodeF16Mma, "M=9, K=4224"},
+      {longerRows, dll, 1, GemmPath::DecodeF16Mma, "M=1, K=12416"},
   };
   for (const auto& c : autoCases) {
     const GemmPath path = autoPlan(c.host, c.dev, c.M).path;
