@@ -12,17 +12,15 @@
 #include "kernels/backends.h"
 #include "kernels/cpu_features.h"
 #include "kernels/dispatch.h"
+#include "model/exp_inline.h"
 #include "runtime/thread_pool.h"
 
 // These loops are simple enough for the compiler to vectorize; target_clones builds an AVX512, an AVX2
 // and a baseline body and picks one at load time, as the rest of the library is compiled for x86-64.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define W4A8_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-// Helpers of W4A8_CLONES functions: always inlined, so each clone compiles them for its own target.
-#define W4A8_CLONES_INLINE inline __attribute__((always_inline))
 #else
 #define W4A8_CLONES
-#define W4A8_CLONES_INLINE inline
 #endif
 
 namespace w4a8 {
@@ -94,31 +92,6 @@ W4A8_CLONES void rotate(float* v, int heads, int headDim, const float* cosines, 
   }
 }
 
-namespace {
-// e^x = 2^n * e^f with n = round(x / ln 2), f = x - n ln 2 (two-part ln 2, Cody-Waite), |f| <= ln 2 / 2, and e^f
-// by its degree-6 Taylor polynomial (error < 2e-8 relative on that interval). Branch-free, so the loops that call
-// it vectorize; 2^n is built in two halves so that n down to -150 gives subnormals / zero and n up to 128 inf.
-inline float expInline(float x) {
-  x = std::min(std::max(x, -104.0f), 89.0f);
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer, ties to even
-  const float n = (x * 1.44269504088896341f + kRound) - kRound;
-  const float f = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
-  float p = 1.0f / 720;
-  p = p * f + 1.0f / 120;
-  p = p * f + 1.0f / 24;
-  p = p * f + 1.0f / 6;
-  p = p * f + 0.5f;
-  p = p * f + 1.0f;
-  p = p * f + 1.0f;
-  const int ni = (int)n;
-  const int n1 = ni / 2, n2 = ni - n1;  // 2^n = 2^n1 * 2^n2, each factor a normal float for n in [-150, 128]
-  uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
-  float s1, s2;
-  std::memcpy(&s1, &b1, 4);
-  std::memcpy(&s2, &b2, 4);
-  return p * s1 * s2;
-}
-}  // namespace
 
 float fastExp(float x) { return expInline(x); }
 
@@ -134,169 +107,6 @@ inline float dotInline(const float* a, const float* b, int n) {
   return total;
 }
 }  // namespace
-
-void storeKey(float* keyBlocks, int headDim, int position, const float* key) {
-  float* block = keyBlocks + (size_t)(position / kKeyBlock) * headDim * kKeyBlock + position % kKeyBlock;
-  for (int i = 0; i < headDim; ++i) block[(size_t)i * kKeyBlock] = key[i];
-}
-void storeKey(uint16_t* keyBlocks, int headDim, int position, const float* key) {
-  uint16_t* block = keyBlocks + (size_t)(position / kKeyBlock) * headDim * kKeyBlock + position % kKeyBlock;
-  for (int i = 0; i < headDim; ++i) block[(size_t)i * kKeyBlock] = floatToBf16(key[i]);
-}
-
-// The Lanes helpers return 64-byte vectors; GCC notes that the baseline target passes those differently from an
-// AVX-512 one, which does not matter: they are always inlined into their caller, never called across targets.
-#pragma GCC diagnostic ignored "-Wpsabi"
-namespace {
-constexpr int kValuePrefetch = 16;  // positions ahead that attention prefetches value rows
-constexpr int kScoreHeads = 4;  // query heads per pass over the keys: 4 accumulators of kKeyBlock lanes
-// kKeyBlock floats as one value (GCC vector extension), so that accumulators stay in registers in every clone:
-// one zmm with AVX-512, two ymm with AVX2 (arrays of floats were kept on the stack, a store and reload per FMA).
-typedef float Lanes __attribute__((vector_size(kKeyBlock * sizeof(float))));
-W4A8_CLONES_INLINE Lanes loadLanes(const float* p) {
-  Lanes v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-// kKeyBlock BF16 values widened to FP32 (exact: a BF16 is the upper half of an FP32).
-typedef uint16_t Halves __attribute__((vector_size(kKeyBlock * sizeof(uint16_t))));
-typedef uint32_t Words __attribute__((vector_size(kKeyBlock * sizeof(uint32_t))));
-W4A8_CLONES_INLINE Lanes loadLanes(const uint16_t* p) {
-  Halves h;
-  std::memcpy(&h, p, sizeof(h));
-  const Words w = __builtin_convertvector(h, Words) << 16;
-  Lanes v;
-  std::memcpy(&v, &w, sizeof(v));
-  return v;
-}
-W4A8_CLONES_INLINE float scalarValue(float v) { return v; }
-W4A8_CLONES_INLINE float scalarValue(uint16_t v) { return bf16ToFloat(v); }
-W4A8_CLONES_INLINE void storeLanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof(v)); }
-
-// row[0, n) = exp(row - max(row)), and returns their sum (the softmax without its division, which attendGroup
-// applies to the outputs). The maximum and the sum run over kKeyBlock lanes (independent chains; a scalar max or
-// sum is one dependent chain through every position), then the scalar tail. Exponentials below e^-80 (of a
-// maximum of 1) are set to 0: their products would be subnormal, which costs the FPU a microcode assist per
-// instruction (4x slower attention on a peaked softmax, measured), and their weight is far below the FP32
-// rounding of the sum, which is at least 1.
-constexpr float kSmallestExponent = -80.0f;
-W4A8_CLONES_INLINE float expRow(float* row, int n) {
-  float maxValue = row[0];
-  int t = 0;
-  if (n >= kKeyBlock) {
-    Lanes m = loadLanes(row);
-    for (t = kKeyBlock; t + kKeyBlock <= n; t += kKeyBlock) {
-      const Lanes v = loadLanes(row + t);
-      m = v > m ? v : m;
-    }
-    for (int l = 0; l < kKeyBlock; ++l) maxValue = std::max(maxValue, m[l]);
-  }
-  for (; t < n; ++t) maxValue = std::max(maxValue, row[t]);
-  for (t = 0; t < n; ++t) {
-    const float d = row[t] - maxValue;
-    row[t] = d >= kSmallestExponent ? expInline(d) : 0.0f;
-  }
-  float sum = 0.0f;
-  t = 0;
-  if (n >= kKeyBlock) {
-    Lanes total = {};
-    for (; t + kKeyBlock <= n; t += kKeyBlock) total += loadLanes(row + t);
-    for (int l = 0; l < kKeyBlock; ++l) sum += total[l];
-  }
-  for (; t < n; ++t) sum += row[t];
-  return sum;
-}
-}  // namespace
-
-// The body of attendGroup and attendGroupBf16; T: the cache's element type (float or BF16 bits).
-template <typename T>
-W4A8_CLONES_INLINE void attendGroupBody(const float* q, int heads, int headDim, const T* keyBlocks, const T* values,
-                                        size_t valueStride, int positions, float scale, float* scores, float* out) {
-  // Scores, kKeyBlock positions per vector: for each element i of the head, one key-block row (the blocks'
-  // positions' element i, contiguous) times q[h][i] broadcast. No horizontal sums. Two blocks x 4 heads per
-  // pass: 8 independent FMA chains (4 would wait on the FMA latency). A block past `positions` holds zeros
-  // (the cache is zeroed) and its lanes are not stored; spare heads repeat the last one and are not stored.
-  const int blocks = (positions + kKeyBlock - 1) / kKeyBlock;
-  const size_t blockFloats = (size_t)headDim * kKeyBlock;  // elements of one key block
-  for (int h0 = 0; h0 < heads; h0 += kScoreHeads) {
-    const float* qh[kScoreHeads];
-    for (int h = 0; h < kScoreHeads; ++h) qh[h] = q + (size_t)std::min(h0 + h, heads - 1) * headDim;
-    const int validHeads = std::min(kScoreHeads, heads - h0);
-    for (int b = 0; b < blocks; b += 2) {
-      const T* first = keyBlocks + (size_t)b * blockFloats;
-      const T* second = b + 1 < blocks ? first + blockFloats : first;
-      Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-      for (int i = 0; i < headDim; ++i) {
-        // The next pair of blocks: each block is a page of its own (4 KiB at headDim 64), where the hardware
-        // prefetcher starts over; without this the loop waits on DRAM (prefetches past the end never fault).
-        __builtin_prefetch(first + 2 * blockFloats + (size_t)i * kKeyBlock);
-        __builtin_prefetch(first + 3 * blockFloats + (size_t)i * kKeyBlock);
-        const Lanes x = loadLanes(first + (size_t)i * kKeyBlock), y = loadLanes(second + (size_t)i * kKeyBlock);
-        const float q0 = qh[0][i], q1 = qh[1][i], q2 = qh[2][i], q3 = qh[3][i];
-        a0 += q0 * x, a1 += q1 * x, a2 += q2 * x, a3 += q3 * x;
-        b0 += q0 * y, b1 += q1 * y, b2 += q2 * y, b3 += q3 * y;
-      }
-      const Lanes acc[2][kScoreHeads] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
-      for (int j = 0; j < 2 && b + j < blocks; ++j) {
-        const int lanes = std::min(kKeyBlock, positions - (b + j) * kKeyBlock);
-        for (int h = 0; h < validHeads; ++h) {
-          float* dst = scores + (size_t)(h0 + h) * positions + (b + j) * kKeyBlock;
-          const Lanes v = acc[j][h] * scale;
-          if (lanes == kKeyBlock) storeLanes(dst, v);
-          else
-            for (int l = 0; l < lanes; ++l) dst[l] = v[l];
-        }
-      }
-    }
-  }
-  // out[h] = (sum_t p[h][t] values[t]) / sum_t p[h][t], for 4 heads and 2 kKeyBlock runs of elements at a time: each value row
-  // is loaded once for the 4 heads, 8 independent FMA chains.
-  for (int h0 = 0; h0 < heads; h0 += kScoreHeads) {
-    const float* p[kScoreHeads];
-    for (int h = 0; h < kScoreHeads; ++h) p[h] = scores + (size_t)std::min(h0 + h, heads - 1) * positions;
-    const int validHeads = std::min(kScoreHeads, heads - h0);
-    float inverse[kScoreHeads];
-    for (int h = 0; h < validHeads; ++h) inverse[h] = 1.0f / expRow(scores + (size_t)(h0 + h) * positions, positions);
-    int i0 = 0;
-    for (; i0 + kKeyBlock <= headDim; i0 += 2 * kKeyBlock) {
-      const bool pair = i0 + 2 * kKeyBlock <= headDim;  // else one run (its twin repeats it and is not stored)
-      Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-      const T* v = values + i0;
-      const size_t twin = pair ? kKeyBlock : 0;
-      for (int t = 0; t < positions; ++t, v += valueStride) {
-        __builtin_prefetch(v + kValuePrefetch * valueStride);
-        __builtin_prefetch(v + kValuePrefetch * valueStride + twin);
-        const Lanes x = loadLanes(v), y = loadLanes(v + twin);
-        const float p0 = p[0][t], p1 = p[1][t], p2 = p[2][t], p3 = p[3][t];
-        a0 += p0 * x, a1 += p1 * x, a2 += p2 * x, a3 += p3 * x;
-        b0 += p0 * y, b1 += p1 * y, b2 += p2 * y, b3 += p3 * y;
-      }
-      const Lanes acc[2][kScoreHeads] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
-      for (int h = 0; h < validHeads; ++h) {
-        storeLanes(out + (size_t)(h0 + h) * headDim + i0, acc[0][h] * inverse[h]);
-        if (pair) storeLanes(out + (size_t)(h0 + h) * headDim + i0 + kKeyBlock, acc[1][h] * inverse[h]);
-      }
-      if (!pair) i0 -= kKeyBlock;  // one run done, not two
-    }
-    for (int i = i0; i < headDim; ++i)  // a head width that is not a multiple of kKeyBlock
-      for (int h = 0; h < validHeads; ++h) {
-        float acc = 0.0f;
-        for (int t = 0; t < positions; ++t) acc += p[h][t] * scalarValue(values[(size_t)t * valueStride + i]);
-        out[(size_t)(h0 + h) * headDim + i] = acc * inverse[h];
-      }
-  }
-}
-
-W4A8_CLONES void attendGroup(const float* q, int heads, int headDim, const float* keyBlocks, const float* values,
-                             size_t valueStride, int positions, float scale, float* scores, float* out) {
-  attendGroupBody(q, heads, headDim, keyBlocks, values, valueStride, positions, scale, scores, out);
-}
-
-W4A8_CLONES void attendGroupBf16(const float* q, int heads, int headDim, const uint16_t* keyBlocks,
-                                 const uint16_t* values, size_t valueStride, int positions, float scale, float* scores,
-                                 float* out) {
-  attendGroupBody(q, heads, headDim, keyBlocks, values, valueStride, positions, scale, scores, out);
-}
 
 W4A8_CLONES void swiglu(float* gate, const float* up, size_t n) {
   for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + expInline(-gate[i])) * up[i];

@@ -47,6 +47,11 @@ void attendGroup(const float* q, int heads, int headDim, const float* keyBlocks,
 // The same over a BF16 cache (keys and values widened to FP32 as they are read; the arithmetic is the same).
 void attendGroupBf16(const float* q, int heads, int headDim, const uint16_t* keyBlocks, const uint16_t* values,
                      size_t valueStride, int positions, float scale, float* scores, float* out);
+// attendGroup (bf16: attendGroupBf16) with a given body: "reference" (the x86-64 baseline), "avx2" or "avx512";
+// false when this CPU cannot run it (tests). The bodies above follow the kernel backend (W4A8_ISA).
+bool attendGroupWith(const char* isa, const float* q, int heads, int headDim, const void* keyBlocks,
+                     const void* values, bool bf16, size_t valueStride, int positions, float scale, float* scores,
+                     float* out);
 // Runs fn(begin, end) over [0, count) on the kernel thread pool.
 void parallelFor(int count, const std::function<void(int, int)>& fn);
 

@@ -189,7 +189,8 @@ TEST(residual_rmsnorm_and_rope_in_parts_match_the_plain_ops) {
 }
 
 // bf16: the cache holds BF16 keys and values (attendGroupBf16); the reference uses the same rounded values.
-void groupedAttentionMatchesDouble(bool bf16) {
+// isa: the body (attendGroupWith); the CPU may lack it (then nothing is checked and false is returned).
+bool groupedAttentionMatchesDouble(bool bf16, const char* isa) {
   w4a8test::Rng rng(13);
   // 5 heads: a pass of 4 and a pass of 1; 3 heads: one pass with a spare head. Head width 20: one 16-lane run
   // and a tail; 80: two pairs of runs and one run. The values' slice sits inside wider rows (kvStride).
@@ -215,12 +216,11 @@ void groupedAttentionMatchesDouble(bool bf16) {
       }
       floatToBf16Array(values.data(), values.size(), values16.data());
       std::vector<float> scores(heads * positions), out(heads * headDim);
-      if (bf16)
-        attendGroupBf16(q.data(), heads, headDim, keyBlocks16.data(), values16.data(), kvStride, positions, scale,
-                        scores.data(), out.data());
-      else
-        attendGroup(q.data(), heads, headDim, keyBlocks.data(), values.data(), kvStride, positions, scale, scores.data(),
-                    out.data());
+      const void* k = bf16 ? (const void*)keyBlocks16.data() : (const void*)keyBlocks.data();
+      const void* v = bf16 ? (const void*)values16.data() : (const void*)values.data();
+      if (!attendGroupWith(isa, q.data(), heads, headDim, k, v, bf16, kvStride, positions, scale, scores.data(),
+                           out.data()))
+        return false;
       for (int h = 0; h < heads; ++h) {
         std::vector<double> p(positions);
         double maxScore = -1e300, total = 0;
@@ -240,7 +240,16 @@ void groupedAttentionMatchesDouble(bool bf16) {
       }
     }
   }
+  return true;
 }
 
-TEST(grouped_attention_matches_double) { groupedAttentionMatchesDouble(false); }
-TEST(grouped_attention_over_a_bf16_cache_matches_double) { groupedAttentionMatchesDouble(true); }
+// Every body the CPU runs (the baseline always), and the one the backend picks.
+void everyAttentionBody(bool bf16) {
+  int ran = 0;
+  for (const char* isa : {"reference", "avx2", "avx512"})
+    if (groupedAttentionMatchesDouble(bf16, isa)) ++ran;
+    else std::printf("    %s: not on this CPU\n", isa);
+  CHECK(ran >= 1, "no attention body ran");
+}
+TEST(grouped_attention_matches_double) { everyAttentionBody(false); }
+TEST(grouped_attention_over_a_bf16_cache_matches_double) { everyAttentionBody(true); }
