@@ -9,10 +9,10 @@ import { packModel } from '../lib/pack.js';
 
 const STREAMS = 32;
 
-async function model(maxBatch: number): Promise<{ model: W4a8Model; live: () => number }> {
+async function model(maxBatch: number, kvCache: 'f32' | 'bf16' = 'f32'): Promise<{ model: W4a8Model; live: () => number }> {
   const source = syntheticSourceModel({ dim: 64, hiddenDim: 172, nLayers: 2, nHeads: 8, nKvHeads: 4, maxSeqLen: 96 }, 5);
   const packed = await packModel(source, { groupSize: 32, weightFormat: 'e4m3fn', scales: 'float', method: 'rtn' });
-  const m = W4a8Model.fromPacked(packed, { maxBatch, prefillChunk: 16 });
+  const m = W4a8Model.fromPacked(packed, { maxBatch, prefillChunk: 16, kvCache });
   // Count the native KV cache sequences alive: every one created must be freed when its request ends.
   const handle = (m as unknown as { handle: NativeModelHandle }).handle;
   let alive = 0;
@@ -36,8 +36,8 @@ async function collect(stream: AsyncIterable<{ tokenIds: number[] }>, onToken?: 
 }
 
 describe('32 concurrent streams on one model', () => {
-  it('give each request the greedy tokens it gives alone', async () => {
-    const { model: m, live } = await model(STREAMS);
+  it.each(['f32', 'bf16'] as const)('give each request the greedy tokens it gives alone (%s KV cache)', async (kvCache) => {
+    const { model: m, live } = await model(STREAMS, kvCache);
     const alone: number[][] = [];
     for (let i = 0; i < STREAMS; i++) alone.push((await m.complete(prompts[i], { temperature: 0, maxTokens: maxTokens(i) })).tokenIds);
     const together = await Promise.all(prompts.map((p, i) => collect(m.stream(p, { temperature: 0, maxTokens: maxTokens(i) }))));
