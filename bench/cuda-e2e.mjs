@@ -2,7 +2,8 @@
 // The GPU through the whole Node stack: W4a8Model.create(packed, {device}) on the CUDA plugin, beside the CPU.
 // Needs dist/ (npm run build:ts) and an addon built with CUDA, on a machine with a Hopper GPU.
 //
-//   node bench/cuda-e2e.mjs [--shape 7b|1b] [--layers N] [--tokens N] [--cpu] [--lm-head bf16|w4a8] [--json PATH]
+//   node bench/cuda-e2e.mjs [--shape 7b|1b] [--layers N] [--tokens N] [--cpu] [--lm-head bf16|w4a8]
+//                           [--kv-cache f32|bf16] [--json PATH]
 //
 // 1. Correctness: a small synthetic model (RTN-packed: e4m3fn, Gaudi-2 e4m3, and e4m3fn with a W4A8 lm_head)
 //    generates the same greedy tokens on 'cuda' and 'cpu'; backend info says which device ran.
@@ -18,6 +19,7 @@ const { values: args } = parseArgs({
   options: {
     shape: { type: 'string', default: '7b' }, layers: { type: 'string' }, tokens: { type: 'string', default: '64' },
     cpu: { type: 'boolean', default: false }, json: { type: 'string' }, 'lm-head': { type: 'string', default: 'bf16' },
+    'kv-cache': { type: 'string', default: 'f32' },
   },
 });
 const pkg = await import('../dist/index.js');
@@ -53,7 +55,7 @@ const tokens = Number(args.tokens);
 let t0 = now();
 const packed = syntheticPacked(format, shape, 1, args['lm-head']);
 packed.config = { ...packed.config, eosTokenIds: [] };  // every sequence generates exactly `tokens`
-console.log(`${shape.label}${args.layers ? `, ${shape.nLayers} layers` : ''}, lm_head ${args['lm-head']}: built in ${(now() - t0).toFixed(1)} s`);
+console.log(`${shape.label}${args.layers ? `, ${shape.nLayers} layers` : ''}, lm_head ${args['lm-head']}, KV cache ${args['kv-cache']}: built in ${(now() - t0).toFixed(1)} s`);
 
 async function decodeRate(model, batch, maxTokens) {
   const prompts = Array.from({ length: batch }, (_, i) => Array.from({ length: 16 }, (_, j) => (i * 131 + j * 7 + 1) % 32000));
@@ -72,13 +74,15 @@ async function decodeRate(model, batch, maxTokens) {
 
 for (const device of args.cpu ? ['cuda', 'cpu'] : ['cuda']) {
   t0 = now();
-  const model = await pkg.W4a8Model.create(packed, { device, maxBatch: 32, contextLength: 16 + tokens + 8, prefillChunk: 512 });
+  const model = await pkg.W4a8Model.create(packed, {
+    device, maxBatch: 32, contextLength: 16 + tokens + 8, prefillChunk: 512, kvCache: args['kv-cache'],
+  });
   console.log(`${device}: ready in ${(now() - t0).toFixed(1)} s (${model.backend.name})`);
   for (const batch of [1, 32]) {
     const steps = device === 'cpu' ? Math.min(tokens, batch === 1 ? 16 : 6) : tokens;
     await decodeRate(model, batch, 4);  // warm-up (scratch, CUDA graphs of this batch)
     const rate = await decodeRate(model, batch, steps);
-    report.decode.push({ device, name: model.backend.name, lmHead: args['lm-head'], batch, tokensPerSecond: rate, tokensPerSequence: steps, layers: shape.nLayers });
+    report.decode.push({ device, name: model.backend.name, lmHead: args['lm-head'], kvCache: model.kvCache, batch, tokensPerSecond: rate, tokensPerSequence: steps, layers: shape.nLayers });
     console.log(`  ${device} batch ${String(batch).padStart(2)}: ${rate.toFixed(1)} tokens/s (${steps} tokens per sequence)`);
   }
   await model.dispose();
