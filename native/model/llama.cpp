@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <stdexcept>
 #include <unordered_set>
 
@@ -153,7 +154,8 @@ int LlamaModel::createSequence(int capacity) {
   cache->keyBlocks = (capacity + kKeyBlock - 1) / kKeyBlock;
   cache->elementBytes = config_.kvBf16 ? 2 : 4;
   const size_t keyBytes = (size_t)config_.nLayers * cache->keyBlocks * kKeyBlock * config_.kvDim() * cache->elementBytes;
-  cache->keys.reset(new uint8_t[keyBytes]());  // zeroed (SequenceCache)
+  cache->keys.reset(static_cast<uint8_t*>(std::calloc(keyBytes, 1)));  // zeroed (SequenceCache)
+  if (!cache->keys) throw std::bad_alloc();
   cache->values.reset(new uint8_t[(size_t)config_.nLayers * capacity * config_.kvDim() * cache->elementBytes]);
   sequences_[id] = std::move(cache);
   return id;

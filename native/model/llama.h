@@ -6,6 +6,7 @@
 // reference that calibration (Hessians of each linear input) and evaluation (KL divergence) need.
 #pragma once
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -98,7 +99,13 @@ struct SequenceCache {
   int length = 0;  // tokens already in the cache
   int keyBlocks = 0;  // blocks of kKeyBlock positions per layer and KV head
   size_t elementBytes = 4;
-  std::unique_ptr<uint8_t[]> keys, values;
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  // calloc: the OS hands out zero pages as they are first touched, so a long context costs nothing up front
+  // (zeroing it at creation took milliseconds per sequence on the JS thread's call).
+  std::unique_ptr<uint8_t, Free> keys;
+  std::unique_ptr<uint8_t[]> values;
   void* keyHead(int layer, int kvHead, const LlamaConfig& c) const {
     return keys.get() + ((size_t)layer * c.nKvHeads + kvHead) * keyBlocks * kKeyBlock * c.headDim * elementBytes;
   }
