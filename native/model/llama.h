@@ -87,13 +87,12 @@ struct LayerHessians {
   std::vector<double> h[4];
 };
 
-// KV cache of one sequence: keys and values [nLayers][capacity][kvDim] FP32. Left uninitialised
-// (only positions < length are ever read), so a large capacity costs no time until it is used.
 // One sequence's KV cache, FP32 or BF16 elements (LlamaConfig::kvBf16):
 //   keys   [layer][kv head][block of kKeyBlock positions][headDim][kKeyBlock] (ops.h), zeroed: attention reads
 //          whole blocks;
 //   values [layer][kv head][position][headDim], a head's values one contiguous run (rows kvDim apart put every
-//          position of a head in the same few L1 sets).
+//          position of a head in the same few L1 sets); left uninitialised, only positions < length are read.
+// Neither costs time up front for a large capacity: pages are committed as positions fill.
 struct SequenceCache {
   int capacity = 0;
   int length = 0;  // tokens already in the cache

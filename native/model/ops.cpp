@@ -92,21 +92,7 @@ W4A8_CLONES void rotate(float* v, int heads, int headDim, const float* cosines, 
   }
 }
 
-
 float fastExp(float x) { return expInline(x); }
-
-namespace {
-// The dot product of dot(), inlined (same partial sums, same order).
-inline float dotInline(const float* a, const float* b, int n) {
-  float sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) sum[j] += a[i + j] * b[i + j];
-  float total = ((sum[0] + sum[1]) + (sum[2] + sum[3])) + ((sum[4] + sum[5]) + (sum[6] + sum[7]));
-  for (; i < n; ++i) total += a[i] * b[i];
-  return total;
-}
-}  // namespace
 
 W4A8_CLONES void swiglu(float* gate, const float* up, size_t n) {
   for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + expInline(-gate[i])) * up[i];

@@ -41,7 +41,7 @@ void storeKey(uint16_t* keyBlocks, int headDim, int position, const float* key);
 // Attention of the `heads` query heads that share one KV head, at one position: for each head h,
 //   out[h] = Σ_t softmax_t(q[h]·keys[t] * scale) values[t]   over t in [0, positions)
 // q, out: [heads, headDim]; keyBlocks: the head's keys as above; values[t] are `valueStride` floats apart;
-// scores: [heads * positions] scratch. The keys and values are read once per 4 heads and once per head.
+// scores: [heads * positions] scratch. The keys and the values are each read once per 4 heads.
 void attendGroup(const float* q, int heads, int headDim, const float* keyBlocks, const float* values,
                  size_t valueStride, int positions, float scale, float* scores, float* out);
 // The same over a BF16 cache (keys and values widened to FP32 as they are read; the arithmetic is the same).
