@@ -26,7 +26,8 @@ import { loadSequences, tokenizeText } from '../quant/data.js';
 import { evaluateModel } from '../quant/evaluate.js';
 import { cutSequences, readTokenFile, sampleSequences, writeTokenFile } from '../quant/tokens.js';
 import type { GroupSize } from '../weights.js';
-import { kvCacheOption } from './generate.js';
+import { KV_CACHE_TYPES } from '../model/types.js';
+import { choice } from './generate.js';
 
 export const EVAL_USAGE = `w4a8 eval <model.w4a8 | model-dir | file.bin> [options]
   --text FILE          evaluation text, tokenized with the model's tokenizer (one stream, sliding window)
@@ -108,7 +109,7 @@ export async function evalCommand(args: string[], output: EvalOutput = DEFAULT_O
   let config: ModelConfig;
   let handle: NativeModelHandle;
   let tokenizer: { tokenizerJson?: string; tokenizerConfigJson?: string };
-  const kvCache = kvCacheOption(values['kv-cache']) ?? 'f32';
+  const kvCache = choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', 'f32');
   if (await isPacked(file)) {
     const packed = await readPackedModel(file);
     config = packed.config;

@@ -7,7 +7,8 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { defaultModelFile } from '../default-model.js';
 import { W4a8Error } from '../errors.js';
-import { W4a8Model, type GenerateOptions, type KvCacheType } from '../model/model.js';
+import { W4a8Model, type GenerateOptions } from '../model/model.js';
+import { KV_CACHE_TYPES } from '../model/types.js';
 
 export const GENERATE_USAGE = `w4a8 generate [model.w4a8] [prompt] [options]
   model.w4a8           a packed model (or --model FILE); the first argument is taken as the model when
@@ -30,10 +31,11 @@ export function numberOption(value: string | undefined, name: string, fallback: 
   return n;
 }
 
-/** --kv-cache: 'f32' or 'bf16' (the model checks it again, with the same message shape). */
-export function kvCacheOption(value: string | undefined): KvCacheType | undefined {
-  if (value === undefined || value === 'f32' || value === 'bf16') return value;
-  throw new W4a8Error('E_OPTION', `--kv-cache must be f32 or bf16, got '${value}'`);
+/** A command-line value that must be one of `choices` (E_GROUP for --group, else E_OPTION). */
+export function choice<T extends string>(value: string | undefined, choices: readonly T[], name: string, fallback: T): T {
+  if (value === undefined) return fallback;
+  if ((choices as readonly string[]).includes(value)) return value as T;
+  throw new W4a8Error(name === '--group' ? 'E_GROUP' : 'E_OPTION', `${name} must be one of ${choices.join(', ')}, got '${value}'`);
 }
 
 /** Splits the positionals into the model (named, first positional that looks like one, or the default) and the prompt. */
@@ -62,7 +64,7 @@ export async function generateCommand(args: string[]): Promise<void> {
   const model = await W4a8Model.load(path, {
     contextLength: values.context === undefined ? undefined : numberOption(values.context, 'context', 0, true),
     maxBatch: Math.max(batch, 1),
-    kvCache: kvCacheOption(values['kv-cache']),
+    kvCache: choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', 'f32'),
   });
   try {
     const promptIds = values.tokens !== undefined ? values.tokens.split(',').map((t) => numberOption(t.trim(), 'tokens', 0, true)) : undefined;

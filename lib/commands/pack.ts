@@ -15,6 +15,7 @@ import type { QuantMethod, SourceModel } from '../model/types.js';
 import { packModel, type PackOptions } from '../pack.js';
 import { loadSequences } from '../quant/data.js';
 import { checkFormat } from '../validate.js';
+import { choice } from './generate.js';
 import type { GroupSize } from '../weights.js';
 
 export const PACK_USAGE = `w4a8 pack <model-dir|file.bin> -o <model.w4a8> [options]
@@ -72,12 +73,6 @@ function parse(args: string[]) {
   } catch (error) {
     throw new W4a8Error('E_OPTION', `${(error as Error).message}\n${PACK_USAGE}`);
   }
-}
-
-function choice<T extends string>(value: string | undefined, choices: readonly T[], name: string, fallback: T): T {
-  if (value === undefined) return fallback;
-  if ((choices as readonly string[]).includes(value)) return value as T;
-  throw new W4a8Error(name === '--group' ? 'E_GROUP' : 'E_OPTION', `${name} must be one of ${choices.join(', ')}, got '${value}'`);
 }
 
 function positiveInt(value: string | undefined, name: string, fallback: number): number {

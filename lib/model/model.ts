@@ -13,12 +13,10 @@ import { createNativeModel } from './native-model.js';
 import { resolveSampling, type SamplingOptions } from './sampler.js';
 import { TextStream } from './text-stream.js';
 import { TextTokenizer, type ChatMessage } from './tokenizer.js';
-import type { ModelConfig, PackedModel, QuantConfig } from './types.js';
+import { KV_CACHE_TYPES, type KvCacheType, type ModelConfig, type PackedModel, type QuantConfig } from './types.js';
 import { checkChoice } from '../validate.js';
 
-/** Element type of the KV cache. */
-export type KvCacheType = 'f32' | 'bf16';
-const KV_CACHE_TYPES: readonly KvCacheType[] = ['f32', 'bf16'];
+export type { KvCacheType };
 
 export interface ModelOptions {
   /** Tokens per sequence (prompt + generated); default and maximum: the model's maxSeqLen. */

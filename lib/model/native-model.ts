@@ -1,7 +1,7 @@
 /** Builds the native model (native/addon/model_bindings.cpp) from a PackedModel's tensors, zero-copy. */
 import { W4a8Error } from '../errors.js';
 import { callNative, type NativeModelHandle } from '../native.js';
-import type { PackedModel, SourceModel, Tensor } from './types.js';
+import type { KvCacheType, PackedModel, SourceModel, Tensor } from './types.js';
 
 function tensor(model: PackedModel, name: string): Tensor {
   const t = model.tensors.get(name);
@@ -23,7 +23,7 @@ function linear(model: PackedModel, name: string, hasBias: boolean) {
 }
 
 /** The native model of a packed file; kvCache: the CPU KV cache's element type. */
-export function createNativeModel(model: PackedModel, kvCache: 'f32' | 'bf16' = 'f32'): NativeModelHandle {
+export function createNativeModel(model: PackedModel, kvCache: KvCacheType = 'f32'): NativeModelHandle {
   const c = model.config;
   const layers = Array.from({ length: c.nLayers }, (_, i) => {
     const p = `model.layers.${i}`;
@@ -65,7 +65,7 @@ export function tensorAsFloat32(t: Tensor, name: string, use = 'for the FP32 ref
  * The full-precision model (FP32 linear layers, embeddings and lm_head) of an unpacked source: the
  * reference that calibration (input Hessians) and evaluation (KL divergence, top-1 agreement) compare with.
  */
-export function createReferenceNativeModel(source: SourceModel, kvCache: 'f32' | 'bf16' = 'f32'): NativeModelHandle {
+export function createReferenceNativeModel(source: SourceModel, kvCache: KvCacheType = 'f32'): NativeModelHandle {
   const c = source.config;
   const get = (name: string) => {
     const t = source.tensors.get(name);

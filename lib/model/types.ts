@@ -55,6 +55,10 @@ export type RopeScaling =
 
 export type QuantMethod = 'rtn' | 'gptq' | 'dpq';
 
+/** Element type of a model's KV cache (a runtime choice, not part of the packed file). */
+export type KvCacheType = 'f32' | 'bf16';
+export const KV_CACHE_TYPES: readonly KvCacheType[] = ['f32', 'bf16'];
+
 export interface QuantConfig {
   /** FP8 format the INT4 weights dequantize into */
   weightFormat: Fp8Format;
