@@ -93,7 +93,8 @@ Status quantizeActivationsStatic(Context* ctx, const float* x, int M, int K, flo
 Status dequantInt4ToFp8(Context* ctx, const Int4WeightsView& w, uint8_t* out);
 
 // Fused: the FP32-accumulating fused kernels, chosen by shape: Gemv up to 16 tokens on rows of K <= 4096 and
-// up to 8 tokens on rows of K <= 12288, else DecodeF16Mma. Auto: Fused up to 64 tokens, PrefillLt above (when cuBLASLt takes the call).
+// up to 8 tokens on rows of K <= 12288, else DecodeF16Mma. Auto: Fused up to 64 tokens, PrefillLt above (when
+// cuBLASLt takes the call).
 // Gemv and the decode paths take any M (in tiles of 16 and 64 tokens).
 enum class GemmPath : int { Auto = 0, DecodeF16Mma, DecodeFp8Mma, PrefillLt, Gemv, Fused };
 constexpr int kGemvMaxTokens = 16;  // tokens per GEMV launch

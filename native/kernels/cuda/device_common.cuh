@@ -76,6 +76,9 @@ __device__ __forceinline__ void buildGroupLut(float s, int z, Fp8Format f, uint3
 // CTAs have exited). It must call pdlWaitForPrevious() before it reads anything the previous kernel writes or
 // writes anything the previous kernel reads: the wait returns when the previous grid has completed and its
 // writes are visible. Both are no-ops for kernels launched without the attribute.
+__device__ __forceinline__ void pdlLaunchDependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdlWaitForPrevious() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
 // Launches `kernel` as a programmatic dependent of the stream's previous kernel.
 template <typename Params>
 cudaError_t launchDependent(void (*kernel)(Params), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
@@ -92,8 +95,6 @@ cudaError_t launchDependent(void (*kernel)(Params), dim3 grid, dim3 block, size_
   config.numAttrs = 1;
   return cudaLaunchKernelEx(&config, kernel, params);
 }
-__device__ __forceinline__ void pdlLaunchDependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-__device__ __forceinline__ void pdlWaitForPrevious() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
   uint32_t d;

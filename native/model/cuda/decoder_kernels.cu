@@ -14,9 +14,8 @@ constexpr int kRowThreads = 1024;  // one CTA per row (RMSNorm): a decode step h
 
 unsigned blocksFor(size_t items, int threads) { return (unsigned)((items + threads - 1) / threads); }
 
-__device__ __forceinline__ float bf16ToFloat(uint16_t v) { return __uint_as_float((uint32_t)v << 16); }
-
-// KV cache elements: FP32, or BF16 rounded to nearest even (fp8.h's floatToBf16, as the CPU cache stores them).
+// KV cache elements: FP32, or BF16 rounded to nearest even (fp8.h's floatToBf16 and bf16ToFloat, as the CPU cache
+// stores and reads them).
 __device__ __forceinline__ void storeKv(float* p, float v) { *p = v; }
 __device__ __forceinline__ void storeKv(uint16_t* p, float v) { *p = floatToBf16(v); }
 __device__ __forceinline__ float loadKv(const float* p) { return *p; }
