@@ -72,6 +72,11 @@ std::shared_ptr<const Int4Tables> prepareInt4Tables(const Int4WeightsView& w) {
           entry.words[q] = W[q];
           entry.low[q] = (uint8_t)((uint16_t)W[q] & 0xFF);
           entry.high[q] = (uint8_t)((uint16_t)W[q] >> 8);
+          const float value = (float)W[q];
+          uint32_t bits;
+          std::memcpy(&bits, &value, 4);
+          if (bits & 0xFFFFu) return nullptr;  // more than 8 significant bits (cannot happen: |W| <= 240)
+          entry.bf16[q] = (uint16_t)(bits >> 16);
         }
         it = known.emplace(key, (uint16_t)t->entries.size()).first;
         t->entries.push_back(entry);

@@ -14,12 +14,12 @@
 //   tableIndex [rows][groups] uint16  entry of `entries` that holds group g's W
 //   baseExp    [rows][groups] int8    e
 //   rowGeneric [rows]         uint8   1: a non-finite scale or a zero point above 15 (the FP32 path)
-//   entries    [count]        Int4TableEntry, 64 bytes each
-// Memory: 3 bytes per group + 1 per row + 64 per distinct table. Packed weights take G/2 + 5 bytes per
+//   entries    [count]        Int4TableEntry, 128 bytes each
+// Memory: 3 bytes per group + 1 per row + 128 per distinct table. Packed weights take G/2 + 5 bytes per
 // group, so the overhead is 4.3% (G = 128), 8.1% (G = 64), 14.3% (G = 32), plus the dictionary: 16 zero
 // points x 2 signs x the distinct significand classes (a table rounds s' d, s' in [2^p, 2^(p+1)), d = 0..15,
 // to p + 1 bits: about 8 steps per d, so some 120 classes for E4M3 and 60 for E5M2; more only where
-// products saturate or scales are FP8-subnormal), about 250 KiB per matrix, at most 4 MiB (65536 entries).
+// products saturate or scales are FP8-subnormal), about 500 KiB per matrix, at most 8 MiB (65536 entries).
 // Making them costs 16 fp8Encode per group (about 75 ms per 45M weights on one core).
 #pragma once
 #include <cstddef>
@@ -31,11 +31,14 @@
 
 namespace w4a8 {
 
-// One distinct group table: W[q] for q = 0..15 as int16 words (vpermw) and as low / high bytes (vpshufb).
+// One distinct group table: W[q] for q = 0..15 as int16 words (vpermw), as low / high bytes (vpshufb; adjacent:
+// kernels load both at once), and as BF16 bits (exact: |W| <= 240 has at most 8 significant bits), to which the
+// AMX path adds the base exponent e.
 struct alignas(64) Int4TableEntry {
   int16_t words[16];
   uint8_t low[16];
   uint8_t high[16];
+  uint16_t bf16[16];
 };
 
 struct Int4Tables {
@@ -51,7 +54,9 @@ struct Int4Tables {
   std::vector<Int4TableEntry> entries;
   const uint16_t* indexRow(int n) const { return tableIndex.data() + (size_t)n * (cols / groupSize); }
   const int8_t* baseRow(int n) const { return baseExp.data() + (size_t)n * (cols / groupSize); }
-  size_t bytes() const { return tableIndex.size() * 2 + baseExp.size() + rowGeneric.size() + entries.size() * 64; }
+  size_t bytes() const {
+    return tableIndex.size() * 2 + baseExp.size() + rowGeneric.size() + entries.size() * sizeof(Int4TableEntry);
+  }
   // True when these tables were made from exactly w's arrays and shape.
   bool describes(const Int4WeightsView& w) const;
 };

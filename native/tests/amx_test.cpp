@@ -11,6 +11,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/dispatch.h"
+#include "kernels/int4_tables.h"
 #include "kernels/parallel.h"
 #include "quant/fp8_pack.h"
 #include "quant/int4_pack.h"
@@ -137,6 +138,15 @@ TEST(amx_w4a8_and_w4a16_match_reference_on_odd_and_even_shapes) {
       std::vector<uint16_t> y16((size_t)M * N);
       t->gemmW4A8(args({nullptr, y16.data(), N}), 0, N);
       checkBf16(y16, y, what);
+      // With the weights' prepared tables (read at G = 128): the same bits.
+      if (const auto tables = prepareInt4Tables(l.view())) {
+        Int4WeightsView view = l.view();
+        view.tables = tables.get();
+        std::vector<float> withTables((size_t)M * N);
+        t->gemmW4A8(W4A8GemmArgs{l.x8.data(), l.xScales.data(), c.af, M, view, {withTables.data(), nullptr, N}}, 0, N);
+        CHECK(std::memcmp(withTables.data(), y.data(), y.size() * 4) == 0, "%s: prepared tables change the outputs",
+              what.c_str());
+      }
     }
     {  // W4A16
       const std::string what = caseName("W4A16", c, seed);

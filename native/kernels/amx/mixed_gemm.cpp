@@ -23,9 +23,11 @@
 //   products     for each pair of A tiles and 32-token pair of B tiles, 2 x 2 C tiles accumulate over the
 //                k-block's chunks: ws is reused by every token pair, xv's k-block (L2) by every row pair of the
 //                panel. Partial sums live in a per-thread FP32 buffer acc = [panel row][token] between k-blocks.
-//                Up to 32 tokens (one token pair) nothing reuses ws, so interleavedTile decodes one A tile's 16
-//                rows one block (4 chunks) at a time into two small buffers in turn, issuing the previous block's
-//                tile products in between: the decode runs while the tile unit multiplies (10-23 % faster).
+//                Up to 32 tokens (one token pair) nothing reuses ws, so interleavedTile decodes the 16 rows of
+//                one A tile (32 rows, two A tiles, up to 16 tokens) one block (4 chunks) at a time through all of
+//                K into two small buffers in turn, issuing the previous block's tile products in between: the
+//                decode runs while the tile unit multiplies (10-23 % faster). W4A8 at G = 128 takes each
+//                group's BF16 table from the weights' prepared tables (kernels/int4_tables.h) when they exist.
 //   output       y[m][n] = (s_x[m] * s_c[n]) * acc[n][m] (W4A16: s_c[n] * acc[n][m]), as the reference rounds
 //                it, through 16 x 16 transposes of acc.
 // Every output element is one C element whose sum runs over k in increasing chunk order, whatever the N split,
@@ -116,47 +118,52 @@ void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, uin
     for (int c = 0; c < rowChunks; ++c) _mm512_store_si512(ws + ((size_t)r * rowChunks + c) * kChunkK, _mm512_setzero_si512());
 }
 
-// Block b of the panel's rows [n0, n0 + nr) into wb = [kInterleavedRows][CPB chunks][32] words (rows past nr
-// zero), prefetching each row `ahead` blocks further on (the row's next k-block, as decodeRows does);
-// firstOfKBlock: b is the k-block's first block. (Prefetches past the matrix are harmless: they never fault.)
-template <class Source>
-W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int b, int ahead, bool firstOfKBlock,
-                                         uint16_t* wb) {
+// Block b of the panel's rows [n0, n0 + nr) into wb = [kRows][CPB chunks][32] words (rows past nr zero),
+// prefetching each row's codes kAheadBlocks blocks further on and, every kAheadBlocks blocks, its group scales
+// and zero points (or prepared table indices and exponents) as far ahead. (Prefetches past the matrix are
+// harmless: they never fault.)
+constexpr int kAheadBlocks = 8;
+template <int kRows, class Source>
+W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int b, uint16_t* wb) {
   constexpr int CPB = Source::kChunksPerBlock;
   for (int r = 0; r < nr; ++r) {
     const typename Source::Row row = src.row(n0 + r);
-    _mm_prefetch((const char*)(row.codes + (size_t)(b + ahead) * 64), _MM_HINT_T0);
-    // The first k-block of a panel has no earlier k-block to have prefetched it: the next panel's is fetched one
-    // panel ahead (the hardware prefetcher does not follow rows read a line at a time; without this, rows of
+    _mm_prefetch((const char*)(row.codes + (size_t)(b + kAheadBlocks) * 64), _MM_HINT_T0);
+    // The first blocks of a panel have no earlier block to have prefetched them: the next panel's are fetched
+    // one panel ahead (the hardware prefetcher does not follow rows read a line at a time; without this, rows of
     // K = 2048 ran 5-13 % slower than the general path).
-    if (b < ahead) _mm_prefetch((const char*)(row.codes + kInterleavedRows * src.rowBytes() + (size_t)b * 64), _MM_HINT_T0);
-    // Scales and zero points likewise, once per row and k-block (other streams of every row, which the
-    // hardware prefetcher does not follow either: 8-10 % of a 16-token call waited for them).
-    if (firstOfKBlock) {
-      src.prefetchGroups(row, b + ahead, 0);
-      if (b == 0) src.prefetchGroups(row, 0, kInterleavedRows);
+    if (b < kAheadBlocks) _mm_prefetch((const char*)(row.codes + kRows * src.rowBytes() + (size_t)b * 64), _MM_HINT_T0);
+    // Scales and zero points likewise (other streams of every row, which the hardware prefetcher does not follow
+    // either: 8-10 % of a 16-token call waited for them).
+    if (b % kAheadBlocks == 0) {
+      src.prefetchGroups(row, b + kAheadBlocks, 0);
+      if (b == 0) src.prefetchGroups(row, 0, kRows);
     }
     decodeBlockTo(src, row, b, wb + (size_t)r * CPB * kChunkK);
   }
-  for (int r = nr; r < kInterleavedRows; ++r)
+  for (int r = nr; r < kRows; ++r)
     for (int c = 0; c < CPB; ++c) _mm512_store_si512(wb + ((size_t)r * CPB + c) * kChunkK, _mm512_setzero_si512());
 }
 
-// Up to two token blocks (M <= 32), one A tile (rows <= 16): its C tiles stay in tile registers over a whole
-// k-block, so the decode of block b + 1 runs while the tile unit works on block b (two small buffers in turn,
-// L1-resident) instead of after all of the tile products: about a third of a 16-token call was tile work that the
-// decode of the next rows did not overlap. Same sums in the same order as the general path.
-template <class Source, int NB>
-void interleavedTile(const Source& src, const ActivationTiles& x, int n0, int rows, int c0, int kc, uint16_t* wb,
-                     float* acc, size_t accRowBytes) {
-  constexpr int CPB = Source::kChunksPerBlock, NA = 1;  // one A tile: kInterleavedRows = 16 rows
-  const int b0 = c0 / CPB, b1 = (c0 + kc) / CPB;
-  const size_t bufferWords = (size_t)kInterleavedRows * CPB * kChunkK;
-  tileStart<NA, NB>(acc, accRowBytes, c0 == 0);
-  for (int b = b0; b <= b1; ++b) {
-    if (b < b1) decodeBlockRows(src, n0, rows, b, b1 - b0, b == b0, wb + (size_t)((b - b0) & 1) * bufferWords);
-    if (b > b0)
-      tileSteps<NA, NB>(reinterpret_cast<const uint8_t*>(wb + (size_t)((b - 1 - b0) & 1) * bufferWords), CPB * 64,
+// Up to two token blocks (M <= 32) and NA A tiles (rows <= 16 NA) through all of K: the C tiles stay in tile
+// registers for the whole row, and the decode of block b + 1 runs while the tile unit works on block b (two
+// small buffers in turn, L1-resident) instead of after all of the tile products (about a third of a 16-token
+// call was tile work that the decode of the next rows did not overlap). With one token block, two A tiles
+// (32 rows) give the tile unit two independent accumulator chains instead of one. (Measured, 2 threads, 8 and
+// 16 tokens, 8192x2048, 2048x8192, 2048x2048, 2026-12-01: the whole row in one pass was 3-20 % faster than
+// passes of 1024 k, which stored and reloaded C and drained the decode pipeline at each pass's end; passes of
+// 256 or 512 k were slower still.) Every C element sums its k in chunk order, as in the general path.
+template <class Source, int NA, int NB>
+void interleavedTile(const Source& src, const ActivationTiles& x, int n0, int rows, uint16_t* wb, float* acc,
+                     size_t accRowBytes) {
+  constexpr int CPB = Source::kChunksPerBlock, kRows = kInterleavedRows * NA;
+  const int blocks = x.chunks / CPB;
+  const size_t bufferWords = (size_t)kRows * CPB * kChunkK;
+  tileStart<NA, NB>(acc, accRowBytes, true);
+  for (int b = 0; b <= blocks; ++b) {
+    if (b < blocks) decodeBlockRows<kRows>(src, n0, rows, b, wb + (size_t)(b & 1) * bufferWords);
+    if (b > 0)
+      tileSteps<NA, NB>(reinterpret_cast<const uint8_t*>(wb + (size_t)((b - 1) & 1) * bufferWords), CPB * 64,
                         x.tile(0, (b - 1) * CPB), x.blockBytes(), CPB);
   }
   tileStore<NA, NB>(acc, accRowBytes);
@@ -202,18 +209,18 @@ void multiplyRows(const Source& src, const ActivationTiles& x, int M, int nBegin
   float* acc = static_cast<float*>(fast::threadScratch(fast::kScratchAccumulators, (size_t)kPanelRows * accRowBytes));
   const TileScope tiles;
   if (x.mBlocks <= 2) {
-    // Panels of one A tile, each through all of K before the next: its 16 rows are then 16 sequential streams,
-    // which the hardware prefetchers follow, where a 256-row panel interleaved 256 (A/B at 16 tokens, 2 threads,
-    // 4096x11008, 8192x2048, 2048x8192, 2048x2048: 4-10 % faster with 32-row panels than 256-row ones, and
-    // 1-14 % faster again with 16-row ones; 64-row panels were slower than 32). Its activation tiles (16 KiB a
-    // k-block and token block) stream from L2 once per panel.
-    for (int n0 = nBegin; n0 < nEnd; n0 += kInterleavedRows) {
-      const int rows = std::min(kInterleavedRows, nEnd - n0);
-      for (int c0 = 0; c0 < x.chunks; c0 += kKChunks) {
-        const int kc = std::min(kKChunks, x.chunks - c0);
-        if (x.mBlocks == 2) interleavedTile<Source, 2>(src, x, n0, rows, c0, kc, ws, acc, accRowBytes);
-        else interleavedTile<Source, 1>(src, x, n0, rows, c0, kc, ws, acc, accRowBytes);
-      }
+    // Panels of one or two A tiles, each through all of K before the next: its 16 or 32 rows are then sequential
+    // streams, which the hardware prefetchers follow, where a 256-row panel interleaved 256 (A/B at 16 tokens, 2
+    // threads, 4096x11008, 8192x2048, 2048x8192, 2048x2048: 4-10 % faster with 32-row panels than 256-row ones).
+    // Its activation tiles (K / 16 KiB per token block) stream from L2 once per panel.
+    const int panelRows = 2 * kInterleavedRows;
+    for (int n0 = nBegin; n0 < nEnd; n0 += panelRows) {
+      const int rows = std::min(panelRows, nEnd - n0);
+      const bool twoA = rows > kInterleavedRows;
+      if (x.mBlocks == 2 && twoA) interleavedTile<Source, 2, 2>(src, x, n0, rows, ws, acc, accRowBytes);
+      else if (x.mBlocks == 2) interleavedTile<Source, 1, 2>(src, x, n0, rows, ws, acc, accRowBytes);
+      else if (twoA) interleavedTile<Source, 2, 1>(src, x, n0, rows, ws, acc, accRowBytes);
+      else interleavedTile<Source, 1, 1>(src, x, n0, rows, ws, acc, accRowBytes);
       storePanel(acc, mPad, n0, rows, M, y, rowScales, channelScales);
     }
     return;

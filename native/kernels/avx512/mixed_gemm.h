@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "kernels/avx512/simd.h"
+#include "kernels/int4_tables.h"
 
 namespace w4a8::avx512 {
 namespace {
@@ -75,23 +76,34 @@ struct Int4Source {
     const uint8_t* codes;
     const float* scales;
     const uint8_t* zeros;
+    // The row's groups in the weights' prepared tables (kernels/int4_tables.h), when the source uses them and
+    // the row is not generic; else null.
+    const uint16_t* tableIndex;
+    const int8_t* baseExp;
   };
 
   const Int4WeightsView& w;
   Fp8Vec fp8;
   int groups, fullBlocks, blocks, tailBytes;
+  // W4A8 with G = 128 reads each group's table from the prepared tables when the weights have them: a BF16
+  // table is then a 32-byte load and an exponent add, where building it from the scale is an FP32 rounding
+  // chain of some ten operations per group and row (about a third of the AMX path's decode at 16 tokens).
+  const Int4Tables* prepared = nullptr;
 
   explicit Int4Source(const Int4WeightsView& view) : w(view), fp8(fast::fp8Params(view.format)) {
     groups = view.groups();
     fullBlocks = view.cols / kBlockK;
     tailBytes = (view.cols % kBlockK) / 2;
     blocks = fullBlocks + (tailBytes ? 1 : 0);
+    if (G == 128 && kTable == Int4Table::Fp8 && view.tables && view.tables->describes(view)) prepared = view.tables;
   }
 
   size_t rowBytes() const { return (size_t)w.cols / 2; }  // code bytes from one row to the next
   W4A8_ALWAYS_INLINE Row row(int n) const {
     const size_t g0 = (size_t)n * groups;
-    return {w.codes + (size_t)n * (w.cols / 2), w.groupScales + g0, w.zeros + g0};
+    const bool fromTables = prepared && !prepared->rowGeneric[n];
+    return {w.codes + (size_t)n * (w.cols / 2), w.groupScales + g0, w.zeros + g0,
+            fromTables ? prepared->tableIndex.data() + g0 : nullptr, fromTables ? prepared->baseExp.data() + g0 : nullptr};
   }
   bool shortPath(int n) const {
     return kTable == Int4Table::Bf16 || fast::rowScalesWithin(w, n, 0.0f, 0x1p100f);
@@ -100,6 +112,7 @@ struct Int4Source {
   // scan of its own ahead of the decode).
   W4A8_ALWAYS_INLINE bool blockShort(const Row& r, int b) const {
     if constexpr (kTable == Int4Table::Bf16) return true;
+    if (r.tableIndex) return true;  // (the prepared table serves both roundings)
     constexpr int kGroups = kBlockK / G;
     bool ok = true;
 #pragma GCC unroll 4
@@ -120,6 +133,11 @@ struct Int4Source {
   // a block's groups never span more than 4 scales).
   W4A8_ALWAYS_INLINE void prefetchGroups(const Row& r, int b, int rows) const {
     const size_t g = (size_t)rows * groups + (size_t)b * (kBlockK / G);
+    if (r.tableIndex) {  // (rows further down are assumed to use the tables too; a generic one only misses)
+      _mm_prefetch((const char*)(r.tableIndex + g), _MM_HINT_T0);
+      _mm_prefetch((const char*)(r.baseExp + g), _MM_HINT_T0);
+      return;
+    }
     _mm_prefetch((const char*)(r.scales + g), _MM_HINT_T0);
     _mm_prefetch((const char*)(r.zeros + g), _MM_HINT_T0);
   }
@@ -156,6 +174,15 @@ struct Int4Source {
   static constexpr int kTablesPerBlock = G == 32 ? 2 : 1;
   template <bool kShort, bool kTail>
   W4A8_ALWAYS_INLINE void tables(const Row& r, int b, __m512i* t) const {
+    if constexpr (G == 128 && kTable == Int4Table::Fp8) {
+      if (r.tableIndex) {  // prepared: bf16(W) 2^e, e added to the exponent of the nonzero entries (all stay normal)
+        const __m512i table =
+            _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)prepared->entries[r.tableIndex[b]].bf16));
+        t[0] = _mm512_mask_add_epi16(table, _mm512_test_epi16_mask(table, table), table,
+                                     _mm512_set1_epi16((int16_t)(r.baseExp[b] * 128)));
+        return;
+      }
+    }
     if constexpr (G == 128) {
       t[0] = lut<kShort, kTail>(r, b, b);  // same table in both halves: index bit 4 is ignored
     } else if constexpr (G == 64) {
