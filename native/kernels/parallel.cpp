@@ -5,6 +5,10 @@ namespace {
 
 // Below this many multiply-adds a call runs on the calling thread: waking workers costs more.
 constexpr double kMinParallelMacs = 1 << 18;
+// Activation quantization splits rows over the pool from this many elements: about 0.5 ns each on one core
+// (division-bound), so 16 rows of 2048 take ~16 us against a few us to wake the workers. (With the GEMMs'
+// threshold, every decode step of up to 32 rows of the 1B model quantized on one thread: ~2 ms of a 16-row step.)
+constexpr double kMinParallelQuantize = 1 << 15;
 // Chunks per pool thread: a few, so that a thread that loses its core is covered by the others. Each
 // chunk converts the activations again (M x K, small next to the chunk's N/chunks x M x K work).
 constexpr int kChunksPerThread = 4;
@@ -45,7 +49,7 @@ void gemmF32Parallel(const F32GemmArgs& a) { gemmF32Parallel(activeKernels(), gl
 
 void quantizeActivationsDynamicParallel(const float* x, int M, int K, Fp8Format f, uint8_t* x8, float* xScales) {
   const KernelTable& k = activeKernels();
-  if (macs(M, 1, K) < kMinParallelMacs) return k.quantizeActivationsDynamic(x, M, K, f, x8, xScales);
+  if (M < 2 || macs(M, 1, K) < kMinParallelQuantize) return k.quantizeActivationsDynamic(x, M, K, f, x8, xScales);
   globalThreadPool().parallelFor(M, 1, [&](int begin, int end) {
     k.quantizeActivationsDynamic(x + (size_t)begin * K, end - begin, K, f, x8 + (size_t)begin * K, xScales + begin);
   });
@@ -54,7 +58,7 @@ void quantizeActivationsDynamicParallel(const float* x, int M, int K, Fp8Format 
 void quantizeActivationsStaticParallel(const float* x, int M, int K, float scale, Fp8Format f, uint8_t* x8,
                                        float* xScales) {
   const KernelTable& k = activeKernels();
-  if (macs(M, 1, K) < kMinParallelMacs) return k.quantizeActivationsStatic(x, M, K, scale, f, x8, xScales);
+  if (M < 2 || macs(M, 1, K) < kMinParallelQuantize) return k.quantizeActivationsStatic(x, M, K, scale, f, x8, xScales);
   globalThreadPool().parallelFor(M, 1, [&](int begin, int end) {
     k.quantizeActivationsStatic(x + (size_t)begin * K, end - begin, K, scale, f, x8 + (size_t)begin * K,
                                 xScales + begin);
