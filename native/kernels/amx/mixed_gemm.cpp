@@ -149,7 +149,8 @@ W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, int n0, int nr, int b
 // registers for the whole row, and the decode of block b + 1 runs while the tile unit works on block b (two
 // small buffers in turn, L1-resident) instead of after all of the tile products (about a third of a 16-token
 // call was tile work that the decode of the next rows did not overlap). With one token block, two A tiles
-// (32 rows) give the tile unit two independent accumulator chains instead of one. (Measured, 2 threads, 8 and
+// (32 rows) give the tile unit two independent accumulator chains instead of one (two token blocks already give
+// two). (Measured, 2 threads, 8 and
 // 16 tokens, 8192x2048, 2048x8192, 2048x2048, 2026-12-01: the whole row in one pass was 3-20 % faster than
 // passes of 1024 k, which stored and reloaded C and drained the decode pipeline at each pass's end; passes of
 // 256 or 512 k were slower still.) Every C element sums its k in chunk order, as in the general path.
@@ -213,13 +214,13 @@ void multiplyRows(const Source& src, const ActivationTiles& x, int M, int nBegin
     // streams, which the hardware prefetchers follow, where a 256-row panel interleaved 256 (A/B at 16 tokens, 2
     // threads, 4096x11008, 8192x2048, 2048x8192, 2048x2048: 4-10 % faster with 32-row panels than 256-row ones).
     // Its activation tiles (K / 16 KiB per token block) stream from L2 once per panel.
-    const int panelRows = 2 * kInterleavedRows;
+    // (Two A tiles with two token blocks, four chains, measured no better than one A tile on three shapes and
+    // two CPUs, 2026-12-01: mixed, within the noise.)
+    const int panelRows = x.mBlocks == 1 ? 2 * kInterleavedRows : kInterleavedRows;
     for (int n0 = nBegin; n0 < nEnd; n0 += panelRows) {
       const int rows = std::min(panelRows, nEnd - n0);
-      const bool twoA = rows > kInterleavedRows;
-      if (x.mBlocks == 2 && twoA) interleavedTile<Source, 2, 2>(src, x, n0, rows, ws, acc, accRowBytes);
-      else if (x.mBlocks == 2) interleavedTile<Source, 1, 2>(src, x, n0, rows, ws, acc, accRowBytes);
-      else if (twoA) interleavedTile<Source, 2, 1>(src, x, n0, rows, ws, acc, accRowBytes);
+      if (x.mBlocks == 2) interleavedTile<Source, 1, 2>(src, x, n0, rows, ws, acc, accRowBytes);
+      else if (rows > kInterleavedRows) interleavedTile<Source, 2, 1>(src, x, n0, rows, ws, acc, accRowBytes);
       else interleavedTile<Source, 1, 1>(src, x, n0, rows, ws, acc, accRowBytes);
       storePanel(acc, mPad, n0, rows, M, y, rowScales, channelScales);
     }
