@@ -3,7 +3,7 @@
 // Needs dist/ (npm run build:ts) and an addon built with CUDA, on a machine with a Hopper GPU.
 //
 //   node bench/cuda-e2e.mjs [--shape 7b|1b] [--layers N] [--tokens N] [--cpu] [--lm-head bf16|w4a8]
-//                           [--kv-cache f32|bf16] [--json PATH]
+//                           [--kv-cache bf16|f32] [--json PATH]
 //
 // 1. Correctness: a small synthetic model (RTN-packed: e4m3fn, Gaudi-2 e4m3, and e4m3fn with a W4A8 lm_head)
 //    generates the same greedy tokens on 'cuda' and 'cpu'; backend info says which device ran.
@@ -19,7 +19,7 @@ const { values: args } = parseArgs({
   options: {
     shape: { type: 'string', default: '7b' }, layers: { type: 'string' }, tokens: { type: 'string', default: '64' },
     cpu: { type: 'boolean', default: false }, json: { type: 'string' }, 'lm-head': { type: 'string', default: 'bf16' },
-    'kv-cache': { type: 'string', default: 'f32' },
+    'kv-cache': { type: 'string', default: 'bf16' },
   },
 });
 const pkg = await import('../dist/index.js');

@@ -92,7 +92,7 @@ function usage() {
   --clean               remove the files this run built from the cache at the end
   --lm-head H           w4a8's lm_head: bf16 (default) or w4a8 (packed like the linear layers, as
                         \`w4a8 pack --lm-head w4a8\` does; llama.cpp's output matrix is Q6_K either way)
-  --kv-cache T          w4a8's KV cache: f32 (default) or bf16 (llama.cpp's is F16 either way)
+  --kv-cache T          w4a8's KV cache: bf16 (default, as the runtime's) or f32 (llama.cpp's is F16 either way)
   --out DIR             where the JSON and SVG go (default bench/results)
   --replot FILE.json    only redraw the SVG of an earlier run
   --help`;
@@ -141,8 +141,8 @@ function readOptions(argv) {
     clean: Boolean(v.clean),
     lmHead: v['lm-head'] === undefined || v['lm-head'] === 'bf16' ? 'bf16'
       : v['lm-head'] === 'w4a8' ? 'w4a8' : fail(`--lm-head must be bf16 or w4a8, got '${v['lm-head']}'`),
-    kvCache: v['kv-cache'] === undefined || v['kv-cache'] === 'f32' ? 'f32'
-      : v['kv-cache'] === 'bf16' ? 'bf16' : fail(`--kv-cache must be f32 or bf16, got '${v['kv-cache']}'`),
+    kvCache: v['kv-cache'] === undefined || v['kv-cache'] === 'bf16' ? 'bf16'
+      : v['kv-cache'] === 'f32' ? 'f32' : fail(`--kv-cache must be bf16 or f32, got '${v['kv-cache']}'`),
     settle: v.settle ? positiveInteger(v.settle, 'settle') : 0,
     repeat: v.repeat ? positiveInteger(v.repeat, 'repeat') : v.quick ? 1 : 2,
     out: path.resolve(v.out ?? path.join(ROOT, 'bench', 'results')),
@@ -555,7 +555,7 @@ async function runParent(opts) {
 
   printReport(report);
   mkdirSync(opts.out, { recursive: true });
-  const name = `e2e-${slug(machine.cpu)}-${opts.threads}t${opts.quick ? '-quick' : ''}${headSuffix(opts)}${opts.kvCache === 'bf16' ? '-kv-bf16' : ''}`;
+  const name = `e2e-${slug(machine.cpu)}-${opts.threads}t${opts.quick ? '-quick' : ''}${headSuffix(opts)}${opts.kvCache === 'f32' ? '-kv-f32' : ''}`;
   const jsonFile = path.join(opts.out, `${name}.json`), svgFile = path.join(opts.out, `${name}.svg`);
   writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(svgFile, renderSvg(report));

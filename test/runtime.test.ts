@@ -45,7 +45,8 @@ describe('native Llama runtime', () => {
     { groupSize: 64 as const, weightFormat: 'e4m3fn' as const, lmHead: 'w4a8' as const },
   ])('matches the float64 W4A8 reference at every position (G=$groupSize, $weightFormat, lm_head $lmHead)', async (o) => {
     const { packed } = await smallModel(o);
-    const model = W4a8Model.fromPacked(packed);
+    // An FP32 cache: the reference keeps keys and values in full precision (the BF16 default is checked below).
+    const model = W4a8Model.fromPacked(packed, { kvCache: 'f32' });
     const tokens = [256, 72, 101, 108, 108, 111, 32, 119, 111, 114];
     const want = packedLogits(packed, tokens);
     // Prefill all tokens at once, then feed them one by one in a second sequence: both match.
@@ -234,11 +235,11 @@ describe('full-precision reference model and calibration hooks', () => {
     expect(worst).toBeGreaterThan(0);  // the cache did round (an FP32 cache stays within 1e-4, above)
     handle.dispose();
     const { packed } = await smallModel();
-    const model = W4a8Model.fromPacked(packed, { kvCache: 'bf16' });
-    expect(model.kvCache).toBe('bf16');
+    const model = W4a8Model.fromPacked(packed, { kvCache: 'f32' });
+    expect(model.kvCache).toBe('f32');
     expect((await model.complete('Hello', { temperature: 0, maxTokens: 8 })).tokenIds).toHaveLength(8);
     await model.dispose();
-    expect(W4a8Model.fromPacked(packed).kvCache).toBe('f32');
+    expect(W4a8Model.fromPacked(packed).kvCache).toBe('bf16');  // the default
     expect(() => W4a8Model.fromPacked(packed, { kvCache: 'f16' as 'bf16' })).toThrow(expect.objectContaining({ code: 'E_OPTION' }));
   });
 

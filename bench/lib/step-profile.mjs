@@ -25,7 +25,7 @@ const { values: v } = parseArgs({
 });
 if (v.help) {
   console.log(`usage: node bench/lib/step-profile.mjs [--model FILE.w4a8] [--batches 1,16] [--steps 32] [--prompt 16]
-  [--modes native,engine] [--quiet (no per-part profile)] [--kv-cache f32|bf16]
+  [--modes native,engine] [--quiet (no per-part profile)] [--kv-cache bf16|f32]
   default model: ${path.join(os.tmpdir(), 'w4a8-bench', 'synthetic-1b.v1.w4a8')} (run npm run bench:e2e -- --quick once to build it)`);
   process.exit(0);
 }

@@ -26,7 +26,7 @@ import { loadSequences, tokenizeText } from '../quant/data.js';
 import { evaluateModel } from '../quant/evaluate.js';
 import { cutSequences, readTokenFile, sampleSequences, writeTokenFile } from '../quant/tokens.js';
 import type { GroupSize } from '../weights.js';
-import { KV_CACHE_TYPES } from '../model/types.js';
+import { DEFAULT_KV_CACHE, KV_CACHE_TYPES } from '../model/types.js';
 import { choice } from './generate.js';
 
 export const EVAL_USAGE = `w4a8 eval <model.w4a8 | model-dir | file.bin> [options]
@@ -38,7 +38,7 @@ export const EVAL_USAGE = `w4a8 eval <model.w4a8 | model-dir | file.bin> [option
   --context N          window length (default min(512, model context)); --stride N (default context/2)
   --max-tokens N       evaluate at most N tokens of --text (default all)
   --json FILE          also write the result as JSON
-  --kv-cache f32|bf16  KV cache elements of the evaluated model (default f32)
+  --kv-cache bf16|f32  KV cache elements of the evaluated model (default bf16)
 w4a8 eval --models [DIR] [--group G] [--json FILE]
   every trained model under DIR (default ../shared/models or W4A8_MODELS): FP32, W4A16-RTN, W4A8-RTN,
   W4A8-GPTQ, W4A8-DPQ, W4A8-DPQ+GAR on the same data, as a Markdown table (npm run eval)
@@ -109,7 +109,7 @@ export async function evalCommand(args: string[], output: EvalOutput = DEFAULT_O
   let config: ModelConfig;
   let handle: NativeModelHandle;
   let tokenizer: { tokenizerJson?: string; tokenizerConfigJson?: string };
-  const kvCache = choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', 'f32');
+  const kvCache = choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', DEFAULT_KV_CACHE);
   if (await isPacked(file)) {
     const packed = await readPackedModel(file);
     config = packed.config;

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { defaultModelFile } from '../default-model.js';
 import { W4a8Error } from '../errors.js';
 import { W4a8Model, type GenerateOptions } from '../model/model.js';
-import { KV_CACHE_TYPES } from '../model/types.js';
+import { DEFAULT_KV_CACHE, KV_CACHE_TYPES } from '../model/types.js';
 
 export const GENERATE_USAGE = `w4a8 generate [model.w4a8] [prompt] [options]
   model.w4a8           a packed model (or --model FILE); the first argument is taken as the model when
@@ -21,7 +21,8 @@ export const GENERATE_USAGE = `w4a8 generate [model.w4a8] [prompt] [options]
   --tokens 1,2,3       the prompt as token ids (models without a tokenizer)
   --chat               wrap the prompt as a user message in the model's chat template
   --context N          context length (default: the model's)
-  --kv-cache f32|bf16  KV cache elements on the CPU (default f32; bf16: half the memory per token)`;
+  --kv-cache bf16|f32  KV cache elements (default bf16; f32: twice the memory per token, attention as the FP32
+                       reference computes it)`;
 
 export function numberOption(value: string | undefined, name: string, fallback: number, integer = false): number {
   if (value === undefined) return fallback;
@@ -64,7 +65,7 @@ export async function generateCommand(args: string[]): Promise<void> {
   const model = await W4a8Model.load(path, {
     contextLength: values.context === undefined ? undefined : numberOption(values.context, 'context', 0, true),
     maxBatch: Math.max(batch, 1),
-    kvCache: choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', 'f32'),
+    kvCache: choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', DEFAULT_KV_CACHE),
   });
   try {
     const promptIds = values.tokens !== undefined ? values.tokens.split(',').map((t) => numberOption(t.trim(), 'tokens', 0, true)) : undefined;

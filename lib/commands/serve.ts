@@ -4,11 +4,11 @@ import { parseArgs } from 'node:util';
 import { W4a8Error } from '../errors.js';
 import { W4a8Model } from '../model/model.js';
 import { createServer } from '../server/server.js';
-import { KV_CACHE_TYPES } from '../model/types.js';
+import { DEFAULT_KV_CACHE, KV_CACHE_TYPES } from '../model/types.js';
 import { choice, numberOption } from './generate.js';
 
 export const SERVE_USAGE = `w4a8 serve <model.w4a8> [--port 8080] [--host 127.0.0.1] [--name w4a8]
-  [--max-batch 32] [--context N] [--max-queue 1024] [--kv-cache f32|bf16]`;
+  [--max-batch 32] [--context N] [--max-queue 1024] [--kv-cache bf16|f32]`;
 
 export interface RunningServer {
   /** http://host:port with the port the server is bound to (the OS picks one for --port 0). */
@@ -35,7 +35,7 @@ export async function startServer(args: string[]): Promise<RunningServer> {
     maxBatch: numberOption(values['max-batch'], 'max-batch', 32, true),
     contextLength: values.context === undefined ? undefined : numberOption(values.context, 'context', 0, true),
     maxQueue: numberOption(values['max-queue'], 'max-queue', 1024, true),
-    kvCache: choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', 'f32'),
+    kvCache: choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', DEFAULT_KV_CACHE),
   });
   const server = createServer(model, { modelName: values.name ?? 'w4a8' });
   try {

@@ -13,7 +13,7 @@ import { createNativeModel } from './native-model.js';
 import { resolveSampling, type SamplingOptions } from './sampler.js';
 import { TextStream } from './text-stream.js';
 import { TextTokenizer, type ChatMessage } from './tokenizer.js';
-import { KV_CACHE_TYPES, type KvCacheType, type ModelConfig, type PackedModel, type QuantConfig } from './types.js';
+import { DEFAULT_KV_CACHE, KV_CACHE_TYPES, type KvCacheType, type ModelConfig, type PackedModel, type QuantConfig } from './types.js';
 import { checkChoice } from '../validate.js';
 
 export type { KvCacheType };
@@ -36,9 +36,9 @@ export interface ModelOptions {
    */
   device?: Device;
   /**
-   * KV cache elements: 'f32' (default; attention as the FP32 reference computes it) or 'bf16' (half the memory
-   * per cached token and half the bytes attention reads; keys and values rounded to nearest even, attention
-   * still computes in FP32). CPU and GPU alike.
+   * KV cache elements: 'bf16' (default: half the memory per cached token and half the bytes attention reads; keys
+   * and values rounded to nearest even, attention still computes in FP32) or 'f32' (attention as the FP32
+   * reference computes it). CPU and GPU alike.
    */
   kvCache?: KvCacheType;
 }
@@ -94,7 +94,7 @@ export class W4a8Model {
     this.quant = packed.quant;
     this.contextLength = positiveInteger(options.contextLength, 'contextLength', packed.config.maxSeqLen, packed.config.maxSeqLen);
     if (packed.tokenizerJson) this.tokenizer = new TextTokenizer(packed.tokenizerJson, packed.tokenizerConfigJson, packed.chatTemplate);
-    this.kvCacheType = checkChoice(options.kvCache, KV_CACHE_TYPES, 'kvCache', 'f32');
+    this.kvCacheType = checkChoice(options.kvCache, KV_CACHE_TYPES, 'kvCache', DEFAULT_KV_CACHE);
     this.handle = createNativeModel(packed, this.kvCacheType);
     const maxBatch = positiveInteger(options.maxBatch, 'maxBatch', 16, 4096);
     this.engine = new BatchEngine(this.handle, {
