@@ -87,7 +87,8 @@ struct Int4Source {
   int groups, fullBlocks, blocks, tailBytes;
   // W4A8 with G = 128 reads each group's table from the prepared tables when the weights have them: a BF16
   // table is then a 32-byte load and an exponent add, where building it from the scale is an FP32 rounding
-  // chain of some ten operations per group and row (about a third of the AMX path's decode at 16 tokens).
+  // chain of some ten operations per group and row. (Fewer instructions; alone it measured within the noise at
+  // 16 tokens on the AMX path, 2026-12-01, which is bound by more than the decode's instruction count.)
   const Int4Tables* prepared = nullptr;
 
   explicit Int4Source(const Int4WeightsView& view) : w(view), fp8(fast::fp8Params(view.format)) {
