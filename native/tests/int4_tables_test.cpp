@@ -77,7 +77,8 @@ TEST(int4_tables_hold_the_reference_fp8_weights_exactly) {
             const uint32_t bf16Bits = (uint32_t)e.bf16[q] << 16;
             float fromBf16;
             std::memcpy(&fromBf16, &bf16Bits, 4);
-            CHECK(value == decode[l.w8[(size_t)n * l.K + k]] && fromBytes == e.words[q] && fromBf16 == (float)e.words[q],
+            CHECK(value == decode[l.w8[(size_t)n * l.K + k]] && fromBytes == e.words[q] &&
+                      fromBf16 == (float)e.words[q],
                   "%s G=%d n=%d k=%d: %g vs %g", formatName(wf), G, n, k, value, decode[l.w8[(size_t)n * l.K + k]]);
           }
         }

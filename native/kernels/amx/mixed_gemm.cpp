@@ -118,10 +118,10 @@ void decodeRows(const Source& src, int n0, int nr, int nPad, int b0, int b1, uin
     for (int c = 0; c < rowChunks; ++c) _mm512_store_si512(ws + ((size_t)r * rowChunks + c) * kChunkK, _mm512_setzero_si512());
 }
 
-// Block b of the panel's rows (their streams in panel[0, nr)) into wb = [kRows][CPB chunks][32] words (rows past nr zero),
-// prefetching each row's codes kAheadBlocks blocks further on and, every kAheadBlocks blocks, its group scales
-// and zero points (or prepared table indices and exponents) as far ahead. (Prefetches past the matrix are
-// harmless: they never fault.)
+// Block b of the panel's rows (their streams in panel[0, nr)) into wb = [kRows][CPB chunks][32] words (rows
+// past nr zero), prefetching each row's codes kAheadBlocks blocks further on and, every kAheadBlocks blocks, its
+// group scales and zero points (or prepared table indices and exponents) as far ahead. (Prefetches past the
+// matrix are harmless: they never fault.)
 constexpr int kAheadBlocks = 8;
 template <int kRows, class Source>
 W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, const typename Source::Row* panel, int nr, int b,
@@ -151,10 +151,10 @@ W4A8_ALWAYS_INLINE void decodeBlockRows(const Source& src, const typename Source
 // small buffers in turn, L1-resident) instead of after all of the tile products (about a third of a 16-token
 // call was tile work that the decode of the next rows did not overlap). With one token block, two A tiles
 // (32 rows) give the tile unit two independent accumulator chains instead of one (two token blocks already give
-// two). (Measured, 2 threads, 8 and
-// 16 tokens, 8192x2048, 2048x8192, 2048x2048, 2026-12-01: the whole row in one pass was 3-20 % faster than
-// passes of 1024 k, which stored and reloaded C and drained the decode pipeline at each pass's end; passes of
-// 256 or 512 k were slower still.) Every C element sums its k in chunk order, as in the general path.
+// two). (Measured, 2 threads, 8 and 16 tokens, 8192x2048, 2048x8192, 2048x2048, 2026-12-01: the whole row in one
+// pass was 3-20 % faster than passes of 1024 k, which stored and reloaded C and drained the decode pipeline at
+// each pass's end; passes of 256 or 512 k were slower still.) Every C element sums its k in chunk order, as in
+// the general path.
 template <class Source, int NA, int NB>
 void interleavedTile(const Source& src, const ActivationTiles& x, int n0, int rows, uint16_t* wb, float* acc,
                      size_t accRowBytes) {

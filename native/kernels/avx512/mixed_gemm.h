@@ -104,7 +104,7 @@ struct Int4Source {
     const size_t g0 = (size_t)n * groups;
     const bool fromTables = prepared && !prepared->rowGeneric[n];
     return {w.codes + (size_t)n * (w.cols / 2), w.groupScales + g0, w.zeros + g0,
-            fromTables ? prepared->tableIndex.data() + g0 : nullptr, fromTables ? prepared->baseExp.data() + g0 : nullptr};
+            fromTables ? prepared->indexRow(n) : nullptr, fromTables ? prepared->baseRow(n) : nullptr};
   }
   bool shortPath(int n) const {
     return kTable == Int4Table::Bf16 || fast::rowScalesWithin(w, n, 0.0f, 0x1p100f);
