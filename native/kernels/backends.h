@@ -36,7 +36,7 @@ void gemmW4A16(const W4A16GemmArgs& a, int nBegin, int nEnd);
 }  // namespace avx512bf16
 
 // kernels/avx512/w4a8_vnni.cpp: W4A8 on exact int16 products with AVX512-VNNI vpdpwssd (any M, batch-invariant;
-// the avx512 and amx tables use it below 8 tokens where the CPU has AVX512-VNNI).
+// the avx512 and amx tables use it below 8 tokens (avx512: 3 on AMD) where the CPU has AVX512-VNNI).
 namespace avx512vnni {
 void gemmW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd);
 }  // namespace avx512vnni

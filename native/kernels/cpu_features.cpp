@@ -43,7 +43,10 @@ CpuFeatures detect() {
   const bool osYmm = (xcr0 & 0x6) == 0x6;           // SSE and AVX state
   const bool osZmm = (xcr0 & 0xE6) == 0xE6;         // + opmask, ZMM_Hi256, Hi16_ZMM
   const bool osTile = (xcr0 & 0x60000) == 0x60000;  // XTILECFG, XTILEDATA
-  unsigned maxLeaf = __get_cpuid_max(0, nullptr);
+  const unsigned maxLeaf = __get_cpuid_max(0, nullptr);
+  unsigned vendor[3];
+  __cpuid(0, eax, vendor[0], vendor[2], vendor[1]);  // the vendor string is ebx, edx, ecx
+  f.amd = !std::memcmp(vendor, "AuthenticAMD", 12);
   if (maxLeaf < 7 || !osYmm) return f;
   __cpuid_count(7, 0, eax, ebx, ecx, edx);
   f.avx2 = ebx & (1u << 5);

@@ -14,6 +14,8 @@ struct CpuFeatures {
   bool avx512vnni = false;                                             // vpdpwssd (W4A8 on int16 products)
   bool amxBf16 = false, amxTile = false;                               // + OS support for tile state
   bool amxPermission = false;  // the OS let this process use tile data (AMX counts only with it)
+  // cpuid vendor "AuthenticAMD": tunes where the avx512 backend's W4A8 switches from VNNI to vdpbf16ps (dispatch.cpp)
+  bool amd = false;
   bool avx2Backend() const { return avx2 && fma && f16c; }
   bool avx512Backend() const { return avx2Backend() && avx512f && avx512bw && avx512vl && avx512dq && avx512vbmi; }
   // AMX tiles for M >= 16 and the AVX-512 vdpbf16ps path below (kernels/amx/).

@@ -96,14 +96,19 @@ const KernelTable kAvx512Bf16Named = {
     0, nullptr, nullptr, nullptr,
 };
 
-// "avx512" on a CPU with AVX512-VNNI: W4A8 on exact int16 products (vpdpwssd) below kVnniMaxRows tokens, where
-// it is faster; from there on the vdpbf16ps (or FP32 FMA) body, which is as fast for activations needing one
-// int16 plane and twice as fast for wide ones (two planes; measured: bench/results/xeon-vnni.md). Like amx,
-// the W4A8 entry switches at that M, and the pooled entry (from pooledMinRows = kVnniMaxRows) is the other
-// body split over the pool, so that a batch is processed by one body whatever the split.
-constexpr int kVnniMaxRows = 8;
+// "avx512" on a CPU with AVX512-VNNI: W4A8 on exact int16 products (vpdpwssd) below kMaxRows tokens, where it
+// is faster; from there on the vdpbf16ps (or FP32 FMA) body, which is as fast for activations needing one int16
+// plane and twice as fast for wide ones (two planes; measured: bench/results/xeon-vnni.md). Like amx, the W4A8
+// entry switches at that M, and the pooled entry (from pooledMinRows = kMaxRows) is the other body split over
+// the pool, so that a batch is processed by one body whatever the split.
+// Where it switches: 8 tokens on Intel (Xeon measurements above). AMD Zen 4 runs vpermw and vdpbf16ps at one zmm
+// a cycle, and there vdpbf16ps is as fast from 2 tokens and faster from 3 (W4A8 8192x2048, 2 threads: 0.750 ms
+// both at M = 2; 0.780 against 0.955 at 3; 0.811 against 1.258 at 4; 1.318 against 1.879 at 7; 2026-12-02), so
+// on AMD the switch is at 3.
+constexpr int kVnniMaxRows = 8, kVnniMaxRowsAmd = 3;
+template <int kMaxRows>
 void avx512VnniW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
-  if (a.M < kVnniMaxRows) avx512vnni::gemmW4A8(a, nBegin, nEnd);
+  if (a.M < kMaxRows) avx512vnni::gemmW4A8(a, nBegin, nEnd);
   else avx512bf16::gemmW4A8(a, nBegin, nEnd);
 }
 void avx512FmaVnniW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
@@ -117,7 +122,7 @@ const KernelTable kAvx512Vnni = {
     "avx512",
     "AVX-512 VNNI vpdpwssd for W4A8 below 8 tokens (exact int16 products of FP8 group tables and activation "
     "planes), vdpbf16ps otherwise (exact BF16 products); FP32 accumulation",
-    avx512VnniW4A8,
+    avx512VnniW4A8<kVnniMaxRows>,
     avx512bf16::gemmW8A8,
     avx512bf16::gemmW4A16,
     avx512::gemmF32,
@@ -125,6 +130,20 @@ const KernelTable kAvx512Vnni = {
     avx512::quantizeActivationsStatic,
     fast::lutDequantInt4ToFp8,
     kVnniMaxRows, avx512Bf16W4A8Pooled, nullptr, nullptr,
+};
+
+const KernelTable kAvx512VnniAmd = {
+    "avx512",
+    "AVX-512 VNNI vpdpwssd for W4A8 below 3 tokens (exact int16 products of FP8 group tables and activation "
+    "planes), vdpbf16ps otherwise (exact BF16 products); FP32 accumulation",
+    avx512VnniW4A8<kVnniMaxRowsAmd>,
+    avx512bf16::gemmW8A8,
+    avx512bf16::gemmW4A16,
+    avx512::gemmF32,
+    avx512::quantizeActivationsDynamic,
+    avx512::quantizeActivationsStatic,
+    fast::lutDequantInt4ToFp8,
+    kVnniMaxRowsAmd, avx512Bf16W4A8Pooled, nullptr, nullptr,
 };
 
 const KernelTable kAvx512FmaVnniAsAvx512 = {
@@ -190,7 +209,7 @@ const char* const kNames[] = {"reference", "avx2", "avx512-fma", "avx512-bf16", 
 #if W4A8_X86_BACKENDS
 // What the public name "avx512" runs on an AVX-512 CPU.
 const KernelTable* avx512Table(const CpuFeatures& cpu) {
-  if (cpu.avx512bf16) return cpu.avx512vnni ? &kAvx512Vnni : &kAvx512Bf16;
+  if (cpu.avx512bf16) return cpu.avx512vnni ? (cpu.amd ? &kAvx512VnniAmd : &kAvx512Vnni) : &kAvx512Bf16;
   return cpu.avx512vnni ? &kAvx512FmaVnniAsAvx512 : &kAvx512FmaAsAvx512;
 }
 #endif
@@ -218,7 +237,10 @@ std::string describeCpu(const CpuFeatures& cpu) {
                                                           : "; no AMX";
   if (cpu.avx512Backend())
     return std::string(cpu.avx512bf16 ? "AVX512 F/BW/VL/DQ/VBMI + AVX512-BF16" : "AVX512 F/BW/VL/DQ/VBMI, no AVX512-BF16") +
-           (cpu.avx512vnni ? " + AVX512-VNNI (W4A8 below 8 tokens on vpdpwssd)" : ", no AVX512-VNNI") + amxNote;
+           (cpu.avx512vnni ? " + AVX512-VNNI (W4A8 below " + std::to_string(avx512Table(cpu)->pooledMinRows) +
+                                  " tokens on vpdpwssd)"
+                            : ", no AVX512-VNNI") +
+           amxNote;
   if (cpu.avx2Backend()) return "AVX2+FMA+F16C, no AVX512 F/BW/VL/DQ/VBMI";
   return "no AVX2+FMA+F16C";
 #endif

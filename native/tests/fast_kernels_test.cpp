@@ -331,7 +331,7 @@ TEST(w4a8_group_tables_match_reference_at_the_saturation_edge) {
   // Group scales whose largest product |s| max|q - z| lands on, just below and just above the largest
   // finite FP8 value, and on the midpoints past it: a row takes the table path without the clamp only when
   // no product of any of its groups exceeds that value (the kernels decide it per row from s and z).
-  // M = 1 and 3 (the VNNI path below 8 tokens), every group size.
+  // M = 1 and 3 (the avx512 VNNI path below 8 tokens; on AMD, M = 3 is past its switch), every group size.
   const int N = 8, K = 256;
   for (int G : {32, 64, 128})
   for (int M : {1, 3})
@@ -718,20 +718,20 @@ TEST(w4a8_vnni_is_used_where_the_cpu_has_it_and_not_elsewhere) {
   amx.amxTile = amx.amxBf16 = amx.amxPermission = amxNoVnni.amxTile = amxNoVnni.amxBf16 = amxNoVnni.amxPermission = true;
   CHECK(kernelsFor("amx", amx)->gemmW4A8 != kernelsFor("amx", amxNoVnni)->gemmW4A8, "amx: VNNI below kMinRows");
   CHECK(kernelsFor("amx", amx)->gemmW4A8Pooled == kernelsFor("amx", amxNoVnni)->gemmW4A8Pooled, "amx tiles either way");
-  // On this CPU, where it has VNNI: the avx512 and amx W4A8 below 8 tokens equal the VNNI kernel bit for bit,
-  // and avx512 from 8 tokens on equals avx512-bf16.
+  // On this CPU, where it has VNNI: the avx512 and amx W4A8 below their switch (pooledMinRows: 8 tokens, 3 on
+  // AMD for avx512) equal the VNNI kernel bit for bit, and avx512 from there on equals avx512-bf16.
   if (cpuFeatures().avx512Backend() && cpuFeatures().avx512vnni) {
     const Int4Layer l = makeInt4Layer(77, 9, 21, 384, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false);
     for (const char* name : {"avx512", "amx"}) {
       const KernelTable* t = kernelsFor(name);
       if (!t) continue;
-      for (int M : {1, 7, 8, 9}) {
+      for (int M : {1, 2, 3, 7, 8, 9}) {
         std::vector<float> got((size_t)M * l.N), want((size_t)M * l.N);
         const W4A8GemmArgs a{l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {got.data(), nullptr, l.N}};
         W4A8GemmArgs b = a;
         b.y.f32 = want.data();
         t->gemmW4A8(a, 0, l.N);
-        if (M < 8) avx512vnni::gemmW4A8(b, 0, l.N);
+        if (M < t->pooledMinRows) avx512vnni::gemmW4A8(b, 0, l.N);
         else if (!std::strcmp(name, "avx512")) kernelsFor("avx512-bf16")->gemmW4A8(b, 0, l.N);
         else continue;
         CHECK(std::memcmp(got.data(), want.data(), got.size() * 4) == 0, "%s W4A8 M=%d: not the expected body", name, M);
@@ -773,9 +773,9 @@ TEST(avx2_w4a8_products_are_exact_across_activation_planes) {
 TEST(avx2_w4a8_outputs_do_not_depend_on_batch_size_with_wide_activations) {
   // M = 1 runs the fused path, M = 2..4 the fused path on one decode for all tokens, larger M the tile path; all
   // add the planes in the same order (plane 0 of every block, then plane 1, then plane 2), so row m of a batch
-  // equals row m alone, bit for bit. M = 7 stays below every table's pooledMinRows (8): avx512 and amx switch
-  // bodies there, and are batch-invariant on each side of it only (outputs_do_not_depend_on_batch_size covers
-  // both sides).
+  // equals row m alone, bit for bit. Tables that switch bodies at pooledMinRows (avx512 and amx) are
+  // batch-invariant on each side of it only: a batch at or past it is left to outputs_do_not_depend_on_batch_size,
+  // which covers both sides.
   std::vector<const KernelTable*> all = fastBackends();
   all.push_back(kernelsFor("reference"));
   for (Fp8Format af : {Fp8Format::E5M2, Fp8Format::E4M3FN})
@@ -784,6 +784,7 @@ TEST(avx2_w4a8_outputs_do_not_depend_on_batch_size_with_wide_activations) {
         Int4Layer l = makeInt4Layer(9200 + G + M, M, 23, 5 * G, G, Fp8Format::E4M3FN, af, false, false);
         fillWideActivations(l, 9300 + G + M);
         for (const KernelTable* t : all) {
+          if (t->gemmW4A8Pooled && M >= t->pooledMinRows) continue;
           const std::vector<float> batch = runW4A8(*t, l);
           for (int m = 0; m < l.M; ++m) {
             std::vector<float> one(l.N);
