@@ -19,10 +19,11 @@ const { values: args } = parseArgs({
   options: {
     shape: { type: 'string', default: '7b' }, layers: { type: 'string' }, tokens: { type: 'string', default: '64' },
     cpu: { type: 'boolean', default: false }, json: { type: 'string' }, 'lm-head': { type: 'string', default: 'bf16' },
-    'kv-cache': { type: 'string', default: 'bf16' },
+    'kv-cache': { type: 'string' },  // default: the runtime's DEFAULT_KV_CACHE
   },
 });
 const pkg = await import('../dist/index.js');
+args['kv-cache'] ??= pkg.DEFAULT_KV_CACHE;
 const format = await import('../dist/format/layout.js');
 const now = () => performance.now() / 1000;
 const report = { device: await pkg.cudaDevice(), checks: [], decode: [] };

@@ -141,8 +141,7 @@ function readOptions(argv) {
     clean: Boolean(v.clean),
     lmHead: v['lm-head'] === undefined || v['lm-head'] === 'bf16' ? 'bf16'
       : v['lm-head'] === 'w4a8' ? 'w4a8' : fail(`--lm-head must be bf16 or w4a8, got '${v['lm-head']}'`),
-    kvCache: v['kv-cache'] === undefined || v['kv-cache'] === 'bf16' ? 'bf16'
-      : v['kv-cache'] === 'f32' ? 'f32' : fail(`--kv-cache must be bf16 or f32, got '${v['kv-cache']}'`),
+    kvCache: v['kv-cache'] ?? null,  // checked, and defaulted to the runtime's DEFAULT_KV_CACHE, once the package is loaded
     settle: v.settle ? positiveInteger(v.settle, 'settle') : 0,
     repeat: v.repeat ? positiveInteger(v.repeat, 'repeat') : v.quick ? 1 : 2,
     out: path.resolve(v.out ?? path.join(ROOT, 'bench', 'results')),
@@ -435,6 +434,8 @@ function collect(records) {
 async function runParent(opts) {
   const started = now();
   const { pkg, format, addon } = await loadPackage(NAME);
+  opts.kvCache ??= pkg.DEFAULT_KV_CACHE;
+  if (!pkg.KV_CACHE_TYPES.includes(opts.kvCache)) fail(`--kv-cache must be one of ${pkg.KV_CACHE_TYPES.join(', ')}, got '${opts.kvCache}'`);
   const machine = machineInfo();
   const loadBefore = loadAverage();
   console.log(`machine: ${machine.cpu}, ${machine.logicalCpus} logical CPUs, ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB; ${machine.isa.join(' ')}`);
@@ -555,7 +556,7 @@ async function runParent(opts) {
 
   printReport(report);
   mkdirSync(opts.out, { recursive: true });
-  const name = `e2e-${slug(machine.cpu)}-${opts.threads}t${opts.quick ? '-quick' : ''}${headSuffix(opts)}${opts.kvCache === 'f32' ? '-kv-f32' : ''}`;
+  const name = `e2e-${slug(machine.cpu)}-${opts.threads}t${opts.quick ? '-quick' : ''}${headSuffix(opts)}${opts.kvCache !== pkg.DEFAULT_KV_CACHE ? `-kv-${opts.kvCache}` : ''}`;
   const jsonFile = path.join(opts.out, `${name}.json`), svgFile = path.join(opts.out, `${name}.svg`);
   writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(svgFile, renderSvg(report));

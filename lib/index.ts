@@ -16,6 +16,7 @@ export { cudaDevice, type Device, type CudaDeviceInfo, type BackendInfo } from '
 export type { SamplingOptions } from './model/sampler.js';
 export type { ChatMessage } from './model/tokenizer.js';
 export type { ModelConfig, QuantConfig, PackedModel, SourceModel, Tensor } from './model/types.js';
+export { DEFAULT_KV_CACHE, KV_CACHE_TYPES } from './model/types.js';
 export { readPackedModel, writePackedModel, readSafetensors } from './format/index.js';
 export { importModel, importHuggingFace, importLlama2c } from './import/index.js';
 export { packModel, type PackOptions } from './pack.js';
