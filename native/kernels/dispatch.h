@@ -3,7 +3,8 @@
 //   reference  scalar C++, the definition (kernels/reference/)
 //   avx2       AVX2 + FMA + F16C: W4A8 on exact int16 products, the rest FP32 FMA (kernels/avx2/)
 //   avx512     AVX512 F/BW/VL/VBMI(/DQ); vdpbf16ps where the CPU has AVX512-BF16 (kernels/avx512/), and W4A8
-//              below 8 tokens (3 on AMD) on vpdpwssd int16 products where it has AVX512-VNNI (kernels/avx512/w4a8_vnni.cpp)
+//              below 8 tokens (3 on AMD) on vpdpwssd int16 products where it has AVX512-VNNI
+//              (kernels/avx512/w4a8_vnni.cpp)
 //   amx        AMX-BF16 tiles (tdpbf16ps) for calls of M >= 8 tokens, avx512 (VNNI W4A8, vdpbf16ps) below (kernels/amx/)
 //
 // The active table is chosen at first use: the best backend this CPU and OS support, or the one named

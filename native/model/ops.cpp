@@ -155,9 +155,9 @@ W4A8_AVX512 inline __m512 widen16(__m256i words) { return _mm512_castsi512_ps(_m
 template <int MR, int NR>
 W4A8_AVX512 void bf16TileAvx512(const float* x, const uint16_t* w, int K, float* y, int ldy, int m0, int n0) {
   __m512 acc[MR][NR];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
   const uint16_t* wRows = w + (size_t)n0 * K;
   const float* xRows = x + (size_t)m0 * K;
@@ -173,18 +173,18 @@ W4A8_AVX512 void bf16TileAvx512(const float* x, const uint16_t* w, int K, float*
     if (m0 == 0)
       for (int line = 0; line < NR * 32; line += 64) _mm_prefetch(next + (size_t)k * NR * 2 + line, _MM_HINT_T0);
     __m512 wv[NR];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) wv[r] = widen16(_mm256_maskz_loadu_epi16(mask, wRows + (size_t)r * K + k));
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const __m512 xv = _mm512_maskz_loadu_ps(mask, xRows + (size_t)m * K + k);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_fmadd_ps(xv, wv[r], acc[m][r]);
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) y[(size_t)(m0 + m) * ldy + n0 + r] = _mm512_reduce_add_ps(acc[m][r]);
 }
 
@@ -221,9 +221,9 @@ W4A8_AVX2 inline float sum8(__m256 v) {
 template <int MR, int NR>
 W4A8_AVX2 void bf16TileAvx2(const float* x, const uint16_t* w, int K, float* y, int ldy, int m0, int n0) {
   __m256 acc[MR][NR];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) acc[m][r] = _mm256_setzero_ps();
   const uint16_t* wRows = w + (size_t)n0 * K;
   const float* xRows = x + (size_t)m0 * K;
@@ -232,18 +232,18 @@ W4A8_AVX2 void bf16TileAvx2(const float* x, const uint16_t* w, int K, float* y, 
   for (int k = 0; k < whole; k += 8) {
     if (m0 == 0 && (k & 15) == 0) _mm_prefetch(next + (size_t)k * NR * 2, _MM_HINT_T0);  // NR * 32 bytes per 16 k
     __m256 wv[NR];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) wv[r] = widen8(_mm_loadu_si128((const __m128i*)(wRows + (size_t)r * K + k)));
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const __m256 xv = _mm256_loadu_ps(xRows + (size_t)m * K + k);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int r = 0; r < NR; ++r) acc[m][r] = _mm256_fmadd_ps(xv, wv[r], acc[m][r]);
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
       float total = sum8(acc[m][r]);
       for (int k = whole; k < K; ++k) {

@@ -710,6 +710,11 @@ TEST(w4a8_vnni_is_used_where_the_cpu_has_it_and_not_elsewhere) {
             !kernelsFor("avx512", cpu)->gemmW4A8Pooled,
         "avx512 without VNNI");
   CHECK(kernelsFor("avx512-bf16", vnni)->gemmW4A8 != avx512vnni::gemmW4A8, "avx512-bf16 never takes VNNI");
+  CpuFeatures amd = vnni;  // where avx512 switches from VNNI to vdpbf16ps: 8 tokens, 3 on AMD (dispatch.cpp)
+  amd.amd = true;
+  CHECK(withVnni->pooledMinRows == 8 && kernelsFor("avx512", amd)->pooledMinRows == 3 &&
+            kernelsFor("avx512", amd)->gemmW4A8Pooled == withVnni->gemmW4A8Pooled,
+        "avx512 switch: %d (Intel), %d (AMD)", withVnni->pooledMinRows, kernelsFor("avx512", amd)->pooledMinRows);
   CpuFeatures noBf16 = vnni;
   noBf16.avx512bf16 = false;
   CHECK(kernelsFor("avx512-bf16", noBf16) == nullptr, "avx512-bf16 needs AVX512-BF16");
