@@ -118,33 +118,21 @@ void avx512FmaVnniW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
 void avx512Bf16W4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a) { gemmW4A8Parallel(kAvx512Bf16Named, pool, a); }
 void avx512FmaW4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a) { gemmW4A8Parallel(kAvx512Fma, pool, a); }
 
-const KernelTable kAvx512Vnni = {
-    "avx512",
+// The avx512 table of a CPU with AVX512-BF16 and AVX512-VNNI, switching at maxRows tokens (a constexpr function:
+// its tables are constant-initialized like the others).
+constexpr KernelTable avx512VnniTable(const char* detail, void (*w4a8)(const W4A8GemmArgs&, int, int), int maxRows) {
+  return {"avx512", detail, w4a8, avx512bf16::gemmW8A8, avx512bf16::gemmW4A16, avx512::gemmF32,
+          avx512::quantizeActivationsDynamic, avx512::quantizeActivationsStatic, fast::lutDequantInt4ToFp8,
+          maxRows, avx512Bf16W4A8Pooled, nullptr, nullptr};
+}
+const KernelTable kAvx512Vnni = avx512VnniTable(
     "AVX-512 VNNI vpdpwssd for W4A8 below 8 tokens (exact int16 products of FP8 group tables and activation "
     "planes), vdpbf16ps otherwise (exact BF16 products); FP32 accumulation",
-    avx512VnniW4A8<kVnniMaxRows>,
-    avx512bf16::gemmW8A8,
-    avx512bf16::gemmW4A16,
-    avx512::gemmF32,
-    avx512::quantizeActivationsDynamic,
-    avx512::quantizeActivationsStatic,
-    fast::lutDequantInt4ToFp8,
-    kVnniMaxRows, avx512Bf16W4A8Pooled, nullptr, nullptr,
-};
-
-const KernelTable kAvx512VnniAmd = {
-    "avx512",
+    avx512VnniW4A8<kVnniMaxRows>, kVnniMaxRows);
+const KernelTable kAvx512VnniAmd = avx512VnniTable(
     "AVX-512 VNNI vpdpwssd for W4A8 below 3 tokens (exact int16 products of FP8 group tables and activation "
     "planes), vdpbf16ps otherwise (exact BF16 products); FP32 accumulation",
-    avx512VnniW4A8<kVnniMaxRowsAmd>,
-    avx512bf16::gemmW8A8,
-    avx512bf16::gemmW4A16,
-    avx512::gemmF32,
-    avx512::quantizeActivationsDynamic,
-    avx512::quantizeActivationsStatic,
-    fast::lutDequantInt4ToFp8,
-    kVnniMaxRowsAmd, avx512Bf16W4A8Pooled, nullptr, nullptr,
-};
+    avx512VnniW4A8<kVnniMaxRowsAmd>, kVnniMaxRowsAmd);
 
 const KernelTable kAvx512FmaVnniAsAvx512 = {
     "avx512",
