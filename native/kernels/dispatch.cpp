@@ -118,21 +118,20 @@ void avx512FmaVnniW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {
 void avx512Bf16W4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a) { gemmW4A8Parallel(kAvx512Bf16Named, pool, a); }
 void avx512FmaW4A8Pooled(ThreadPool& pool, const W4A8GemmArgs& a) { gemmW4A8Parallel(kAvx512Fma, pool, a); }
 
-// The avx512 table of a CPU with AVX512-BF16 and AVX512-VNNI, switching at maxRows tokens (a constexpr function:
+// The avx512 table of a CPU with AVX512-BF16 and AVX512-VNNI, switching at kMaxRows tokens (a constexpr function:
 // its tables are constant-initialized like the others).
-constexpr KernelTable avx512VnniTable(const char* detail, void (*w4a8)(const W4A8GemmArgs&, int, int), int maxRows) {
-  return {"avx512", detail, w4a8, avx512bf16::gemmW8A8, avx512bf16::gemmW4A16, avx512::gemmF32,
+template <int kMaxRows>
+constexpr KernelTable avx512VnniTable(const char* detail) {
+  return {"avx512", detail, avx512VnniW4A8<kMaxRows>, avx512bf16::gemmW8A8, avx512bf16::gemmW4A16, avx512::gemmF32,
           avx512::quantizeActivationsDynamic, avx512::quantizeActivationsStatic, fast::lutDequantInt4ToFp8,
-          maxRows, avx512Bf16W4A8Pooled, nullptr, nullptr};
+          kMaxRows, avx512Bf16W4A8Pooled, nullptr, nullptr};
 }
-const KernelTable kAvx512Vnni = avx512VnniTable(
+const KernelTable kAvx512Vnni = avx512VnniTable<kVnniMaxRows>(
     "AVX-512 VNNI vpdpwssd for W4A8 below 8 tokens (exact int16 products of FP8 group tables and activation "
-    "planes), vdpbf16ps otherwise (exact BF16 products); FP32 accumulation",
-    avx512VnniW4A8<kVnniMaxRows>, kVnniMaxRows);
-const KernelTable kAvx512VnniAmd = avx512VnniTable(
+    "planes), vdpbf16ps otherwise (exact BF16 products); FP32 accumulation");
+const KernelTable kAvx512VnniAmd = avx512VnniTable<kVnniMaxRowsAmd>(
     "AVX-512 VNNI vpdpwssd for W4A8 below 3 tokens (exact int16 products of FP8 group tables and activation "
-    "planes), vdpbf16ps otherwise (exact BF16 products); FP32 accumulation",
-    avx512VnniW4A8<kVnniMaxRowsAmd>, kVnniMaxRowsAmd);
+    "planes), vdpbf16ps otherwise (exact BF16 products); FP32 accumulation");
 
 const KernelTable kAvx512FmaVnniAsAvx512 = {
     "avx512",
