@@ -238,6 +238,18 @@ describe('packed-model checks give E_FILE', () => {
       label: 'an unexpected tensor', message: "unexpected tensor 'model.layers.2.mlp.up_proj.qweight'",
       change: { tensors: (t: Map<string, Tensor>) => t.set('model.layers.2.mlp.up_proj.qweight', { dtype: 'U8', shape: [1], data: new Uint8Array(1) }) },
     },
+    // (Found by fuzzing: 2^24 layers made the table of expected tensors exhaust the heap before any comparison.)
+    { label: 'a layer count far beyond the tensors', change: { metadata: { config: config({ nLayers: 1 << 24 }) } }, message: 'a 16777216-layer model' },
+    { label: 'a ropeTheta that underflows FP32', change: { metadata: { config: config({ ropeTheta: 1e-300 }) } }, message: 'also as an FP32' },
+    { label: 'an rmsNormEps that overflows FP32', change: { metadata: { config: config({ rmsNormEps: 1e300 }) } }, message: 'also as an FP32' },
+    {
+      label: 'a NaN norm weight', message: "'model.layers.1.input_layernorm.weight'[2] is not finite",
+      change: { tensors: (t: Map<string, Tensor>) => { const n = t.get('model.layers.1.input_layernorm.weight')!; t.set('model.layers.1.input_layernorm.weight', { ...n, data: (n.data as Float32Array).map((v, i) => (i === 2 ? NaN : v)) }); } },
+    },
+    {
+      label: 'an infinite BF16 lm_head value', message: "'lm_head.weight'[9] is not finite",
+      change: { tensors: (t: Map<string, Tensor>) => { const h = t.get('lm_head.weight')!; t.set('lm_head.weight', { ...h, data: (h.data as Uint16Array).map((v, i) => (i === 9 ? 0xff80 : v)) }); } },
+    },
   ])('$label', async ({ label, change, message }) => {
     await expectCode(async () => readPackedModel(await variant(label.replace(/\W+/g, '-'), change)), 'E_FILE', message);
   });

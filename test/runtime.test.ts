@@ -201,6 +201,40 @@ describe('native Llama runtime', () => {
   });
 });
 
+describe('corrupt tokenizers, templates and weights (found by fuzzing model files)', () => {
+  it('refuses a chat template that does not parse, or a tokenizer with ids past the vocabulary, at load', async () => {
+    const { packed } = await smallModel();
+    expect(() => W4a8Model.fromPacked({ ...packed, chatTemplate: '{% for %}' })).toThrow(expect.objectContaining({ code: 'E_FILE' }));
+    const tokenizer = JSON.parse(packed.tokenizerJson!);
+    tokenizer.added_tokens.push({ id: packed.config.vocabSize, content: '<extra>', special: true, single_word: false,
+      lstrip: false, rstrip: false, normalized: false });
+    expect(() => W4a8Model.fromPacked({ ...packed, tokenizerJson: JSON.stringify(tokenizer) }))
+      .toThrow(expect.objectContaining({ code: 'E_FILE', message: expect.stringContaining(`token id ${packed.config.vocabSize}`) }));
+  });
+
+  it('gives E_TEMPLATE when the chat template raises on the messages', async () => {
+    const { packed } = await smallModel();
+    const model = W4a8Model.fromPacked({ ...packed, chatTemplate: "{{ raise_exception('roles must alternate') }}" });
+    await expect(model.chat([{ role: 'user', content: 'hi' }])).rejects.toMatchObject({ code: 'E_TEMPLATE' });
+    await model.dispose();
+  });
+
+  it('fails a request whose logits are not finite with E_STEP (instead of greedy token 0), and serves the others', async () => {
+    const { packed } = await smallModel();
+    const embed = packed.tensors.get('model.embed_tokens.weight')!;
+    const dim = packed.config.dim;
+    const data = (embed.data as Uint16Array).slice();
+    data.fill(0x7fc0, 70 * dim, 71 * dim); // token 70's row: NaN (the embeddings are not scanned at open)
+    const tensors = new Map(packed.tensors).set('model.embed_tokens.weight', { ...embed, data });
+    const model = W4a8Model.fromPacked({ ...packed, tensors });
+    const bad = model.complete([256, 70], { maxTokens: 4, temperature: 0 });
+    const good = model.complete([256, 71], { maxTokens: 4, temperature: 0 });
+    await expect(bad).rejects.toMatchObject({ code: 'E_STEP' });
+    expect((await good).generatedTokens).toBe(4);
+    await model.dispose();
+  });
+});
+
 describe('full-precision reference model and calibration hooks', () => {
   it('runs FP32 weights like the float64 reference, with logits at every position', async () => {
     const { source } = await smallModel();
@@ -275,8 +309,9 @@ describe('scheduling limits', () => {
     // Each request reserves 4 + 8 = 12 tokens: a 30-token budget runs two at a time.
     const model = W4a8Model.fromPacked(packed, { maxTokensInFlight: 30, maxQueue: 3 });
     const prompt = [256, 65, 66, 67];
-    // The first request starts at once; three wait (the queue's limit); a fifth is turned away.
-    const runs = Array.from({ length: 4 }, (_, i) => model.complete(prompt, { maxTokens: 8, seed: i, temperature: 0 }));
+    // The first two requests start at once (the second waits only for the step in flight, so it is not queued);
+    // three wait (the queue's limit); a sixth is turned away.
+    const runs = Array.from({ length: 5 }, (_, i) => model.complete(prompt, { maxTokens: 8, seed: i, temperature: 0 }));
     const overflow = model.complete(prompt, { maxTokens: 8 });
     await expect(overflow).rejects.toMatchObject({ code: 'E_BUSY' });
     expect(model.stats.reservedTokens).toBeLessThanOrEqual(30);
@@ -373,6 +408,25 @@ describe('text stream', () => {
     }
     expect(stream.stopped).toBe(true);
     expect(streamed + stream.flush()).toBe('one two ');
+  });
+
+  it('cuts at the stop string that starts first in the text, not the first one listed', () => {
+    // (Found by probing the server: with both complete in one token, the list's order used to win.)
+    for (const stops of [['ree STOP', 'two 🚀'], ['two 🚀', 'ree STOP']]) {
+      const stream = new TextStream(decode, stops);
+      let streamed = '';
+      for (const id of tokenizer.encode('one two 🚀 three STOP four', false)) {
+        streamed += stream.push(id);
+        if (stream.stopped) break;
+      }
+      expect(streamed + stream.flush()).toBe('one ');
+    }
+    // Both complete in one token: the earlier one cuts, whichever order they are listed in.
+    const pieces = ['one t', 'wo three four'];
+    for (const stops of [['three', 'two'], ['two', 'three']]) {
+      const stream = new TextStream((ids) => ids.map((i) => pieces[i]).join(''), stops);
+      expect(stream.push(0) + stream.push(1) + stream.flush()).toBe('one ');
+    }
   });
 });
 

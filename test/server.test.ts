@@ -10,6 +10,7 @@ import type { PackedModel } from '../lib/model/types.js';
 import { syntheticSourceModel } from '../lib/model/synthetic.js';
 import { packModel } from '../lib/pack.js';
 import { createServer } from '../lib/server/server.js';
+import { Metrics } from '../lib/server/metrics.js';
 import { tempDir } from './fixtures/safetensors-bytes.js';
 
 let packed: PackedModel;
@@ -157,6 +158,135 @@ describe('OpenAI-compatible server', () => {
       await new Promise((resolve) => bareServer.close(resolve));
       await bare.dispose();
     }
+  });
+
+  it('reports the finish reason and token counts the same way streamed and not (EOS not counted, as it is not returned)', async () => {
+    const chat = (fields: object) => ({ messages: [{ role: 'user', content: 'Hello' }], temperature: 0, ...fields });
+    for (const [route, body] of [
+      ['/v1/completions', { prompt: 'Hello', max_tokens: 12, temperature: 0 }], // 'length'
+      ['/v1/completions', { prompt: 'Hello', max_tokens: 30, temperature: 1.5, seed: 3 }], // sampled: may meet EOS
+      ['/v1/chat/completions', chat({})], // chat's default max_tokens (512), cut to what fits the 96-token context
+    ] as const) {
+      const plain = (await post(route, body)).json();
+      const choice = plain.choices[0];
+      expect(plain.usage.completion_tokens).toBe(choice.token_ids.length);
+      const data = events((await post(route, { ...body, stream: true, stream_options: { include_usage: true } })).text);
+      expect(data.at(-1)).toBe('[DONE]');
+      const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+      const last = chunks.at(-1);
+      expect(last.choices).toEqual([]);
+      expect(last.usage).toEqual(plain.usage);
+      const ids = chunks.slice(0, -1).flatMap((c) => c.choices[0].token_ids ?? []);
+      expect([chunks.at(-2).choices[0].finish_reason, ids]).toEqual([choice.finish_reason, choice.token_ids]);
+      if (choice.finish_reason === 'length' && route.includes('chat')) expect(plain.usage.total_tokens).toBe(96);
+    }
+    // An explicit max_tokens that does not fit beside the prompt is refused, as OpenAI does.
+    const r = await post('/v1/completions', { prompt: 'Hello', max_tokens: 91 });
+    expect([r.status, r.json().error.code]).toEqual([400, 'context_length_exceeded']);
+    expect((await post('/v1/completions', { prompt: 'Hello', max_tokens: 90 })).status).toBe(200);
+  });
+
+  it('takes presence/frequency penalties and logit_bias, and refuses OpenAI fields it does not implement', async () => {
+    const greedy = (await post('/v1/completions', { prompt: 'Hello', max_tokens: 4, temperature: 0 })).json().choices[0].token_ids;
+    const banned = (await post('/v1/completions', { prompt: 'Hello', max_tokens: 4, temperature: 0, logit_bias: { [greedy[0]]: -100 } })).json();
+    expect(banned.choices[0].token_ids[0]).not.toBe(greedy[0]);
+    const penalized = await post('/v1/completions', { prompt: 'Hello', max_tokens: 8, presence_penalty: 1.5, frequency_penalty: 0.5, seed: 1 });
+    expect(penalized.status).toBe(200);
+    const cases: [string, object, string][] = [
+      ['/v1/completions', { echo: true }, "'echo'"],
+      ['/v1/completions', { logprobs: 2 }, "'logprobs'"],
+      ['/v1/completions', { suffix: 'x' }, "'suffix'"],
+      ['/v1/completions', { best_of: 3 }, "'best_of'"],
+      ['/v1/completions', { presence_penalty: 'x' }, "'presence_penalty'"],
+      ['/v1/completions', { logit_bias: { 5: 101 } }, "'logit_bias'"],
+      ['/v1/completions', { logit_bias: { 99999: 1 } }, 'logitBias'],
+      ['/v1/completions', { stream_options: { include_usage: 'yes' } }, "'stream_options'"],
+      ['/v1/chat/completions', { logprobs: true }, "'logprobs'"],
+      ['/v1/chat/completions', { response_format: { type: 'json_object' } }, "'response_format'"],
+      ['/v1/chat/completions', { tools: [{ type: 'function', function: { name: 'f' } }] }, "'tools'"],
+      ['/v1/chat/completions', { messages: [{ role: 'banana', content: 'hi' }] }, "'messages[0].role'"],
+    ];
+    for (const [route, fields, message] of cases) {
+      const body = route.includes('chat') ? { messages: [{ role: 'user', content: 'hi' }], ...fields } : { prompt: 'Hello', ...fields };
+      const res = await post(route, body);
+      expect(res.status, JSON.stringify(fields)).toBe(400);
+      expect(res.json().error.message).toContain(message);
+    }
+    // No-op values of those fields pass, and so does content given as text parts.
+    const ok = await post('/v1/chat/completions', {
+      messages: [{ role: 'system', content: [{ type: 'text', text: 'Be brief.' }] }, { role: 'user', content: 'hi' }],
+      max_tokens: 2, echo: false, logprobs: false, tool_choice: 'none', response_format: { type: 'text' }, stream: null,
+    });
+    expect(ok.status).toBe(200);
+  });
+
+  it("answers 400 when the chat template raises on the messages, and refuses text too long for the context before tokenizing it", async () => {
+    const raising = W4a8Model.fromPacked({ ...packed, chatTemplate: "{{ raise_exception('roles must alternate') }}" });
+    const errors: unknown[] = [];
+    const other = createServer(raising, { modelName: 'tiny', logError: (e) => errors.push(e) });
+    const at = await listen(other);
+    try {
+      const r = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }, at);
+      expect([r.status, r.json().error.message]).toEqual([400, expect.stringContaining('roles must alternate')]);
+      const long = 'x'.repeat(2 * 96 * raising.tokenizer!.maxTokenChars + 65);
+      const started = performance.now();
+      const tooLong = await post('/v1/completions', { prompt: long }, at);
+      expect([tooLong.status, tooLong.json().error.code]).toEqual([400, 'context_length_exceeded']);
+      expect(performance.now() - started).toBeLessThan(1000);
+      expect(errors).toEqual([]); // the client's faults, not logged as the server's
+    } finally {
+      await new Promise((resolve) => other.close(resolve));
+      await raising.dispose();
+    }
+  });
+
+  it('answers HEAD, OPTIONS and wrong methods per route, GET /v1/models/{id}, and 413 for a chunked body over the limit', async () => {
+    expect((await fetch(`${base}/health`, { method: 'HEAD' })).status).toBe(200);
+    const options = await fetch(`${base}/v1/completions`, { method: 'OPTIONS' });
+    expect([options.status, options.headers.get('allow')]).toEqual([204, 'POST, OPTIONS']);
+    const put = await fetch(`${base}/health`, { method: 'PUT' });
+    expect([put.status, put.headers.get('allow')]).toEqual([405, 'GET, HEAD, OPTIONS']);
+    expect(await (await fetch(`${base}/v1/models/tiny`)).json()).toMatchObject({ id: 'tiny', object: 'model' });
+    expect((await fetch(`${base}/v1/models/other`)).status).toBe(404);
+    // A chunked body has no Content-Length: the limit is found while reading, and the client still gets the 413.
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } },
+        (res) => { res.resume(); resolve(res.statusCode!); });
+      req.on('error', reject);
+      for (let i = 0; i < 8; i++) req.write('x'.repeat(1000));
+      req.end();
+    });
+    expect(status).toBe(413);
+  });
+
+  it('ends a stream whose generation fails midway with an error event (OpenAI clients raise it)', async () => {
+    // Every embedding row but the prompt's is NaN: the first token comes from the prompt, the step after it fails.
+    const prompt = [256, 72, 101];
+    const embed = packed.tensors.get('model.embed_tokens.weight')!;
+    const data = (embed.data as Uint16Array).map((v, i) => (prompt.includes(Math.floor(i / packed.config.dim)) ? v : 0x7fc0));
+    const broken = W4a8Model.fromPacked({ ...packed, tensors: new Map(packed.tensors).set('model.embed_tokens.weight', { ...embed, data }) });
+    const logged: unknown[] = [];
+    const other = createServer(broken, { modelName: 'tiny', logError: (e) => logged.push(e) });
+    const at = await listen(other);
+    try {
+      const r = await post('/v1/completions', { prompt, max_tokens: 20, temperature: 0, stream: true }, at);
+      expect(r.status).toBe(200);
+      const data = events(r.text);
+      expect(JSON.parse(data[0]).choices[0].token_ids).toHaveLength(1);
+      expect(JSON.parse(data.at(-1)!).error.message).toContain('non-finite logit');
+      expect(logged).toHaveLength(1); // the server's fault (500): reported
+    } finally {
+      await new Promise((resolve) => other.close(resolve));
+      await broken.dispose();
+    }
+  });
+
+  it('keeps Prometheus summary counts and sums over every request (the quantiles over the last 1000)', () => {
+    const m = new Metrics();
+    for (let i = 0; i < 1005; i++) m.observe('t_seconds', 'test', 1);
+    const text = m.render({});
+    expect(text).toContain('t_seconds_count 1005');
+    expect(text).toContain('t_seconds_sum 1005');
   });
 
   it('w4a8 serve --port 0 prints and serves on the port the OS picked', async () => {

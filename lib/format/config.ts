@@ -32,8 +32,10 @@ class FieldChecker {
     return value as number;
   }
 
+  /** A finite number > 0 that stays so as an FP32 (the native model takes these as floats). */
   positive(value: unknown, field: string): number {
-    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) this.fail(field, `must be a finite number > 0, got ${describe(value)}`);
+    if (typeof value !== 'number' || !Number.isFinite(Math.fround(value)) || Math.fround(value) <= 0)
+      this.fail(field, `must be a finite number > 0 (also as an FP32), got ${describe(value)}`);
     return value;
   }
 

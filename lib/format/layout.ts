@@ -67,6 +67,20 @@ export function hasBias(config: ModelConfig, linear: string): boolean {
   return config.qkvBias && /\.(q|k|v)_proj$/.test(linear);
 }
 
+/** How many tensors sourceTensorShapes(config) has: checked first, so a corrupt layer count cannot make a huge table. */
+export function sourceTensorCount(config: ModelConfig): number {
+  const perLayer = 2 + linearNames(0).length + (config.qkvBias ? 3 : 0);
+  return 2 + config.nLayers * perLayer + (config.tieEmbeddings ? 0 : 1);
+}
+
+/** How many tensors packedTensorSpecs() has (each linear layer in four parts). */
+export function packedTensorCount(config: ModelConfig, lmHead?: QuantConfig['lmHead']): number {
+  const linears = config.nLayers * linearNames(0).length;
+  const bf16Head = !config.tieEmbeddings && lmHead !== 'w4a8' ? 1 : 0;
+  return sourceTensorCount(config) - linears - (config.tieEmbeddings ? 0 : 1) + bf16Head + PACKED_PARTS.length * linears +
+    (lmHead === 'w4a8' ? PACKED_PARTS.length : 0);
+}
+
 /**
  * Shapes of the full-precision source tensors (Hugging Face names), in a canonical order: embeddings,
  * then per layer its norms, linear weights and biases, then the final norm and lm_head (unless tied).

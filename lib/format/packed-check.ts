@@ -5,7 +5,7 @@
  */
 import { W4a8Error, type W4a8ErrorCode } from '../errors.js';
 import type { DType, ModelConfig, QuantConfig } from '../model/types.js';
-import { packedLinearNames, packedTensorSpecs } from './layout.js';
+import { LM_HEAD, packedLinearNames, packedTensorCount, packedTensorSpecs } from './layout.js';
 
 export function checkPackedTensors(
   config: ModelConfig, quant: QuantConfig, tensors: Map<string, { dtype: string; shape: number[] }>,
@@ -14,6 +14,11 @@ export function checkPackedTensors(
   function fail(message: string): never {
     throw new W4a8Error(code, `${where}${message}`);
   }
+  // A layer count far beyond the tensors is refused before the table of expected tensors is made: that table
+  // grows with config.nLayers, which a corrupt file may set to millions. (Near misses get the exact tensor below.)
+  const expected = packedTensorCount(config, quant.lmHead);
+  if (expected > 2 * tensors.size + 64)
+    fail(`has ${tensors.size} tensors; a ${config.nLayers}-layer model with this config and lm_head has ${expected}`);
   const specs = packedTensorSpecs(config, quant.groupSize, quant.lmHead);
   for (const [name, spec] of specs) {
     const tensor = tensors.get(name);
@@ -50,5 +55,22 @@ export function checkPackedValues(
         if (!(scales[i] > 0 && scales[i] < Infinity))
           throw new W4a8Error(codes.scales, `${where}tensor '${linear}.${part}'[${i}] is ${scales[i]}, expected a finite scale > 0`);
     }
+  }
+}
+
+/**
+ * The float tensors besides the scales: norms and biases (F32) and a BF16 lm_head hold finite values (a NaN
+ * there makes every logit NaN). The BF16 embeddings are not read (that would page in the whole vocabulary
+ * at open); a non-finite value anywhere still stops generation with E_STEP, where the sampler checks logits.
+ */
+export function checkPackedFloats(tensors: Map<string, { data: ArrayLike<number> }>, where: string, code: W4a8ErrorCode): void {
+  for (const [name, { data }] of tensors) {
+    let bad = -1;
+    if (data instanceof Float32Array && !name.endsWith('.scales') && !name.endsWith('.channel_scale')) {
+      for (let i = 0; i < data.length && bad < 0; i++) if (!Number.isFinite(data[i])) bad = i;
+    } else if (data instanceof Uint16Array && name === LM_HEAD) {
+      for (let i = 0; i < data.length && bad < 0; i++) if ((data[i] & 0x7f80) === 0x7f80) bad = i; // exponent all ones
+    }
+    if (bad >= 0) throw new W4a8Error(code, `${where}tensor '${name}'[${bad}] is not finite`);
   }
 }

@@ -6,21 +6,22 @@
  *   2. metadata (packed-metadata.ts): format "w4a8", a known format_version, config and quantization
  *      with every field checked, tokenizer texts that parse;
  *   3. tensors (packed-check.ts): each tensor the config requires, with its dtype and shape; no other;
- *   4. values: zero points in 0..15 (8 when symmetric), scales finite and > 0 (skippable).
+ *   4. values: zero points in 0..15 (8 when symmetric), scales finite and > 0, norms, biases and a BF16
+ *      lm_head finite (skippable).
  * Any failure: W4a8Error('E_FILE') naming the file and the tensor or field.
  *
  * The tensors' data are views into the mapping (aligned copies only if a foreign writer misaligned
  * them), so opening a model costs no reads until the weights are used. They are READ-ONLY.
  */
 import type { PackedModel, Tensor } from '../model/types.js';
-import { checkPackedTensors, checkPackedValues } from './packed-check.js';
+import { checkPackedFloats, checkPackedTensors, checkPackedValues } from './packed-check.js';
 import { decodePackedMetadata } from './packed-metadata.js';
 import { readSafetensors, storedToTensor } from './safetensors-read.js';
 
 export interface ReadPackedOptions {
   /**
-   * Check the zero points and scales of every linear layer (packed-check.ts checkPackedValues) after
-   * the structure: reads a few percent of the file. Default true.
+   * Check the zero points and scales of every linear layer, and the norms, biases and BF16 lm_head
+   * (packed-check.ts) after the structure: reads a few percent of the file and the lm_head. Default true.
    */
   checkValues?: boolean;
 }
@@ -31,6 +32,9 @@ export async function readPackedModel(path: string, options: ReadPackedOptions =
   checkPackedTensors(description.config, description.quant, file.tensors, `${path}: `, 'E_FILE');
   const tensors = new Map<string, Tensor>();
   for (const [name, stored] of file.tensors) tensors.set(name, storedToTensor(name, stored, path));
-  if (options.checkValues !== false) checkPackedValues(description.config, description.quant, tensors, `${path}: `, { zeros: 'E_FILE', scales: 'E_FILE' });
+  if (options.checkValues !== false) {
+    checkPackedValues(description.config, description.quant, tensors, `${path}: `, { zeros: 'E_FILE', scales: 'E_FILE' });
+    checkPackedFloats(tensors, `${path}: `, 'E_FILE');
+  }
   return { ...description, tensors };
 }

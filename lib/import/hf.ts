@@ -14,7 +14,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { W4a8Error } from '../errors.js';
-import { LM_HEAD, sourceTensorShapes } from '../format/layout.js';
+import { LM_HEAD, sourceTensorCount, sourceTensorShapes } from '../format/layout.js';
 import { readSafetensors, storedToFloat32, storedToTensor, type StoredTensor } from '../format/safetensors-read.js';
 import type { ModelConfig, SourceModel, Tensor } from '../model/types.js';
 import { exists, parseJsonText, readJson, readOptionalText } from './files.js';
@@ -93,6 +93,9 @@ function shardMap(index: unknown, indexPath: string): Map<string, string> {
 
 /** Tensors the config implies, with their shapes; F32/BF16 as stored, F16/F64 to F32. */
 function collectTensors(config: ModelConfig, stored: Map<string, Located>, dir: string): Map<string, Tensor> {
+  // (Before the table: it grows with num_hidden_layers, which a corrupt config.json may set to millions.)
+  if (sourceTensorCount(config) > stored.size + 1)
+    throw new W4a8Error('E_FILE', `${dir}: config.json implies ${sourceTensorCount(config)} tensors (${config.nLayers} layers); the checkpoint has ${stored.size}`);
   const expected = sourceTensorShapes(config);
   for (const name of stored.keys()) {
     const ignorable = name.endsWith('.rotary_emb.inv_freq') || (name === LM_HEAD && config.tieEmbeddings);

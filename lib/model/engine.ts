@@ -40,7 +40,7 @@ export interface EngineOptions {
   prefillChunk: number;
   /** KV cache budget in tokens over all running sequences (each reserves prompt + maxTokens). */
   maxTokensInFlight: number;
-  /** Most requests waiting for a place; more are rejected with E_BUSY. */
+  /** Most requests waiting for a place beyond the batch's free slots; more are rejected with E_BUSY. */
   maxQueue: number;
   vocabSize: number;
 }
@@ -105,8 +105,9 @@ export class BatchEngine {
     if (capacity > this.options.maxTokensInFlight)
       return Promise.reject(new W4a8Error('E_CONTEXT',
         `the request needs ${capacity} KV cache tokens (prompt + maxTokens); the budget is ${this.options.maxTokensInFlight}`));
-    if (this.waiting.length >= this.options.maxQueue)
-      return Promise.reject(new W4a8Error('E_BUSY', `${this.waiting.length} requests are already waiting; try again later`));
+    const queued = this.waiting.length - this.admittable();
+    if (queued >= this.options.maxQueue)
+      return Promise.reject(new W4a8Error('E_BUSY', `${queued} requests are already waiting for a place in the batch; try again later`));
     return new Promise<EngineResult>((resolve, reject) => {
       const entry: Active = {
         request, sequence: -1, capacity, sampler: new Sampler(request.sampling), fed: 0, history: [...request.promptIds],
@@ -120,6 +121,20 @@ export class BatchEngine {
       this.kick();
       this.wake();
     });
+  }
+
+  /**
+   * Waiting requests that the batch and the KV budget have room for: they only wait for the step in flight to
+   * end, so they do not count against maxQueue (a burst of requests into an idle batch is not turned away).
+   */
+  private admittable(): number {
+    let slots = this.options.maxBatch - this.active.length, budget = this.options.maxTokensInFlight - this.reserved;
+    let count = 0;
+    for (const entry of this.waiting) {
+      if (slots === 0 || entry.capacity > budget) break;
+      slots--, budget -= entry.capacity, count++;
+    }
+    return count;
   }
 
   /** Stops taking requests, aborts the ones in flight, and resolves once no step is running. */
@@ -220,12 +235,20 @@ export class BatchEngine {
         if (entry.fed < entry.request.promptIds.length) continue; // still in prefill: ignore these logits
       }
       if (entry.aborted) continue;
-      const token = entry.sampler.sample(logits.subarray(i * vocab, (i + 1) * vocab), entry.history);
+      let token: number;
+      try {
+        token = entry.sampler.sample(logits.subarray(i * vocab, (i + 1) * vocab), entry.history);
+      } catch (error) { // non-finite logits: this request fails, the others go on
+        this.finish(entry, undefined, error);
+        continue;
+      }
       entry.history.push(token);
-      entry.generated++;
       entry.firstTokenAt ??= performance.now();
+      // An end-of-sequence token ends the output and is not part of it (nor of the generated count).
+      const end = entry.request.stopTokenIds.has(token);
+      if (!end) entry.generated++;
       const keepGoing = entry.request.onToken(token);
-      if (!keepGoing || entry.request.stopTokenIds.has(token)) this.finish(entry, 'stop');
+      if (!keepGoing || end) this.finish(entry, 'stop');
       else if (entry.generated >= entry.request.maxTokens || entry.history.length >= this.options.contextLength) this.finish(entry, 'length');
     }
   }

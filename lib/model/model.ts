@@ -61,14 +61,28 @@ export interface GenerationChunk {
   tokenIds: number[];
 }
 
-export interface GenerationResult {
-  text: string;
-  tokenIds: number[];
+/** How a generation ended: also the value stream() returns when it is done (what `for await` does not show). */
+export interface GenerationSummary {
+  /** 'stop': an end-of-sequence token or a stop string; 'length': maxTokens or the context was reached. */
   finishReason: FinishReason;
   promptTokens: number;
+  /** Tokens of the output (an end-of-sequence token that ended it is not one). */
   generatedTokens: number;
   timeToFirstTokenMs: number;
   tokensPerSecond: number;
+}
+
+export interface GenerationResult extends GenerationSummary {
+  text: string;
+  tokenIds: number[];
+}
+
+function summarize(r: EngineResult): GenerationSummary {
+  return {
+    finishReason: r.finishReason, promptTokens: r.promptTokens, generatedTokens: r.generatedTokens,
+    timeToFirstTokenMs: r.timeToFirstTokenMs,
+    tokensPerSecond: r.generatedTokens / Math.max(1e-9, (r.totalMs - r.timeToFirstTokenMs) / 1000 || r.totalMs / 1000),
+  };
 }
 
 function positiveInteger(value: unknown, name: string, fallback: number, max = 1 << 24): number {
@@ -93,7 +107,11 @@ export class W4a8Model {
     this.config = packed.config;
     this.quant = packed.quant;
     this.contextLength = positiveInteger(options.contextLength, 'contextLength', packed.config.maxSeqLen, packed.config.maxSeqLen);
-    if (packed.tokenizerJson) this.tokenizer = new TextTokenizer(packed.tokenizerJson, packed.tokenizerConfigJson, packed.chatTemplate);
+    if (packed.tokenizerJson) {
+      this.tokenizer = new TextTokenizer(packed.tokenizerJson, packed.tokenizerConfigJson, packed.chatTemplate);
+      if (this.tokenizer.maxTokenId >= packed.config.vocabSize)
+        throw new W4a8Error('E_FILE', `the tokenizer has token id ${this.tokenizer.maxTokenId}; the model's vocabulary has ${packed.config.vocabSize} rows`);
+    }
     this.kvCacheType = checkChoice(options.kvCache, KV_CACHE_TYPES, 'kvCache', DEFAULT_KV_CACHE);
     this.handle = createNativeModel(packed, this.kvCacheType);
     const maxBatch = positiveInteger(options.maxBatch, 'maxBatch', 16, 4096);
@@ -107,7 +125,11 @@ export class W4a8Model {
     });
   }
 
-  /** Opens a packed .w4a8 file (memory-mapped, validated) and prepares it for generation on `options.device`. */
+  /**
+   * Opens a packed .w4a8 file (memory-mapped, validated) and prepares it for generation on `options.device`.
+   * The file stays mapped while the model lives: replace a model file by writing a new one and renaming it
+   * over the old, never by rewriting it in place (a mapping whose file shrinks faults: SIGBUS).
+   */
   static async load(path: string, options: ModelOptions = {}): Promise<W4a8Model> {
     if (typeof path !== 'string' || path.length === 0) throw new W4a8Error('E_TYPE', 'path must be a non-empty string');
     checkDevice(options.device);
@@ -178,19 +200,19 @@ export class W4a8Model {
       text += chunk.text;
       tokenIds.push(...chunk.tokenIds);
     });
-    return {
-      text, tokenIds, finishReason: stats.finishReason, promptTokens: stats.promptTokens, generatedTokens: stats.generatedTokens,
-      timeToFirstTokenMs: stats.timeToFirstTokenMs,
-      tokensPerSecond: stats.generatedTokens / Math.max(1e-9, (stats.totalMs - stats.timeToFirstTokenMs) / 1000 || stats.totalMs / 1000),
-    };
+    return { text, tokenIds, ...summarize(stats) };
   }
 
-  /** Streams the continuation as chunks of text and token ids. Breaking out of the loop ends the request. */
-  async *stream(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, void> {
+  /**
+   * Streams the continuation as chunks of text and token ids. Breaking out of the loop ends the request. When
+   * done, the generator returns the GenerationSummary (why it stopped, token counts), for callers of next().
+   */
+  async *stream(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationSummary> {
     const queue: GenerationChunk[] = [];
     let wake: (() => void) | undefined;
     let done = false;
     let failure: unknown;
+    let result: EngineResult | undefined;
     // The request's own signal aborts when the caller's does or when the loop is left early. Linked by hand,
     // not with AbortSignal.any(): the listener goes away with the request, so a long-lived caller signal
     // (one per server, say) does not collect a listener and a composite signal per request.
@@ -204,7 +226,8 @@ export class W4a8Model {
       finished = this.run(prompt, { ...options, signal: controller.signal }, (chunk) => {
         queue.push(chunk);
         wake?.();
-      }, () => queue.length >= STREAM_HIGH_WATER).then(() => { done = true; }, (error) => { failure = error; done = true; }).finally(() => wake?.());
+      }, () => queue.length >= STREAM_HIGH_WATER).then((r) => { result = r; done = true; }, (error) => { failure = error; done = true; })
+        .finally(() => wake?.());
     } catch (error) {
       outer?.removeEventListener('abort', forward);
       throw error;
@@ -220,6 +243,7 @@ export class W4a8Model {
         else await new Promise<void>((resolve) => { wake = resolve; });
       }
       if (failure) throw failure;
+      return summarize(result!);
     } finally {
       if (!done) controller.abort();
       await finished;
@@ -228,13 +252,13 @@ export class W4a8Model {
   }
 
   /** Generates continuations of several prompts in one batch; each finishes on its own. */
-  generateBatch(prompts: ReadonlyArray<string | readonly number[]>, options: GenerateOptions = {}): Promise<string[]> {
+  async generateBatch(prompts: ReadonlyArray<string | readonly number[]>, options: GenerateOptions = {}): Promise<string[]> {
     if (!Array.isArray(prompts) || prompts.length === 0) throw new W4a8Error('E_EMPTY', 'prompts must be a non-empty array');
     return Promise.all(prompts.map((p) => this.generate(p, options)));
   }
 
   /** Renders `messages` with the model's chat template and generates the assistant's reply. */
-  chat(messages: ChatMessage[], options: GenerateOptions = {}): Promise<string> {
+  async chat(messages: ChatMessage[], options: GenerateOptions = {}): Promise<string> {
     const prompt = this.requireTokenizer().applyChatTemplate(messages);
     return this.generate(this.tokenize(prompt, false), options);
   }
@@ -274,7 +298,7 @@ export class W4a8Model {
     const tokenizer = this.tokenizer;
     const text = tokenizer ? new TextStream((ids) => tokenizer.decode(ids), stop) : undefined;
     const result = this.engine.submit({
-      promptIds, maxTokens, sampling: resolveSampling(options), stopTokenIds: new Set(this.config.eosTokenIds), signal: options.signal,
+      promptIds, maxTokens, sampling: resolveSampling(options, this.config.vocabSize), stopTokenIds: new Set(this.config.eosTokenIds), signal: options.signal,
       isPaused,
       onToken: (id) => {
         if (this.config.eosTokenIds.includes(id)) return false;

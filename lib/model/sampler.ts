@@ -1,6 +1,6 @@
 /**
- * Token sampling from one row of logits: repetition penalty, temperature, top-k, min-p, top-p, then a
- * draw from a seeded generator (so a seed reproduces a generation). temperature 0 is greedy.
+ * Token sampling from one row of logits: logit bias, repetition, presence and frequency penalties, temperature,
+ * top-k, min-p, top-p, then a draw from a seeded generator (so a seed reproduces a generation). temperature 0 is greedy.
  */
 import { W4a8Error } from '../errors.js';
 import { seededRandom } from '../random.js';
@@ -18,11 +18,17 @@ export interface SamplingOptions {
   repetitionPenalty?: number;
   /** How many recent tokens the repetition penalty looks at. Default 64. */
   repetitionWindow?: number;
+  /** Subtracted from the logit of every token already generated (OpenAI's presence_penalty, -2..2). Default 0. */
+  presencePenalty?: number;
+  /** Subtracted from a token's logit once per time it was generated (OpenAI's frequency_penalty, -2..2). Default 0. */
+  frequencyPenalty?: number;
+  /** Added to the logits of these token ids before sampling (-100..100; -100 in effect bans a token). */
+  logitBias?: Readonly<Record<number, number>>;
   /** Seed of the sampling generator; random when omitted. */
   seed?: number;
 }
 
-export type ResolvedSampling = Required<SamplingOptions>;
+export type ResolvedSampling = Required<Omit<SamplingOptions, 'logitBias'>> & { logitBias: ReadonlyMap<number, number> };
 
 function numberIn(value: unknown, name: string, fallback: number, min: number, max: number, integer = false): number {
   if (value === undefined) return fallback;
@@ -31,7 +37,22 @@ function numberIn(value: unknown, name: string, fallback: number, min: number, m
   return value;
 }
 
-export function resolveSampling(o: SamplingOptions): ResolvedSampling {
+/** Token id -> bias, each id an integer in [0, vocabSize) and each bias in [-100, 100]. */
+function logitBiasMap(value: unknown, vocabSize: number): Map<number, number> {
+  const map = new Map<number, number>();
+  if (value === undefined) return map;
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new W4a8Error('E_OPTION', 'logitBias must be an object of token id -> bias');
+  for (const [key, bias] of Object.entries(value)) {
+    const id = Number(key);
+    if (!/^\d+$/.test(key) || id >= vocabSize)
+      throw new W4a8Error('E_OPTION', `logitBias: '${key}' is not a token id in [0, ${vocabSize})`);
+    map.set(id, numberIn(bias, `logitBias[${key}]`, 0, -100, 100));
+  }
+  return map;
+}
+
+export function resolveSampling(o: SamplingOptions, vocabSize = Infinity): ResolvedSampling {
   return {
     temperature: numberIn(o.temperature, 'temperature', 0.8, 0, 100),
     topK: numberIn(o.topK, 'topK', 40, 0, 1 << 24, true),
@@ -39,6 +60,9 @@ export function resolveSampling(o: SamplingOptions): ResolvedSampling {
     minP: numberIn(o.minP, 'minP', 0.05, 0, 1),
     repetitionPenalty: numberIn(o.repetitionPenalty, 'repetitionPenalty', 1, 0.01, 100),
     repetitionWindow: numberIn(o.repetitionWindow, 'repetitionWindow', 64, 0, 1 << 24, true),
+    presencePenalty: numberIn(o.presencePenalty, 'presencePenalty', 0, -2, 2),
+    frequencyPenalty: numberIn(o.frequencyPenalty, 'frequencyPenalty', 0, -2, 2),
+    logitBias: logitBiasMap(o.logitBias, vocabSize),
     seed: numberIn(o.seed, 'seed', Math.floor(Math.random() * 2 ** 32), 0, 2 ** 53, true),
   };
 }
@@ -46,6 +70,8 @@ export function resolveSampling(o: SamplingOptions): ResolvedSampling {
 export class Sampler {
   /** Uniform [0, 1) from the seeded generator. */
   private readonly random: () => number;
+  /** Times each token was generated (by this sampler), for the presence and frequency penalties. */
+  private readonly generated = new Map<number, number>();
 
   constructor(private readonly options: ResolvedSampling) {
     this.random = seededRandom(options.seed % 2 ** 32);
@@ -58,10 +84,24 @@ export class Sampler {
    */
   sample(logits: Float32Array, history: readonly number[]): number {
     const o = this.options;
+    const bad = firstNonFinite(logits);
+    if (bad >= 0) // corrupt or overflowing weights: greedy argmax would return token 0 without a word
+      throw new W4a8Error('E_STEP', `the model computed a non-finite logit (token ${bad}: ${logits[bad]}); its weights are corrupt or overflow`);
+    for (const [t, bias] of o.logitBias) logits[t] += bias;
     if (o.repetitionPenalty !== 1) {
       const seen = new Set(history.slice(Math.max(0, history.length - o.repetitionWindow)));
       for (const t of seen) logits[t] = logits[t] > 0 ? logits[t] / o.repetitionPenalty : logits[t] * o.repetitionPenalty;
     }
+    if (o.presencePenalty !== 0 || o.frequencyPenalty !== 0)
+      for (const [t, count] of this.generated) logits[t] -= o.presencePenalty + o.frequencyPenalty * count;
+    const token = this.pick(logits);
+    if (o.presencePenalty !== 0 || o.frequencyPenalty !== 0) this.generated.set(token, (this.generated.get(token) ?? 0) + 1);
+    return token;
+  }
+
+  /** The draw itself, from penalized logits. */
+  private pick(logits: Float32Array): number {
+    const o = this.options;
     if (o.temperature === 0) return argmax(logits);
     const vocab = logits.length;
     const k = o.topK > 0 ? Math.min(o.topK, vocab) : vocab;
@@ -154,6 +194,11 @@ function sum(values: Float64Array, count: number): number {
   let total = 0;
   for (let i = 0; i < count; i++) total += values[i];
   return total;
+}
+
+function firstNonFinite(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) if (!(Math.abs(values[i]) < Infinity)) return i;
+  return -1;
 }
 
 export function argmax(values: Float32Array): number {

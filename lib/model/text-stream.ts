@@ -1,7 +1,7 @@
 /**
  * Turns generated token ids into text chunks as they come: decodes incrementally, holds back an
  * incomplete UTF-8 character and any tail that could still become a stop string, and cuts the text at
- * the first stop string.
+ * the earliest stop string.
  *
  * Each token costs two decodes of a short window, not one of the whole generation (which made a long
  * generation quadratic on the JS thread): `prefix` and `read` mark token positions where the text so far was
@@ -30,13 +30,16 @@ export class TextStream {
     else this.text = this.decode(this.ids);
     this.prefix = this.read;
     this.read = this.ids.length;
+    // The stop string that starts first in the text ends it (not the first one in the list).
+    let cut = -1;
     for (const stop of this.stops) {
       const at = this.text.indexOf(stop, Math.max(0, this.emitted - stop.length));
-      if (at >= 0) {
-        this.stopped = true;
-        this.text = this.text.slice(0, at);
-        return this.take(this.text.length);
-      }
+      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+    }
+    if (cut >= 0) {
+      this.stopped = true;
+      this.text = this.text.slice(0, cut);
+      return this.take(this.text.length);
     }
     return this.take(this.text.length - this.heldBack(this.text));
   }

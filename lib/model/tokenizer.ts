@@ -11,21 +11,49 @@ export interface ChatMessage {
   content: string;
 }
 
+/** Roles a chat message may have (OpenAI's, as chat templates know them). */
+export const CHAT_ROLES: readonly string[] = ['system', 'developer', 'user', 'assistant', 'tool'];
+
+/** The largest token id of a tokenizer.json and the longest token's length in characters (vocab and added tokens). */
+function vocabularyBounds(json: Record<string, unknown>): { maxId: number; maxChars: number } {
+  let maxId = -1, maxChars = 1;
+  const note = (id: unknown, text: unknown) => {
+    if (typeof id === 'number' && id > maxId) maxId = id;
+    if (typeof text === 'string' && text.length > maxChars) maxChars = text.length;
+  };
+  const vocab = (json.model as { vocab?: unknown } | undefined)?.vocab;
+  if (Array.isArray(vocab)) vocab.forEach((entry, id) => note(id, Array.isArray(entry) ? entry[0] : undefined)); // Unigram
+  else if (vocab && typeof vocab === 'object') for (const [text, id] of Object.entries(vocab)) note(id, text);
+  if (Array.isArray(json.added_tokens))
+    for (const t of json.added_tokens as { id?: unknown; content?: unknown }[]) note(t?.id, t?.content);
+  return { maxId, maxChars };
+}
+
 export class TextTokenizer {
   private readonly tokenizer: Tokenizer;
   private readonly template?: Template;
   private readonly specialTokens: Record<string, string>;
+  /** The largest token id the tokenizer can produce (-1 if it names none). */
+  readonly maxTokenId: number;
+  /** The most characters one token stands for (an upper bound: text of n characters has >= n / this tokens). */
+  readonly maxTokenChars: number;
 
   constructor(tokenizerJson: string, tokenizerConfigJson?: string, chatTemplate?: string) {
     let config: Record<string, unknown> = {};
     try {
       config = tokenizerConfigJson ? JSON.parse(tokenizerConfigJson) : {};
-      this.tokenizer = new Tokenizer(JSON.parse(tokenizerJson), config);
+      const json = JSON.parse(tokenizerJson);
+      this.tokenizer = new Tokenizer(json, config);
+      ({ maxId: this.maxTokenId, maxChars: this.maxTokenChars } = vocabularyBounds(json));
     } catch (error) {
       throw new W4a8Error('E_FILE', `the model's tokenizer cannot be loaded: ${(error as Error).message}`);
     }
     const template = chatTemplate ?? (typeof config.chat_template === 'string' ? config.chat_template : undefined);
-    if (template) this.template = new Template(template);
+    try {
+      if (template) this.template = new Template(template);
+    } catch (error) {
+      throw new W4a8Error('E_FILE', `the model's chat template cannot be parsed: ${(error as Error).message}`);
+    }
     this.specialTokens = {};
     for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
       const v = config[key];
@@ -36,11 +64,19 @@ export class TextTokenizer {
   }
 
   encode(text: string, addSpecialTokens = true): number[] {
-    return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    try {
+      return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    } catch (error) {
+      throw new W4a8Error('E_FILE', `the model's tokenizer failed to encode: ${(error as Error).message}`);
+    }
   }
 
   decode(ids: readonly number[]): string {
-    return this.tokenizer.decode(Array.from(ids), { skip_special_tokens: true });
+    try {
+      return this.tokenizer.decode(Array.from(ids), { skip_special_tokens: true });
+    } catch (error) {
+      throw new W4a8Error('E_FILE', `the model's tokenizer failed to decode: ${(error as Error).message}`);
+    }
   }
 
   get hasChatTemplate(): boolean {
@@ -49,6 +85,11 @@ export class TextTokenizer {
 
   applyChatTemplate(messages: ChatMessage[], addGenerationPrompt = true): string {
     if (!this.template) throw new W4a8Error('E_OPTION', 'this model has no chat template');
-    return this.template.render({ messages, add_generation_prompt: addGenerationPrompt, ...this.specialTokens });
+    try {
+      return this.template.render({ messages, add_generation_prompt: addGenerationPrompt, ...this.specialTokens });
+    } catch (error) {
+      // Templates raise on messages they do not take (e.g. roles that do not alternate): the caller's messages.
+      throw new W4a8Error('E_TEMPLATE', `the model's chat template failed on these messages: ${(error as Error).message}`);
+    }
   }
 }

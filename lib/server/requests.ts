@@ -3,9 +3,12 @@
  * an ApiError with the HTTP status and the parameter at fault, answered as {error: {...}}.
  */
 import type { GenerateOptions } from '../model/model.js';
-import type { ChatMessage } from '../model/tokenizer.js';
+import { CHAT_ROLES, type ChatMessage } from '../model/tokenizer.js';
 
 export class ApiError extends Error {
+  /** For 405: the methods the route takes (the Allow header). */
+  allow?: string;
+
   constructor(readonly status: number, message: string, readonly param?: string, readonly type = 'invalid_request_error',
     readonly code?: string) {
     super(message);
@@ -17,6 +20,10 @@ export interface CompletionRequest {
   prompt?: string | number[];
   messages?: ChatMessage[];
   stream: boolean;
+  /** stream_options.include_usage: a last event with the usage figures. */
+  includeUsage: boolean;
+  /** True when the client set max_tokens: then prompt + max_tokens must fit the context (else it is capped). */
+  maxTokensGiven: boolean;
   options: GenerateOptions;
 }
 
@@ -39,6 +46,46 @@ function stopStrings(body: Body): string[] | undefined {
   return list as string[];
 }
 
+/** Token id -> bias in [-100, 100] (ids are checked against the vocabulary by the model). */
+function logitBias(body: Body): Record<number, number> | undefined {
+  const v = body.logit_bias;
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v) ||
+      Object.entries(v).some(([id, bias]) => !/^\d+$/.test(id) || typeof bias !== 'number' || !(bias >= -100 && bias <= 100)))
+    throw new ApiError(400, "'logit_bias' must map token ids to numbers in [-100, 100]", 'logit_bias');
+  return v as Record<number, number>;
+}
+
+/**
+ * OpenAI parameters this server does not implement, refused when set to anything but their no-op value (silently
+ * ignoring them would change what the client asked for).
+ */
+function refuseUnsupported(b: Body): void {
+  const unsupported = (param: string, what: string) => {
+    throw new ApiError(400, `'${param}' is not supported by this server (${what})`, param);
+  };
+  const set = (v: unknown) => v !== undefined && v !== null;
+  if (set(b.echo) && b.echo !== false) unsupported('echo', 'the prompt is not echoed');
+  if (set(b.suffix) && b.suffix !== '') unsupported('suffix', 'no insertion after a suffix');
+  if (set(b.best_of) && b.best_of !== 1) unsupported('best_of', 'one candidate per request');
+  if (set(b.logprobs) && b.logprobs !== false) unsupported('logprobs', 'no log probabilities');
+  if (set(b.top_logprobs)) unsupported('top_logprobs', 'no log probabilities');
+  const format = b.response_format as { type?: unknown } | null | undefined;
+  if (set(format) && (typeof format !== 'object' || format!.type !== 'text')) unsupported('response_format', "only {type: 'text'}");
+  if (Array.isArray(b.tools) ? b.tools.length > 0 : set(b.tools)) unsupported('tools', 'no tool calls');
+  if (Array.isArray(b.functions) ? b.functions.length > 0 : set(b.functions)) unsupported('functions', 'no function calls');
+  if (set(b.tool_choice) && b.tool_choice !== 'none' && b.tool_choice !== 'auto') unsupported('tool_choice', 'no tool calls');
+  if (set(b.function_call) && b.function_call !== 'none' && b.function_call !== 'auto') unsupported('function_call', 'no function calls');
+}
+
+/** A message's content: a string, or OpenAI's array of {type: 'text', text} parts (joined). */
+function messageContent(content: unknown, i: number): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content) && content.every((p) => typeof p === 'object' && p !== null && (p as Body).type === 'text' && typeof (p as Body).text === 'string'))
+    return content.map((p) => (p as { text: string }).text).join('');
+  throw new ApiError(400, `'messages[${i}]' needs content: a string or an array of {type: 'text', text} parts`, 'messages');
+}
+
 export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: number; modelNames: string[] }): CompletionRequest {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ApiError(400, 'the request body must be a JSON object');
   const b = body as Body;
@@ -46,27 +93,43 @@ export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: 
   if (model !== undefined && typeof model !== 'string') throw new ApiError(400, "'model' must be a string", 'model');
   if (typeof model === 'string' && !limits.modelNames.includes(model))
     throw new ApiError(404, `the model '${model}' does not exist; GET /v1/models lists the models`, 'model', 'invalid_request_error', 'model_not_found');
-  if (b.stream !== undefined && typeof b.stream !== 'boolean') throw new ApiError(400, "'stream' must be a boolean", 'stream');
+  if (b.stream !== undefined && b.stream !== null && typeof b.stream !== 'boolean') throw new ApiError(400, "'stream' must be a boolean", 'stream');
+  const streamOptions = b.stream_options as Body | null | undefined;
+  if (streamOptions !== undefined && streamOptions !== null &&
+      (typeof streamOptions !== 'object' || Array.isArray(streamOptions) ||
+       (streamOptions.include_usage !== undefined && typeof streamOptions.include_usage !== 'boolean')))
+    throw new ApiError(400, "'stream_options' must be {include_usage?: boolean}", 'stream_options');
   optionalNumber(b, 'n', 1, 1, true); // one choice per request
+  refuseUnsupported(b);
+  const maxTokens = optionalNumber(b, 'max_tokens', 1, limits.maxTokens, true) ?? optionalNumber(b, 'max_completion_tokens', 1, limits.maxTokens, true);
   const options: GenerateOptions = {
-    maxTokens: optionalNumber(b, 'max_tokens', 1, limits.maxTokens, true) ?? optionalNumber(b, 'max_completion_tokens', 1, limits.maxTokens, true) ?? (chat ? Math.min(512, limits.maxTokens) : Math.min(16, limits.maxTokens)),
+    maxTokens: maxTokens ?? (chat ? Math.min(512, limits.maxTokens) : Math.min(16, limits.maxTokens)),
     temperature: optionalNumber(b, 'temperature', 0, 2) ?? 1,
     topP: optionalNumber(b, 'top_p', 0, 1) ?? 1,
     topK: optionalNumber(b, 'top_k', 0, 1 << 20, true) ?? 0,
     minP: optionalNumber(b, 'min_p', 0, 1) ?? 0,
     repetitionPenalty: optionalNumber(b, 'repetition_penalty', 0.01, 100),
     seed: optionalNumber(b, 'seed', 0, Number.MAX_SAFE_INTEGER, true),
+    presencePenalty: optionalNumber(b, 'presence_penalty', -2, 2),
+    frequencyPenalty: optionalNumber(b, 'frequency_penalty', -2, 2),
+    logitBias: logitBias(b),
     stop: stopStrings(b),
   };
-  const request: CompletionRequest = { model: (model as string | undefined) ?? limits.modelNames[0], stream: b.stream === true, options };
+  const request: CompletionRequest = {
+    model: (model as string | undefined) ?? limits.modelNames[0], stream: b.stream === true,
+    includeUsage: streamOptions?.include_usage === true, maxTokensGiven: maxTokens !== undefined, options,
+  };
   if (chat) {
     const messages = b.messages;
     if (!Array.isArray(messages) || messages.length === 0) throw new ApiError(400, "'messages' must be a non-empty array", 'messages');
-    messages.forEach((m, i) => {
-      if (typeof m !== 'object' || m === null || typeof (m as Body).role !== 'string' || typeof (m as Body).content !== 'string')
+    request.messages = messages.map((m, i): ChatMessage => {
+      if (typeof m !== 'object' || m === null || typeof (m as Body).role !== 'string')
         throw new ApiError(400, `'messages[${i}]' must be {role: string, content: string}`, 'messages');
+      const role = (m as Body).role as string;
+      if (!CHAT_ROLES.includes(role))
+        throw new ApiError(400, `'messages[${i}].role' must be one of ${CHAT_ROLES.join(', ')}, got '${role}'`, 'messages');
+      return { role, content: messageContent((m as Body).content, i) };
     });
-    request.messages = messages as ChatMessage[];
   } else {
     let prompt = b.prompt;
     if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === 'string') prompt = prompt[0];

@@ -7,7 +7,7 @@
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { W4a8Error } from '../errors.js';
-import type { W4a8Model, GenerationChunk } from '../model/model.js';
+import type { W4a8Model, GenerationChunk, GenerationSummary } from '../model/model.js';
 import { Metrics } from './metrics.js';
 import { ApiError, parseRequest, type CompletionRequest } from './requests.js';
 
@@ -18,24 +18,36 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** Largest max_tokens accepted (default: the model's context length). */
   maxTokens?: number;
+  /** Where unexpected errors (answered 500) are reported; default console.error. */
+  logError?: (error: unknown) => void;
 }
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, JSON_HEADERS).end(JSON.stringify(body));
+function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
+  res.writeHead(status, { ...JSON_HEADERS, ...headers }).end(JSON.stringify(body));
+}
+
+function errorBody(error: ApiError) {
+  return { error: { message: error.message, type: error.type, param: error.param ?? null, code: error.code ?? null } };
 }
 
 function sendError(res: http.ServerResponse, error: ApiError): void {
   if (res.headersSent) return void res.end();
-  sendJson(res, error.status, { error: { message: error.message, type: error.type, param: error.param ?? null, code: error.code ?? null } });
+  const headers: http.OutgoingHttpHeaders = {};
+  if (error.status === 429 || error.status === 503) headers['retry-after'] = '1';
+  // The unread rest of a too-large body is not worth reading: answer, then close the connection.
+  if (error.status === 413) headers.connection = 'close';
+  if (error.allow) headers.allow = error.allow;
+  sendJson(res, error.status, errorBody(error), headers);
 }
 
 /** Library errors as HTTP errors: the client's fault (400, 429...) or ours (500). */
 function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof W4a8Error) {
-    const status = ({ E_CONTEXT: 400, E_OPTION: 400, E_EMPTY: 400, E_TYPE: 400, E_BUSY: 429, E_DISPOSED: 503, E_ABORTED: 499 } as Record<string, number>)[error.code] ?? 500;
+    const status = ({ E_CONTEXT: 400, E_OPTION: 400, E_EMPTY: 400, E_TYPE: 400, E_TEMPLATE: 400, E_BUSY: 429, E_DISPOSED: 503,
+      E_ABORTED: 499 } as Record<string, number>)[error.code] ?? 500;
     return new ApiError(status, error.message, undefined, status === 500 ? 'server_error' : 'invalid_request_error',
       error.code === 'E_CONTEXT' ? 'context_length_exceeded' : error.code);
   }
@@ -48,13 +60,16 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
     if (declared > limit) return reject(new ApiError(413, `the request body is larger than ${limit} bytes`));
     const parts: Buffer[] = [];
     let size = 0;
-    req.on('data', (part: Buffer) => {
+    const onData = (part: Buffer) => {
       size += part.length;
       if (size > limit) {
+        // Stop reading (a chunked body has no declared size): the 413 goes out, then the connection closes.
+        req.off('data', onData);
+        req.pause();
         reject(new ApiError(413, `the request body is larger than ${limit} bytes`));
-        req.destroy();
       } else parts.push(part);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => {
       try {
         resolve(JSON.parse(Buffer.concat(parts).toString('utf8')));
@@ -70,8 +85,20 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
   const modelName = options.modelName ?? 'w4a8';
   const maxBodyBytes = options.maxBodyBytes ?? 1 << 20;
   const maxTokens = options.maxTokens ?? model.contextLength;
+  const logError = options.logError ?? ((error: unknown) => console.error('w4a8 serve: unexpected error:', error));
   const created = Math.floor(Date.now() / 1000);
   const metrics = new Metrics();
+  const modelCard = { id: modelName, object: 'model', created, owned_by: 'w4a8' };
+
+  /** A text prompt's ids. Text that cannot fit the context whatever its tokens is refused before the tokenizer runs on it. */
+  function tokenizeChecked(text: string, addSpecialTokens: boolean, param: string): number[] {
+    const most = model.contextLength * (model.tokenizer?.maxTokenChars ?? Infinity);
+    // (Twice the bound: a normalizer may shorten text. Tokenizing a megabyte would hold the event loop for seconds.)
+    if (text.length > 2 * most + 64)
+      throw new ApiError(400, `the prompt has ${text.length} characters, more than the ${model.contextLength}-token context can hold`,
+        param, 'invalid_request_error', 'context_length_exceeded');
+    return model.tokenize(text, addSpecialTokens);
+  }
 
   async function complete(req: http.IncomingMessage, res: http.ServerResponse, chat: boolean): Promise<void> {
     const request = parseRequest(await readBody(req, maxBodyBytes), chat, { maxTokens, modelNames: [modelName] });
@@ -80,52 +107,76 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     res.on('close', () => { if (!res.writableFinished) controller.abort(); });
     if (chat && !model.tokenizer?.hasChatTemplate) throw new ApiError(400, 'this model has no chat template; use /v1/completions');
     // Token ids from here on: the prompt is tokenized once, and its length is known for the usage figures.
-    const prompt = chat ? model.tokenize(model.tokenizer!.applyChatTemplate(request.messages!), false)
-      : typeof request.prompt === 'string' ? model.tokenize(request.prompt) : request.prompt!;
+    const prompt = chat ? tokenizeChecked(model.tokenizer!.applyChatTemplate(request.messages!), false, 'messages')
+      : typeof request.prompt === 'string' ? tokenizeChecked(request.prompt, true, 'prompt') : request.prompt!;
+    const generationOptions = { ...request.options, signal: controller.signal };
+    if (prompt.length < model.contextLength) {
+      const room = model.contextLength - prompt.length;
+      // Asked for more than fits: refused (as OpenAI does); the default is cut to what fits.
+      if (request.maxTokensGiven && generationOptions.maxTokens! > room)
+        throw new ApiError(400, `the prompt has ${prompt.length} tokens and max_tokens is ${generationOptions.maxTokens}: ` +
+          `together more than the context of ${model.contextLength} tokens`, 'max_tokens', 'invalid_request_error', 'context_length_exceeded');
+      generationOptions.maxTokens = Math.min(generationOptions.maxTokens!, room);
+    } // (a prompt that fills the context is refused by the model: E_CONTEXT)
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: request.model };
-    const options = { ...request.options, signal: controller.signal };
     const started = performance.now();
     if (!request.stream) {
-      const r = await model.complete(prompt, options);
+      const r = await model.complete(prompt, generationOptions);
       record(r.promptTokens, r.generatedTokens, r.timeToFirstTokenMs, started);
-      const usage = { prompt_tokens: r.promptTokens, completion_tokens: r.generatedTokens, total_tokens: r.promptTokens + r.generatedTokens };
       const choice = chat
         ? { index: 0, message: { role: 'assistant', content: r.text }, token_ids: r.tokenIds, finish_reason: r.finishReason }
         : { index: 0, text: r.text, token_ids: r.tokenIds, logprobs: null, finish_reason: r.finishReason };
-      return sendJson(res, 200, { ...base, object: chat ? 'chat.completion' : 'text_completion', choices: [choice], usage });
+      return sendJson(res, 200, { ...base, object: chat ? 'chat.completion' : 'text_completion', choices: [choice], usage: usage(r) });
     }
-    await streamCompletion(res, request, prompt, options, chat, base, started);
+    await streamCompletion(res, request, prompt, generationOptions, chat, base, started);
+  }
+
+  function usage(r: GenerationSummary) {
+    return { prompt_tokens: r.promptTokens, completion_tokens: r.generatedTokens, total_tokens: r.promptTokens + r.generatedTokens };
   }
 
   async function streamCompletion(res: http.ServerResponse, request: CompletionRequest, prompt: number[],
-    options: CompletionRequest['options'], chat: boolean, base: object, started: number): Promise<void> {
+    generationOptions: CompletionRequest['options'], chat: boolean, base: object, started: number): Promise<void> {
     const object = chat ? 'chat.completion.chunk' : 'text_completion';
-    const send = (choice: object) => res.write(`data: ${JSON.stringify({ ...base, object, choices: [choice] })}\n\n`);
-    const iterator = model.stream(prompt, options)[Symbol.asyncIterator]();
+    // With stream_options.include_usage every chunk carries usage: null, and a last one (no choices) the figures.
+    const extra = request.includeUsage ? { usage: null } : {};
+    const send = (choice: object) => res.write(`data: ${JSON.stringify({ ...base, object, choices: [choice], ...extra })}\n\n`);
+    const iterator = model.stream(prompt, generationOptions)[Symbol.asyncIterator]();
     // Pull the first chunk before answering 200, so that a bad request still gets a clean error status.
-    let first: IteratorResult<GenerationChunk, void>;
-    first = await iterator.next();
+    const first = await iterator.next();
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     if (chat) send({ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null });
     let generated = 0;
     let firstTokenMs = performance.now() - started;
-    for (let next = first; !next.done; next = await iterator.next()) {
-      if (generated === 0) firstTokenMs = performance.now() - started;
-      generated += next.value.tokenIds.length;
-      // An event per chunk with new text or new tokens: besides the text (OpenAI's fields), `token_ids` carries
-      // the generated ids, which is all a model without a tokenizer has to give (its text stays empty).
-      const { text, tokenIds } = next.value;
-      if (text || tokenIds.length > 0)
-        send(chat ? { index: 0, delta: { content: text }, token_ids: tokenIds, finish_reason: null }
-          : { index: 0, text, token_ids: tokenIds, finish_reason: null });
-      // Backpressure: wait for the socket to drain before pulling more tokens.
-      if (res.writableNeedDrain) await new Promise((resolve) => res.once('drain', resolve));
+    let next: IteratorResult<GenerationChunk, GenerationSummary> = first;
+    try {
+      for (; !next.done; next = await iterator.next()) {
+        if (generated === 0) firstTokenMs = performance.now() - started;
+        generated += next.value.tokenIds.length;
+        // An event per chunk with new text or new tokens: besides the text (OpenAI's fields), `token_ids` carries
+        // the generated ids, which is all a model without a tokenizer has to give (its text stays empty).
+        const { text, tokenIds } = next.value;
+        if (text || tokenIds.length > 0)
+          send(chat ? { index: 0, delta: { content: text }, token_ids: tokenIds, finish_reason: null }
+            : { index: 0, text, token_ids: tokenIds, finish_reason: null });
+        // Backpressure: wait for the socket to drain before pulling more tokens.
+        if (res.writableNeedDrain) await new Promise((resolve) => res.once('drain', resolve));
+      }
+    } catch (error) {
+      // The status line is out: the error goes as an event (OpenAI's clients raise it), and the stream ends.
+      const apiError = toApiError(error);
+      if (apiError.status === 499) throw error; // the client is gone
+      if (apiError.status >= 500 && apiError.status !== 503) logError(error);
+      res.end(`data: ${JSON.stringify(errorBody(apiError))}\n\n`);
+      return;
     }
-    const finishReason = generated >= (request.options.maxTokens ?? Infinity) ? 'length' : 'stop';
+    const summary = next.value;
+    const finishReason = summary.finishReason;
     send(chat ? { index: 0, delta: {}, finish_reason: finishReason } : { index: 0, text: '', finish_reason: finishReason });
+    if (request.includeUsage) res.write(`data: ${JSON.stringify({ ...base, object, choices: [], usage: usage(summary) })}\n\n`);
     res.end('data: [DONE]\n\n');
-    record(prompt.length, generated, firstTokenMs, started);
+    record(summary.promptTokens, summary.generatedTokens, firstTokenMs, started);
   }
 
   function record(promptTokens: number, generated: number, ttftMs: number, started: number): void {
@@ -135,12 +186,33 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     metrics.observe('w4a8_request_duration_seconds', 'Time from request to last generated token.', (performance.now() - started) / 1000);
   }
 
+  /** Which methods a path takes (HEAD with GET), or undefined for an unknown path. */
+  function methodsOf(path: string): string[] | undefined {
+    if (path === '/health' || path === '/v1/models' || path === '/metrics' || path.startsWith('/v1/models/')) return ['GET', 'HEAD'];
+    if (path === '/v1/completions' || path === '/v1/chat/completions') return ['POST'];
+    return undefined;
+  }
+
   async function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<string> {
     const path = (req.url ?? '/').split('?')[0];
-    if (req.method === 'GET' && path === '/health') return sendJson(res, 200, { status: 'ok' }), path;
-    if (req.method === 'GET' && path === '/v1/models')
-      return sendJson(res, 200, { object: 'list', data: [{ id: modelName, object: 'model', created, owned_by: 'w4a8' }] }), path;
-    if (req.method === 'GET' && path === '/metrics') {
+    const methods = methodsOf(path);
+    if (!methods) throw new ApiError(404, `no route ${req.method} ${path}`);
+    const allow = [...methods, 'OPTIONS'].join(', ');
+    if (req.method === 'OPTIONS') return res.writeHead(204, { allow }).end(), path;
+    if (!methods.includes(req.method ?? '')) {
+      const error = new ApiError(405, `${path} takes ${methods[0]}`);
+      error.allow = allow;
+      throw error;
+    }
+    if (path === '/health') return sendJson(res, 200, { status: 'ok' }), path;
+    if (path === '/v1/models') return sendJson(res, 200, { object: 'list', data: [modelCard] }), path;
+    if (path.startsWith('/v1/models/')) {
+      const id = decodeURIComponent(path.slice('/v1/models/'.length));
+      if (id !== modelName)
+        throw new ApiError(404, `the model '${id}' does not exist; GET /v1/models lists the models`, 'model', 'invalid_request_error', 'model_not_found');
+      return sendJson(res, 200, modelCard), '/v1/models/{id}';
+    }
+    if (path === '/metrics') {
       const s = model.stats;
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(metrics.render({
         w4a8_running_requests: { help: 'Sequences in the running batch.', value: s.running },
@@ -150,12 +222,8 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       }));
       return path;
     }
-    if (path === '/v1/completions' || path === '/v1/chat/completions') {
-      if (req.method !== 'POST') throw new ApiError(405, `${path} takes POST`);
-      await complete(req, res, path === '/v1/chat/completions');
-      return path;
-    }
-    throw new ApiError(404, `no route ${req.method} ${path}`);
+    await complete(req, res, path === '/v1/chat/completions');
+    return path;
   }
 
   return http.createServer((req, res) => {
@@ -164,6 +232,7 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       (error: unknown) => {
         const apiError = toApiError(error);
         if (apiError.status === 499) { res.destroy(); return; } // the client is gone
+        if (apiError.status === 500) logError(error);
         sendError(res, apiError);
         metrics.count('w4a8_http_requests_total', 'HTTP requests by route and status.', { path: 'error', status: String(apiError.status) });
       });
