@@ -248,15 +248,47 @@ describe('OpenAI-compatible server', () => {
     expect([put.status, put.headers.get('allow')]).toEqual([405, 'GET, HEAD, OPTIONS']);
     expect(await (await fetch(`${base}/v1/models/tiny`)).json()).toMatchObject({ id: 'tiny', object: 'model' });
     expect((await fetch(`${base}/v1/models/other`)).status).toBe(404);
-    // A chunked body has no Content-Length: the limit is found while reading, and the client still gets the 413.
+    expect((await fetch(`${base}/v1/models/%`)).status).toBe(404); // not percent-encoding: no such model (was a 500)
+    // A chunked body has no Content-Length: the limit is found while reading, and the client, still sending, gets
+    // the 413 (not a reset: the rest is read and dropped), on a connection it can use again.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const status = await new Promise<number>((resolve, reject) => {
-      const req = http.request(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } },
-        (res) => { res.resume(); resolve(res.statusCode!); });
+      const req = http.request(`${base}/v1/completions`, { agent, method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } },
+        (res) => { res.resume(); res.on('end', () => resolve(res.statusCode!)); });
       req.on('error', reject);
-      for (let i = 0; i < 8; i++) req.write('x'.repeat(1000));
-      req.end();
+      let sent = 0;
+      const more = () => {
+        while (sent < 40 && req.write('x'.repeat(1000))) sent++;
+        if (sent < 40) req.once('drain', () => { sent++; more(); });
+        else req.end();
+      };
+      more();
     });
     expect(status).toBe(413);
+    const again = await new Promise<number>((resolve, reject) => {
+      http.get(`${base}/health`, { agent }, (res) => { res.resume(); resolve(res.statusCode!); }).on('error', reject);
+    });
+    expect(again).toBe(200);
+    agent.destroy();
+  });
+
+  it('does not count a client that leaves while sending its body as a server error', async () => {
+    const logged: unknown[] = [];
+    const other = createServer(model, { modelName: 'tiny', logError: (e) => logged.push(e) });
+    const at = await listen(other);
+    try {
+      await new Promise<void>((resolve) => {
+        const req = http.request(`${at}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': '100' } });
+        req.on('error', () => resolve());
+        req.write('{"prompt": "Hel');
+        setTimeout(() => { req.destroy(); resolve(); }, 50);
+      });
+      await new Promise((r) => setTimeout(r, 100));
+      expect(logged).toEqual([]);
+      expect(await (await fetch(`${at}/metrics`)).text()).not.toContain('status="500"');
+    } finally {
+      await new Promise((resolve) => other.close(resolve));
+    }
   });
 
   it('ends a stream whose generation fails midway with an error event (OpenAI clients raise it)', async () => {
@@ -307,5 +339,22 @@ describe('OpenAI-compatible server', () => {
       await running?.close();
     }
     await expect(startServer([file, '--port', '70000'])).rejects.toMatchObject({ code: 'E_OPTION' });
+  });
+
+  it("close() (SIGTERM) ends a stream in flight with an error event before it closes the connections", async () => {
+    const file = path.join(tempDir('w4a8-serve-'), 'tiny.w4a8');
+    await writePackedModel(file, packed);
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {});
+    try {
+      const running = await startServer([file, '--port', '0', '--name', 'tiny']);
+      const res = await fetch(`${running.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: 'Once', max_tokens: 90, stream: true }) });
+      const closed = running.close(); // as soon as the stream has started (90 tokens would take many more steps)
+      const text = await res.text();
+      await closed;
+      expect(JSON.parse(events(text).at(-1)!).error.message).toContain('disposed');
+    } finally {
+      log.mockRestore();
+    }
   });
 });

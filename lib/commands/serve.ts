@@ -1,4 +1,5 @@
 /** `w4a8 serve <model.w4a8> [--port 8080] [--host 127.0.0.1]`: the OpenAI-compatible HTTP server. */
+import type { ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { W4a8Error } from '../errors.js';
@@ -17,6 +18,9 @@ export interface RunningServer {
   /** Stops listening, aborts the generations in flight (the model is disposed) and closes every connection. */
   close(): Promise<void>;
 }
+
+/** How long close() lets responses in flight end before it closes their connections. */
+const SHUTDOWN_GRACE_MS = 2000;
 
 /** Loads the model and starts listening; prints the address the server is actually bound to. */
 export async function startServer(args: string[]): Promise<RunningServer> {
@@ -38,6 +42,12 @@ export async function startServer(args: string[]): Promise<RunningServer> {
     kvCache: choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', DEFAULT_KV_CACHE),
   });
   const server = createServer(model, { modelName: values.name ?? 'w4a8' });
+  // Responses in flight, so that closing lets each end (a stream with its error event) before connections go.
+  const open = new Set<ServerResponse>();
+  server.on('request', (_req, res: ServerResponse) => {
+    open.add(res);
+    res.on('close', () => open.delete(res));
+  });
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -55,7 +65,9 @@ export async function startServer(args: string[]): Promise<RunningServer> {
     url, port: bound,
     close: () => closing ??= (async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      await model.dispose();
+      await model.dispose(); // generations in flight fail with E_DISPOSED: streams end with an error event
+      const deadline = Date.now() + SHUTDOWN_GRACE_MS;
+      while (open.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
       server.closeAllConnections();
       await closed;
     })(),

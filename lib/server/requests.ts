@@ -8,6 +8,8 @@ import { CHAT_ROLES, type ChatMessage } from '../model/tokenizer.js';
 export class ApiError extends Error {
   /** For 405: the methods the route takes (the Allow header). */
   allow?: string;
+  /** Close the connection after answering (a body too large to read to its end). */
+  closeConnection?: boolean;
 
   constructor(readonly status: number, message: string, readonly param?: string, readonly type = 'invalid_request_error',
     readonly code?: string) {
@@ -99,6 +101,8 @@ export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: 
       (typeof streamOptions !== 'object' || Array.isArray(streamOptions) ||
        (streamOptions.include_usage !== undefined && typeof streamOptions.include_usage !== 'boolean')))
     throw new ApiError(400, "'stream_options' must be {include_usage?: boolean}", 'stream_options');
+  if (streamOptions !== undefined && streamOptions !== null && b.stream !== true)
+    throw new ApiError(400, "'stream_options' is only allowed with stream: true", 'stream_options');
   optionalNumber(b, 'n', 1, 1, true); // one choice per request
   refuseUnsupported(b);
   const maxTokens = optionalNumber(b, 'max_tokens', 1, limits.maxTokens, true) ?? optionalNumber(b, 'max_completion_tokens', 1, limits.maxTokens, true);

@@ -36,8 +36,7 @@ function sendError(res: http.ServerResponse, error: ApiError): void {
   if (res.headersSent) return void res.end();
   const headers: http.OutgoingHttpHeaders = {};
   if (error.status === 429 || error.status === 503) headers['retry-after'] = '1';
-  // The unread rest of a too-large body is not worth reading: answer, then close the connection.
-  if (error.status === 413) headers.connection = 'close';
+  if (error.closeConnection) headers.connection = 'close';
   if (error.allow) headers.allow = error.allow;
   sendJson(res, error.status, errorBody(error), headers);
 }
@@ -48,36 +47,46 @@ function toApiError(error: unknown): ApiError {
   if (error instanceof W4a8Error) {
     const status = ({ E_CONTEXT: 400, E_OPTION: 400, E_EMPTY: 400, E_TYPE: 400, E_TEMPLATE: 400, E_BUSY: 429, E_DISPOSED: 503,
       E_ABORTED: 499 } as Record<string, number>)[error.code] ?? 500;
-    return new ApiError(status, error.message, undefined, status === 500 ? 'server_error' : 'invalid_request_error',
+    return new ApiError(status, error.message, undefined, status >= 500 ? 'server_error' : 'invalid_request_error',
       error.code === 'E_CONTEXT' ? 'context_length_exceeded' : error.code);
   }
   return new ApiError(500, 'internal error', undefined, 'server_error');
 }
 
+/** A body this many times over the limit is not read to its end: the connection is closed instead. */
+const DISCARD_FACTOR = 16;
+
 function readBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
+    const tooLarge = () => new ApiError(413, `the request body is larger than ${limit} bytes`);
     const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > limit) return reject(new ApiError(413, `the request body is larger than ${limit} bytes`));
+    if (declared > limit) {
+      // Node reads and drops the unread body once the 413 is out (closing a socket with data still coming makes
+      // the client see a reset, not the answer); an absurd one closes the connection.
+      const error = tooLarge();
+      error.closeConnection = declared > DISCARD_FACTOR * limit;
+      return reject(error);
+    }
     const parts: Buffer[] = [];
     let size = 0;
-    const onData = (part: Buffer) => {
+    req.on('data', (part: Buffer) => {
       size += part.length;
-      if (size > limit) {
-        // Stop reading (a chunked body has no declared size): the 413 goes out, then the connection closes.
-        req.off('data', onData);
-        req.pause();
-        reject(new ApiError(413, `the request body is larger than ${limit} bytes`));
-      } else parts.push(part);
-    };
-    req.on('data', onData);
+      if (size <= limit) return void parts.push(part);
+      // A chunked body has no declared size: past the limit the 413 goes out at once and the rest is read and
+      // dropped (for the same reason), up to DISCARD_FACTOR times the limit.
+      if (size - part.length <= limit) parts.length = 0, reject(tooLarge()); // (the chunk that crossed it)
+      if (size > DISCARD_FACTOR * limit) req.socket.destroy();
+    });
     req.on('end', () => {
+      if (size > limit) return;
       try {
         resolve(JSON.parse(Buffer.concat(parts).toString('utf8')));
       } catch {
         reject(new ApiError(400, 'the request body is not valid JSON'));
       }
     });
-    req.on('error', reject);
+    // A client that goes away while sending (ECONNRESET, 'aborted') is not a server error.
+    req.on('error', () => reject(new ApiError(499, 'the client closed the connection')));
   });
 }
 
@@ -207,7 +216,10 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     if (path === '/health') return sendJson(res, 200, { status: 'ok' }), path;
     if (path === '/v1/models') return sendJson(res, 200, { object: 'list', data: [modelCard] }), path;
     if (path.startsWith('/v1/models/')) {
-      const id = decodeURIComponent(path.slice('/v1/models/'.length));
+      let id = path.slice('/v1/models/'.length);
+      try {
+        id = decodeURIComponent(id);
+      } catch { /* not percent-encoded UTF-8: matches no model as it is */ }
       if (id !== modelName)
         throw new ApiError(404, `the model '${id}' does not exist; GET /v1/models lists the models`, 'model', 'invalid_request_error', 'model_not_found');
       return sendJson(res, 200, modelCard), '/v1/models/{id}';
