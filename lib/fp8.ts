@@ -52,9 +52,16 @@ export function encodeFp8FromBf16(values: Uint16Array, format: Fp8Format, option
   return callNative((a) => a.fp8EncodeBf16(input, out, f, saturate));
 }
 
+/** `codes`, or a copy of it where it shares memory with `out` (the decoders would read what they just wrote). */
+function apart(codes: Uint8Array, out: ArrayBufferView | undefined): Uint8Array {
+  if (!out || out.buffer !== codes.buffer) return codes;
+  const overlap = codes.byteOffset < out.byteOffset + out.byteLength && out.byteOffset < codes.byteOffset + codes.byteLength;
+  return overlap ? codes.slice() : codes;
+}
+
 /** FP8 codes -> FP32, exact. */
 export function decodeFp8(codes: Uint8Array, format: Fp8Format, out?: Float32Array): Float32Array {
-  const input = checkTypedArray<Uint8Array>(codes, Uint8Array, 'codes');
+  const input = apart(checkTypedArray<Uint8Array>(codes, Uint8Array, 'codes'), out);
   const f = checkFormat(format, 'format');
   const target = out === undefined ? new Float32Array(input.length) : checkTypedArray<Float32Array>(out, Float32Array, 'out', input.length);
   return callNative((a) => a.fp8DecodeF32(input, target, f));
@@ -62,7 +69,7 @@ export function decodeFp8(codes: Uint8Array, format: Fp8Format, out?: Float32Arr
 
 /** FP8 codes -> BF16 bit patterns, exact (every FP8 value is a BF16 value). */
 export function decodeFp8ToBf16(codes: Uint8Array, format: Fp8Format, out?: Uint16Array): Uint16Array {
-  const input = checkTypedArray<Uint8Array>(codes, Uint8Array, 'codes');
+  const input = apart(checkTypedArray<Uint8Array>(codes, Uint8Array, 'codes'), out);
   const f = checkFormat(format, 'format');
   const target = out === undefined ? new Uint16Array(input.length) : checkTypedArray<Uint16Array>(out, Uint16Array, 'out', input.length);
   return callNative((a) => a.fp8DecodeBf16(input, target, f));

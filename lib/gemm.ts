@@ -4,12 +4,15 @@
  *
  * W4A8 and W8A8 follow DESIGN.md §1: x is quantized to FP8 per token (s_x = amax / FP8_MAX) or with a
  * static per-tensor scale, Y = s_x * s_c * Σ x8 * w8 with exact products and FP32 accumulation.
- * Each function has an Async twin that runs on a worker thread and leaves the event loop free; do not
- * modify the input arrays until its promise settles.
+ * Each function has an Async twin that runs on a worker thread and leaves the event loop free. It reads x (and
+ * an FP32 matrix) from a copy unless they are held in a SharedArrayBuffer (validate.ts pinned()), so detaching or
+ * shrinking them during the call cannot fault; packed weights hold their arrays that way already.
  */
 import { W4a8Error } from './errors.js';
-import { callNative, callNativeAsync } from './native.js';
-import { checkChoice, checkDimension, checkFormat, checkOptions, checkScale, checkTypedArray, tokensOf, type Fp8Format } from './validate.js';
+import { callNative, callNativeAsync, type NativeFp8Weights, type NativeInt4Weights } from './native.js';
+import {
+  checkChoice, checkDimension, checkFormat, checkOptions, checkScale, checkTypedArray, pinned, tokensOf, type Fp8Format,
+} from './validate.js';
 import { Fp8Weights, Int4Weights } from './weights.js';
 
 export type OutputType = 'fp32' | 'bf16';
@@ -41,25 +44,35 @@ interface Prepared {
 function prepareOutput(options: GemmOptions | undefined, M: number, N: number): Prepared & { o: Record<string, unknown> } {
   const o = checkOptions(options, 'options');
   const output = checkChoice(o.output, ['fp32', 'bf16'] as const, 'options.output', 'fp32');
-  return { M, o, out: output === 'fp32' ? new Float32Array(M * N) : new Uint16Array(M * N) };
+  try {
+    return { M, o, out: output === 'fp32' ? new Float32Array(M * N) : new Uint16Array(M * N) };
+  } catch (error) { // RangeError: more elements than a typed array holds
+    throw new W4a8Error('E_SHAPE', `the output would have ${M} x ${N} elements: ${(error as Error).message}`);
+  }
 }
 
-function quantizedArgs(x: unknown, weights: Int4Weights | Fp8Weights, options: QuantizedGemmOptions | undefined) {
+function quantizedArgs(x: unknown, weights: NativeInt4Weights | NativeFp8Weights, options: QuantizedGemmOptions | undefined) {
   const M = tokensOf(x, weights.cols, 'x');
   const p = prepareOutput(options, M, weights.rows);
-  const activationFormat = p.o.activationFormat === undefined ? weights.format : checkFormat(p.o.activationFormat, 'options.activationFormat');
+  const activationFormat = p.o.activationFormat === undefined ? weights.format as Fp8Format : checkFormat(p.o.activationFormat, 'options.activationFormat');
   const activationScale = p.o.activationScale === undefined ? undefined : checkScale(p.o.activationScale, 'options.activationScale');
   return { x: x as Float32Array, M, out: p.out, activationFormat, activationScale };
 }
 
-function checkInt4(weights: unknown): Int4Weights {
+/**
+ * The weights as a plain object for the addon: read here once, so that the addon's reads of its fields can run no
+ * JS (a Proxy or getter could otherwise free memory the addon has already taken a pointer to).
+ */
+function checkInt4(weights: unknown): NativeInt4Weights {
   if (!(weights instanceof Int4Weights)) throw new W4a8Error('E_TYPE', 'weights must be an Int4Weights (Int4Weights.pack or Int4Weights.fromParts)');
-  return weights;
+  const { rows, cols, groupSize, format, codes, groupScales, zeros, channelScales } = weights;
+  return { rows, cols, groupSize, format, codes: pinned(codes), groupScales: pinned(groupScales), zeros: pinned(zeros), channelScales: pinned(channelScales) };
 }
 
-function checkFp8(weights: unknown): Fp8Weights {
+function checkFp8(weights: unknown): NativeFp8Weights {
   if (!(weights instanceof Fp8Weights)) throw new W4a8Error('E_TYPE', 'weights must be an Fp8Weights (Fp8Weights.pack or Fp8Weights.fromParts)');
-  return weights;
+  const { rows, cols, format, codes, channelScales } = weights;
+  return { rows, cols, format, codes: pinned(codes), channelScales: pinned(channelScales) };
 }
 
 function checkMatrix(weights: unknown): Matrix {
@@ -79,7 +92,7 @@ export function gemmW4A8(x: Float32Array, weights: Int4Weights, options?: Quanti
 export function gemmW4A8Async(x: Float32Array, weights: Int4Weights, options?: QuantizedGemmOptions): Promise<Float32Array | Uint16Array> {
   const w = checkInt4(weights);
   const a = quantizedArgs(x, w, options);
-  return callNativeAsync((n) => n.gemmW4A8Async(a.x, a.M, w, a.activationFormat, a.activationScale, a.out));
+  return callNativeAsync((n) => n.gemmW4A8Async(pinned(a.x), a.M, w, a.activationFormat, a.activationScale, a.out));
 }
 
 /** W8A8: FP8 weights and FP8 activations, FP32 accumulation. */
@@ -92,7 +105,7 @@ export function gemmW8A8(x: Float32Array, weights: Fp8Weights, options?: Quantiz
 export function gemmW8A8Async(x: Float32Array, weights: Fp8Weights, options?: QuantizedGemmOptions): Promise<Float32Array | Uint16Array> {
   const w = checkFp8(weights);
   const a = quantizedArgs(x, w, options);
-  return callNativeAsync((n) => n.gemmW8A8Async(a.x, a.M, w, a.activationFormat, a.activationScale, a.out));
+  return callNativeAsync((n) => n.gemmW8A8Async(pinned(a.x), a.M, w, a.activationFormat, a.activationScale, a.out));
 }
 
 /** W4A16: INT4 weights dequantized to BF16, activations rounded to BF16, FP32 accumulation. */
@@ -107,7 +120,7 @@ export function gemmW4A16Async(x: Float32Array, weights: Int4Weights, options?: 
   const w = checkInt4(weights);
   const M = tokensOf(x, w.cols, 'x');
   const { out } = prepareOutput(options, M, w.rows);
-  return callNativeAsync((n) => n.gemmW4A16Async(x, M, w, out));
+  return callNativeAsync((n) => n.gemmW4A16Async(pinned(x), M, w, out));
 }
 
 /** FP32 baseline: Y = x Wᵀ in FP32. */
@@ -122,7 +135,7 @@ export function gemmF32Async(x: Float32Array, weights: Matrix, options?: GemmOpt
   const w = checkMatrix(weights);
   const M = tokensOf(x, w.cols, 'x');
   const { out } = prepareOutput(options, M, w.rows);
-  return callNativeAsync((n) => n.gemmF32Async(x, M, w.data, w.rows, w.cols, out));
+  return callNativeAsync((n) => n.gemmF32Async(pinned(x), M, pinned(w.data), w.rows, w.cols, out));
 }
 
 export interface QuantizedActivations {

@@ -24,11 +24,40 @@ export function checkDimension(value: unknown, name: string): number {
 export function checkTypedArray<T extends Float32Array | Uint8Array | Uint16Array>(
   value: unknown, kind: TypedArrayClass, name: string, length?: number,
 ): T {
-  if (!(value instanceof kind)) throw new W4a8Error('E_TYPE', `${name} must be a ${kind.name}, got ${describe(value)}`);
+  // (isView as well: an object made from the prototype passes instanceof but has no elements)
+  if (!(value instanceof kind) || !ArrayBuffer.isView(value))
+    throw new W4a8Error('E_TYPE', `${name} must be a ${kind.name}, got ${describe(value)}`);
   if (length !== undefined && value.length !== length)
     throw new W4a8Error('E_LENGTH', `${name} must have ${length} elements, got ${value.length}`);
   if (value.length === 0) throw new W4a8Error('E_EMPTY', `${name} must not be empty`);
   return value as T;
+}
+
+type TypedArray = Float32Array | Float64Array | Uint8Array | Uint16Array;
+
+/**
+ * `array` itself when its memory is a SharedArrayBuffer that cannot shrink, else a copy in one: memory that no
+ * caller can detach, resize or free while native code reads it (on a worker thread, an async call outlives the
+ * caller's synchronous code). Packed weights keep their arrays this way; async calls copy what is not.
+ */
+export function pinned<T extends TypedArray>(array: T): T {
+  const buffer = array.buffer as ArrayBufferLike & { growable?: boolean };
+  if (buffer instanceof SharedArrayBuffer && !buffer.growable) return array;
+  const Kind = array.constructor as new (buffer: SharedArrayBuffer) => T;
+  const copy = new Kind(new SharedArrayBuffer(array.byteLength));
+  copy.set(array as never);
+  return copy;
+}
+
+/** A zero-filled array of `length` elements in a SharedArrayBuffer (see pinned()). */
+export function pinnedArray<T extends TypedArray>(Kind: { new (buffer: SharedArrayBuffer): T; BYTES_PER_ELEMENT: number }, length: number): T {
+  return new Kind(new SharedArrayBuffer(length * Kind.BYTES_PER_ELEMENT));
+}
+
+/** Every element finite (weights to pack: a NaN would be packed as some code without a word). */
+export function checkFinite(values: Float32Array, name: string): void {
+  for (let i = 0; i < values.length; i++)
+    if (!Number.isFinite(values[i])) throw new W4a8Error('E_VALUE', `${name}[${i}] must be finite, got ${values[i]}`);
 }
 
 export function checkScale(value: unknown, name: string): number {

@@ -9,11 +9,16 @@
  * FP8 weight: w8[n,k] = fp8(fl32(s_g * (q - z))); the real weight is s_c[n] * w8[n,k].
  *
  * Fp8Weights (W8A8): codes Uint8Array [N * K] = fp8(W / s_c), channelScales Float32Array [N].
+ *
+ * Both are frozen and own their arrays in SharedArrayBuffers (validate.ts pinned()): nothing a caller does to
+ * them (replacing a field, detaching or shrinking a buffer) can pull memory from under a kernel running on a
+ * worker thread. fromParts() copies parts that are not already so held.
  */
 import { W4a8Error } from './errors.js';
 import { callNative, callNativeAsync, type NativeFp8Weights, type NativeInt4Weights } from './native.js';
 import {
-  checkBoolean, checkChoice, checkDimension, checkFormat, checkOptions, checkScales, checkTypedArray, type Fp8Format,
+  checkBoolean, checkChoice, checkDimension, checkFinite, checkFormat, checkOptions, checkScales, checkTypedArray, pinned, pinnedArray,
+  type Fp8Format,
 } from './validate.js';
 
 export type GroupSize = 32 | 64 | 128;
@@ -45,6 +50,7 @@ function checkMatrix(weights: unknown, rows: unknown, cols: unknown): { w: Float
   const r = checkDimension(rows, 'rows');
   const c = checkDimension(cols, 'cols');
   const w = checkTypedArray<Float32Array>(weights, Float32Array, 'weights', r * c);
+  checkFinite(w, 'weights');
   return { w, rows: r, cols: c };
 }
 
@@ -63,10 +69,11 @@ export class Int4Weights implements NativeInt4Weights {
     this.cols = parts.cols;
     this.groupSize = parts.groupSize;
     this.format = parts.format;
-    this.codes = parts.codes;
-    this.groupScales = parts.groupScales;
-    this.zeros = parts.zeros;
-    this.channelScales = parts.channelScales;
+    this.codes = pinned(parts.codes);
+    this.groupScales = pinned(parts.groupScales);
+    this.zeros = pinned(parts.zeros);
+    this.channelScales = pinned(parts.channelScales);
+    Object.freeze(this);
   }
 
   get groups(): number {
@@ -83,7 +90,7 @@ export class Int4Weights implements NativeInt4Weights {
   /** As pack(), on a worker thread. */
   static async packAsync(weights: Float32Array, rows: number, cols: number, options?: Int4PackOptions): Promise<Int4Weights> {
     const { w, target, symmetric, pow2 } = Int4Weights.prepare(weights, rows, cols, options);
-    await callNativeAsync((a) => a.packInt4Async(w, target, symmetric, pow2));
+    await callNativeAsync((a) => a.packInt4Async(pinned(w), target, symmetric, pow2));
     return target;
   }
 
@@ -99,15 +106,15 @@ export class Int4Weights implements NativeInt4Weights {
     const groups = (m.rows * m.cols) / groupSize;
     const target = new Int4Weights({
       rows: m.rows, cols: m.cols, groupSize, format,
-      codes: new Uint8Array((m.rows * m.cols) / 2),
-      groupScales: new Float32Array(groups),
-      zeros: new Uint8Array(groups),
-      channelScales: new Float32Array(m.rows),
+      codes: pinnedArray(Uint8Array, (m.rows * m.cols) / 2),
+      groupScales: pinnedArray(Float32Array, groups),
+      zeros: pinnedArray(Uint8Array, groups),
+      channelScales: pinnedArray(Float32Array, m.rows),
     });
     return { w: m.w, target, symmetric, pow2 };
   }
 
-  /** Wraps existing packed arrays (e.g. read from a model file) after checking every part. */
+  /** Packed weights from existing arrays (e.g. read from a model file) after checking every part; copies them (see top). */
   static fromParts(parts: Int4WeightsParts): Int4Weights {
     const p = checkOptions(parts, 'parts') as Partial<Int4WeightsParts>;
     const rows = checkDimension(p.rows, 'parts.rows');
@@ -163,8 +170,9 @@ export class Fp8Weights implements NativeFp8Weights {
     this.rows = parts.rows;
     this.cols = parts.cols;
     this.format = parts.format;
-    this.codes = parts.codes;
-    this.channelScales = parts.channelScales;
+    this.codes = pinned(parts.codes);
+    this.channelScales = pinned(parts.channelScales);
+    Object.freeze(this);
   }
 
   /** Per-channel scale s_c = amax / FP8_MAX, then codes = fp8(W / s_c). */
@@ -176,7 +184,7 @@ export class Fp8Weights implements NativeFp8Weights {
 
   static async packAsync(weights: Float32Array, rows: number, cols: number, options?: { format?: Fp8Format }): Promise<Fp8Weights> {
     const { w, target } = Fp8Weights.prepare(weights, rows, cols, options);
-    await callNativeAsync((a) => a.packFp8Async(w, target));
+    await callNativeAsync((a) => a.packFp8Async(pinned(w), target));
     return target;
   }
 
@@ -185,7 +193,7 @@ export class Fp8Weights implements NativeFp8Weights {
     const o = checkOptions(options, 'options');
     const format = o.format === undefined ? 'e4m3fn' : checkFormat(o.format, 'options.format');
     const target = new Fp8Weights({
-      rows: m.rows, cols: m.cols, format, codes: new Uint8Array(m.rows * m.cols), channelScales: new Float32Array(m.rows),
+      rows: m.rows, cols: m.cols, format, codes: pinnedArray(Uint8Array, m.rows * m.cols), channelScales: pinnedArray(Float32Array, m.rows),
     });
     return { w: m.w, target };
   }

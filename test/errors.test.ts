@@ -2,7 +2,7 @@
 // the addon directly, past the TypeScript checks, to test the native second line of defence.
 import { describe, expect, it } from 'vitest';
 import {
-  Fp8Weights, Int4Weights, W4a8Error, decodeFp8, encodeFp8, gemmF32, gemmW4A8, gemmW4A8Async, gemmW8A8,
+  Fp8Weights, Int4Weights, W4a8Error, decodeFp8, encodeFp8, gemmF32, gemmF32Async, gemmW4A8, gemmW4A8Async, gemmW8A8,
   quantizeActivations,
 } from '../lib/index.js';
 import { native } from '../lib/native.js';
@@ -96,6 +96,56 @@ describe('bad input gives a typed error', () => {
 
   it('async calls reject with the same typed errors', async () => {
     await expect(async () => gemmW4A8Async(new Float32Array(3), w)).rejects.toMatchObject({ code: 'E_SHAPE' });
+  });
+});
+
+describe('inputs changed or freed during a call cannot fault it (found by fuzzing the kernel API)', () => {
+  it('an async GEMM or pack whose inputs are detached or shrunk at once still computes what was passed', async () => {
+    const want = gemmW4A8(x, w);
+    const detached = x.slice();
+    const pending = gemmW4A8Async(detached, w);
+    structuredClone(detached.buffer, { transfer: [detached.buffer] }); // x's memory handed away mid-call
+    expect(detached.length).toBe(0);
+    expect(await pending).toEqual(want);
+    const resizable = new ArrayBuffer(x.byteLength, { maxByteLength: x.byteLength });
+    const shrinking = new Float32Array(resizable);
+    shrinking.set(x);
+    const pending2 = gemmF32Async(shrinking, { rows: 8, cols: 64, data: randomArray(8 * 64, 3) });
+    resizable.resize(0);
+    expect((await pending2).length).toBe(2 * 8);
+    const source = randomArray(8 * 64, 1);
+    const packing = Int4Weights.packAsync(source, 8, 64, { groupSize: 32 });
+    structuredClone(source.buffer, { transfer: [source.buffer] });
+    expect((await packing).codes).toEqual(w.codes);
+  });
+
+  it('packed weights are frozen and hold their arrays in memory no caller can detach', () => {
+    for (const weights of [w, Fp8Weights.pack(randomArray(8 * 64, 1), 8, 64), Int4Weights.fromParts({ ...w })]) {
+      expect(Object.isFrozen(weights)).toBe(true);
+      expect(weights.codes.buffer).toBeInstanceOf(SharedArrayBuffer);
+      expect(() => structuredClone(weights.codes.buffer, { transfer: [weights.codes.buffer as never] })).toThrow();
+    }
+    const parts = { ...w, codes: w.codes.slice() };
+    const copied = Int4Weights.fromParts(parts);
+    parts.codes.fill(0); // the caller's array: not the weights' any more
+    expect(copied.codes).toEqual(w.codes);
+  });
+
+  it('refuses what used to leak other errors or pass unnoticed', () => {
+    expectCode(() => Int4Weights.pack(randomArray(8 * 64, 1).fill(NaN, 5, 6), 8, 64), 'E_VALUE', 'weights[5]');
+    expectCode(() => Fp8Weights.pack(randomArray(8 * 64, 1).fill(Infinity, 9, 10), 8, 64), 'E_VALUE', 'weights[9]');
+    expectCode(() => gemmF32(new Float32Array(2 ** 16), { rows: 2 ** 17, cols: 1, data: new Float32Array(2 ** 17) }), 'E_SHAPE', 'output');
+    expectCode(() => decodeFp8(Object.create(Uint8Array.prototype), 'e4m3fn'), 'E_TYPE', 'codes');
+    // A row of subnormal weights: its channel scale underflowed to 0, which fromParts refused on pack's own output.
+    const tiny = new Float32Array(2 * 32).fill(1e-43);
+    const packed = Int4Weights.pack(tiny, 2, 32, { groupSize: 32 });
+    expect([...packed.channelScales]).toEqual([1, 1]);
+    expect(() => Int4Weights.fromParts({ ...packed })).not.toThrow();
+    // Decoding into memory that overlaps the codes reads them before they are overwritten.
+    const codes = encodeFp8(Float32Array.of(0.5, 1, 1.5, 2), 'e4m3fn');
+    const shared = new Uint8Array(32);
+    shared.set(codes);
+    expect([...decodeFp8(shared.subarray(0, 4), 'e4m3fn', new Float32Array(shared.buffer, 0, 4))]).toEqual([0.5, 1, 1.5, 2]);
   });
 });
 

@@ -12,7 +12,9 @@
  */
 import { W4a8Error } from '../errors.js';
 import { callNative, callNativeAsync, native, type NativeInt4Weights } from '../native.js';
-import { checkBoolean, checkChoice, checkDimension, checkFormat, checkOptions, checkTypedArray, type Fp8Format } from '../validate.js';
+import {
+  checkBoolean, checkChoice, checkDimension, checkFinite, checkFormat, checkOptions, checkTypedArray, describe, pinned, type Fp8Format,
+} from '../validate.js';
 import { GROUP_SIZES, Int4Weights, type GroupSize } from '../weights.js';
 
 /** 'natural': k = 0..K-1; 'gar': group-aware reordering; 'act-order': plain GPTQ act-order with static groups. */
@@ -63,7 +65,7 @@ function checkFloat64(value: unknown, name: string, length: number): Float64Arra
 
 export function checkDamp(value: unknown, name: string): number {
   if (value === undefined) return 0.01;
-  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) throw new W4a8Error('E_OPTION', `${name} must be a number in [0, 1], got ${String(value)}`);
+  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) throw new W4a8Error('E_OPTION', `${name} must be a number in [0, 1], got ${describe(value)}`);
   return value;
 }
 
@@ -71,6 +73,7 @@ function prepare(weights: unknown, rows: unknown, cols: unknown, hessian: unknow
   const r = checkDimension(rows, 'rows');
   const c = checkDimension(cols, 'cols');
   const w = checkTypedArray<Float32Array>(weights, Float32Array, 'weights', r * c);
+  checkFinite(w, 'weights');
   const h = checkDimension(hessianSize, 'hessianSize');
   if (h > c) throw new W4a8Error('E_SHAPE', `hessianSize (${h}) must be at most cols (${c}): the Hessian covers the real inputs`);
   const H = checkFloat64(hessian, 'hessian', h * h);
@@ -114,7 +117,8 @@ export function quantizeLinear(weights: Float32Array, rows: number, cols: number
 export async function quantizeLinearAsync(weights: Float32Array, rows: number, cols: number, hessian: Float64Array,
   hessianSize: number, options: GptqLayerOptions): Promise<GptqLayerResult> {
   const p = prepare(weights, rows, cols, hessian, hessianSize, options);
-  await callNativeAsync(() => quantAddon().gptqQuantizeAsync(p.w, p.target, p.H, p.h, p.nativeOptions, p.stats));
+  // (the caller's weights and Hessian read from copies: see validate.ts pinned())
+  await callNativeAsync(() => quantAddon().gptqQuantizeAsync(pinned(p.w), p.target, pinned(p.H), p.h, p.nativeOptions, p.stats));
   return result(p.target, p.stats);
 }
 

@@ -41,7 +41,10 @@ void packInt4Rows(const float* w, int rows, int cols, const Int4PackOptions& opt
     const float* row = w + (size_t)n * cols;
     float amax = 0.0f;
     for (int k = 0; k < cols; ++k) amax = std::max(amax, std::fabs(row[k]));
-    const float channelScale = amax > 0.0f && std::isfinite(amax) ? amax / fp8Max : 1.0f;
+    // 1 where the quotient is not a usable scale: an all-zero row, or amax so small (subnormal) that it underflows
+    // (0 would fail fromParts' check on pack's own output).
+    const float quotient = amax / fp8Max;
+    const float channelScale = quotient > 0.0f && std::isfinite(quotient) ? quotient : 1.0f;
     out.channelScales[n] = channelScale;
     uint8_t* rowCodes = out.codes + (size_t)n * (cols / 2);
     for (int g = 0; g < groups; ++g) {
