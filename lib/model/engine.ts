@@ -105,6 +105,7 @@ export class BatchEngine {
     if (capacity > this.options.maxTokensInFlight)
       return Promise.reject(new W4a8Error('E_CONTEXT',
         `the request needs ${capacity} KV cache tokens (prompt + maxTokens); the budget is ${this.options.maxTokensInFlight}`));
+    this.dropAbortedWaiting(); // (aborted requests that have not started leave at once: they hold no place)
     const queued = this.waiting.length - this.admittable();
     if (queued >= this.options.maxQueue)
       return Promise.reject(new W4a8Error('E_BUSY', `${queued} requests are already waiting for a place in the batch; try again later`));
@@ -172,6 +173,16 @@ export class BatchEngine {
       }
       await this.step();
     }
+  }
+
+  /** Rejects aborted requests that are still waiting (they hold no sequence, so this is safe during a step). */
+  private dropAbortedWaiting(): void {
+    for (let i = this.waiting.length - 1; i >= 0; i--)
+      if (this.waiting[i].aborted) {
+        const [entry] = this.waiting.splice(i, 1);
+        this.detach(entry);
+        entry.reject(this.closed ? new W4a8Error('E_DISPOSED', 'the model was disposed during generation') : abortError());
+      }
   }
 
   private dropAborted(): void {

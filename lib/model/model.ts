@@ -14,7 +14,7 @@ import { resolveSampling, type SamplingOptions } from './sampler.js';
 import { TextStream } from './text-stream.js';
 import { TextTokenizer, type ChatMessage } from './tokenizer.js';
 import { DEFAULT_KV_CACHE, KV_CACHE_TYPES, type KvCacheType, type ModelConfig, type PackedModel, type QuantConfig } from './types.js';
-import { checkChoice } from '../validate.js';
+import { checkChoice, describe } from '../validate.js';
 
 export type { KvCacheType };
 
@@ -85,6 +85,18 @@ function summarize(r: EngineResult): GenerationSummary {
   };
 }
 
+/** Streams dropped unfinished: each one's controller aborts its request when the iterator is collected. */
+const abandonedStreams = new FinalizationRegistry<AbortController>((controller) => controller.abort());
+
+function checkGenerateOptions(options: unknown): GenerateOptions {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null) throw new W4a8Error('E_TYPE', `options must be an object, got ${describe(options)}`);
+  const signal = (options as GenerateOptions).signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal))
+    throw new W4a8Error('E_TYPE', `options.signal must be an AbortSignal, got ${describe(signal)}`);
+  return options as GenerateOptions;
+}
+
 function positiveInteger(value: unknown, name: string, fallback: number, max = 1 << 24): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max)
@@ -102,6 +114,7 @@ export class W4a8Model {
   private readonly handle: NativeModelHandle;
   private readonly kvCacheType: KvCacheType;
   private disposed = false;
+  private disposing?: Promise<void>;
 
   private constructor(packed: PackedModel, options: ModelOptions) {
     this.config = packed.config;
@@ -204,10 +217,21 @@ export class W4a8Model {
   }
 
   /**
-   * Streams the continuation as chunks of text and token ids. Breaking out of the loop ends the request. When
-   * done, the generator returns the GenerationSummary (why it stopped, token counts), for callers of next().
+   * Streams the continuation as chunks of text and token ids. Breaking out of the loop ends the request, and so
+   * does dropping the iterator unfinished (when it is garbage-collected: a stream nobody reads would otherwise
+   * keep its place in the batch and its KV cache). When done, the generator returns the GenerationSummary (why
+   * it stopped, token counts), for callers of next().
    */
-  async *stream(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationSummary> {
+  stream(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationSummary> {
+    const abandoned = new AbortController();
+    const generator = this.chunks(prompt, options, abandoned.signal);
+    abandonedStreams.register(generator, abandoned);
+    return generator;
+  }
+
+  private async *chunks(prompt: string | readonly number[], options: GenerateOptions, abandoned: AbortSignal):
+    AsyncGenerator<GenerationChunk, GenerationSummary> {
+    options = checkGenerateOptions(options);
     const queue: GenerationChunk[] = [];
     let wake: (() => void) | undefined;
     let done = false;
@@ -221,6 +245,8 @@ export class W4a8Model {
     const forward = () => controller.abort(outer?.reason);
     if (outer?.aborted) controller.abort(outer.reason);
     else outer?.addEventListener('abort', forward, { once: true });
+    const drop = () => controller.abort();
+    abandoned.addEventListener('abort', drop, { once: true });
     let finished: Promise<void>;
     try {
       finished = this.run(prompt, { ...options, signal: controller.signal }, (chunk) => {
@@ -230,6 +256,7 @@ export class W4a8Model {
         .finally(() => wake?.());
     } catch (error) {
       outer?.removeEventListener('abort', forward);
+      abandoned.removeEventListener('abort', drop);
       throw error;
     }
     try {
@@ -248,6 +275,7 @@ export class W4a8Model {
       if (!done) controller.abort();
       await finished;
       outer?.removeEventListener('abort', forward);
+      abandoned.removeEventListener('abort', drop);
     }
   }
 
@@ -264,11 +292,13 @@ export class W4a8Model {
   }
 
   /** Aborts running requests, waits for the native step in flight, and frees the model. */
-  async dispose(): Promise<void> {
-    if (this.disposed) return;
-    this.disposed = true;
-    await this.engine.close();
-    this.handle.dispose();
+  dispose(): Promise<void> {
+    // Every call waits for the same end (a second call made while the first runs used to resolve at once).
+    return this.disposing ??= (async () => {
+      this.disposed = true;
+      await this.engine.close();
+      this.handle.dispose();
+    })();
   }
 
   private requireTokenizer(): TextTokenizer {
@@ -288,6 +318,7 @@ export class W4a8Model {
 
   private run(prompt: string | readonly number[], options: GenerateOptions, emit: (chunk: GenerationChunk) => void,
     isPaused?: () => boolean): Promise<EngineResult> {
+    options = checkGenerateOptions(options);
     if (this.disposed) return Promise.reject(new W4a8Error('E_DISPOSED', 'the model has been disposed'));
     if (options.signal?.aborted) return Promise.reject(abortError());
     const promptIds = this.promptIds(prompt);

@@ -46,6 +46,13 @@ export class TextStream {
 
   /** The rest of the text once generation has ended. */
   flush(): string {
+    if (!this.stopped && this.ids.length > this.read) {
+      // It ended inside a multi-byte character: those bytes still decode (to U+FFFD), as decode(all ids) gives them.
+      const window = this.decode(this.ids.slice(this.prefix));
+      const before = this.read > this.prefix ? this.decode(this.ids.slice(this.prefix, this.read)) : '';
+      this.text = window.startsWith(before) ? this.text + window.slice(before.length) : this.decode(this.ids);
+      this.read = this.ids.length;
+    }
     return this.take(this.text.length);
   }
 

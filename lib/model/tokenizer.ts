@@ -72,6 +72,7 @@ export class TextTokenizer {
   }
 
   decode(ids: readonly number[]): string {
+    if (ids.length === 0) return ''; // (the library refuses an empty list: e.g. a generation that was EOS at once)
     try {
       return this.tokenizer.decode(Array.from(ids), { skip_special_tokens: true });
     } catch (error) {

@@ -20,6 +20,11 @@ export interface ServerOptions {
   maxTokens?: number;
   /** Where unexpected errors (answered 500) are reported; default console.error. */
   logError?: (error: unknown) => void;
+  /**
+   * A streaming client that reads nothing for this long (its socket stays full) is disconnected, which ends its
+   * generation and frees its place in the batch. Default 60000 ms.
+   */
+  stallTimeoutMs?: number;
 }
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
@@ -51,6 +56,21 @@ function toApiError(error: unknown): ApiError {
       error.code === 'E_CONTEXT' ? 'context_length_exceeded' : error.code);
   }
   return new ApiError(500, 'internal error', undefined, 'server_error');
+}
+
+/** Resolves when `res` drains, or destroys it after `timeoutMs` (or when it closes: then the caller's next write is moot). */
+function drained(res: http.ServerResponse, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    const timer = setTimeout(() => { res.destroy(); done(); }, timeoutMs);
+    res.once('drain', done);
+    res.once('close', done);
+  });
 }
 
 /** A body this many times over the limit is not read to its end: the connection is closed instead. */
@@ -95,6 +115,7 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
   const maxBodyBytes = options.maxBodyBytes ?? 1 << 20;
   const maxTokens = options.maxTokens ?? model.contextLength;
   const logError = options.logError ?? ((error: unknown) => console.error('w4a8 serve: unexpected error:', error));
+  const stallTimeoutMs = options.stallTimeoutMs ?? 60_000;
   const created = Math.floor(Date.now() / 1000);
   const metrics = new Metrics();
   const modelCard = { id: modelName, object: 'model', created, owned_by: 'w4a8' };
@@ -169,8 +190,9 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
         if (text || tokenIds.length > 0)
           send(chat ? { index: 0, delta: { content: text }, token_ids: tokenIds, finish_reason: null }
             : { index: 0, text, token_ids: tokenIds, finish_reason: null });
-        // Backpressure: wait for the socket to drain before pulling more tokens.
-        if (res.writableNeedDrain) await new Promise((resolve) => res.once('drain', resolve));
+        // Backpressure: wait for the socket to drain before pulling more tokens (the sequence pauses meanwhile);
+        // a client that reads nothing for stallTimeoutMs is cut off (the 'close' handler aborts the generation).
+        if (res.writableNeedDrain) await drained(res, stallTimeoutMs);
       }
     } catch (error) {
       // The status line is out: the error goes as an event (OpenAI's clients raise it), and the stream ends.
