@@ -287,6 +287,7 @@ export class W4a8Model {
 
   /** Renders `messages` with the model's chat template and generates the assistant's reply. */
   async chat(messages: ChatMessage[], options: GenerateOptions = {}): Promise<string> {
+    if (this.disposed) throw new W4a8Error('E_DISPOSED', 'the model has been disposed');
     const prompt = this.requireTokenizer().applyChatTemplate(messages);
     return this.generate(this.tokenize(prompt, false), options);
   }
