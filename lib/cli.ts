@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { W4a8Error } from './errors.js';
 import { FP8_FORMATS, fp8FormatInfo } from './fp8.js';
 import { backend, gemmF32Async, gemmW4A16Async, gemmW4A8Async, gemmW8A8Async } from './gemm.js';
-import { checkFormat } from './validate.js';
+import { checkFormat, pinned } from './validate.js';
 import { Fp8Weights, Int4Weights, type GroupSize } from './weights.js';
 import { GENERATE_USAGE, generateCommand } from './commands/generate.js';
 import { START_USAGE, startCommand } from './commands/start.js';
@@ -74,7 +74,8 @@ async function demo(args: string[]): Promise<void> {
   const seed = intOption(values.seed, 'seed', 1);
   const format = checkFormat(values.format ?? 'e4m3fn', '--format');
   const groupSize = intOption(values.group, 'group', 128) as GroupSize;
-  const weights = seededNormals(N * K, seed).map((v) => v * 0.02);
+  // In shared memory, so that the async calls below read it without copying it first (gemm.ts).
+  const weights = pinned(seededNormals(N * K, seed).map((v) => v * 0.02));
   const x = seededNormals(M * K, seed + 1);
   console.log(`backend: ${backend().name} (${backend().reason})`);
   console.log(`layer: N=${N} K=${K}, M=${M} tokens, ${format}, group ${groupSize}, seeded random weights (seed ${seed})`);

@@ -4,9 +4,11 @@
  *
  * W4A8 and W8A8 follow DESIGN.md §1: x is quantized to FP8 per token (s_x = amax / FP8_MAX) or with a
  * static per-tensor scale, Y = s_x * s_c * Σ x8 * w8 with exact products and FP32 accumulation.
- * Each function has an Async twin that runs on a worker thread and leaves the event loop free. It reads x (and
- * an FP32 matrix) from a copy unless they are held in a SharedArrayBuffer (validate.ts pinned()), so detaching or
- * shrinking them during the call cannot fault; packed weights hold their arrays that way already.
+ * Each function has an Async twin that runs on a worker thread and leaves the event loop free. It reads x, and
+ * an FP32 matrix's data, from a copy unless they are held in a SharedArrayBuffer (validate.ts pinned()), so
+ * detaching or shrinking them during the call cannot fault; packed weights hold their arrays that way already.
+ * (So an FP32 matrix used with gemmF32Async more than once belongs in a SharedArrayBuffer: copying it is
+ * slower than the product.)
  */
 import { W4a8Error } from './errors.js';
 import { callNative, callNativeAsync, type NativeFp8Weights, type NativeInt4Weights } from './native.js';
@@ -66,13 +68,22 @@ function quantizedArgs(x: unknown, weights: NativeInt4Weights | NativeFp8Weights
 function checkInt4(weights: unknown): NativeInt4Weights {
   if (!(weights instanceof Int4Weights)) throw new W4a8Error('E_TYPE', 'weights must be an Int4Weights (Int4Weights.pack or Int4Weights.fromParts)');
   const { rows, cols, groupSize, format, codes, groupScales, zeros, channelScales } = weights;
-  return { rows, cols, groupSize, format, codes: pinned(codes), groupScales: pinned(groupScales), zeros: pinned(zeros), channelScales: pinned(channelScales) };
+  // (typed checks first: an object made from the prototype, or a Proxy, passes instanceof)
+  return {
+    rows, cols, groupSize, format, codes: pinned(checkTypedArray<Uint8Array>(codes, Uint8Array, 'weights.codes')),
+    groupScales: pinned(checkTypedArray<Float32Array>(groupScales, Float32Array, 'weights.groupScales')),
+    zeros: pinned(checkTypedArray<Uint8Array>(zeros, Uint8Array, 'weights.zeros')),
+    channelScales: pinned(checkTypedArray<Float32Array>(channelScales, Float32Array, 'weights.channelScales')),
+  };
 }
 
 function checkFp8(weights: unknown): NativeFp8Weights {
   if (!(weights instanceof Fp8Weights)) throw new W4a8Error('E_TYPE', 'weights must be an Fp8Weights (Fp8Weights.pack or Fp8Weights.fromParts)');
   const { rows, cols, format, codes, channelScales } = weights;
-  return { rows, cols, format, codes: pinned(codes), channelScales: pinned(channelScales) };
+  return {
+    rows, cols, format, codes: pinned(checkTypedArray<Uint8Array>(codes, Uint8Array, 'weights.codes')),
+    channelScales: pinned(checkTypedArray<Float32Array>(channelScales, Float32Array, 'weights.channelScales')),
+  };
 }
 
 function checkMatrix(weights: unknown): Matrix {

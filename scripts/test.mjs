@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm test`: the native unit tests (build/w4a8_native_tests), then every vitest suite; ends with one
+// `npm test`: dist/ rebuilt, the native unit tests (build/w4a8_native_tests), then every vitest suite; ends with one
 // plain line "N passed, N failed" summing both, and exits non-zero if anything failed or nothing ran.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -10,6 +10,15 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 let passed = 0;
 let failed = 0;
+
+// dist/ first, from the current sources: a test runs the package in a child process (batch invariance under a
+// forced instruction set), and `npm test` must not test stale JS.
+const tsc = spawnSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.json')],
+  { stdio: 'inherit' });
+if (tsc.status !== 0) {
+  console.error('tsc failed: dist/ was not rebuilt');
+  failed++;
+}
 
 const nativeTests = path.join(root, 'build', 'w4a8_native_tests');
 if (!existsSync(nativeTests)) {

@@ -136,6 +136,8 @@ describe('inputs changed or freed during a call cannot fault it (found by fuzzin
     expectCode(() => Fp8Weights.pack(randomArray(8 * 64, 1).fill(Infinity, 9, 10), 8, 64), 'E_VALUE', 'weights[9]');
     expectCode(() => gemmF32(new Float32Array(2 ** 16), { rows: 2 ** 17, cols: 1, data: new Float32Array(2 ** 17) }), 'E_SHAPE', 'output');
     expectCode(() => decodeFp8(Object.create(Uint8Array.prototype), 'e4m3fn'), 'E_TYPE', 'codes');
+    expectCode(() => gemmW4A8(x, Object.create(Int4Weights.prototype)), 'E_TYPE', 'weights.codes');
+    expectCode(() => gemmW8A8(x, Object.create(Fp8Weights.prototype)), 'E_TYPE', 'weights.codes');
     // A row of subnormal weights: its channel scale underflowed to 0, which fromParts refused on pack's own output.
     const tiny = new Float32Array(2 * 32).fill(1e-43);
     const packed = Int4Weights.pack(tiny, 2, 32, { groupSize: 32 });

@@ -63,10 +63,13 @@ describe('INT4 packing', () => {
     expect(await a.dequantizeAsync()).toEqual(a.dequantize());
   });
 
-  it('fromParts accepts packed arrays and keeps them by reference', () => {
+  it('fromParts accepts packed arrays, sharing those already held in shared memory (packed ones) and copying others', () => {
     const a = Int4Weights.pack(randomArray(4 * 64, 9), 4, 64, { groupSize: 32, format: 'e5m2' });
     const b = Int4Weights.fromParts({ ...a, groupSize: a.groupSize });
     expect(b.codes).toBe(a.codes);
+    const c = Int4Weights.fromParts({ ...a, codes: a.codes.slice() });
+    expect(c.codes).not.toBe(a.codes);
+    expect(c.codes).toEqual(a.codes);
     expect(b.dequantize()).toEqual(a.dequantize());
   });
 });

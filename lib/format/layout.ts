@@ -133,7 +133,7 @@ export function packedTensorSpecs(config: ModelConfig, groupSize: number, lmHead
 
 /**
  * The packed parts of linear layer `linear` as Int4Weights (cols = Kp), ready for the GEMMs; checks
- * zero points and scales (Int4Weights.fromParts). The arrays are views into the model's tensors.
+ * zero points and scales (Int4Weights.fromParts, which copies them into memory the weights own).
  */
 export function int4Layer(model: PackedModel, linear: string): Int4Weights {
   const part = (suffix: string) => {

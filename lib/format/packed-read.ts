@@ -6,8 +6,8 @@
  *   2. metadata (packed-metadata.ts): format "w4a8", a known format_version, config and quantization
  *      with every field checked, tokenizer texts that parse;
  *   3. tensors (packed-check.ts): each tensor the config requires, with its dtype and shape; no other;
- *   4. values: zero points in 0..15 (8 when symmetric), scales finite and > 0, norms, biases and a BF16
- *      lm_head finite (skippable).
+ *   4. values: zero points in 0..15 (8 when symmetric), scales finite and > 0, norms and biases finite
+ *      (skippable).
  * Any failure: W4a8Error('E_FILE') naming the file and the tensor or field.
  *
  * The tensors' data are views into the mapping (aligned copies only if a foreign writer misaligned
@@ -20,8 +20,8 @@ import { readSafetensors, storedToTensor } from './safetensors-read.js';
 
 export interface ReadPackedOptions {
   /**
-   * Check the zero points and scales of every linear layer, and the norms, biases and BF16 lm_head
-   * (packed-check.ts) after the structure: reads a few percent of the file and the lm_head. Default true.
+   * Check the zero points and scales of every linear layer, and the norms and biases (packed-check.ts),
+   * after the structure: reads a few percent of the file. Default true.
    */
   checkValues?: boolean;
 }

@@ -185,15 +185,15 @@ export class BatchEngine {
       }
   }
 
+  /** Rejects every aborted request; called between steps, when no native step uses the sequences. */
   private dropAborted(): void {
-    for (const list of [this.waiting, this.active])
-      for (let i = list.length - 1; i >= 0; i--)
-        if (list[i].aborted) {
-          const [entry] = list.splice(i, 1);
-          if (entry.sequence >= 0) this.release(entry);
-          else this.detach(entry);
-          entry.reject(this.closed ? new W4a8Error('E_DISPOSED', 'the model was disposed during generation') : abortError());
-        }
+    this.dropAbortedWaiting();
+    for (let i = this.active.length - 1; i >= 0; i--)
+      if (this.active[i].aborted) {
+        const [entry] = this.active.splice(i, 1);
+        this.release(entry);
+        entry.reject(this.closed ? new W4a8Error('E_DISPOSED', 'the model was disposed during generation') : abortError());
+      }
   }
 
   /** One forward step: decode tokens for sequences past their prompt, prompt chunks for the others. */

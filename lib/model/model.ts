@@ -27,7 +27,10 @@ export interface ModelOptions {
   prefillChunk?: number;
   /** KV cache budget in tokens over running sequences (each reserves prompt + maxTokens). Default maxBatch × contextLength. */
   maxTokensInFlight?: number;
-  /** Most requests waiting for a place in the batch; more are rejected with E_BUSY. Default 1024. */
+  /**
+   * Most requests waiting for a place in the batch (beyond those the batch and KV budget take at the next step);
+   * more are rejected with E_BUSY. Default 1024.
+   */
   maxQueue?: number;
   /**
    * Where the forward steps run: 'cpu', 'cuda' (an NVIDIA Hopper GPU; E_UNSUPPORTED when there is none or
@@ -253,7 +256,13 @@ export class W4a8Model {
         queue.push(chunk);
         wake?.();
       }, () => queue.length >= STREAM_HIGH_WATER).then((r) => { result = r; done = true; }, (error) => { failure = error; done = true; })
-        .finally(() => wake?.());
+        .finally(() => {
+          // The request is over: unlink the signals here, not only in the finally below, which a stream dropped
+          // unfinished (collected) never reaches.
+          outer?.removeEventListener('abort', forward);
+          abandoned.removeEventListener('abort', drop);
+          wake?.();
+        });
     } catch (error) {
       outer?.removeEventListener('abort', forward);
       abandoned.removeEventListener('abort', drop);

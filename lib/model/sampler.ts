@@ -105,12 +105,11 @@ export class Sampler {
     if (k === vocab && o.topP >= 1 && o.minP <= 0) return this.drawFromAll(logits);
     if (k === vocab) return this.drawFromNucleus(logits);
     const candidates = k <= SMALL_TOP_K ? topCandidates(logits, k) : this.largeCandidates(logits, k);
-    // Softmax over the candidates (sorted by logit, descending) at the given temperature; `total` is the mass of
-    // the whole top-k set (for k = vocab: of every token, also those largeCandidates() left out as too unlikely).
+    // Softmax over the top-k candidates (sorted by logit, descending) at the given temperature; `total` is their mass.
     const top = logits[finiteTop(logits, candidates[0])];
     const probabilities = new Float64Array(candidates.length);
     for (let i = 0; i < candidates.length; i++) probabilities[i] = Math.exp((logits[candidates[i]] - top) / o.temperature);
-    let total = k === vocab && candidates.length < vocab ? this.massAll(logits, top) : sum(probabilities, candidates.length);
+    let total = sum(probabilities, candidates.length);
     let keep = candidates.length;
     if (o.minP > 0) {
       const threshold = o.minP * (probabilities[0] / total);
@@ -136,8 +135,9 @@ export class Sampler {
    * Top-p and min-p over the whole vocabulary (no top-k) without sorting it: one pass weighs every token
    * (e = exp((l - top) / T), min-p drops e < minP) and adds it to a bucket of its distance below the top; the
    * buckets' masses, from the top, show which bucket the nucleus (the smallest most-likely set holding topP of
-   * the total mass) ends in. Buckets above it are kept whole, and only that bucket's tokens are sorted, to keep
-   * its most likely ones until the mass is reached. The draw then goes over the kept tokens in token order.
+   * the total mass) ends in. Buckets above it are kept whole (in token order), and only that bucket's tokens are
+   * sorted, to add its most likely ones (in logit order) until the mass is reached. The draw goes over the kept
+   * tokens in that order. Without top-p (min-p alone) every token min-p leaves is kept: no buckets.
    */
   private drawFromNucleus(logits: Float32Array): number {
     const o = this.options;
@@ -146,33 +146,39 @@ export class Sampler {
     if (nucleusScratch.weights.length < n) nucleusScratch = { weights: new Float64Array(n), buckets: new Uint16Array(n) };
     const { weights, buckets } = nucleusScratch;
     const masses = new Float64Array(NUCLEUS_BUCKETS);
+    const withTopP = o.topP < 1;
     let total = 0;
     for (let i = 0; i < n; i++) {
       const distance = (top - logits[i]) / o.temperature;
       const e = Math.exp(-distance);
       total += e;
       weights[i] = e >= o.minP || distance === 0 ? e : 0; // min-p (the top always stays)
-      const b = Math.min(NUCLEUS_BUCKETS - 1, Math.floor(distance * BUCKETS_PER_UNIT));
-      buckets[i] = b;
-      masses[b] += weights[i];
-    }
-    const target = o.topP * total;
-    let kept = 0, edge = NUCLEUS_BUCKETS - 1;
-    for (let b = 0; b < NUCLEUS_BUCKETS; b++) {
-      if (kept + masses[b] >= target) { edge = b; break; }
-      kept += masses[b];
-    }
-    const ids: number[] = [];
-    const edgeIds: number[] = [];
-    for (let i = 0; i < n; i++)
-      if (weights[i] > 0) {
-        if (buckets[i] < edge) ids.push(i);
-        else if (buckets[i] === edge) edgeIds.push(i);
+      if (withTopP) {
+        const b = Math.min(NUCLEUS_BUCKETS - 1, Math.floor(distance * BUCKETS_PER_UNIT));
+        buckets[i] = b;
+        masses[b] += weights[i];
       }
-    for (const i of sortByLogit(logits, edgeIds)) {
-      if (kept >= target && ids.length > 0) break;
-      ids.push(i);
-      kept += weights[i];
+    }
+    finiteMass(total); // a NaN logit below the top
+    const ids: number[] = [];
+    let kept = 0;
+    if (!withTopP) {
+      for (let i = 0; i < n; i++) if (weights[i] > 0) ids.push(i), kept += weights[i];
+    } else {
+      const target = o.topP * total;
+      let edge = 0;
+      while (edge < NUCLEUS_BUCKETS - 1 && kept + masses[edge] < target) kept += masses[edge++];
+      const edgeIds: number[] = [];
+      for (let i = 0; i < n; i++)
+        if (weights[i] > 0) {
+          if (buckets[i] < edge) ids.push(i);
+          else if (buckets[i] === edge) edgeIds.push(i);
+        }
+      for (const i of sortByLogit(logits, edgeIds)) {
+        if (kept >= target && ids.length > 0) break;
+        ids.push(i);
+        kept += weights[i];
+      }
     }
     let r = this.random() * kept;
     for (const i of ids) {
@@ -185,7 +191,7 @@ export class Sampler {
   /** A draw from the softmax of all logits (no top-k, top-p or min-p): two passes, in token order, no sort. */
   private drawFromAll(logits: Float32Array): number {
     const top = logits[finiteTop(logits, argmax(logits))];
-    let r = this.random() * this.massAll(logits, top);
+    let r = this.random() * finiteMass(this.massAll(logits, top));
     const t = this.options.temperature;
     for (let i = 0; i < logits.length; i++) {
       r -= Math.exp((logits[i] - top) / t);
@@ -203,34 +209,22 @@ export class Sampler {
   }
 
   /**
-   * The k most likely tokens that min-p and top-p can keep, largest first, for a large k (or all tokens). Tokens
-   * below the min-p floor cannot be drawn; for top-p, tokens within a factor 1e-6 of the most likely one usually
-   * hold the nucleus, and only when they do not is every candidate sorted.
+   * The k most likely tokens (k below the vocabulary, above SMALL_TOP_K), largest first. Tokens below the min-p
+   * floor cannot be drawn, so when at least k pass it only those are sorted; otherwise the rest of the top k
+   * still count in the total that min-p and top-p divide by, and all are sorted.
    */
   private largeCandidates(logits: Float32Array, k: number): number[] {
     const o = this.options;
     const top = logits[argmax(logits)];
-    // Tokens below this cannot pass min-p (the margin leaves borderline ones to the exact test in sample()).
+    // (the margin leaves borderline tokens to the exact test in pick())
     const minPFloor = o.minP > 0 ? top + o.temperature * (Math.log(o.minP) - 1e-3) : -Infinity;
     const pick = (floor: number) => {
       const picked: number[] = [];
       for (let i = 0; i < logits.length; i++) if (logits[i] >= floor) picked.push(i);
       return sortByLogit(logits, picked);
     };
-    if (k < logits.length) {
-      // top-k below the vocabulary: when fewer than k tokens pass the min-p floor, the rest of the top k still
-      // count in the total that min-p and top-p divide by, so then all are sorted.
-      const above = pick(minPFloor);
-      return (above.length >= k ? above : pick(-Infinity)).slice(0, k);
-    }
-    if (o.topP < 1) {
-      const floor = Math.max(minPFloor, top + o.temperature * Math.log(1e-6));
-      const likely = pick(floor);
-      let mass = 0;
-      for (const i of likely) mass += Math.exp((logits[i] - top) / o.temperature);
-      if (mass >= o.topP * this.massAll(logits, top) || floor === minPFloor) return likely;
-    }
-    return pick(minPFloor);
+    const above = pick(minPFloor);
+    return (above.length >= k ? above : pick(-Infinity)).slice(0, k);
   }
 }
 
@@ -277,6 +271,13 @@ function sum(values: Float64Array, count: number): number {
  */
 function foldSeed(seed: number): number {
   return ((seed % 2 ** 32) ^ Math.imul(Math.floor(seed / 2 ** 32), 0x9e3779b1)) >>> 0;
+}
+
+/** `mass` when finite: a NaN logit anywhere makes the softmax's mass NaN (E_STEP, as in finiteTop()). */
+function finiteMass(mass: number): number {
+  if (!Number.isFinite(mass))
+    throw new W4a8Error('E_STEP', `the model computed a non-finite logit (softmax mass ${mass}); its weights are corrupt or overflow`);
+  return mass;
 }
 
 /**

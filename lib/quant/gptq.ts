@@ -13,7 +13,7 @@
 import { W4a8Error } from '../errors.js';
 import { callNative, callNativeAsync, native, type NativeInt4Weights } from '../native.js';
 import {
-  checkBoolean, checkChoice, checkDimension, checkFinite, checkFormat, checkOptions, checkTypedArray, describe, pinned, type Fp8Format,
+  checkBoolean, checkChoice, checkDimension, checkFinite, checkFormat, checkOptions, checkTypedArray, describe, pinned, pinnedArray, type Fp8Format,
 } from '../validate.js';
 import { GROUP_SIZES, Int4Weights, type GroupSize } from '../weights.js';
 
@@ -94,8 +94,8 @@ function prepare(weights: unknown, rows: unknown, cols: unknown, hessian: unknow
   const groups = (r * c) / groupSize;
   const target: NativeInt4Weights = {
     rows: r, cols: c, groupSize, format,
-    codes: new Uint8Array((r * c) / 2), groupScales: new Float32Array(groups), zeros: new Uint8Array(groups),
-    channelScales: new Float32Array(r),
+    codes: pinnedArray(Uint8Array, (r * c) / 2), groupScales: pinnedArray(Float32Array, groups), zeros: pinnedArray(Uint8Array, groups),
+    channelScales: pinnedArray(Float32Array, r), // (held as Int4Weights holds them: fromParts takes them without a copy)
   };
   return { w, H, h, target, nativeOptions, stats: new Float64Array(2) };
 }

@@ -116,6 +116,8 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
   const maxTokens = options.maxTokens ?? model.contextLength;
   const logError = options.logError ?? ((error: unknown) => console.error('w4a8 serve: unexpected error:', error));
   const stallTimeoutMs = options.stallTimeoutMs ?? 60_000;
+  if (!(stallTimeoutMs > 0 && stallTimeoutMs <= 2 ** 31 - 1))
+    throw new W4a8Error('E_OPTION', `stallTimeoutMs must be a number of milliseconds in (0, 2^31), got ${stallTimeoutMs}`);
   const created = Math.floor(Date.now() / 1000);
   const metrics = new Metrics();
   const modelCard = { id: modelName, object: 'model', created, owned_by: 'w4a8' };
