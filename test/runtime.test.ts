@@ -271,6 +271,31 @@ describe('batch invariance', () => {
 });
 
 describe('lifecycle details (found by stress-testing the scheduler)', () => {
+  it('lets many requests share one signal with one listener on it (no MaxListenersExceededWarning), and aborts them all', async () => {
+    const { packed } = await smallModel();
+    const model = W4a8Model.fromPacked(packed, { maxBatch: 4 });
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    const shared = new AbortController();
+    const plain = Array.from({ length: 12 }, (_, i) => model.complete([256, 60 + i], { maxTokens: 80, signal: shared.signal }));
+    const streams = Array.from({ length: 12 }, (_, i) => model.stream([256, 80 + i], { maxTokens: 80, signal: shared.signal }));
+    const streamed = streams.map(async (s) => { for await (const chunk of s) void chunk; });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(getEventListeners(shared.signal, 'abort')).toHaveLength(1);
+    shared.abort();
+    const settled = await Promise.allSettled([...plain, ...streamed]);
+    // (a request that met EOS before the abort finished normally)
+    for (const r of settled) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'E_ABORTED' });
+    expect(settled.filter((r) => r.status === 'rejected').length).toBeGreaterThan(0);
+    await new Promise((resolve) => setImmediate(resolve));
+    process.off('warning', onWarning);
+    expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+    expect(getEventListeners(shared.signal, 'abort')).toHaveLength(0);
+    expect(model.stats).toEqual({ running: 0, queued: 0, reservedTokens: 0 });
+    await model.dispose();
+  });
+
   it('frees the place of a stream whose iterator was dropped unfinished, once it is collected', async () => {
     const { packed } = await smallModel();
     const model = W4a8Model.fromPacked(packed, { maxBatch: 1 });

@@ -6,6 +6,7 @@
  */
 import { W4a8Error } from '../errors.js';
 import type { NativeModelHandle } from '../native.js';
+import { watchAbort } from './abort-watch.js';
 import { Sampler, type ResolvedSampling } from './sampler.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -65,8 +66,8 @@ interface Active {
   resolve: (r: EngineResult) => void;
   reject: (e: unknown) => void;
   aborted: boolean;
-  /** The listener on request.signal, removed when the request leaves (a long-lived signal must not collect them). */
-  onAbort?: () => void;
+  /** Stops watching request.signal: called when the request leaves (a long-lived signal must not collect watchers). */
+  unwatch?: () => void;
 }
 
 export class BatchEngine {
@@ -115,8 +116,7 @@ export class BatchEngine {
         generated: 0, start: performance.now(), resolve, reject, aborted: false,
       };
       if (request.signal) {
-        entry.onAbort = () => { entry.aborted = true; this.wake(); };
-        request.signal.addEventListener('abort', entry.onAbort, { once: true });
+        entry.unwatch = watchAbort(request.signal, () => { entry.aborted = true; this.wake(); });
       }
       this.waiting.push(entry);
       this.kick();
@@ -272,8 +272,8 @@ export class BatchEngine {
 
   /** Forgets the request's abort listener: it has left the engine. */
   private detach(entry: Active): void {
-    if (entry.onAbort) entry.request.signal?.removeEventListener('abort', entry.onAbort);
-    entry.onAbort = undefined;
+    entry.unwatch?.();
+    entry.unwatch = undefined;
   }
 
   private finish(entry: Active, reason: FinishReason | undefined, error?: unknown): void {

@@ -8,6 +8,7 @@ import { readPackedModel } from '../format/index.js';
 import { backend as cpuBackend } from '../gemm.js';
 import { callNative, callNativeAsync, type NativeModelHandle } from '../native.js';
 import { checkDevice, cudaDevice, type BackendInfo, type Device } from './device.js';
+import { watchAbort } from './abort-watch.js';
 import { BatchEngine, abortError, type EngineResult, type EngineStats, type FinishReason } from './engine.js';
 import { createNativeModel } from './native-model.js';
 import { resolveSampling, type SamplingOptions } from './sampler.js';
@@ -241,13 +242,13 @@ export class W4a8Model {
     let failure: unknown;
     let result: EngineResult | undefined;
     // The request's own signal aborts when the caller's does or when the loop is left early. Linked by hand,
-    // not with AbortSignal.any(): the listener goes away with the request, so a long-lived caller signal
-    // (one per server, say) does not collect a listener and a composite signal per request.
+    // not with AbortSignal.any(): the watch goes away with the request, so a long-lived caller signal (one per
+    // server, say) does not collect a listener and a composite signal per request.
     const controller = new AbortController();
     const outer = options.signal;
-    const forward = () => controller.abort(outer?.reason);
+    let unwatch = () => {};
     if (outer?.aborted) controller.abort(outer.reason);
-    else outer?.addEventListener('abort', forward, { once: true });
+    else if (outer) unwatch = watchAbort(outer, () => controller.abort(outer.reason));
     const drop = () => controller.abort();
     abandoned.addEventListener('abort', drop, { once: true });
     let finished: Promise<void>;
@@ -259,12 +260,12 @@ export class W4a8Model {
         .finally(() => {
           // The request is over: unlink the signals here, not only in the finally below, which a stream dropped
           // unfinished (collected) never reaches.
-          outer?.removeEventListener('abort', forward);
+          unwatch();
           abandoned.removeEventListener('abort', drop);
           wake?.();
         });
     } catch (error) {
-      outer?.removeEventListener('abort', forward);
+      unwatch();
       abandoned.removeEventListener('abort', drop);
       throw error;
     }
@@ -283,7 +284,7 @@ export class W4a8Model {
     } finally {
       if (!done) controller.abort();
       await finished;
-      outer?.removeEventListener('abort', forward);
+      unwatch();
       abandoned.removeEventListener('abort', drop);
     }
   }
