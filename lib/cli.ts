@@ -9,13 +9,12 @@
  *   w4a8 eval <model> --text FILE [--reference SOURCE]   perplexity, KLD, top-1 agreement (commands/eval.ts)
  *   w4a8 sample <source> -o tokens.json                  token sequences sampled from the FP32 model
  */
-import { parseArgs } from 'node:util';
 import { W4a8Error } from './errors.js';
 import { FP8_FORMATS, fp8FormatInfo } from './fp8.js';
 import { backend, gemmF32Async, gemmW4A16Async, gemmW4A8Async, gemmW8A8Async } from './gemm.js';
 import { checkFormat, pinned } from './validate.js';
 import { Fp8Weights, Int4Weights, type GroupSize } from './weights.js';
-import { GENERATE_USAGE, generateCommand } from './commands/generate.js';
+import { GENERATE_USAGE, generateCommand, parseCommandArgs } from './commands/generate.js';
 import { START_USAGE, startCommand } from './commands/start.js';
 import { SERVE_USAGE, serveCommand } from './commands/serve.js';
 import { PACK_USAGE, packCommand } from './commands/pack.js';
@@ -53,6 +52,9 @@ async function timed<T>(run: () => Promise<T>): Promise<{ result: T; ms: number 
   return { result, ms: performance.now() - start };
 }
 
+/** The demo's largest layer: 2^28 FP32 weights (1 GiB). */
+const DEMO_MAX_WEIGHTS = 2 ** 28;
+
 function intOption(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
@@ -61,16 +63,19 @@ function intOption(value: string | undefined, name: string, fallback: number): n
 }
 
 async function demo(args: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args,
     options: {
       rows: { type: 'string' }, cols: { type: 'string' }, tokens: { type: 'string' },
       format: { type: 'string' }, group: { type: 'string' }, seed: { type: 'string' },
     },
-  });
+  }, USAGE);
   const N = intOption(values.rows, 'rows', 4096);
   const K = intOption(values.cols, 'cols', 4096);
   const M = intOption(values.tokens, 'tokens', 4);
+  // (the layer is made in memory as FP32: N x K floats, and M x N outputs)
+  if (N * K > DEMO_MAX_WEIGHTS || M * Math.max(N, K) > DEMO_MAX_WEIGHTS)
+    throw new W4a8Error('E_OPTION', `the demo layer is limited to ${DEMO_MAX_WEIGHTS} weights (--rows x --cols) and tokens x rows; got ${N} x ${K}, ${M} tokens`);
   const seed = intOption(values.seed, 'seed', 1);
   const format = checkFormat(values.format ?? 'e4m3fn', '--format');
   const groupSize = intOption(values.group, 'group', 128) as GroupSize;
@@ -140,6 +145,9 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
-  console.error(error instanceof W4a8Error ? `w4a8: ${error.code}: ${error.message}` : error);
+  // One line for every error; the stack of an unexpected one with W4A8_DEBUG=1.
+  if (error instanceof W4a8Error) console.error(`w4a8: ${error.code}: ${error.message}`);
+  else if (process.env.W4A8_DEBUG === '1') console.error(error);
+  else console.error(`w4a8: unexpected error: ${(error as Error)?.message ?? String(error)} (W4A8_DEBUG=1 shows where)`);
   process.exitCode = 1;
 });

@@ -22,6 +22,7 @@ import { tensorToFloat32 } from './format/widen.js';
 import { floatToBf16 } from './fp8.js';
 import type { ModelConfig, PackedModel, QuantConfig, QuantMethod, SourceModel, Tensor } from './model/types.js';
 import { checkBoolean, checkChoice, checkFormat, checkOptions, type Fp8Format } from './validate.js';
+import { TextTokenizer } from './model/tokenizer.js';
 import { GROUP_SIZES, Int4Weights, type GroupSize } from './weights.js';
 import { checkCalibrationSequences, quantizeSequential, type SequentialProgress } from './quant/calibrate.js';
 import { checkDamp, type SweepOrder } from './quant/gptq.js';
@@ -235,9 +236,17 @@ async function packCalibrated(source: SourceModel, sourceTensors: Map<string, Te
 }
 
 /** Embeddings to BF16 (kept as is when already BF16), round to nearest even. */
+/** Embeddings and a BF16 lm_head, checked finite here (the reader does not scan them; a NaN would only surface as E_STEP). */
 function toBf16(name: string, tensor: Tensor): Tensor {
-  if (tensor.dtype === 'BF16') return { dtype: 'BF16', shape: tensor.shape.slice(), data: tensor.data };
-  return { dtype: 'BF16', shape: tensor.shape.slice(), data: floatToBf16(tensorToFloat32(name, tensor)) };
+  if (tensor.dtype === 'BF16') {
+    const bits = tensor.data as Uint16Array;
+    for (let i = 0; i < bits.length; i++)
+      if ((bits[i] & 0x7f80) === 0x7f80) throw new W4a8Error('E_FILE', `source tensor '${name}'[${i}] is not finite`);
+    return { dtype: 'BF16', shape: tensor.shape.slice(), data: tensor.data };
+  }
+  const values = tensorToFloat32(name, tensor);
+  checkFinite(values, name, tensor.shape[1] ?? 1);
+  return { dtype: 'BF16', shape: tensor.shape.slice(), data: floatToBf16(values) };
 }
 
 function toF32(name: string, tensor: Tensor): Tensor {
@@ -266,6 +275,12 @@ export async function packModel(
 ): Promise<PackedModel> {
   const { quant, concurrency, calibration } = checkPackOptions(options);
   const { config, tensors: sourceTensors } = checkSource(source);
+  // The tokenizer and chat template as the model will load them: a file that packs must load (E_FILE).
+  if (source.tokenizerJson !== undefined) {
+    const tokenizer = new TextTokenizer(source.tokenizerJson, source.tokenizerConfigJson, source.chatTemplate);
+    if (tokenizer.maxTokenId >= config.vocabSize)
+      throw new W4a8Error('E_FILE', `the tokenizer has token id ${tokenizer.maxTokenId}; the model's vocabulary has ${config.vocabSize} rows`);
+  }
   if (onProgress !== undefined && typeof onProgress !== 'function') throw new W4a8Error('E_TYPE', 'onProgress must be a function');
 
   const packed = new Map<string, Tensor>();

@@ -39,6 +39,16 @@ describe('w4a8 CLI on a Hugging Face folder', () => {
     await expect(run(process.execPath, [cli, 'generate', path.join(path.dirname(modelFile), 'missing.w4a8')])).rejects.toMatchObject({ code: 1 });
     await expect(run(process.execPath, [cli, 'generate', modelFile, 'x', '--max-tokens', 'many'])).rejects.toMatchObject({ stderr: expect.stringContaining('--max-tokens') });
     await expect(run(process.execPath, [cli, 'generate', modelFile, 'x', '--kv-cache', 'f16'])).rejects.toMatchObject({ stderr: expect.stringContaining('--kv-cache') });
+    // (found by fuzzing the CLI: these printed a raw Node stack trace, or ran with a nonsense value)
+    for (const args of [
+      ['generate', modelFile, '--foo'], ['generate', modelFile, 'x', '--max-tokens'], ['generate', modelFile, 'x', '--max-tokens', '-5'],
+      ['generate', modelFile, 'x', '--batch', '0'], ['generate', modelFile, '--tokens', ''], ['serve', modelFile, '--port', '-1'],
+      ['start', '--bar'], ['demo', '--rows', '1000000', '--cols', '1000000'],
+    ]) await expect(run(process.execPath, [cli, ...args]), args.join(' ')).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/^w4a8: E_OPTION: /) });
+    // -o must not replace the checkpoint being read
+    const source = path.join(path.dirname(modelFile), 'qwen2');
+    await expect(run(process.execPath, [cli, 'pack', source, '-o', path.join(source, 'model.safetensors')]))
+      .rejects.toMatchObject({ stderr: expect.stringContaining('would overwrite the model being packed') });
   });
 
   it('runs Qwen2 biases and tied embeddings like the float64 reference', async () => {

@@ -1,6 +1,7 @@
 // Importers: Hugging Face folders (Llama / Mistral / Qwen2, BF16 / F16 / F32, sharded or not, tied or
 // not, tokenizer and chat template) and llama2.c checkpoints (versions 0 and 1, the shared
 // stories260K model, the RoPE row permutation, tokenizer.bin conversion). Misuse is a typed error.
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Template } from '@huggingface/jinja';
@@ -101,6 +102,8 @@ describe('Hugging Face folders', () => {
     { label: 'an unsupported architecture', hf: { architectures: ['GemmaForCausalLM'] }, code: 'E_UNSUPPORTED', message: 'GemmaForCausalLM' },
     { label: 'an unsupported activation', hf: { hidden_act: 'gelu' }, code: 'E_UNSUPPORTED', message: 'hidden_act' },
     { label: 'YaRN RoPE scaling', hf: { rope_scaling: { type: 'yarn', factor: 4 } }, code: 'E_UNSUPPORTED', message: 'yarn' },
+    { label: 'YaRN in rope_parameters (transformers v5)', hf: { rope_parameters: { rope_type: 'yarn', factor: 4 } }, code: 'E_UNSUPPORTED', message: 'rope_parameters type' },
+    { label: 'rope_parameters that are not an object', hf: { rope_parameters: 5 }, code: 'E_FILE', message: 'rope_parameters' },
     { label: 'an o_proj bias', hf: { attention_bias: true }, code: 'E_UNSUPPORTED', message: 'attention_bias' },
     { label: 'a missing size', hf: { hidden_size: undefined }, code: 'E_FILE', message: 'hidden_size' },
     { label: 'heads that do not divide', hf: { num_key_value_heads: 3 }, code: 'E_FILE', message: 'num_key_value_heads' },
@@ -111,6 +114,18 @@ describe('Hugging Face folders', () => {
       num_key_value_heads: 2, vocab_size: 100, max_position_embeddings: 128, eos_token_id: 2,
     };
     await expectCode(async () => configFromHuggingFace({ ...base, ...hf }, undefined, 'config.json'), code, message);
+  });
+
+  it("reads transformers v5's rope_parameters (theta and llama3 scaling; ignored before, leaving theta at its default)", () => {
+    const base = { model_type: 'llama', hidden_size: 64, intermediate_size: 80, num_hidden_layers: 1, num_attention_heads: 4, vocab_size: 100, eos_token_id: 2 };
+    expect(configFromHuggingFace({ ...base, rope_parameters: { rope_theta: 500000 } }, undefined, 'config.json'))
+      .toMatchObject({ ropeTheta: 500000 });
+    expect(configFromHuggingFace({ ...base, rope_parameters: { rope_theta: 500000, rope_type: 'default' } }, undefined, 'config.json').ropeScaling)
+      .toBeUndefined();
+    const llama3 = { rope_type: 'llama3', rope_theta: 500000, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 };
+    expect(configFromHuggingFace({ ...base, rope_parameters: llama3 }, undefined, 'config.json')).toMatchObject({
+      ropeTheta: 500000, ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
+    });
   });
 
   it('reads defaults and eos ids given as a number', () => {
@@ -278,6 +293,21 @@ describe('llama2.c checkpoints', () => {
     writeTokenizerBin(path.join(folder, 'tokenizer.bin'), pieces.slice(0, 100));
     await expectCode(() => importLlama2c(path.join(folder, 'model.bin')), 'E_FILE', 'tokens');
     expect(() => tokenizerJsonFromPieces(pieces)).not.toThrow();
+    // (found by fuzzing: one 40,000-character piece took 25 s, the merge search was quadratic in its length)
+    const started = performance.now();
+    tokenizerJsonFromPieces([...pieces, { text: 'ab'.repeat(50_000), score: -1 }]);
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
+  it('refuses a FIFO given as a model file instead of waiting for a writer (found by fuzzing)', async () => {
+    const dir = tempDir('w4a8-fifo-');
+    const fifo = path.join(dir, 'model.bin');
+    execFileSync('mkfifo', [fifo]);
+    await expectCode(() => importLlama2c(fifo), 'E_FILE', 'not a regular file');
+    const folder = path.join(dir, 'hf');
+    mkdirSync(folder);
+    execFileSync('mkfifo', [path.join(folder, 'config.json')]);
+    await expectCode(() => importHuggingFace(folder), 'E_FILE', 'not a regular file');
   });
 });
 

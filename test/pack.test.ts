@@ -80,7 +80,10 @@ describe('packModel on a synthetic model', () => {
     const source = randomSource(tinyConfig({ qkvBias: true, tieEmbeddings: true }), 4);
     const embedding = floatToBf16(source.tensors.get('model.embed_tokens.weight')!.data as Float32Array);
     source.tensors.set('model.embed_tokens.weight', { dtype: 'BF16', shape: [40, 64], data: embedding });
-    source.tokenizerJson = '{"model": {}}';
+    source.tokenizerJson = JSON.stringify({ // a tokenizer that loads (packModel refuses one that does not)
+      version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null, pre_tokenizer: { type: 'Whitespace' },
+      post_processor: null, decoder: null, model: { type: 'WordLevel', vocab: { '<unk>': 0, hello: 1, world: 2 }, unk_token: '<unk>' },
+    });
     source.chatTemplate = '{{ messages }}';
     const model = await packModel(source, { groupSize: 64, weightFormat: 'e4m3fn', activationFormat: 'e5m2', scales: 'float', method: 'rtn' });
     expect(model.quant.activationFormat).toBe('e5m2');
@@ -155,6 +158,9 @@ describe('packModel on a synthetic model', () => {
     { label: 'an unexpected tensor', model: () => withTensor('model.layers.0.mlp.fc.weight', { dtype: 'F32', shape: [1], data: new Float32Array(1) }), code: 'E_SHAPE', message: 'mlp.fc' },
     { label: 'a NaN weight', model: () => withTensor(q, { dtype: 'F32', shape: [64, 64], data: new Float32Array(4096).fill(0.5).fill(NaN, 70, 71) }), code: 'E_FILE', message: 'NaN at [1, 6]' },
     { label: 'an invalid config', model: () => ({ ...source, config: { ...source.config, nKvHeads: 3 } }), code: 'E_OPTION', message: 'nKvHeads' },
+    // (found by fuzzing the importers: these packed, and the file failed only when loaded or generating)
+    { label: 'a NaN embedding', model: () => withTensor('model.embed_tokens.weight', { dtype: 'F32', shape: [40, 64], data: new Float32Array(40 * 64).fill(NaN, 65, 66) }), code: 'E_FILE', message: 'NaN at [1, 1]' },
+    { label: 'a tokenizer that does not load', model: () => ({ ...source, tokenizerJson: '{"model": {}}' }), code: 'E_FILE', message: 'tokenizer cannot be loaded' },
   ])('refuses a source with $label', async ({ model, code, message }) => {
     await expectCode(() => packModel(model(), { groupSize: 32 }), code, message);
   });

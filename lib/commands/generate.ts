@@ -4,7 +4,7 @@
  * uses the project's own trained model (models/default/model.w4a8).
  */
 import { existsSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { defaultModelFile } from '../default-model.js';
 import { W4a8Error } from '../errors.js';
 import { W4a8Model, type GenerateOptions } from '../model/model.js';
@@ -27,9 +27,19 @@ export const GENERATE_USAGE = `w4a8 generate [model.w4a8] [prompt] [options]
 export function numberOption(value: string | undefined, name: string, fallback: number, integer = false): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isFinite(n) || (integer && !Number.isInteger(n)))
+  // (Number('') is 0: an empty value is no number)
+  if (value.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n)))
     throw new W4a8Error('E_OPTION', `--${name} must be ${integer ? 'an integer' : 'a number'}, got '${value}'`);
   return n;
+}
+
+/** parseArgs, with its errors (unknown flag, missing value...) as E_OPTION and the command's usage. */
+export function parseCommandArgs<T extends ParseArgsConfig>(config: T, usage: string): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (error) {
+    throw new W4a8Error('E_OPTION', `${(error as Error).message}\n${usage}`);
+  }
 }
 
 /** A command-line value that must be one of `choices` (E_GROUP for --group, else E_OPTION). */
@@ -51,7 +61,7 @@ function modelAndPrompt(named: string | undefined, positionals: string[]): { pat
 }
 
 export async function generateCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args, allowPositionals: true,
     options: {
       batch: { type: 'string' }, 'max-tokens': { type: 'string' }, temperature: { type: 'string' }, seed: { type: 'string' },
@@ -59,9 +69,10 @@ export async function generateCommand(args: string[]): Promise<void> {
       tokens: { type: 'string' }, chat: { type: 'boolean' }, context: { type: 'string' }, model: { type: 'string' },
       'kv-cache': { type: 'string' },
     },
-  });
+  }, GENERATE_USAGE);
   const { path, prompt } = modelAndPrompt(values.model, positionals);
   const batch = numberOption(values.batch, 'batch', 1, true);
+  if (batch < 1) throw new W4a8Error('E_OPTION', `--batch must be at least 1, got ${batch}`);
   const model = await W4a8Model.load(path, {
     contextLength: values.context === undefined ? undefined : numberOption(values.context, 'context', 0, true),
     maxBatch: Math.max(batch, 1),
@@ -70,6 +81,7 @@ export async function generateCommand(args: string[]): Promise<void> {
   try {
     const promptIds = values.tokens !== undefined ? values.tokens.split(',').map((t) => numberOption(t.trim(), 'tokens', 0, true)) : undefined;
     const text = prompt ?? (promptIds ? undefined : 'Once upon a time');
+    if (values.chat && !model.tokenizer?.hasChatTemplate) throw new W4a8Error('E_OPTION', '--chat needs a model with a chat template');
     const input: string | number[] = promptIds ?? (values.chat ? model.tokenize(model.tokenizer!.applyChatTemplate([{ role: 'user', content: text! }]), false) : text!);
     const seed = numberOption(values.seed, 'seed', 1, true);
     const options: GenerateOptions = {

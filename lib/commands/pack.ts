@@ -90,11 +90,26 @@ function seconds(since: number): string {
   return `${((performance.now() - since) / 1000).toFixed(1)} s`;
 }
 
+/**
+ * The output must not replace what is being read: the checkpoint file, a file of the checkpoint folder the
+ * importers read (weights, index, config, tokenizer), or the llama2.c tokenizer (it would be overwritten after
+ * being read, destroying the source: `pack s.bin -o s.bin` did exactly that).
+ */
+async function refuseOverwritingInput(input: string, output: string, tokenizer: string | undefined): Promise<void> {
+  const out = path.resolve(output);
+  const inputIsDir = await stat(input).then((s) => s.isDirectory(), () => false);
+  const read = /\.(safetensors|json|bin|model)$|^tokenizer/;
+  const clash = out === path.resolve(input) || (tokenizer !== undefined && out === path.resolve(tokenizer)) ||
+    (inputIsDir && path.dirname(out) === path.resolve(input) && read.test(path.basename(out)));
+  if (clash) throw new W4a8Error('E_OPTION', `-o ${output} would overwrite the model being packed (${input}); write elsewhere`);
+}
+
 export async function packCommand(args: string[], output: CommandOutput = DEFAULT_OUTPUT): Promise<void> {
   const { values, positionals } = parse(args);
   if (positionals.length !== 1) throw new W4a8Error('E_OPTION', `one model path is required, got ${positionals.length}\n${PACK_USAGE}`);
   if (!values.output) throw new W4a8Error('E_OPTION', `-o/--output is required\n${PACK_USAGE}`);
   const input = positionals[0];
+  await refuseOverwritingInput(input, values.output, values.tokenizer);
   const options: PackOptions = {
     groupSize: Number(choice(values.group, ['32', '64', '128'], '--group', '128')) as GroupSize,
     weightFormat: checkFormat(values.fp8 ?? 'e4m3fn', '--fp8'),

@@ -1,12 +1,11 @@
 /** `w4a8 serve <model.w4a8> [--port 8080] [--host 127.0.0.1]`: the OpenAI-compatible HTTP server. */
 import type { ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseArgs } from 'node:util';
 import { W4a8Error } from '../errors.js';
 import { W4a8Model } from '../model/model.js';
 import { createServer } from '../server/server.js';
 import { DEFAULT_KV_CACHE, KV_CACHE_TYPES } from '../model/types.js';
-import { choice, numberOption } from './generate.js';
+import { choice, numberOption, parseCommandArgs } from './generate.js';
 
 export const SERVE_USAGE = `w4a8 serve <model.w4a8> [--port 8080] [--host 127.0.0.1] [--name w4a8]
   [--max-batch 32] [--context N] [--max-queue 1024] [--kv-cache bf16|f32]`;
@@ -24,13 +23,13 @@ const SHUTDOWN_GRACE_MS = 2000;
 
 /** Loads the model and starts listening; prints the address the server is actually bound to. */
 export async function startServer(args: string[]): Promise<RunningServer> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args, allowPositionals: true,
     options: {
       port: { type: 'string' }, host: { type: 'string' }, name: { type: 'string' }, 'max-batch': { type: 'string' },
       context: { type: 'string' }, 'max-queue': { type: 'string' }, 'kv-cache': { type: 'string' },
     },
-  });
+  }, SERVE_USAGE);
   if (!positionals[0]) throw new W4a8Error('E_OPTION', `a model path is required\n${SERVE_USAGE}`);
   const port = numberOption(values.port, 'port', 8080, true);
   if (port < 0 || port > 65535) throw new W4a8Error('E_OPTION', `--port must be in [0, 65535] (0: any free port), got ${port}`);

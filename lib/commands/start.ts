@@ -7,14 +7,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { backend } from '../gemm.js';
 import { defaultModelFile } from '../default-model.js';
 import { writePackedModel } from '../format/index.js';
 import { W4a8Model, type GenerateOptions } from '../model/model.js';
 import { syntheticSourceModel } from '../model/synthetic.js';
 import { packModel } from '../pack.js';
-import { numberOption } from './generate.js';
+import { numberOption, parseCommandArgs } from './generate.js';
 
 const PROMPTS = ['The purpose of this chapter is to', 'When the king heard the news, he', 'To install the package, run',
   'In the beginning', 'The first thing you should do is', 'This manual describes how to', 'And the Lord said unto',
@@ -29,10 +28,10 @@ export const START_USAGE = `w4a8 start [model.w4a8] [options]   (npm start)
   --temperature T      0 = greedy (default 0.7; top-p 0.95, repetition penalty 1.1)`;
 
 export async function startCommand(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args, allowPositionals: true,
     options: { batch: { type: 'string' }, 'max-tokens': { type: 'string' }, temperature: { type: 'string' }, synthetic: { type: 'boolean' } },
-  });
+  }, START_USAGE);
   const batch = numberOption(values.batch, 'batch', 8, true);
   const maxTokens = numberOption(values['max-tokens'], 'max-tokens', 64, true);
   const sampling: GenerateOptions = { temperature: numberOption(values.temperature, 'temperature', 0.7), topP: 0.95, repetitionPenalty: 1.1 };

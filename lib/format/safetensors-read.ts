@@ -37,11 +37,14 @@ export function checkLittleEndianHost(): void {
 /** Maps `path` read-only; E_IO when it cannot be opened or mapped, E_FILE when it is not a regular file. */
 export async function mapModelFile(path: string): Promise<ArrayBuffer> {
   if (typeof path !== 'string' || path.length === 0) throw new W4a8Error('E_TYPE', `path must be a non-empty string, got ${typeof path}`);
+  let isFile: boolean;
   try {
-    await stat(path);
+    isFile = (await stat(path)).isFile();
   } catch (error) {
     throw new W4a8Error('E_IO', `cannot open '${path}': ${(error as Error).message}`);
   }
+  // (before open(): opening a FIFO for reading waits for a writer; the addon checks again after its open)
+  if (!isFile) throw new W4a8Error('E_FILE', `'${path}' is not a regular file`);
   return callNative((a) => a.mapFile(path));
 }
 

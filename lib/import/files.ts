@@ -11,7 +11,22 @@ export async function exists(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * Throws unless `path` is a regular file: E_IO when it cannot be stat'ed, E_FILE for anything else (a directory,
+ * or a FIFO, whose read would block until a writer came).
+ */
+export async function checkRegularFile(path: string): Promise<void> {
+  let isFile: boolean;
+  try {
+    isFile = (await stat(path)).isFile();
+  } catch (error) {
+    throw new W4a8Error('E_IO', `cannot open '${path}': ${(error as Error).message}`);
+  }
+  if (!isFile) throw new W4a8Error('E_FILE', `'${path}' is not a regular file`);
+}
+
 export async function readText(path: string): Promise<string> {
+  await checkRegularFile(path);
   try {
     return await readFile(path, 'utf8');
   } catch (error) {

@@ -48,9 +48,9 @@ function tokenIds(value: unknown): number[] {
   return Array.isArray(value) ? value : [value as number];
 }
 
-function ropeScaling(value: unknown, file: string): RopeScaling | undefined {
+function ropeScaling(value: unknown, file: string, field = 'rope_scaling'): RopeScaling | undefined {
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'object' || Array.isArray(value)) throw new W4a8Error('E_FILE', `${file}: rope_scaling must be an object`);
+  if (typeof value !== 'object' || Array.isArray(value)) throw new W4a8Error('E_FILE', `${file}: ${field} must be an object`);
   const o = value as Record<string, unknown>;
   const type = o.rope_type ?? o.type;
   if (type === 'default') return undefined;
@@ -60,7 +60,7 @@ function ropeScaling(value: unknown, file: string): RopeScaling | undefined {
       type: 'llama3', factor: o.factor as number, lowFreqFactor: o.low_freq_factor as number,
       highFreqFactor: o.high_freq_factor as number, originalMaxPositionEmbeddings: o.original_max_position_embeddings as number,
     };
-  throw new W4a8Error('E_UNSUPPORTED', `${file}: rope_scaling type ${describe(type)} is not supported (supported: linear, llama3)`);
+  throw new W4a8Error('E_UNSUPPORTED', `${file}: ${field} type ${describe(type)} is not supported (supported: linear, llama3)`);
 }
 
 /**
@@ -75,6 +75,9 @@ export function configFromHuggingFace(hf: unknown, generation: unknown, file: st
   const unsupported = (message: string): never => {
     throw new W4a8Error('E_UNSUPPORTED', `${file}: ${message}`);
   };
+  const ropeParameters = c.rope_parameters as Record<string, unknown> | null | undefined;
+  if (ropeParameters !== undefined && ropeParameters !== null && (typeof ropeParameters !== 'object' || Array.isArray(ropeParameters)))
+    throw new W4a8Error('E_FILE', `${file}: rope_parameters must be an object`);
   const act = c.hidden_act ?? c.hidden_activation ?? 'silu';
   if (act !== 'silu') unsupported(`hidden_act ${describe(act)} is not supported (w4a8 runs SwiGLU with silu)`);
   if (c.attention_bias === true && kind !== 'qwen2') unsupported('attention_bias = true (o_proj bias) is not supported');
@@ -103,13 +106,15 @@ export function configFromHuggingFace(hf: unknown, generation: unknown, file: st
     headDim,
     vocabSize: c.vocab_size,
     maxSeqLen,
-    ropeTheta: c.rope_theta ?? defaults.ropeTheta,
+    ropeTheta: c.rope_theta ?? ropeParameters?.rope_theta ?? defaults.ropeTheta,
     rmsNormEps: c.rms_norm_eps ?? defaults.rmsNormEps,
     tieEmbeddings: c.tie_word_embeddings ?? false,
     qkvBias: kind === 'qwen2',
     eosTokenIds: eos,
   };
-  const scaling = ropeScaling(c.rope_scaling, file);
+  // (rope_parameters: transformers v5's form, theta and scaling in one object; a missing rope_type is 'default')
+  const scaling = c.rope_scaling !== undefined && c.rope_scaling !== null ? ropeScaling(c.rope_scaling, file)
+    : ropeParameters ? ropeScaling({ rope_type: 'default', ...ropeParameters }, file, 'rope_parameters') : undefined;
   if (scaling) config.ropeScaling = scaling;
   if (bos !== undefined && bos !== null) config.bosTokenId = bos;
   try {

@@ -13,6 +13,7 @@
  * first), splits of one piece ordered by the ids of their halves.
  */
 import { readFile } from 'node:fs/promises';
+import { checkRegularFile } from './files.js';
 import { W4a8Error } from '../errors.js';
 
 const UNK = 0;
@@ -65,12 +66,17 @@ function deriveMerges(pieces: string[], scores: number[]): string[] {
   pieces.forEach((p, id) => {
     if (!ids.has(p)) ids.set(p, id);
   });
+  // A split's halves are both pieces, so neither is longer than the longest other piece: only the splits within
+  // that length are tried (one absurdly long piece made this quadratic: 40,000 characters took 25 s).
+  const lengths = pieces.map((p) => Array.from(p).length);
+  const sorted = [...lengths].sort((a, b) => b - a);
   const merges: { left: string; right: string; score: number }[] = [];
   pieces.forEach((piece, id) => {
     if (id <= EOS || BYTE_PIECE.test(piece)) return;
     const chars = Array.from(piece); // split on code points, as Python does
+    const longestOther = chars.length === sorted[0] && sorted[1] !== sorted[0] ? (sorted[1] ?? 0) : (sorted[0] ?? 0);
     const local: { left: string; right: string; score: number }[] = [];
-    for (let i = 1; i < chars.length; i++) {
+    for (let i = Math.max(1, chars.length - longestOther); i < Math.min(chars.length, longestOther + 1); i++) {
       const left = chars.slice(0, i).join('');
       const right = chars.slice(i).join('');
       if (ids.has(left) && ids.has(right)) local.push({ left, right, score: scores[id] });
@@ -129,6 +135,7 @@ export function tokenizerJsonFromPieces(pieces: Piece[]): string {
 }
 
 export async function llama2cTokenizerToJson(file: string, vocabSize: number): Promise<string> {
+  await checkRegularFile(file);
   let bytes: Uint8Array;
   try {
     bytes = await readFile(file);

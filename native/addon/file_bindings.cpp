@@ -50,7 +50,9 @@ Napi::Value mapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) fail(env, codes::kType, "path must be a string");
   const std::string path = info[0].As<Napi::String>().Utf8Value();
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO (or device) given as a model opens at once and is refused below, instead of blocking
+  // until a writer appears; for a regular file the flag changes nothing.
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) failErrno(env, "open", path);
   struct stat st;
   if (fstat(fd, &st) != 0) {
