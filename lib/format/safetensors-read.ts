@@ -6,9 +6,9 @@
  * The views are READ-ONLY: the pages are mapped PROT_READ, and a write through a view faults the
  * process. Nothing in lib/ writes to a tensor it read; callers must copy (`.slice()`) to modify.
  */
-import { stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { W4a8Error } from '../errors.js';
+import { checkRegularFile } from './regular-file.js';
 import type { DType, Tensor } from '../model/types.js';
 import { callNative } from '../native.js';
 import { arrayClassOf, DTYPE_SIZES, type SafetensorsDType } from './dtypes.js';
@@ -37,14 +37,7 @@ export function checkLittleEndianHost(): void {
 /** Maps `path` read-only; E_IO when it cannot be opened or mapped, E_FILE when it is not a regular file. */
 export async function mapModelFile(path: string): Promise<ArrayBuffer> {
   if (typeof path !== 'string' || path.length === 0) throw new W4a8Error('E_TYPE', `path must be a non-empty string, got ${typeof path}`);
-  let isFile: boolean;
-  try {
-    isFile = (await stat(path)).isFile();
-  } catch (error) {
-    throw new W4a8Error('E_IO', `cannot open '${path}': ${(error as Error).message}`);
-  }
-  // (before open(): opening a FIFO for reading waits for a writer; the addon checks again after its open)
-  if (!isFile) throw new W4a8Error('E_FILE', `'${path}' is not a regular file`);
+  await checkRegularFile(path); // (the addon checks again after its own open)
   return callNative((a) => a.mapFile(path));
 }
 

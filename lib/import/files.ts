@@ -1,6 +1,7 @@
 /** Small file helpers for the importers: E_IO when a file cannot be read, E_FILE when it does not parse. */
 import { readFile, stat } from 'node:fs/promises';
 import { W4a8Error } from '../errors.js';
+import { checkRegularFile } from '../format/regular-file.js';
 
 export async function exists(path: string): Promise<boolean> {
   try {
@@ -9,20 +10,6 @@ export async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/**
- * Throws unless `path` is a regular file: E_IO when it cannot be stat'ed, E_FILE for anything else (a directory,
- * or a FIFO, whose read would block until a writer came).
- */
-export async function checkRegularFile(path: string): Promise<void> {
-  let isFile: boolean;
-  try {
-    isFile = (await stat(path)).isFile();
-  } catch (error) {
-    throw new W4a8Error('E_IO', `cannot open '${path}': ${(error as Error).message}`);
-  }
-  if (!isFile) throw new W4a8Error('E_FILE', `'${path}' is not a regular file`);
 }
 
 export async function readText(path: string): Promise<string> {

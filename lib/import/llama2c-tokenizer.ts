@@ -13,7 +13,7 @@
  * first), splits of one piece ordered by the ids of their halves.
  */
 import { readFile } from 'node:fs/promises';
-import { checkRegularFile } from './files.js';
+import { checkRegularFile } from '../format/regular-file.js';
 import { W4a8Error } from '../errors.js';
 
 const UNK = 0;
