@@ -235,13 +235,18 @@ async function packCalibrated(source: SourceModel, sourceTensors: Map<string, Te
   };
 }
 
-/** Embeddings to BF16 (kept as is when already BF16), round to nearest even. */
-/** Embeddings and a BF16 lm_head, checked finite here (the reader does not scan them; a NaN would only surface as E_STEP). */
+/**
+ * Embeddings and a BF16 lm_head to BF16 (kept as is when already BF16; else rounded to nearest even), checked finite
+ * here: the reader does not scan them, and a NaN would only surface as E_STEP.
+ */
 function toBf16(name: string, tensor: Tensor): Tensor {
   if (tensor.dtype === 'BF16') {
     const bits = tensor.data as Uint16Array;
     for (let i = 0; i < bits.length; i++)
-      if ((bits[i] & 0x7f80) === 0x7f80) throw new W4a8Error('E_FILE', `source tensor '${name}'[${i}] is not finite`);
+      if ((bits[i] & 0x7f80) === 0x7f80) {
+        const cols = tensor.shape[1] ?? 1;
+        throw new W4a8Error('E_FILE', `source tensor '${name}' holds a non-finite value at [${Math.floor(i / cols)}, ${i % cols}]`);
+      }
     return { dtype: 'BF16', shape: tensor.shape.slice(), data: tensor.data };
   }
   const values = tensorToFloat32(name, tensor);

@@ -47,8 +47,9 @@ describe('w4a8 CLI on a Hugging Face folder', () => {
     ]) await expect(run(process.execPath, [cli, ...args]), args.join(' ')).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/^w4a8: E_OPTION: /) });
     // -o must not replace the checkpoint being read
     const source = path.join(path.dirname(modelFile), 'qwen2');
-    await expect(run(process.execPath, [cli, 'pack', source, '-o', path.join(source, 'model.safetensors')]))
-      .rejects.toMatchObject({ stderr: expect.stringContaining('would overwrite the model being packed') });
+    for (const name of ['model.safetensors', 'chat_template.jinja', 'config.json'])
+      await expect(run(process.execPath, [cli, 'pack', source, '-o', path.join(source, name)]), name)
+        .rejects.toMatchObject({ stderr: expect.stringContaining('would overwrite the model being packed') });
   });
 
   it('runs Qwen2 biases and tied embeddings like the float64 reference', async () => {

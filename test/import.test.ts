@@ -126,6 +126,11 @@ describe('Hugging Face folders', () => {
     expect(configFromHuggingFace({ ...base, rope_parameters: llama3 }, undefined, 'config.json')).toMatchObject({
       ropeTheta: 500000, ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
     });
+    const { rope_type: _, ...untyped } = llama3; // the older 'type' key
+    expect(configFromHuggingFace({ ...base, rope_parameters: { ...untyped, type: 'llama3' } }, undefined, 'config.json').ropeScaling)
+      .toMatchObject({ type: 'llama3', factor: 8 });
+    expect(() => configFromHuggingFace({ ...base, rope_scaling: { rope_type: 'default' }, rope_parameters: llama3 }, undefined, 'config.json'))
+      .toThrow(expect.objectContaining({ code: 'E_FILE', message: expect.stringContaining('different RoPE scaling') }));
   });
 
   it('reads defaults and eos ids given as a number', () => {

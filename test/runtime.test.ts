@@ -238,6 +238,15 @@ describe('corrupt tokenizers, templates and weights (found by fuzzing model file
   });
 });
 
+describe('sampler: non-finite logits', () => {
+  it('fails with E_STEP on a NaN anywhere in the row, on every sampling path (top-k included, the default)', () => {
+    const row = () => Float32Array.of(1, NaN, 3, 2, -5, 0, 0, 0);
+    for (const options of [{}, { topK: 2 }, { topK: 0, topP: 0.9 }, { topK: 0, topP: 1, minP: 0 }, { topK: 0, minP: 0.1 }])
+      expect(() => new Sampler(resolveSampling({ seed: 1, temperature: 1, ...options }, 8)).sample(row(), []), JSON.stringify(options))
+        .toThrow(expect.objectContaining({ code: 'E_STEP' }));
+  });
+});
+
 describe('batch invariance', () => {
   // (Found by stress-testing: under the default AVX-512 backends a step's W4A8 kernel depends on its row count, so
   // logits alone and in a batch differ in the last bits. Backends with one W4A8 arithmetic for every M do not.)
@@ -280,10 +289,14 @@ describe('lifecycle details (found by stress-testing the scheduler)', () => {
     const shared = new AbortController();
     const plain = Array.from({ length: 12 }, (_, i) => model.complete([256, 60 + i], { maxTokens: 80, signal: shared.signal }));
     const streams = Array.from({ length: 12 }, (_, i) => model.stream([256, 80 + i], { maxTokens: 80, signal: shared.signal }));
-    const streamed = streams.map(async (s) => { for await (const chunk of s) void chunk; });
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    // One stream is read once and then left until the abort: it pauses at 32 unread chunks (backpressure), so it
+    // cannot finish first, whatever the machine's speed.
+    const held = streams[0];
+    await held.next();
+    const streamed = streams.slice(1).map(async (s) => { for await (const chunk of s) void chunk; });
     expect(getEventListeners(shared.signal, 'abort')).toHaveLength(1);
     shared.abort();
+    await expect((async () => { while (!(await held.next()).done); })()).rejects.toMatchObject({ code: 'E_ABORTED' });
     const settled = await Promise.allSettled([...plain, ...streamed]);
     // (a request that met EOS before the abort finished normally)
     for (const r of settled) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'E_ABORTED' });

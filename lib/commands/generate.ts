@@ -75,13 +75,13 @@ export async function generateCommand(args: string[]): Promise<void> {
   if (batch < 1) throw new W4a8Error('E_OPTION', `--batch must be at least 1, got ${batch}`);
   const model = await W4a8Model.load(path, {
     contextLength: values.context === undefined ? undefined : numberOption(values.context, 'context', 0, true),
-    maxBatch: Math.max(batch, 1),
+    maxBatch: batch,
     kvCache: choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', DEFAULT_KV_CACHE),
   });
   try {
     const promptIds = values.tokens !== undefined ? values.tokens.split(',').map((t) => numberOption(t.trim(), 'tokens', 0, true)) : undefined;
     const text = prompt ?? (promptIds ? undefined : 'Once upon a time');
-    if (values.chat && !model.tokenizer?.hasChatTemplate) throw new W4a8Error('E_OPTION', '--chat needs a model with a chat template');
+    if (values.chat && !promptIds && !model.tokenizer?.hasChatTemplate) throw new W4a8Error('E_OPTION', '--chat needs a model with a chat template');
     const input: string | number[] = promptIds ?? (values.chat ? model.tokenize(model.tokenizer!.applyChatTemplate([{ role: 'user', content: text! }]), false) : text!);
     const seed = numberOption(values.seed, 'seed', 1, true);
     const options: GenerateOptions = {

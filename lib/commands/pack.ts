@@ -3,9 +3,8 @@
  * checkpoint, packs it to W4A8 (lib/pack.ts) and writes the .w4a8 file (lib/format). Progress goes to
  * stderr: a bar on a terminal, else one line per decoder layer; the summary goes to stdout.
  */
-import { stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { W4a8Error } from '../errors.js';
 import { writePackedModel } from '../format/packed-write.js';
@@ -15,7 +14,7 @@ import type { QuantMethod, SourceModel } from '../model/types.js';
 import { packModel, type PackOptions } from '../pack.js';
 import { loadSequences } from '../quant/data.js';
 import { checkFormat } from '../validate.js';
-import { choice } from './generate.js';
+import { choice, parseCommandArgs } from './generate.js';
 import type { GroupSize } from '../weights.js';
 
 export const PACK_USAGE = `w4a8 pack <model-dir|file.bin> -o <model.w4a8> [options]
@@ -57,22 +56,18 @@ export interface CommandOutput {
 const DEFAULT_OUTPUT: CommandOutput = { log: (line) => console.log(line), progress: process.stderr };
 
 function parse(args: string[]) {
-  try {
-    return parseArgs({
-      args, allowPositionals: true,
-      options: {
-        output: { type: 'string', short: 'o' }, group: { type: 'string' }, fp8: { type: 'string' }, 'act-fp8': { type: 'string' },
-        scales: { type: 'string' }, symmetric: { type: 'boolean' }, method: { type: 'string' }, tokenizer: { type: 'string' },
-        'lm-head': { type: 'string' },
-        'calib-text': { type: 'string' }, 'calib-tokens': { type: 'string' }, 'calib-sample': { type: 'boolean' },
-        'calib-count': { type: 'string' }, 'calib-length': { type: 'string' }, 'calib-seed': { type: 'string' },
-        damp: { type: 'string' }, gar: { type: 'boolean' }, 'act-order': { type: 'boolean' }, 'true-sequential': { type: 'boolean' },
-        'scale-search': { type: 'boolean' }, 'no-scale-search': { type: 'boolean' },
-      },
-    });
-  } catch (error) {
-    throw new W4a8Error('E_OPTION', `${(error as Error).message}\n${PACK_USAGE}`);
-  }
+  return parseCommandArgs({
+    args, allowPositionals: true,
+    options: {
+      output: { type: 'string', short: 'o' }, group: { type: 'string' }, fp8: { type: 'string' }, 'act-fp8': { type: 'string' },
+      scales: { type: 'string' }, symmetric: { type: 'boolean' }, method: { type: 'string' }, tokenizer: { type: 'string' },
+      'lm-head': { type: 'string' },
+      'calib-text': { type: 'string' }, 'calib-tokens': { type: 'string' }, 'calib-sample': { type: 'boolean' },
+      'calib-count': { type: 'string' }, 'calib-length': { type: 'string' }, 'calib-seed': { type: 'string' },
+      damp: { type: 'string' }, gar: { type: 'boolean' }, 'act-order': { type: 'boolean' }, 'true-sequential': { type: 'boolean' },
+      'scale-search': { type: 'boolean' }, 'no-scale-search': { type: 'boolean' },
+    },
+  }, PACK_USAGE);
 }
 
 function positiveInt(value: string | undefined, name: string, fallback: number): number {
@@ -90,17 +85,23 @@ function seconds(since: number): string {
   return `${((performance.now() - since) / 1000).toFixed(1)} s`;
 }
 
+/** Files a checkpoint folder's importer reads (lib/import/hf.ts), and the llama2.c tokenizer's default name. */
+const READ_BESIDE = new Set(['config.json', 'generation_config.json', 'model.safetensors', 'model.safetensors.index.json',
+  'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'tokenizer.bin']);
+
 /**
- * The output must not replace what is being read: the checkpoint file, a file of the checkpoint folder the
- * importers read (weights, index, config, tokenizer), or the llama2.c tokenizer (it would be overwritten after
- * being read, destroying the source: `pack s.bin -o s.bin` did exactly that).
+ * The output must not replace what is being read: the checkpoint file, a file its importer reads beside it (weights
+ * shards, index, config, tokenizer, chat template; llama2.c's tokenizer.bin) or the --tokenizer file. The rename
+ * that finishes writing would destroy the source: `pack s.bin -o s.bin` did. Paths are compared after symlinks.
  */
 async function refuseOverwritingInput(input: string, output: string, tokenizer: string | undefined): Promise<void> {
-  const out = path.resolve(output);
-  const inputIsDir = await stat(input).then((s) => s.isDirectory(), () => false);
-  const read = /\.(safetensors|json|bin|model)$|^tokenizer/;
-  const clash = out === path.resolve(input) || (tokenizer !== undefined && out === path.resolve(tokenizer)) ||
-    (inputIsDir && path.dirname(out) === path.resolve(input) && read.test(path.basename(out)));
+  const real = async (p: string) => realpath(p).catch(() => path.resolve(p));
+  const inputPath = await real(input);
+  const inputIsDir = await stat(inputPath).then((s) => s.isDirectory(), () => false);
+  const out = path.join(await real(path.dirname(output)), path.basename(output));
+  const folder = inputIsDir ? inputPath : path.dirname(inputPath);
+  const clash = out === inputPath || (tokenizer !== undefined && out === (await real(tokenizer))) ||
+    (path.dirname(out) === folder && (READ_BESIDE.has(path.basename(out)) || /\.safetensors$/.test(out)));
   if (clash) throw new W4a8Error('E_OPTION', `-o ${output} would overwrite the model being packed (${input}); write elsewhere`);
 }
 

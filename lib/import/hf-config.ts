@@ -52,7 +52,7 @@ function ropeScaling(value: unknown, file: string, field = 'rope_scaling'): Rope
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'object' || Array.isArray(value)) throw new W4a8Error('E_FILE', `${file}: ${field} must be an object`);
   const o = value as Record<string, unknown>;
-  const type = o.rope_type ?? o.type;
+  const type = o.rope_type ?? o.type ?? (field === 'rope_parameters' ? 'default' : undefined);
   if (type === 'default') return undefined;
   if (type === 'linear') return { type: 'linear', factor: o.factor as number };
   if (type === 'llama3')
@@ -112,9 +112,12 @@ export function configFromHuggingFace(hf: unknown, generation: unknown, file: st
     qkvBias: kind === 'qwen2',
     eosTokenIds: eos,
   };
-  // (rope_parameters: transformers v5's form, theta and scaling in one object; a missing rope_type is 'default')
-  const scaling = c.rope_scaling !== undefined && c.rope_scaling !== null ? ropeScaling(c.rope_scaling, file)
-    : ropeParameters ? ropeScaling({ rope_type: 'default', ...ropeParameters }, file, 'rope_parameters') : undefined;
+  // (rope_parameters: transformers v5's form, theta and scaling in one object; a missing type is 'default')
+  const fromScaling = ropeScaling(c.rope_scaling, file);
+  const fromParameters = ropeScaling(ropeParameters, file, 'rope_parameters');
+  if (c.rope_scaling != null && ropeParameters != null && JSON.stringify(fromScaling) !== JSON.stringify(fromParameters))
+    throw new W4a8Error('E_FILE', `${file}: rope_scaling and rope_parameters give different RoPE scaling`);
+  const scaling = fromScaling ?? fromParameters;
   if (scaling) config.ropeScaling = scaling;
   if (bos !== undefined && bos !== null) config.bosTokenId = bos;
   try {

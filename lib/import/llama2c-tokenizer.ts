@@ -70,6 +70,7 @@ function deriveMerges(pieces: string[], scores: number[]): string[] {
   // that length are tried (one absurdly long piece made this quadratic: 40,000 characters took 25 s).
   const lengths = pieces.map((p) => Array.from(p).length);
   const sorted = [...lengths].sort((a, b) => b - a);
+  const present = new Set(lengths); // (a half can only be as long as some piece)
   const merges: { left: string; right: string; score: number }[] = [];
   pieces.forEach((piece, id) => {
     if (id <= EOS || BYTE_PIECE.test(piece)) return;
@@ -77,6 +78,7 @@ function deriveMerges(pieces: string[], scores: number[]): string[] {
     const longestOther = chars.length === sorted[0] && sorted[1] !== sorted[0] ? (sorted[1] ?? 0) : (sorted[0] ?? 0);
     const local: { left: string; right: string; score: number }[] = [];
     for (let i = Math.max(1, chars.length - longestOther); i < Math.min(chars.length, longestOther + 1); i++) {
+      if (!present.has(i) || !present.has(chars.length - i)) continue;
       const left = chars.slice(0, i).join('');
       const right = chars.slice(i).join('');
       if (ids.has(left) && ids.has(right)) local.push({ left, right, score: scores[id] });

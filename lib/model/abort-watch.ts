@@ -9,14 +9,27 @@ interface Watch {
 
 const watches = new WeakMap<AbortSignal, Watch>();
 
-/** Calls `callback` once when `signal` aborts; returns the function that stops watching (removing the listener with the last). */
+/**
+ * Calls `callback` once when `signal` aborts (at once, in a microtask, when it already has); returns the function
+ * that stops watching (removing the listener with the last watcher). One function watched twice is one watcher.
+ */
 export function watchAbort(signal: AbortSignal, callback: () => void): () => void {
+  if (signal.aborted) {
+    queueMicrotask(callback);
+    return () => {};
+  }
   let watch = watches.get(signal);
   if (!watch) {
     const callbacks = new Set<() => void>();
     const listener = () => {
       watches.delete(signal);
-      for (const call of callbacks) call();
+      // Each watcher's own: one that throws must not keep the others from hearing of the abort.
+      for (const call of callbacks)
+        try {
+          call();
+        } catch (error) {
+          queueMicrotask(() => { throw error; });
+        }
     };
     watch = { listener, callbacks };
     watches.set(signal, watch);

@@ -109,7 +109,7 @@ export class Sampler {
     const top = logits[finiteTop(logits, candidates[0])];
     const probabilities = new Float64Array(candidates.length);
     for (let i = 0; i < candidates.length; i++) probabilities[i] = Math.exp((logits[candidates[i]] - top) / o.temperature);
-    let total = sum(probabilities, candidates.length);
+    let total = finiteMass(sum(probabilities, candidates.length)); // (a NaN candidate: E_STEP)
     let keep = candidates.length;
     if (o.minP > 0) {
       const threshold = o.minP * (probabilities[0] / total);
