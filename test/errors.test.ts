@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   Fp8Weights, Int4Weights, W4a8Error, decodeFp8, encodeFp8, gemmF32, gemmF32Async, gemmW4A8, gemmW4A8Async, gemmW8A8,
-  quantizeActivations,
+  quantizeActivations, quantizeLinear,
 } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { randomArray } from './helpers.js';
@@ -136,6 +136,7 @@ describe('inputs changed or freed during a call cannot fault it (found by fuzzin
     expectCode(() => Fp8Weights.pack(randomArray(8 * 64, 1).fill(Infinity, 9, 10), 8, 64), 'E_VALUE', 'weights[9]');
     expectCode(() => gemmF32(new Float32Array(2 ** 16), { rows: 2 ** 17, cols: 1, data: new Float32Array(2 ** 17) }), 'E_SHAPE', 'output');
     expectCode(() => decodeFp8(Object.create(Uint8Array.prototype), 'e4m3fn'), 'E_TYPE', 'codes');
+    expectCode(() => quantizeLinear(randomArray(8 * 64, 1), 8, 64, Object.create(Float64Array.prototype), 64, { method: 'gptq', groupSize: 32 }), 'E_TYPE', 'hessian');
     expectCode(() => gemmW4A8(x, Object.create(Int4Weights.prototype)), 'E_TYPE', 'weights.codes');
     expectCode(() => gemmW8A8(x, Object.create(Fp8Weights.prototype)), 'E_TYPE', 'weights.codes');
     // A row of subnormal weights: its channel scale underflowed to 0, which fromParts refused on pack's own output.

@@ -58,7 +58,7 @@ interface QuantAddon {
 const quantAddon = (): QuantAddon => native() as unknown as QuantAddon;
 
 function checkFloat64(value: unknown, name: string, length: number): Float64Array {
-  if (!(value instanceof Float64Array)) throw new W4a8Error('E_TYPE', `${name} must be a Float64Array`);
+  if (!(value instanceof Float64Array) || !ArrayBuffer.isView(value)) throw new W4a8Error('E_TYPE', `${name} must be a Float64Array`);
   if (value.length !== length) throw new W4a8Error('E_LENGTH', `${name} must have ${length} elements, got ${value.length}`);
   return value;
 }
