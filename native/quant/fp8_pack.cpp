@@ -12,8 +12,7 @@ void packFp8Rows(const float* w, int rows, int cols, Fp8Format format, uint8_t* 
     const float* row = w + (size_t)n * cols;
     float amax = 0.0f;
     for (int k = 0; k < cols; ++k) amax = std::max(amax, std::fabs(row[k]));
-    const float quotient = amax / fp8Max;  // 1 where not usable: an all-zero row, or an underflow (subnormal amax)
-    const float channelScale = quotient > 0.0f && std::isfinite(quotient) ? quotient : 1.0f;
+    const float channelScale = usableScale(amax / fp8Max);
     channelScales[n] = channelScale;
     for (int k = 0; k < cols; ++k) codes[(size_t)n * cols + k] = fp8Encode(row[k] / channelScale, format);
   }

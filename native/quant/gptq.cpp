@@ -235,8 +235,7 @@ double gptqQuantizeRows(const float* w, int cols, const GptqFactor& factor, cons
       const float* row = w + (size_t)(tileBegin + r) * K;
       float amax = 0.0f;
       for (int k = 0; k < K; ++k) amax = std::max(amax, std::fabs(row[k]));
-      const float quotient = amax / fp8Max * kChannelHeadroom;  // 1 where not usable (zero row, subnormal underflow)
-      channelScale[r] = quotient > 0.0f && std::isfinite(quotient) ? quotient : 1.0f;
+      channelScale[r] = usableScale(amax / fp8Max * kChannelHeadroom);
       out.channelScales[tileBegin + r] = channelScale[r];
       float* rowWork = &work[(size_t)r * K];
       for (int p = 0; p < K; ++p) rowWork[p] = row[order[p]];

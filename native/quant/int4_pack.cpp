@@ -26,7 +26,7 @@ Int4GroupParams chooseInt4GroupParams(const float* scaled, int count, const Int4
   float scale;
   if (options.symmetric) scale = std::max(-lo, hi) / 7.0f;
   else scale = (hi - lo) / 15.0f;
-  if (!(scale > 0.0f) || !std::isfinite(scale)) scale = 1.0f;  // all-zero group: any scale works
+  scale = usableScale(scale);  // (an all-zero group: any scale works)
   if (options.pow2Scales) scale = roundUpToPowerOfTwo(scale);
   const int zero = options.symmetric ? 8 : clampCode(std::nearbyint(-lo / scale));
   return {scale, zero};
@@ -41,10 +41,7 @@ void packInt4Rows(const float* w, int rows, int cols, const Int4PackOptions& opt
     const float* row = w + (size_t)n * cols;
     float amax = 0.0f;
     for (int k = 0; k < cols; ++k) amax = std::max(amax, std::fabs(row[k]));
-    // 1 where the quotient is not a usable scale: an all-zero row, or amax so small (subnormal) that it underflows
-    // (0 would fail fromParts' check on pack's own output).
-    const float quotient = amax / fp8Max;
-    const float channelScale = quotient > 0.0f && std::isfinite(quotient) ? quotient : 1.0f;
+    const float channelScale = usableScale(amax / fp8Max);
     out.channelScales[n] = channelScale;
     uint8_t* rowCodes = out.codes + (size_t)n * (cols / 2);
     for (int g = 0; g < groups; ++g) {

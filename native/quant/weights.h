@@ -1,5 +1,6 @@
 // Views of packed weights of one linear layer: W is [rows = N outputs, cols = K inputs].
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include "fp8/fp8.h"
@@ -49,6 +50,10 @@ struct Fp8WeightsView {
 };
 
 // The value of INT4 code q in a group, in FP32 before the FP8 rounding: fl32(s_g * (q - z)).
+// `scale` where it is usable (finite and > 0), else 1: an all-zero row or group, or amax so small (subnormal) that
+// amax / max underflows to 0 (a scale of 0 would be refused when the weights are wrapped again: fromParts).
+inline float usableScale(float scale) { return scale > 0.0f && std::isfinite(scale) ? scale : 1.0f; }
+
 inline float int4GroupValue(float groupScale, int zero, int q) { return groupScale * (float)(q - zero); }
 
 inline int int4Code(const uint8_t* rowCodes, int k) {
