@@ -21,7 +21,7 @@ import { EMBEDDING, LM_HEAD, LM_HEAD_LINEAR, linearShape, packedLinearNames, pac
 import { tensorToFloat32 } from './format/widen.js';
 import { floatToBf16 } from './fp8.js';
 import type { ModelConfig, PackedModel, QuantConfig, QuantMethod, SourceModel, Tensor } from './model/types.js';
-import { checkBoolean, checkChoice, checkFormat, checkOptions, type Fp8Format } from './validate.js';
+import { checkBoolean, checkChoice, checkFormat, checkOptions, firstNonFinite, type Fp8Format } from './validate.js';
 import { TextTokenizer } from './model/tokenizer.js';
 import { GROUP_SIZES, Int4Weights, type GroupSize } from './weights.js';
 import { checkCalibrationSequences, quantizeSequential, type SequentialProgress } from './quant/calibrate.js';
@@ -159,11 +159,8 @@ function checkSource(source: unknown): { config: ModelConfig; tensors: Map<strin
 
 /** Throws when a weight is NaN or infinite (one multiply-add per value; located only on failure). */
 function checkFinite(values: Float32Array, name: string, cols: number): void {
-  let sum = 0;
-  for (let i = 0; i < values.length; i++) sum += values[i] * 0; // NaN as soon as one value is NaN or +-inf
-  if (sum === 0) return;
-  const i = values.findIndex((v) => !Number.isFinite(v));
-  throw new W4a8Error('E_FILE', `source tensor '${name}' holds ${values[i]} at [${Math.floor(i / cols)}, ${i % cols}]`);
+  const i = firstNonFinite(values);
+  if (i >= 0) throw new W4a8Error('E_FILE', `source tensor '${name}' holds ${values[i]} at [${Math.floor(i / cols)}, ${i % cols}]`);
 }
 
 /** W [rows, cols] as FP32 [rows, Kp], the extra inputs zero (no copy when already FP32 and Kp = cols). */

@@ -6,7 +6,7 @@ export const MAX_DIMENSION = 1 << 24;
 export type Fp8Format = 'e4m3fn' | 'e4m3' | 'e5m2';
 export const FP8_FORMATS: readonly Fp8Format[] = ['e4m3fn', 'e4m3', 'e5m2'];
 
-type TypedArrayClass = Float32ArrayConstructor | Uint8ArrayConstructor | Uint16ArrayConstructor;
+type TypedArrayClass = Float32ArrayConstructor | Float64ArrayConstructor | Uint8ArrayConstructor | Uint16ArrayConstructor;
 
 export function checkFormat(value: unknown, name: string): Fp8Format {
   if (typeof value === 'string' && (FP8_FORMATS as readonly string[]).includes(value)) return value as Fp8Format;
@@ -21,7 +21,7 @@ export function checkDimension(value: unknown, name: string): number {
   return value;
 }
 
-export function checkTypedArray<T extends Float32Array | Uint8Array | Uint16Array>(
+export function checkTypedArray<T extends Float32Array | Float64Array | Uint8Array | Uint16Array>(
   value: unknown, kind: TypedArrayClass, name: string, length?: number,
 ): T {
   // (isView as well: an object made from the prototype passes instanceof but has no elements)
@@ -54,10 +54,17 @@ export function pinnedArray<T extends TypedArray>(Kind: { new (buffer: SharedArr
   return new Kind(new SharedArrayBuffer(length * Kind.BYTES_PER_ELEMENT));
 }
 
+/** The index of the first NaN or infinite element, or -1 (one multiply-add a value when all are finite). */
+export function firstNonFinite(values: Float32Array): number {
+  let sum = 0;
+  for (let i = 0; i < values.length; i++) sum += values[i] * 0; // NaN as soon as one value is NaN or +-inf
+  return sum === 0 ? -1 : values.findIndex((v) => !Number.isFinite(v));
+}
+
 /** Every element finite (weights to pack: a NaN would be packed as some code without a word). */
 export function checkFinite(values: Float32Array, name: string): void {
-  for (let i = 0; i < values.length; i++)
-    if (!Number.isFinite(values[i])) throw new W4a8Error('E_VALUE', `${name}[${i}] must be finite, got ${values[i]}`);
+  const i = firstNonFinite(values);
+  if (i >= 0) throw new W4a8Error('E_VALUE', `${name}[${i}] must be finite, got ${values[i]}`);
 }
 
 export function checkScale(value: unknown, name: string): number {

@@ -75,10 +75,9 @@ export function sourceTensorCount(config: ModelConfig): number {
 
 /** How many tensors packedTensorSpecs() has (each linear layer in four parts). */
 export function packedTensorCount(config: ModelConfig, lmHead?: QuantConfig['lmHead']): number {
-  const linears = config.nLayers * linearNames(0).length;
-  const bf16Head = !config.tieEmbeddings && lmHead !== 'w4a8' ? 1 : 0;
-  return sourceTensorCount(config) - linears - (config.tieEmbeddings ? 0 : 1) + bf16Head + PACKED_PARTS.length * linears +
-    (lmHead === 'w4a8' ? PACKED_PARTS.length : 0);
+  const perLayer = 2 + PACKED_PARTS.length * linearNames(0).length + (config.qkvBias ? 3 : 0);
+  const head = lmHead === 'w4a8' ? PACKED_PARTS.length : config.tieEmbeddings ? 0 : 1; // packed, none, or BF16
+  return 2 + config.nLayers * perLayer + head; // (+ embeddings and the final norm)
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import { W4a8Error, type W4a8ErrorCode } from '../errors.js';
 import type { DType, ModelConfig, QuantConfig } from '../model/types.js';
+import { firstNonFinite } from '../validate.js';
 import { packedLinearNames, packedTensorCount, packedTensorSpecs } from './layout.js';
 
 export function checkPackedTensors(
@@ -67,7 +68,7 @@ export function checkPackedValues(
 export function checkPackedFloats(tensors: Map<string, { data: ArrayLike<number> }>, where: string, code: W4a8ErrorCode): void {
   for (const [name, { data }] of tensors) {
     if (!(data instanceof Float32Array) || name.endsWith('.scales') || name.endsWith('.channel_scale')) continue;
-    for (let i = 0; i < data.length; i++)
-      if (!Number.isFinite(data[i])) throw new W4a8Error(code, `${where}tensor '${name}'[${i}] is not finite`);
+    const i = firstNonFinite(data);
+    if (i >= 0) throw new W4a8Error(code, `${where}tensor '${name}'[${i}] is not finite`);
   }
 }

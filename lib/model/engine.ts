@@ -175,13 +175,18 @@ export class BatchEngine {
     }
   }
 
+  /** Why an aborted request ends: the model's disposal, or its own signal. */
+  private abortReason(): W4a8Error {
+    return this.closed ? new W4a8Error('E_DISPOSED', 'the model was disposed during generation') : abortError();
+  }
+
   /** Rejects aborted requests that are still waiting (they hold no sequence, so this is safe during a step). */
   private dropAbortedWaiting(): void {
     for (let i = this.waiting.length - 1; i >= 0; i--)
       if (this.waiting[i].aborted) {
         const [entry] = this.waiting.splice(i, 1);
         this.detach(entry);
-        entry.reject(this.closed ? new W4a8Error('E_DISPOSED', 'the model was disposed during generation') : abortError());
+        entry.reject(this.abortReason());
       }
   }
 
@@ -192,7 +197,7 @@ export class BatchEngine {
       if (this.active[i].aborted) {
         const [entry] = this.active.splice(i, 1);
         this.release(entry);
-        entry.reject(this.closed ? new W4a8Error('E_DISPOSED', 'the model was disposed during generation') : abortError());
+        entry.reject(this.abortReason());
       }
   }
 

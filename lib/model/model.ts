@@ -251,6 +251,10 @@ export class W4a8Model {
     else if (outer) unwatch = watchAbort(outer, () => controller.abort(outer.reason));
     const drop = () => controller.abort();
     abandoned.addEventListener('abort', drop, { once: true });
+    const unlink = () => {
+      unwatch();
+      abandoned.removeEventListener('abort', drop);
+    };
     let finished: Promise<void>;
     try {
       finished = this.run(prompt, { ...options, signal: controller.signal }, (chunk) => {
@@ -258,15 +262,12 @@ export class W4a8Model {
         wake?.();
       }, () => queue.length >= STREAM_HIGH_WATER).then((r) => { result = r; done = true; }, (error) => { failure = error; done = true; })
         .finally(() => {
-          // The request is over: unlink the signals here, not only in the finally below, which a stream dropped
-          // unfinished (collected) never reaches.
-          unwatch();
-          abandoned.removeEventListener('abort', drop);
+          // The request is over: unlink the signals here (a stream dropped unfinished never reaches its finally).
+          unlink();
           wake?.();
         });
-    } catch (error) {
-      unwatch();
-      abandoned.removeEventListener('abort', drop);
+    } catch (error) { // (run() refused the request before it started)
+      unlink();
       throw error;
     }
     try {
@@ -283,9 +284,7 @@ export class W4a8Model {
       return summarize(result!);
     } finally {
       if (!done) controller.abort();
-      await finished;
-      unwatch();
-      abandoned.removeEventListener('abort', drop);
+      await finished; // (its finally has unlinked the signals)
     }
   }
 

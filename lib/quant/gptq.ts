@@ -57,12 +57,6 @@ interface QuantAddon {
 
 const quantAddon = (): QuantAddon => native() as unknown as QuantAddon;
 
-function checkFloat64(value: unknown, name: string, length: number): Float64Array {
-  if (!(value instanceof Float64Array) || !ArrayBuffer.isView(value)) throw new W4a8Error('E_TYPE', `${name} must be a Float64Array`);
-  if (value.length !== length) throw new W4a8Error('E_LENGTH', `${name} must have ${length} elements, got ${value.length}`);
-  return value;
-}
-
 export function checkDamp(value: unknown, name: string): number {
   if (value === undefined) return 0.01;
   if (typeof value !== 'number' || !(value >= 0 && value <= 1)) throw new W4a8Error('E_OPTION', `${name} must be a number in [0, 1], got ${describe(value)}`);
@@ -76,7 +70,7 @@ function prepare(weights: unknown, rows: unknown, cols: unknown, hessian: unknow
   checkFinite(w, 'weights');
   const h = checkDimension(hessianSize, 'hessianSize');
   if (h > c) throw new W4a8Error('E_SHAPE', `hessianSize (${h}) must be at most cols (${c}): the Hessian covers the real inputs`);
-  const H = checkFloat64(hessian, 'hessian', h * h);
+  const H = checkTypedArray<Float64Array>(hessian, Float64Array, 'hessian', h * h);
   const o = checkOptions(options, 'options');
   if (o.method === undefined) throw new W4a8Error('E_OPTION', "options.method is required: 'gptq' or 'dpq'");
   const method = checkChoice(o.method, ['gptq', 'dpq'] as const, 'options.method', 'dpq');

@@ -17,6 +17,11 @@ export class ApiError extends Error {
   }
 }
 
+/** The 404 for a model id this server does not serve (in a request's `model`, or GET /v1/models/{id}). */
+export function modelNotFound(id: string): ApiError {
+  return new ApiError(404, `the model '${id}' does not exist; GET /v1/models lists the models`, 'model', 'invalid_request_error', 'model_not_found');
+}
+
 export interface CompletionRequest {
   model: string;
   prompt?: string | number[];
@@ -94,7 +99,7 @@ export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: 
   const model = b.model;
   if (model !== undefined && typeof model !== 'string') throw new ApiError(400, "'model' must be a string", 'model');
   if (typeof model === 'string' && !limits.modelNames.includes(model))
-    throw new ApiError(404, `the model '${model}' does not exist; GET /v1/models lists the models`, 'model', 'invalid_request_error', 'model_not_found');
+    throw modelNotFound(model);
   if (b.stream !== undefined && b.stream !== null && typeof b.stream !== 'boolean') throw new ApiError(400, "'stream' must be a boolean", 'stream');
   const streamOptions = b.stream_options as Body | null | undefined;
   if (streamOptions !== undefined && streamOptions !== null &&

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { W4a8Error } from '../errors.js';
 import type { W4a8Model, GenerationChunk, GenerationSummary } from '../model/model.js';
 import { Metrics } from './metrics.js';
-import { ApiError, parseRequest, type CompletionRequest } from './requests.js';
+import { ApiError, modelNotFound, parseRequest, type CompletionRequest } from './requests.js';
 
 export interface ServerOptions {
   /** The id clients use in `model` (default 'w4a8'). */
@@ -245,7 +245,7 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
         id = decodeURIComponent(id);
       } catch { /* not percent-encoded UTF-8: matches no model as it is */ }
       if (id !== modelName)
-        throw new ApiError(404, `the model '${id}' does not exist; GET /v1/models lists the models`, 'model', 'invalid_request_error', 'model_not_found');
+        throw modelNotFound(id);
       return sendJson(res, 200, modelCard), '/v1/models/{id}';
     }
     if (path === '/metrics') {
