@@ -33,6 +33,9 @@ export interface NativeFp8Weights {
 
 type GemmOut = Float32Array | Uint16Array;
 
+/** Value rules of packed tensors: zero points (Uint8Array) above 15 or not 8; scales (Float32Array) not finite and > 0; floats not finite. */
+export type ValueRule = 'zero-point' | 'symmetric-zero-point' | 'scale' | 'finite';
+
 export interface NativeAddon {
   fp8EncodeF32(values: Float32Array, out: Uint8Array, format: string, saturate: boolean): Uint8Array;
   fp8EncodeBf16(values: Uint16Array, out: Uint8Array, format: string, saturate: boolean): Uint8Array;
@@ -61,6 +64,9 @@ export interface NativeAddon {
   backend(): { name: string; reason: string };
   /** The whole file mapped read-only (external ArrayBuffer, munmapped when collected); never write through it. */
   mapFile(path: string): ArrayBuffer;
+  /** [index of the first element breaking `rule`, or -1] (native/addon/scan_bindings.cpp); the async form scans on a worker thread. */
+  firstViolation(array: Uint8Array | Float32Array, rule: ValueRule): Float64Array;
+  firstViolationAsync(array: Uint8Array | Float32Array, rule: ValueRule): Promise<Float64Array>;
   ModelHandle: new (config: object, weights: object) => NativeModelHandle;
   /** The GPU found through the CUDA plugin (model/cuda_plugin.h); resolves on a worker thread. */
   cudaDevice(): Promise<{ available: boolean; name: string; reason: string; computeCapability: string; memoryBytes: number }>;

@@ -279,7 +279,7 @@ export async function packModel(
   const { config, tensors: sourceTensors } = checkSource(source);
   // The tokenizer and chat template as the model will load them: a file that packs must load (E_FILE).
   if (source.tokenizerJson !== undefined) {
-    const tokenizer = new TextTokenizer(source.tokenizerJson, source.tokenizerConfigJson, source.chatTemplate);
+    const tokenizer = TextTokenizer.fromJson(source.tokenizerJson, source.tokenizerConfigJson, source.chatTemplate);
     if (tokenizer.maxTokenId >= config.vocabSize)
       throw new W4a8Error('E_FILE', `the tokenizer has token id ${tokenizer.maxTokenId}; the model's vocabulary has ${config.vocabSize} rows`);
   }

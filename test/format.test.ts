@@ -10,6 +10,7 @@ import {
 } from '../lib/format/index.js';
 import { encodePackedMetadata } from '../lib/format/packed-metadata.js';
 import type { Tensor } from '../lib/model/types.js';
+import { native, type ValueRule } from '../lib/native.js';
 import { rng } from './oracle/fp8-oracle.js';
 import { randomPacked, tinyConfig, tinyQuant } from './fixtures/models.js';
 import { readHeader, safetensorsBytes, tempDir, writeBytes } from './fixtures/safetensors-bytes.js';
@@ -243,7 +244,7 @@ describe('packed-model checks give E_FILE', () => {
     { label: 'a ropeTheta that underflows FP32', change: { metadata: { config: config({ ropeTheta: 1e-300 }) } }, message: 'also as an FP32' },
     { label: 'an rmsNormEps that overflows FP32', change: { metadata: { config: config({ rmsNormEps: 1e300 }) } }, message: 'also as an FP32' },
     {
-      label: 'a NaN norm weight', message: "'model.layers.1.input_layernorm.weight'[2] is not finite",
+      label: 'a NaN norm weight', message: "'model.layers.1.input_layernorm.weight'[2] is NaN, expected a finite value",
       change: { tensors: (t: Map<string, Tensor>) => { const n = t.get('model.layers.1.input_layernorm.weight')!; t.set('model.layers.1.input_layernorm.weight', { ...n, data: (n.data as Float32Array).map((v, i) => (i === 2 ? NaN : v)) }); } },
     },
   ])('$label', async ({ label, change, message }) => {
@@ -276,6 +277,42 @@ describe('packed-model checks give E_FILE', () => {
     const zeros = symmetric.tensors.get(`${q}.zeros`)!;
     symmetric.tensors.set(`${q}.zeros`, { ...zeros, data: (zeros.data as Uint8Array).map((z, i) => (i === 2 ? 7 : z)) });
     await expectCode(() => writePackedModel(path.join(dir, 'refused-sym.w4a8'), symmetric), 'E_CODE', '8 (symmetric)');
+  });
+});
+
+// The value scan behind those checks (native/addon/scan_bindings.cpp), on a worker thread (opening a file) and on
+// the caller's (writing one): the first offending element, across its 4096-element blocks, for every rule.
+describe('the native value scan', () => {
+  const scan = (array: Uint8Array | Float32Array, rule: ValueRule) => native().firstViolation(array, rule)[0];
+  const scanAsync = async (array: Uint8Array | Float32Array, rule: ValueRule) => (await native().firstViolationAsync(array, rule))[0];
+  const random = rng(11);
+  const cases: { rule: ValueRule; make: (n: number) => Uint8Array | Float32Array; bad: number[]; good: number[] }[] = [
+    { rule: 'zero-point', make: (n) => Uint8Array.from({ length: n }, () => Math.floor(random() * 16)), bad: [16, 255], good: [0, 15] },
+    { rule: 'symmetric-zero-point', make: (n) => new Uint8Array(n).fill(8), bad: [7, 9, 0], good: [8] },
+    { rule: 'scale', make: (n) => Float32Array.from({ length: n }, () => random() + 1e-3), bad: [0, -0, -1, NaN, Infinity, -Infinity], good: [1e-45, 3.4e38] },
+    { rule: 'finite', make: (n) => Float32Array.from({ length: n }, () => random() * 2 - 1), bad: [NaN, Infinity, -Infinity], good: [0, -0, 1e-45, -3.4e38] },
+  ];
+  it.each(cases)('$rule: the first bad element, or -1', async ({ rule, make, bad, good }) => {
+    for (const n of [0, 1, 4095, 4096, 4097, 12289]) {
+      const clean = make(n);
+      for (const v of good) if (n > 0) clean[Math.floor(random() * n)] = v;
+      expect(scan(clean, rule)).toBe(-1);
+      expect(await scanAsync(clean, rule)).toBe(-1);
+      for (const v of bad) {
+        for (const at of new Set([0, n - 1, Math.floor(random() * n), 4095, 4096].filter((i) => i >= 0 && i < n))) {
+          const data = clean.slice();
+          data[at] = v;
+          if (at + 7 < n) data[at + 7] = v; // a later one does not hide the first
+          expect(scan(data, rule), `${rule} n=${n} at=${at} v=${v}`).toBe(at);
+          expect(await scanAsync(data, rule)).toBe(at);
+        }
+      }
+    }
+  });
+
+  it('refuses a wrong array kind or rule in the addon (E_TYPE)', () => {
+    for (const [array, rule] of [[new Float32Array(4), 'zero-point'], [new Uint8Array(4), 'scale'], [[1, 2], 'finite'], [new Float32Array(4), 'nan']] as const)
+      expect(() => native().firstViolation(array as Float32Array, rule as ValueRule)).toThrow(expect.objectContaining({ code: 'E_TYPE' }));
   });
 });
 

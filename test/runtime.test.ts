@@ -512,8 +512,28 @@ describe('sampler', () => {
   });
 });
 
+describe('tokenizer loading', () => {
+  it('load (in stages, between event-loop turns) gives the tokenizer fromJson gives; errors are E_FILE in both', async () => {
+    const json = byteLevelTokenizerJson();
+    const [now, staged] = [TextTokenizer.fromJson(json), await TextTokenizer.load(json)];
+    expect(staged.maxTokenId).toBe(now.maxTokenId);
+    expect(staged.maxTokenChars).toBe(now.maxTokenChars);
+    expect(staged.encode('naïve café 🚀', false)).toEqual(now.encode('naïve café 🚀', false));
+    let turns = 0, counting = true; // the turns load gives away: parse | index | bounds
+    const tick = () => { turns++; if (counting) setImmediate(tick); };
+    setImmediate(tick);
+    await TextTokenizer.load(json);
+    counting = false;
+    expect(turns).toBeGreaterThanOrEqual(2);
+    for (const bad of ['{', JSON.stringify({ model: {} })]) {
+      expect(() => TextTokenizer.fromJson(bad)).toThrow(expect.objectContaining({ code: 'E_FILE' }));
+      await expect(TextTokenizer.load(bad)).rejects.toMatchObject({ code: 'E_FILE' });
+    }
+  });
+});
+
 describe('text stream', () => {
-  const tokenizer = new TextTokenizer(byteLevelTokenizerJson());
+  const tokenizer = TextTokenizer.fromJson(byteLevelTokenizerJson());
   const decode = (ids: number[]) => tokenizer.decode(ids);
   const samples = ['Hello, world. ', 'naïve café – 東京 🚀🚀 ok', ' spaces  and\nnewlines\t', 'ab€cd𝄞ef'];
 

@@ -14,7 +14,7 @@
  * them), so opening a model costs no reads until the weights are used. They are READ-ONLY.
  */
 import type { PackedModel, Tensor } from '../model/types.js';
-import { checkPackedFloats, checkPackedTensors, checkPackedValues } from './packed-check.js';
+import { checkPackedTensors, checkPackedValues } from './packed-check.js';
 import { decodePackedMetadata } from './packed-metadata.js';
 import { readSafetensors, storedToTensor } from './safetensors-read.js';
 
@@ -33,8 +33,8 @@ export async function readPackedModel(path: string, options: ReadPackedOptions =
   const tensors = new Map<string, Tensor>();
   for (const [name, stored] of file.tensors) tensors.set(name, storedToTensor(name, stored, path));
   if (options.checkValues !== false) {
-    checkPackedValues(description.config, description.quant, tensors, `${path}: `, { zeros: 'E_FILE', scales: 'E_FILE' });
-    checkPackedFloats(tensors, `${path}: `, 'E_FILE');
+    const codes = { zeros: 'E_FILE', scales: 'E_FILE', floats: 'E_FILE' } as const;
+    await checkPackedValues(description.config, description.quant, tensors, `${path}: `, codes, 'worker');
   }
   return { ...description, tensors };
 }

@@ -7,7 +7,7 @@
 import { W4a8Error } from '../errors.js';
 import type { PackedModel } from '../model/types.js';
 import { checkModelConfig, checkQuantConfig } from './config.js';
-import { checkPackedFloats, checkPackedTensors, checkPackedValues } from './packed-check.js';
+import { checkPackedTensors, checkPackedValues } from './packed-check.js';
 import { encodePackedMetadata } from './packed-metadata.js';
 import { writeSafetensors, type WriteResult } from './safetensors-write.js';
 
@@ -17,8 +17,7 @@ export async function writePackedModel(path: string, model: PackedModel): Promis
   const quant = checkQuantConfig(model.quant, 'model.quant', 'E_OPTION');
   if (!(model.tensors instanceof Map)) throw new W4a8Error('E_TYPE', 'model.tensors must be a Map of name -> Tensor');
   checkPackedTensors(config, quant, model.tensors, 'model: ', 'E_SHAPE');
-  checkPackedValues(config, quant, model.tensors, 'model: ', { zeros: 'E_CODE', scales: 'E_SCALE' });
-  checkPackedFloats(model.tensors, 'model: ', 'E_VALUE');
+  await checkPackedValues(config, quant, model.tensors, 'model: ', { zeros: 'E_CODE', scales: 'E_SCALE', floats: 'E_VALUE' }, 'caller');
   const metadata = encodePackedMetadata({ ...model, config, quant });
   return writeSafetensors(path, model.tensors, metadata);
 }

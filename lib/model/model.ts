@@ -120,15 +120,13 @@ export class W4a8Model {
   private disposed = false;
   private disposing?: Promise<void>;
 
-  private constructor(packed: PackedModel, options: ModelOptions) {
+  private constructor(packed: PackedModel, options: ModelOptions, tokenizer: TextTokenizer | undefined) {
     this.config = packed.config;
     this.quant = packed.quant;
     this.contextLength = positiveInteger(options.contextLength, 'contextLength', packed.config.maxSeqLen, packed.config.maxSeqLen);
-    if (packed.tokenizerJson) {
-      this.tokenizer = new TextTokenizer(packed.tokenizerJson, packed.tokenizerConfigJson, packed.chatTemplate);
-      if (this.tokenizer.maxTokenId >= packed.config.vocabSize)
-        throw new W4a8Error('E_FILE', `the tokenizer has token id ${this.tokenizer.maxTokenId}; the model's vocabulary has ${packed.config.vocabSize} rows`);
-    }
+    if (tokenizer && tokenizer.maxTokenId >= packed.config.vocabSize)
+      throw new W4a8Error('E_FILE', `the tokenizer has token id ${tokenizer.maxTokenId}; the model's vocabulary has ${packed.config.vocabSize} rows`);
+    this.tokenizer = tokenizer;
     this.kvCacheType = checkChoice(options.kvCache, KV_CACHE_TYPES, 'kvCache', DEFAULT_KV_CACHE);
     this.handle = createNativeModel(packed, this.kvCacheType);
     const maxBatch = positiveInteger(options.maxBatch, 'maxBatch', 16, 4096);
@@ -156,7 +154,10 @@ export class W4a8Model {
   /** A model over already-read tensors on `options.device` (default 'auto'); a GPU gets its copy of the weights here. */
   static async create(packed: PackedModel, options: ModelOptions = {}): Promise<W4a8Model> {
     const device = checkDevice(options.device);
-    const model = new W4a8Model(packed, options);
+    const tokenizer = packed.tokenizerJson
+      ? await TextTokenizer.load(packed.tokenizerJson, packed.tokenizerConfigJson, packed.chatTemplate)
+      : undefined;
+    const model = new W4a8Model(packed, options, tokenizer);
     try {
       const cuda = device === 'cpu' ? undefined : await cudaDevice();
       if (device === 'cuda' && !cuda?.available)
@@ -176,7 +177,10 @@ export class W4a8Model {
   static fromPacked(packed: PackedModel, options: ModelOptions = {}): W4a8Model {
     const device = checkDevice(options.device ?? 'cpu');
     if (device !== 'cpu') throw new W4a8Error('E_OPTION', `fromPacked runs on the CPU; use W4a8Model.create() for device '${device}'`);
-    return new W4a8Model(packed, options);
+    const tokenizer = packed.tokenizerJson
+      ? TextTokenizer.fromJson(packed.tokenizerJson, packed.tokenizerConfigJson, packed.chatTemplate)
+      : undefined;
+    return new W4a8Model(packed, options, tokenizer);
   }
 
   /** Where the forward steps run: the CPU (name: the kernel set) or the GPU (name: the GPU's). */

@@ -44,7 +44,7 @@ async function readText(file: string): Promise<string> {
 export function tokenizeText(model: TokenizerTexts, text: string, what: string): Int32Array {
   if (!model.tokenizerJson)
     throw new W4a8Error('E_OPTION', `${what}: the model has no tokenizer; give token ids (--tokens) or sample from the FP32 model`);
-  const tokenizer = new TextTokenizer(model.tokenizerJson, model.tokenizerConfigJson);
+  const tokenizer = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfigJson);
   return Int32Array.from(tokenizer.encode(text, true));
 }
 

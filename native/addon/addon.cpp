@@ -11,6 +11,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   registerFile(env, exports);
   registerProbes(env, exports);
   registerQuant(env, exports);
+  registerScan(env, exports);
   return exports;
 }
 
