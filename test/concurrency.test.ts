@@ -43,7 +43,7 @@ describe('32 concurrent streams on one model', () => {
     const together = await Promise.all(prompts.map((p, i) => collect(m.stream(p, { temperature: 0, maxTokens: maxTokens(i) }))));
     for (let i = 0; i < STREAMS; i++) expect(together[i], `stream ${i}`).toEqual(alone[i]);
     expect(live()).toBe(0);
-    expect(m.stats).toMatchObject({ running: 0, queued: 0, reservedTokens: 0 });
+    expect(m.stats).toMatchObject({ running: 0, starting: 0, queued: 0, reservedTokens: 0 });
     await m.dispose();
   }, 60_000);
 
@@ -68,7 +68,7 @@ describe('32 concurrent streams on one model', () => {
     }
     expect(peak).toBeGreaterThan(STREAMS / 2);  // they really ran together
     expect(live()).toBe(0);
-    expect(m.stats).toMatchObject({ running: 0, queued: 0, reservedTokens: 0 });
+    expect(m.stats).toMatchObject({ running: 0, starting: 0, queued: 0, reservedTokens: 0 });
     await m.dispose();
   }, 60_000);
 

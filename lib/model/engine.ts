@@ -48,6 +48,9 @@ export interface EngineOptions {
 
 export interface EngineStats {
   running: number;
+  /** Requests the batch and KV budget have room for, waiting only for the step in flight to end. */
+  starting: number;
+  /** Requests waiting for room (what maxQueue limits). */
   queued: number;
   /** KV cache tokens reserved by the running sequences. */
   reservedTokens: number;
@@ -87,7 +90,8 @@ export class BatchEngine {
   constructor(private readonly handle: NativeModelHandle, private readonly options: EngineOptions) {}
 
   get stats(): EngineStats {
-    return { running: this.active.length, queued: this.waiting.length, reservedTokens: this.reserved };
+    const starting = this.admittable();
+    return { running: this.active.length, starting, queued: this.waiting.length - starting, reservedTokens: this.reserved };
   }
 
   /** Called when a paused consumer caught up. */

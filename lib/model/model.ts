@@ -194,7 +194,7 @@ export class W4a8Model {
     return this.kvCacheType;
   }
 
-  /** Running and queued requests, and the KV cache tokens they reserve. */
+  /** Running, starting (admitted at the next step) and queued requests, and the KV cache tokens the running reserve. */
   get stats(): EngineStats {
     return this.engine.stats;
   }

@@ -252,7 +252,8 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       const s = model.stats;
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(metrics.render({
         w4a8_running_requests: { help: 'Sequences in the running batch.', value: s.running },
-        w4a8_queued_requests: { help: 'Requests waiting for a place in the batch.', value: s.queued },
+        w4a8_starting_requests: { help: 'Requests with a place in the batch, starting at the next step.', value: s.starting },
+        w4a8_queued_requests: { help: 'Requests waiting for a place in the batch (what --max-queue limits).', value: s.queued },
         w4a8_reserved_kv_tokens: { help: 'KV cache tokens reserved by running sequences.', value: s.reservedTokens },
         process_resident_memory_bytes: { help: 'Resident memory size in bytes.', value: process.memoryUsage.rss() },
       }));
