@@ -23,7 +23,8 @@ export type W4a8ErrorCode =
   | 'E_STEP' // a forward step failed in native code
   | 'E_BUSY' // the request queue is full
   | 'E_TEMPLATE' // the model's chat template failed on the messages (or raised an error about them)
-  | 'E_VALUE'; // a NaN or infinite value where finite ones are required (e.g. weights to pack)
+  | 'E_VALUE' // a NaN or infinite value where finite ones are required (e.g. weights to pack)
+  | 'E_STALLED'; // a stream left full and unread for its stallTimeoutMs: its request was ended
 
 export class W4a8Error extends Error {
   readonly code: W4a8ErrorCode;
@@ -38,7 +39,7 @@ export class W4a8Error extends Error {
 const KNOWN_CODES = new Set<string>([
   'E_TYPE', 'E_LENGTH', 'E_SHAPE', 'E_EMPTY', 'E_GROUP', 'E_FORMAT', 'E_SCALE', 'E_CODE', 'E_OPTION', 'E_NATIVE',
   'E_ADDON', 'E_FILE', 'E_IO', 'E_UNSUPPORTED', 'E_DISPOSED', 'E_ABORTED', 'E_CONTEXT', 'E_SEQUENCE', 'E_STEP', 'E_BUSY',
-  'E_TEMPLATE', 'E_VALUE',
+  'E_TEMPLATE', 'E_VALUE', 'E_STALLED',
 ]);
 
 /** Turns an error thrown by the addon (an Error with a `code`) into a W4a8Error. */

@@ -467,6 +467,29 @@ describe('scheduling limits', () => {
     expect(rest).toBeGreaterThan(20);
     await model.dispose();
   });
+
+  it('ends a stream left full and unread for stallTimeoutMs (E_STALLED), freeing its place; a slow reader is not cut', async () => {
+    const { packed } = await smallModel();
+    const model = W4a8Model.fromPacked(packed, { maxBatch: 1 });
+    for (const bad of [0, -5, 2 ** 31, NaN, '100'])
+      await expect(model.stream([256], { stallTimeoutMs: bad as number })[Symbol.asyncIterator]().next()).rejects.toMatchObject({ code: 'E_OPTION' });
+    const held = model.stream([256, 65], { maxTokens: 200, seed: 1, stallTimeoutMs: 100 })[Symbol.asyncIterator]();
+    await held.next(); // started, then held unread
+    for (let i = 0; i < 500 && model.stats.running > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(model.stats).toEqual({ running: 0, starting: 0, queued: 0, reservedTokens: 0 });
+    let unread = 0;
+    const ended = await (async () => { try { while (!(await held.next()).done) unread++; } catch (error) { return error; } })();
+    expect(ended).toMatchObject({ code: 'E_STALLED' });
+    expect(unread).toBeGreaterThanOrEqual(31); // what it generated before the pause is still delivered
+    // A reader that takes a chunk every 10 ms is never cut off at 1 s, however far generation runs ahead.
+    let read = 0;
+    for await (const chunk of model.stream([256, 66], { maxTokens: 80, seed: 2, stallTimeoutMs: 1000 })) {
+      read += chunk.tokenIds.length;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(read).toBeGreaterThan(40);
+    await model.dispose();
+  });
 });
 
 describe('sampler', () => {

@@ -56,6 +56,12 @@ export interface GenerateOptions extends SamplingOptions {
   /** Strings that end the generation; the text stops before them. */
   stop?: string[];
   signal?: AbortSignal;
+  /**
+   * stream() only: end the request with E_STALLED once its stream has been full (STREAM_HIGH_WATER chunks unread:
+   * its sequence paused) for this many milliseconds, freeing its place in the batch and its KV cache. Default: no
+   * limit (a held, unread stream waits for its reader).
+   */
+  stallTimeoutMs?: number;
 }
 
 export interface GenerationChunk {
@@ -98,6 +104,9 @@ function checkGenerateOptions(options: unknown): GenerateOptions {
   const signal = (options as GenerateOptions).signal;
   if (signal !== undefined && !(signal instanceof AbortSignal))
     throw new W4a8Error('E_TYPE', `options.signal must be an AbortSignal, got ${describe(signal)}`);
+  const stall = (options as GenerateOptions).stallTimeoutMs;
+  if (stall !== undefined && !(typeof stall === 'number' && stall > 0 && stall < 2 ** 31))
+    throw new W4a8Error('E_OPTION', `options.stallTimeoutMs must be a number of milliseconds in (0, 2^31), got ${String(stall)}`);
   return options as GenerateOptions;
 }
 
@@ -259,14 +268,27 @@ export class W4a8Model {
       unwatch();
       abandoned.removeEventListener('abort', drop);
     };
+    // The stall timer runs while the queue is full (the sequence paused) and ends the request when it fires.
+    let stallTimer: ReturnType<typeof setTimeout> | undefined;
+    let stalled: W4a8Error | undefined;
+    const stallMs = options.stallTimeoutMs;
+    const stopStallTimer = () => { clearTimeout(stallTimer); stallTimer = undefined; };
     let finished: Promise<void>;
     try {
       finished = this.run(prompt, { ...options, signal: controller.signal }, (chunk) => {
         queue.push(chunk);
+        if (stallMs !== undefined && queue.length >= STREAM_HIGH_WATER && !stallTimer) {
+          stallTimer = setTimeout(() => {
+            stalled = new W4a8Error('E_STALLED', `the stream was full and unread for ${stallMs} ms (stallTimeoutMs): its request was ended`);
+            controller.abort(stalled);
+          }, stallMs);
+          stallTimer.unref(); // (a timeout alone does not keep the process alive)
+        }
         wake?.();
-      }, () => queue.length >= STREAM_HIGH_WATER).then((r) => { result = r; done = true; }, (error) => { failure = error; done = true; })
+      }, () => queue.length >= STREAM_HIGH_WATER).then((r) => { result = r; done = true; }, (error) => { failure = stalled ?? error; done = true; })
         .finally(() => {
           // The request is over: unlink the signals here (a stream dropped unfinished never reaches its finally).
+          stopStallTimer();
           unlink();
           wake?.();
         });
@@ -278,6 +300,7 @@ export class W4a8Model {
       while (true) {
         if (queue.length > 0) {
           const chunk = queue.shift()!;
+          if (queue.length < STREAM_HIGH_WATER) stopStallTimer();
           if (queue.length === STREAM_HIGH_WATER / 2) this.engine.wake(); // caught up: let it run again
           yield chunk;
         }
