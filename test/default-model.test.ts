@@ -8,6 +8,8 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_FILE } from '../lib/default-model.js';
+import { W4a8Model } from '../lib/index.js';
+import { OFFLOAD_CHARS } from '../lib/model/tokenizer.js';
 import { readPackedModel } from '../lib/format/index.js';
 import { importModel } from '../lib/import/index.js';
 import { createNativeModel, createReferenceNativeModel } from '../lib/model/native-model.js';
@@ -79,4 +81,37 @@ describe('the default model (models/default)', () => {
     expect(stdout).toMatch(/batch 4: \d+ tokens in [\d.]+ s = [\d.]+ tokens\/s in all/);
     expect(stdout).toContain('[3] "In the beginning');
   }, 120_000);
+});
+
+// Long prompts are tokenized on the tokenizer's worker thread (encode-thread.ts), not on the event loop.
+describe('tokenizing off the event loop (the default model)', () => {
+  const text = readFileSync(path.join(DEFAULT_MODEL_DIR, 'test.txt'), 'utf8');
+
+  it('tokenizeAsync gives tokenize()\'s ids, short and long, while the event loop goes on', async () => {
+    const model = await W4a8Model.load(DEFAULT_MODEL_FILE, { device: 'cpu' });
+    try {
+      for (const chars of [10, OFFLOAD_CHARS - 1, OFFLOAD_CHARS, 20_011])
+        for (const special of [true, false])
+          expect(await model.tokenizeAsync(text.slice(7, 7 + chars), special)).toEqual(model.tokenize(text.slice(7, 7 + chars), special));
+      // ~60k tokens: tens of milliseconds of encoding; the event loop turns meanwhile (on the main thread it would
+      // turn only after the whole encode).
+      const long = text.slice(0, 240_000);
+      let turns = 0, counting = true;
+      const tick = () => { turns++; if (counting) setImmediate(tick); };
+      setImmediate(tick);
+      const ids = await model.tokenizeAsync(long);
+      counting = false;
+      expect(ids.length).toBeGreaterThan(40_000);
+      expect(turns).toBeGreaterThan(5);
+      // generate()'s text prompts go the same way: this one (over 512 tokens) is tokenized there, then refused.
+      await expect(model.complete(text.slice(0, OFFLOAD_CHARS + 2000), { maxTokens: 2 })).rejects.toMatchObject({ code: 'E_CONTEXT' });
+      // Disposing while a long text is on the thread rejects it with E_DISPOSED.
+      const pending = expect(model.tokenizeAsync(long)).rejects.toMatchObject({ code: 'E_DISPOSED' });
+      await model.dispose();
+      await pending;
+      await expect(model.tokenizeAsync('x')).rejects.toMatchObject({ code: 'E_DISPOSED' });
+    } finally {
+      await model.dispose();
+    }
+  });
 });

@@ -213,6 +213,12 @@ export class W4a8Model {
     return this.requireTokenizer().encode(text, addSpecialTokens);
   }
 
+  /** tokenize(), off the event loop for long texts (on the tokenizer's worker thread; generate() and stream() use it). */
+  async tokenizeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
+    if (this.disposed) throw new W4a8Error('E_DISPOSED', 'the model has been disposed');
+    return this.requireTokenizer().encodeAsync(text, addSpecialTokens);
+  }
+
   detokenize(ids: readonly number[]): string {
     return this.requireTokenizer().decode(ids);
   }
@@ -325,7 +331,7 @@ export class W4a8Model {
   async chat(messages: ChatMessage[], options: GenerateOptions = {}): Promise<string> {
     if (this.disposed) throw new W4a8Error('E_DISPOSED', 'the model has been disposed');
     const prompt = this.requireTokenizer().applyChatTemplate(messages);
-    return this.generate(this.tokenize(prompt, false), options);
+    return this.generate(await this.tokenizeAsync(prompt, false), options);
   }
 
   /** Aborts running requests, waits for the native step in flight, and frees the model. */
@@ -333,7 +339,7 @@ export class W4a8Model {
     // Every call waits for the same end (a second call made while the first runs used to resolve at once).
     return this.disposing ??= (async () => {
       this.disposed = true;
-      await this.engine.close();
+      await Promise.all([this.engine.close(), this.tokenizer?.close()]);
       this.handle.dispose();
     })();
   }
@@ -343,8 +349,8 @@ export class W4a8Model {
     return this.tokenizer;
   }
 
-  private promptIds(prompt: string | readonly number[]): number[] {
-    if (typeof prompt === 'string') return this.tokenize(prompt);
+  /** A prompt of token ids, checked. */
+  private promptIds(prompt: readonly number[]): number[] {
     if (!Array.isArray(prompt) && !(prompt instanceof Int32Array) && !(prompt instanceof Uint32Array))
       throw new W4a8Error('E_TYPE', 'prompt must be a string or an array of token ids');
     const ids = Array.from(prompt as ArrayLike<number>);
@@ -353,16 +359,19 @@ export class W4a8Model {
     return ids;
   }
 
-  private run(prompt: string | readonly number[], options: GenerateOptions, emit: (chunk: GenerationChunk) => void,
+  private async run(prompt: string | readonly number[], options: GenerateOptions, emit: (chunk: GenerationChunk) => void,
     isPaused?: () => boolean): Promise<EngineResult> {
     options = checkGenerateOptions(options);
-    if (this.disposed) return Promise.reject(new W4a8Error('E_DISPOSED', 'the model has been disposed'));
-    if (options.signal?.aborted) return Promise.reject(abortError());
-    const promptIds = this.promptIds(prompt);
+    if (this.disposed) throw new W4a8Error('E_DISPOSED', 'the model has been disposed');
+    if (options.signal?.aborted) throw abortError();
     const maxTokens = positiveInteger(options.maxTokens, 'maxTokens', 256);
     const stop = options.stop ?? [];
     if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0))
       throw new W4a8Error('E_OPTION', 'stop must be an array of non-empty strings');
+    const promptIds = typeof prompt === 'string' ? await this.tokenizeAsync(prompt) : this.promptIds(prompt);
+    // (A text prompt was tokenized on another thread meanwhile: the model or the request may have ended since.)
+    if (this.disposed) throw new W4a8Error('E_DISPOSED', 'the model has been disposed');
+    if (options.signal?.aborted) throw abortError();
     const tokenizer = this.tokenizer;
     const text = tokenizer ? new TextStream((ids) => tokenizer.decode(ids), stop) : undefined;
     const result = this.engine.submit({

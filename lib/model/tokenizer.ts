@@ -5,6 +5,7 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { W4a8Error } from '../errors.js';
+import { EncodeThread } from './encode-thread.js';
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | string;
@@ -78,6 +79,9 @@ function* buildParts(tokenizerJson: string, tokenizerConfigJson?: string, chatTe
   return { tokenizer, template, specialTokens, maxTokenId, maxTokenChars };
 }
 
+/** Texts this long or longer go to the encode thread (about 1k tokens: 3-4 ms here, against ~0.3 ms of messaging). */
+export const OFFLOAD_CHARS = 4096;
+
 export class TextTokenizer {
   private readonly tokenizer: Tokenizer;
   private readonly template?: Template;
@@ -86,6 +90,9 @@ export class TextTokenizer {
   readonly maxTokenId: number;
   /** The most characters one token stands for (an upper bound: text of n characters has >= n / this tokens). */
   readonly maxTokenChars: number;
+
+  /** Where encodeAsync tokenizes long texts (load() starts it). */
+  private thread?: EncodeThread;
 
   private constructor(parts: TokenizerParts) {
     ({ tokenizer: this.tokenizer, template: this.template, specialTokens: this.specialTokens } = parts);
@@ -101,14 +108,41 @@ export class TextTokenizer {
     }
   }
 
-  /** The same, with an event-loop turn between the stages (what opening a model uses). */
+  /**
+   * The same, with an event-loop turn between the stages, and a worker thread for encodeAsync (what opening a
+   * model uses). close() stops the thread.
+   */
   static async load(tokenizerJson: string, tokenizerConfigJson?: string, chatTemplate?: string): Promise<TextTokenizer> {
     const stages = buildParts(tokenizerJson, tokenizerConfigJson, chatTemplate);
     for (;;) {
       const stage = stages.next();
-      if (stage.done) return new TextTokenizer(stage.value);
+      if (stage.done) {
+        const tokenizer = new TextTokenizer(stage.value);
+        tokenizer.thread = new EncodeThread(tokenizerJson, tokenizerConfigJson);
+        return tokenizer;
+      }
       await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  /**
+   * encode(), on the worker thread for a text of OFFLOAD_CHARS or more (the same ids: the thread runs a copy of
+   * this tokenizer); here for shorter texts, and when there is no thread or it has failed.
+   */
+  async encodeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
+    const thread = this.thread;
+    if (text.length < OFFLOAD_CHARS || !thread?.usable) return this.encode(text, addSpecialTokens);
+    try {
+      return await thread.encode(text, addSpecialTokens);
+    } catch (error) {
+      if (thread.usable || (error as W4a8Error).code === 'E_DISPOSED') throw error;
+      return this.encode(text, addSpecialTokens); // (the thread died under it)
+    }
+  }
+
+  /** Stops the encode thread (encodes waiting for it reject with E_DISPOSED); encode() still works. */
+  async close(): Promise<void> {
+    await this.thread?.close();
   }
 
   encode(text: string, addSpecialTokens = true): number[] {

@@ -123,13 +123,13 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
   const modelCard = { id: modelName, object: 'model', created, owned_by: 'w4a8' };
 
   /** A text prompt's ids. Text that cannot fit the context whatever its tokens is refused before the tokenizer runs on it. */
-  function tokenizeChecked(text: string, addSpecialTokens: boolean, param: string): number[] {
+  async function tokenizeChecked(text: string, addSpecialTokens: boolean, param: string): Promise<number[]> {
     const most = model.contextLength * (model.tokenizer?.maxTokenChars ?? Infinity);
     // (Twice the bound: a normalizer may shorten text. Tokenizing a megabyte would hold the event loop for seconds.)
     if (text.length > 2 * most + 64)
       throw new ApiError(400, `the prompt has ${text.length} characters, more than the ${model.contextLength}-token context can hold`,
         param, 'invalid_request_error', 'context_length_exceeded');
-    return model.tokenize(text, addSpecialTokens);
+    return model.tokenizeAsync(text, addSpecialTokens); // (a long prompt on the tokenizer's thread, off the event loop)
   }
 
   async function complete(req: http.IncomingMessage, res: http.ServerResponse, chat: boolean): Promise<void> {
@@ -139,8 +139,8 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     res.on('close', () => { if (!res.writableFinished) controller.abort(); });
     if (chat && !model.tokenizer?.hasChatTemplate) throw new ApiError(400, 'this model has no chat template; use /v1/completions');
     // Token ids from here on: the prompt is tokenized once, and its length is known for the usage figures.
-    const prompt = chat ? tokenizeChecked(model.tokenizer!.applyChatTemplate(request.messages!), false, 'messages')
-      : typeof request.prompt === 'string' ? tokenizeChecked(request.prompt, true, 'prompt') : request.prompt!;
+    const prompt = chat ? await tokenizeChecked(model.tokenizer!.applyChatTemplate(request.messages!), false, 'messages')
+      : typeof request.prompt === 'string' ? await tokenizeChecked(request.prompt, true, 'prompt') : request.prompt!;
     const generationOptions = { ...request.options, signal: controller.signal };
     if (prompt.length < model.contextLength) {
       const room = model.contextLength - prompt.length;
