@@ -91,8 +91,10 @@ export class TextTokenizer {
   /** The most characters one token stands for (an upper bound: text of n characters has >= n / this tokens). */
   readonly maxTokenChars: number;
 
-  /** Where encodeAsync tokenizes long texts (load() starts it). */
+  /** Where encodeAsync tokenizes long texts: started at the first one, from the JSON load() keeps here. */
   private thread?: EncodeThread;
+  private threadSource?: { tokenizerJson: string; tokenizerConfigJson?: string };
+  private closed = false;
 
   private constructor(parts: TokenizerParts) {
     ({ tokenizer: this.tokenizer, template: this.template, specialTokens: this.specialTokens } = parts);
@@ -109,8 +111,8 @@ export class TextTokenizer {
   }
 
   /**
-   * The same, with an event-loop turn between the stages, and a worker thread for encodeAsync (what opening a
-   * model uses). close() stops the thread.
+   * The same, with an event-loop turn between the stages, and a worker thread for encodeAsync, started at the first
+   * long text (what opening a model uses). close() stops the thread.
    */
   static async load(tokenizerJson: string, tokenizerConfigJson?: string, chatTemplate?: string): Promise<TextTokenizer> {
     const stages = buildParts(tokenizerJson, tokenizerConfigJson, chatTemplate);
@@ -118,7 +120,7 @@ export class TextTokenizer {
       const stage = stages.next();
       if (stage.done) {
         const tokenizer = new TextTokenizer(stage.value);
-        tokenizer.thread = new EncodeThread(tokenizerJson, tokenizerConfigJson);
+        tokenizer.threadSource = { tokenizerJson, tokenizerConfigJson };
         return tokenizer;
       }
       await new Promise((resolve) => setImmediate(resolve));
@@ -130,6 +132,8 @@ export class TextTokenizer {
    * this tokenizer); here for shorter texts, and when there is no thread or it has failed.
    */
   async encodeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
+    if (text.length >= OFFLOAD_CHARS && this.threadSource && !this.thread && !this.closed)
+      this.thread = new EncodeThread(this.threadSource.tokenizerJson, this.threadSource.tokenizerConfigJson);
     const thread = this.thread;
     if (text.length < OFFLOAD_CHARS || !thread?.usable) return this.encode(text, addSpecialTokens);
     try {
@@ -140,8 +144,9 @@ export class TextTokenizer {
     }
   }
 
-  /** Stops the encode thread (encodes waiting for it reject with E_DISPOSED); encode() still works. */
+  /** Stops the encode thread for good (encodes waiting for it reject with E_DISPOSED); encode() still works. */
   async close(): Promise<void> {
+    this.closed = true;
     await this.thread?.close();
   }
 
