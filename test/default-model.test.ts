@@ -18,7 +18,8 @@ import { tokenizeText } from '../lib/quant/data.js';
 import { evaluateModel, type EvalResult } from '../lib/quant/evaluate.js';
 
 const run = promisify(execFile);
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const cli = path.join(root, 'dist', 'cli.js');
 
 // The test protocol of models/default/README.md ("Bounds checked by the tests"): every 20th passage of
 // test.txt, each passage its own sequence (encoding puts <s> in front), non-overlapping windows of 512.
@@ -105,6 +106,7 @@ describe('tokenizing off the event loop (the default model)', () => {
       expect(turns).toBeGreaterThan(5);
       // generate()'s text prompts go the same way: this one (over 512 tokens) is tokenized there, then refused.
       await expect(model.complete(text.slice(0, OFFLOAD_CHARS + 2000), { maxTokens: 2 })).rejects.toMatchObject({ code: 'E_CONTEXT' });
+      await expect(model.tokenizeAsync(null as unknown as string)).rejects.toMatchObject({ code: 'E_TYPE' });
       // Disposing while a long text is on the thread rejects it with E_DISPOSED.
       const pending = expect(model.tokenizeAsync(long)).rejects.toMatchObject({ code: 'E_DISPOSED' });
       await model.dispose();
@@ -113,5 +115,29 @@ describe('tokenizing off the event loop (the default model)', () => {
     } finally {
       await model.dispose();
     }
+  });
+
+  it('a model made with fromPacked uses the thread too', async () => {
+    const model = W4a8Model.fromPacked(await readPackedModel(DEFAULT_MODEL_FILE));
+    let turns = 0, counting = true;
+    const tick = () => { turns++; if (counting) setImmediate(tick); };
+    setImmediate(tick);
+    await model.tokenizeAsync(text.slice(0, 240_000));
+    counting = false;
+    expect(turns).toBeGreaterThan(5);
+    await model.dispose();
+  });
+
+  it('dispose() during a long tokenization settles, and the process then exits on its own', async () => {
+    // (In a child process: vitest's own handles would keep a process alive that the model let exit too early.)
+    const script = `
+      import { readFileSync } from 'node:fs';
+      import { W4a8Model } from ${JSON.stringify(path.join(root, 'dist', 'index.js'))};
+      const model = await W4a8Model.load(${JSON.stringify(DEFAULT_MODEL_FILE)}, { device: 'cpu' });
+      const pending = model.tokenizeAsync(readFileSync(${JSON.stringify(path.join(DEFAULT_MODEL_DIR, 'test.txt'))}, 'utf8')).catch((e) => e.code);
+      await model.dispose();
+      console.log('disposed', await pending);`;
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { timeout: 60_000 });
+    expect(stdout.trim()).toBe('disposed E_DISPOSED');
   });
 });

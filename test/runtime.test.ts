@@ -481,6 +481,14 @@ describe('scheduling limits', () => {
     const ended = await (async () => { try { while (!(await held.next()).done) unread++; } catch (error) { return error; } })();
     expect(ended).toMatchObject({ code: 'E_STALLED' });
     expect(unread).toBeGreaterThanOrEqual(31); // what it generated before the pause is still delivered
+    // Read once more after it filled, then left: the timer restarted at that read and still ends it.
+    const left = model.stream([256, 65], { maxTokens: 200, seed: 1, stallTimeoutMs: 200 })[Symbol.asyncIterator]();
+    await left.next();
+    await new Promise((resolve) => setTimeout(resolve, 100)); // (it fills meanwhile)
+    await left.next();
+    for (let i = 0; i < 500 && model.stats.running > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(model.stats.running).toBe(0);
+    await expect((async () => { while (!(await left.next()).done); })()).rejects.toMatchObject({ code: 'E_STALLED' });
     // A reader that takes a chunk every 10 ms is never cut off at 1 s, however far generation runs ahead.
     let read = 0;
     for await (const chunk of model.stream([256, 66], { maxTokens: 80, seed: 2, stallTimeoutMs: 1000 })) {

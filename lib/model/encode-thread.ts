@@ -27,23 +27,30 @@ export class EncodeThread {
   /** Why the thread cannot encode (it failed, or was closed); undefined while it can. */
   private down?: W4a8Error;
 
-  constructor(tokenizerJson: string, tokenizerConfigJson?: string) {
-    this.worker = new Worker(WORKER_FILE, { workerData: { tokenizerJson, tokenizerConfigJson } });
+  /** The tokenizer's sources, as the main thread's copy was built from them (so the thread builds what loaded). */
+  constructor(tokenizerJson: string, tokenizerConfigJson?: string, chatTemplate?: string) {
+    this.worker = new Worker(WORKER_FILE, { workerData: { tokenizerJson, tokenizerConfigJson, chatTemplate } });
     this.worker.unref(); // (an idle tokenizer thread does not keep the process alive)
     this.worker.on('message', (reply: EncodeReply) => {
       const waiting = this.pending.get(reply.id);
       if (!waiting) return;
       this.pending.delete(reply.id);
+      this.unrefWhenIdle();
       if ('ids' in reply) waiting.resolve(Array.from(reply.ids));
       else waiting.reject(new W4a8Error((reply.error.code as W4a8ErrorCode) ?? 'E_FILE', reply.error.message));
     });
-    const fail = (error: W4a8Error) => {
-      this.down ??= error;
-      for (const waiting of this.pending.values()) waiting.reject(this.down);
-      this.pending.clear();
+    const fail = (why: string) => {
+      if (this.down) return;
+      this.down = new W4a8Error('E_FILE', `the tokenizer thread failed: ${why}`);
+      // Long texts tokenize on the main thread from now on (tokenizer.ts): say so once, it costs event-loop time.
+      process.emitWarning(`${this.down.message}; long texts are tokenized on the main thread from now on`, { code: 'W4A8_TOKENIZER_THREAD' });
+      this.rejectAll(this.down);
+      this.worker.unref();
+      void this.worker.terminate(); // (after 'messageerror' it may still run)
     };
-    this.worker.on('error', (error) => fail(new W4a8Error('E_FILE', `the tokenizer thread failed: ${error.message}`)));
-    this.worker.on('exit', (code) => fail(new W4a8Error('E_FILE', `the tokenizer thread exited (code ${code})`)));
+    this.worker.on('error', (error) => fail(error.message));
+    this.worker.on('messageerror', (error) => fail(`a reply could not be read: ${error.message}`));
+    this.worker.on('exit', (code) => fail(`it exited (code ${code})`));
   }
 
   /** Whether encode() can be called (false once the thread failed or was closed). */
@@ -56,22 +63,31 @@ export class EncodeThread {
     const id = this.nextId++;
     return new Promise<number[]>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      if (this.pending.size === 1) this.worker.ref(); // work in flight: keep the process alive until it answers
+      this.worker.ref(); // work in flight: keep the process alive until it answers
       const request: EncodeRequest = { id, text, addSpecialTokens };
       this.worker.postMessage(request);
-    }).finally(() => {
-      if (this.pending.size === 0) this.worker.unref();
     });
   }
 
   /** Stops the thread; encodes still waiting reject with E_DISPOSED. */
   async close(): Promise<void> {
-    if (this.down?.code !== 'E_DISPOSED') {
-      const wasDown = this.down !== undefined;
-      this.down = new W4a8Error('E_DISPOSED', 'the model has been disposed');
-      for (const waiting of this.pending.values()) waiting.reject(this.down);
-      this.pending.clear();
-      if (!wasDown) await this.worker.terminate();
+    if (this.down?.code === 'E_DISPOSED') return;
+    const running = this.down === undefined;
+    this.down = new W4a8Error('E_DISPOSED', 'the model has been disposed');
+    this.rejectAll(this.down);
+    // Referenced until it has stopped: an unreferenced worker would let the process exit with dispose() pending.
+    if (running) {
+      this.worker.ref();
+      await this.worker.terminate();
     }
+  }
+
+  private unrefWhenIdle(): void {
+    if (this.pending.size === 0 && !this.down) this.worker.unref();
+  }
+
+  private rejectAll(error: W4a8Error): void {
+    for (const waiting of this.pending.values()) waiting.reject(error);
+    this.pending.clear();
   }
 }

@@ -13,8 +13,9 @@ export interface EncodeRequest {
 
 export type EncodeReply = { id: number; ids: Int32Array } | { id: number; error: { code?: string; message: string } };
 
-const { tokenizerJson, tokenizerConfigJson } = workerData as { tokenizerJson: string; tokenizerConfigJson?: string };
-const tokenizer = TextTokenizer.fromJson(tokenizerJson, tokenizerConfigJson);
+const { tokenizerJson, tokenizerConfigJson, chatTemplate } =
+  workerData as { tokenizerJson: string; tokenizerConfigJson?: string; chatTemplate?: string };
+const tokenizer = TextTokenizer.fromJson(tokenizerJson, tokenizerConfigJson, chatTemplate);
 const port = parentPort!;
 port.on('message', ({ id, text, addSpecialTokens }: EncodeRequest) => {
   let reply: EncodeReply;

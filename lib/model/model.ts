@@ -57,9 +57,9 @@ export interface GenerateOptions extends SamplingOptions {
   stop?: string[];
   signal?: AbortSignal;
   /**
-   * stream() only: end the request with E_STALLED once its stream has been full (STREAM_HIGH_WATER chunks unread:
-   * its sequence paused) for this many milliseconds, freeing its place in the batch and its KV cache. Default: no
-   * limit (a held, unread stream waits for its reader).
+   * stream() only: end the request with E_STALLED when, after its stream filled (STREAM_HIGH_WATER chunks unread:
+   * its sequence paused), the reader takes no chunk for this many milliseconds before catching up to half; this
+   * frees its place in the batch and its KV cache. Default: no limit (a held, unread stream waits for its reader).
    */
   stallTimeoutMs?: number;
 }
@@ -274,39 +274,36 @@ export class W4a8Model {
       unwatch();
       abandoned.removeEventListener('abort', drop);
     };
-    // The stall timer runs while the queue is full (the sequence paused) and ends the request when it fires.
+    // The stall timer starts when the queue fills (the sequence pauses), restarts at each read while the queue is
+    // more than half full, and stops once the reader has caught up to half (where generation resumes); if it fires,
+    // the reader took no chunk for stallMs since the stream filled: the request ends.
     let stallTimer: ReturnType<typeof setTimeout> | undefined;
     let stalled: W4a8Error | undefined;
     const stallMs = options.stallTimeoutMs;
     const stopStallTimer = () => { clearTimeout(stallTimer); stallTimer = undefined; };
-    let finished: Promise<void>;
-    try {
-      finished = this.run(prompt, { ...options, signal: controller.signal }, (chunk) => {
-        queue.push(chunk);
-        if (stallMs !== undefined && queue.length >= STREAM_HIGH_WATER && !stallTimer) {
-          stallTimer = setTimeout(() => {
-            stalled = new W4a8Error('E_STALLED', `the stream was full and unread for ${stallMs} ms (stallTimeoutMs): its request was ended`);
-            controller.abort(stalled);
-          }, stallMs);
-          stallTimer.unref(); // (a timeout alone does not keep the process alive)
-        }
+    const finished = this.run(prompt, { ...options, signal: controller.signal }, (chunk) => {
+      queue.push(chunk);
+      if (stallMs !== undefined && queue.length >= STREAM_HIGH_WATER && !stallTimer) {
+        stallTimer = setTimeout(() => {
+          stalled = new W4a8Error('E_STALLED', `the stream's reader took no chunk for ${stallMs} ms while it was full (stallTimeoutMs): its request was ended`);
+          controller.abort(stalled);
+        }, stallMs);
+        stallTimer.unref(); // (a timeout alone does not keep the process alive)
+      }
+      wake?.();
+    }, () => queue.length >= STREAM_HIGH_WATER).then((r) => { result = r; done = true; }, (error) => { failure = stalled ?? error; done = true; })
+      .finally(() => {
+        // The request is over: unlink the signals here (a stream dropped unfinished never reaches its finally).
+        stopStallTimer();
+        unlink();
         wake?.();
-      }, () => queue.length >= STREAM_HIGH_WATER).then((r) => { result = r; done = true; }, (error) => { failure = stalled ?? error; done = true; })
-        .finally(() => {
-          // The request is over: unlink the signals here (a stream dropped unfinished never reaches its finally).
-          stopStallTimer();
-          unlink();
-          wake?.();
-        });
-    } catch (error) { // (run() refused the request before it started)
-      unlink();
-      throw error;
-    }
+      });
     try {
       while (true) {
         if (queue.length > 0) {
           const chunk = queue.shift()!;
-          if (queue.length < STREAM_HIGH_WATER) stopStallTimer();
+          if (stallTimer && queue.length <= STREAM_HIGH_WATER / 2) stopStallTimer();
+          else stallTimer?.refresh();
           if (queue.length === STREAM_HIGH_WATER / 2) this.engine.wake(); // caught up: let it run again
           yield chunk;
         }

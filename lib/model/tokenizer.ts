@@ -24,11 +24,18 @@ function vocabularyBounds(json: Record<string, unknown>): { maxId: number; maxCh
   };
   const vocab = (json.model as { vocab?: unknown } | undefined)?.vocab;
   if (Array.isArray(vocab)) vocab.forEach((entry, id) => note(id, Array.isArray(entry) ? entry[0] : undefined)); // Unigram
-  // (for-in: Object.entries took 110-140 ms for 152k tokens, for-in 35-50; JSON objects inherit nothing enumerable.)
-  else if (vocab && typeof vocab === 'object') for (const text in vocab) note((vocab as Record<string, unknown>)[text], text);
+  // (for-in over own keys: Object.entries took 110-140 ms for 152k tokens, for-in 35-50.)
+  else if (vocab && typeof vocab === 'object')
+    for (const text in vocab) if (Object.hasOwn(vocab, text)) note((vocab as Record<string, unknown>)[text], text);
   if (Array.isArray(json.added_tokens))
     for (const t of json.added_tokens as { id?: unknown; content?: unknown }[]) note(t?.id, t?.content);
   return { maxId, maxChars };
+}
+
+interface TokenizerSources {
+  tokenizerJson: string;
+  tokenizerConfigJson?: string;
+  chatTemplate?: string;
 }
 
 interface TokenizerParts {
@@ -91,51 +98,48 @@ export class TextTokenizer {
   /** The most characters one token stands for (an upper bound: text of n characters has >= n / this tokens). */
   readonly maxTokenChars: number;
 
-  /** Where encodeAsync tokenizes long texts: started at the first one, from the JSON load() keeps here. */
+  /** Where encodeAsync tokenizes long texts: started at the first one, from `sources`. */
   private thread?: EncodeThread;
-  private threadSource?: { tokenizerJson: string; tokenizerConfigJson?: string };
   private closed = false;
 
-  private constructor(parts: TokenizerParts) {
+  private constructor(parts: TokenizerParts, private readonly sources: TokenizerSources) {
     ({ tokenizer: this.tokenizer, template: this.template, specialTokens: this.specialTokens } = parts);
     ({ maxTokenId: this.maxTokenId, maxTokenChars: this.maxTokenChars } = parts);
   }
 
-  /** From tokenizer.json (and tokenizer_config.json, a chat template) text, at once. */
+  /**
+   * From tokenizer.json (and tokenizer_config.json, a chat template) text, at once. encodeAsync starts a worker
+   * thread at the first long text it gets (kept referenced: the sources, for that thread).
+   */
   static fromJson(tokenizerJson: string, tokenizerConfigJson?: string, chatTemplate?: string): TextTokenizer {
     const stages = buildParts(tokenizerJson, tokenizerConfigJson, chatTemplate);
     for (;;) {
       const stage = stages.next();
-      if (stage.done) return new TextTokenizer(stage.value);
+      if (stage.done) return new TextTokenizer(stage.value, { tokenizerJson, tokenizerConfigJson, chatTemplate });
     }
   }
 
-  /**
-   * The same, with an event-loop turn between the stages, and a worker thread for encodeAsync, started at the first
-   * long text (what opening a model uses). close() stops the thread.
-   */
+  /** The same, with an event-loop turn between the stages (what opening a model uses). */
   static async load(tokenizerJson: string, tokenizerConfigJson?: string, chatTemplate?: string): Promise<TextTokenizer> {
     const stages = buildParts(tokenizerJson, tokenizerConfigJson, chatTemplate);
     for (;;) {
       const stage = stages.next();
-      if (stage.done) {
-        const tokenizer = new TextTokenizer(stage.value);
-        tokenizer.threadSource = { tokenizerJson, tokenizerConfigJson };
-        return tokenizer;
-      }
+      if (stage.done) return new TextTokenizer(stage.value, { tokenizerJson, tokenizerConfigJson, chatTemplate });
       await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
   /**
    * encode(), on the worker thread for a text of OFFLOAD_CHARS or more (the same ids: the thread runs a copy of
-   * this tokenizer); here for shorter texts, and when there is no thread or it has failed.
+   * this tokenizer, built from the same sources; the first long text waits for it to start); here for shorter
+   * texts, after close(), and once the thread has failed (with a process warning, from encode-thread.ts).
    */
   async encodeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
-    if (text.length >= OFFLOAD_CHARS && this.threadSource && !this.thread && !this.closed)
-      this.thread = new EncodeThread(this.threadSource.tokenizerJson, this.threadSource.tokenizerConfigJson);
-    const thread = this.thread;
-    if (text.length < OFFLOAD_CHARS || !thread?.usable) return this.encode(text, addSpecialTokens);
+    if (typeof text !== 'string') throw new W4a8Error('E_TYPE', `text must be a string, got ${typeof text}`);
+    if (text.length < OFFLOAD_CHARS || this.closed) return this.encode(text, addSpecialTokens);
+    const s = this.sources;
+    const thread = (this.thread ??= new EncodeThread(s.tokenizerJson, s.tokenizerConfigJson, s.chatTemplate));
+    if (!thread.usable) return this.encode(text, addSpecialTokens);
     try {
       return await thread.encode(text, addSpecialTokens);
     } catch (error) {
@@ -144,13 +148,14 @@ export class TextTokenizer {
     }
   }
 
-  /** Stops the encode thread for good (encodes waiting for it reject with E_DISPOSED); encode() still works. */
+  /** Stops the encode thread for good (encodes waiting for it reject with E_DISPOSED); encode() still works, here. */
   async close(): Promise<void> {
     this.closed = true;
     await this.thread?.close();
   }
 
   encode(text: string, addSpecialTokens = true): number[] {
+    if (typeof text !== 'string') throw new W4a8Error('E_TYPE', `text must be a string, got ${typeof text}`);
     try {
       return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
     } catch (error) {
