@@ -67,6 +67,8 @@ export interface NativeAddon {
   /** [index of the first element breaking `rule`, or -1] (native/addon/scan_bindings.cpp); the async form scans on a worker thread. */
   firstViolation(array: Uint8Array | Float32Array, rule: ValueRule): Float64Array;
   firstViolationAsync(array: Uint8Array | Float32Array, rule: ValueRule): Promise<Float64Array>;
+  /** [log Σ e^row, ids of the topCount (<= 20) largest, largest first] (native/addon/logprob_bindings.cpp). */
+  logSoftmaxTop(row: Float32Array, topCount: number): Float64Array;
   ModelHandle: new (config: object, weights: object) => NativeModelHandle;
   /** The GPU found through the CUDA plugin (model/cuda_plugin.h); resolves on a worker thread. */
   cudaDevice(): Promise<{ available: boolean; name: string; reason: string; computeCapability: string; memoryBytes: number }>;

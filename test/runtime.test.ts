@@ -10,6 +10,7 @@ import { W4a8Model } from '../lib/model/model.js';
 import { Sampler, resolveSampling } from '../lib/model/sampler.js';
 import { TextStream } from '../lib/model/text-stream.js';
 import { TextTokenizer } from '../lib/model/tokenizer.js';
+import { stepLogprobs } from '../lib/model/logprobs.js';
 import { byteLevelTokenizerJson } from '../lib/model/synthetic.js';
 import { syntheticSourceModel, type SyntheticShape } from '../lib/model/synthetic.js';
 import { packModel } from '../lib/pack.js';
@@ -496,6 +497,51 @@ describe('scheduling limits', () => {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     expect(read).toBeGreaterThan(40);
+    await model.dispose();
+  });
+});
+
+describe('log probabilities', () => {
+  it('stepLogprobs: the log-softmax normalizer and the most likely tokens in order (ties: lower id first)', () => {
+    let state = 7;
+    const next = () => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    for (const vocab of [1, 5, 17, 300, 40_000]) {
+      for (const spread of [0.25, 8]) { // many ties, then few
+        const row = Float32Array.from({ length: vocab }, () => Math.round(80 * next()) * spread - 10 * spread);
+        const top = Math.max(...row);
+        const logMass = top + Math.log(row.reduce((m, v) => m + Math.exp(v - top), 0));
+        const order = Array.from(row.keys()).sort((a, b) => row[b] - row[a] || a - b);
+        for (const count of [0, 1, 3, 20]) {
+          const step = stepLogprobs(row, count);
+          expect(Math.abs(step.logMass - logMass)).toBeLessThan(1e-6 * Math.max(1, Math.abs(logMass)));
+          expect(step.top.map((t) => t.id)).toEqual(order.slice(0, count));
+          for (const t of step.top) expect(t.logprob).toBe(row[t.id] - step.logMass);
+        }
+      }
+    }
+  });
+
+  it('reports the raw distribution: bias and penalties change the draw, not the log probabilities', async () => {
+    const { packed } = await smallModel();
+    const model = W4a8Model.fromPacked(packed);
+    const plain = await model.complete([256, 65], { maxTokens: 6, temperature: 0, logprobs: 2 });
+    const banned = plain.tokenIds[0];
+    const biased = await model.complete([256, 65], { maxTokens: 1, temperature: 0, logprobs: 2, logitBias: { [banned]: -100 }, repetitionPenalty: 1.5 });
+    expect(biased.tokenIds[0]).not.toBe(banned);
+    expect(biased.logprobs![0].top).toEqual(plain.logprobs![0].top); // the same step, unbiased
+    expect(biased.logprobs![0].logprob).toBe(plain.logprobs![0].top.find((t) => t.id === biased.tokenIds[0])?.logprob ?? biased.logprobs![0].logprob);
+    expect(biased.logprobs![0].logprob).toBeLessThan(plain.logprobs![0].logprob);
+    await model.dispose();
+  });
+
+  it('generate options: logprobs in [0, 20], else E_OPTION', async () => {
+    const { packed } = await smallModel();
+    const model = W4a8Model.fromPacked(packed);
+    for (const bad of [-1, 21, 1.5, '3'])
+      await expect(model.complete([256], { maxTokens: 1, logprobs: bad as number })).rejects.toMatchObject({ code: 'E_OPTION' });
+    const r = await model.complete([256, 65], { maxTokens: 3, temperature: 0, logprobs: 0 });
+    expect(r.logprobs!.map((lp) => [lp.id, lp.top.length])).toEqual(r.tokenIds.map((id) => [id, 0]));
+    expect((await model.complete([256, 65], { maxTokens: 3, temperature: 0 })).logprobs).toBeUndefined();
     await model.dispose();
   });
 });

@@ -194,14 +194,16 @@ describe('OpenAI-compatible server', () => {
     expect(penalized.status).toBe(200);
     const cases: [string, object, string][] = [
       ['/v1/completions', { echo: true }, "'echo'"],
-      ['/v1/completions', { logprobs: 2 }, "'logprobs'"],
+      ['/v1/completions', { logprobs: 21 }, "'logprobs'"],
       ['/v1/completions', { suffix: 'x' }, "'suffix'"],
       ['/v1/completions', { best_of: 3 }, "'best_of'"],
       ['/v1/completions', { presence_penalty: 'x' }, "'presence_penalty'"],
       ['/v1/completions', { logit_bias: { 5: 101 } }, "'logit_bias'"],
       ['/v1/completions', { logit_bias: { 99999: 1 } }, 'logitBias'],
       ['/v1/completions', { stream_options: { include_usage: 'yes' } }, "'stream_options'"],
-      ['/v1/chat/completions', { logprobs: true }, "'logprobs'"],
+      ['/v1/chat/completions', { logprobs: 2 }, "'logprobs'"],
+      ['/v1/chat/completions', { top_logprobs: 2 }, "'top_logprobs'"],
+      ['/v1/chat/completions', { logprobs: true, top_logprobs: 21 }, "'top_logprobs'"],
       ['/v1/chat/completions', { response_format: { type: 'json_object' } }, "'response_format'"],
       ['/v1/chat/completions', { tools: [{ type: 'function', function: { name: 'f' } }] }, "'tools'"],
       ['/v1/chat/completions', { messages: [{ role: 'banana', content: 'hi' }] }, "'messages[0].role'"],
@@ -218,6 +220,44 @@ describe('OpenAI-compatible server', () => {
       max_tokens: 2, echo: false, logprobs: false, tool_choice: 'none', response_format: { type: 'text' }, stream: null,
     });
     expect(ok.status).toBe(200);
+  });
+
+  it('returns log probabilities in OpenAI\'s shapes, streamed or not, as the library computes them', async () => {
+    const want = await model.complete(model.tokenize('Hello'), { maxTokens: 6, temperature: 0, logprobs: 3 });
+    expect(want.logprobs).toHaveLength(want.tokenIds.length);
+    for (const lp of want.logprobs!) {
+      expect(lp.top).toHaveLength(3);
+      expect(lp.logprob).toBeLessThanOrEqual(0);
+      expect(lp.top[0]).toEqual({ id: lp.id, logprob: lp.logprob }); // greedy: the most likely token
+      expect(lp.top[1].logprob).toBeLessThanOrEqual(lp.top[0].logprob);
+    }
+    const text = (id: number) => model.detokenize([id]);
+    const body = { prompt: 'Hello', max_tokens: 6, temperature: 0, logprobs: 3 };
+    const plain = (await post('/v1/completions', body)).json().choices[0];
+    expect(plain.token_ids).toEqual(want.tokenIds);
+    expect(plain.logprobs.tokens).toEqual(want.tokenIds.map(text));
+    expect(plain.logprobs.token_logprobs).toEqual(want.logprobs!.map((lp) => lp.logprob));
+    expect(plain.logprobs.top_logprobs[0]).toEqual(Object.fromEntries(want.logprobs![0].top.map((t) => [text(t.id), t.logprob])));
+    const offsets = plain.logprobs.tokens.map((_: string, i: number) => plain.logprobs.tokens.slice(0, i).join('').length);
+    expect(plain.logprobs.text_offset).toEqual(offsets);
+    const streamed = events((await post('/v1/completions', { ...body, stream: true })).text).filter((e) => e !== '[DONE]')
+      .map((e) => JSON.parse(e).choices[0].logprobs).filter(Boolean);
+    expect(streamed.flatMap((l) => l.tokens)).toEqual(plain.logprobs.tokens);
+    expect(streamed.flatMap((l) => l.text_offset)).toEqual(plain.logprobs.text_offset);
+    // Chat: {content: [{token, logprob, bytes, top_logprobs}]}; none unless asked.
+    const chatBody = { messages: [{ role: 'user', content: 'hi' }], max_tokens: 5, temperature: 0, logprobs: true, top_logprobs: 2 };
+    const chat = (await post('/v1/chat/completions', chatBody)).json().choices[0];
+    expect(chat.logprobs.content).toHaveLength(chat.token_ids.length);
+    for (const [i, entry] of chat.logprobs.content.entries()) {
+      expect(entry.token).toBe(text(chat.token_ids[i]));
+      expect(entry.bytes).toEqual(Array.from(new TextEncoder().encode(entry.token)));
+      expect(entry.top_logprobs).toHaveLength(2);
+      expect(entry.top_logprobs[0].logprob).toBe(entry.logprob);
+    }
+    const chatStream = events((await post('/v1/chat/completions', { ...chatBody, stream: true })).text).filter((e) => e !== '[DONE]')
+      .map((e) => JSON.parse(e).choices[0].logprobs).filter(Boolean);
+    expect(chatStream.flatMap((l) => l.content)).toEqual(chat.logprobs.content);
+    expect((await post('/v1/chat/completions', { ...chatBody, logprobs: false, top_logprobs: undefined })).json().choices[0].logprobs).toBeNull();
   });
 
   it("answers 400 when the chat template raises on the messages, and refuses text too long for the context before tokenizing it", async () => {

@@ -7,6 +7,7 @@
 import { W4a8Error } from '../errors.js';
 import type { NativeModelHandle } from '../native.js';
 import { watchAbort } from './abort-watch.js';
+import { generatedLogprob, stepLogprobs, type GeneratedLogprob } from './logprobs.js';
 import { Sampler, type ResolvedSampling } from './sampler.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -17,8 +18,13 @@ export interface EngineRequest {
   sampling: ResolvedSampling;
   stopTokenIds: ReadonlySet<number>;
   signal?: AbortSignal;
-  /** Called with each generated token; return false to finish ('stop', e.g. a stop string matched). */
-  onToken: (tokenId: number) => boolean;
+  /**
+   * Called with each generated token (and its log probabilities when `logprobs` is set); return false to finish
+   * ('stop', e.g. a stop string matched).
+   */
+  onToken: (tokenId: number, logprobs?: GeneratedLogprob) => boolean;
+  /** Report each token's log probability and this many of the most likely tokens at its step (0..20). */
+  logprobs?: number;
   /** While this returns true the sequence sits out the steps (its consumer is behind): backpressure. */
   isPaused?: () => boolean;
 }
@@ -256,8 +262,11 @@ export class BatchEngine {
       }
       if (entry.aborted) continue;
       let token: number;
+      const row = logits.subarray(i * vocab, (i + 1) * vocab);
+      // Log probabilities come from the raw row: read before the sampler applies bias and penalties to it.
+      const step = entry.request.logprobs === undefined ? undefined : stepLogprobs(row, entry.request.logprobs);
       try {
-        token = entry.sampler.sample(logits.subarray(i * vocab, (i + 1) * vocab), entry.history);
+        token = entry.sampler.sample(row, entry.history, step !== undefined);
       } catch (error) { // non-finite logits: this request fails, the others go on
         this.finish(entry, undefined, error);
         continue;
@@ -267,7 +276,7 @@ export class BatchEngine {
       // An end-of-sequence token ends the output and is not part of it (nor of the generated count).
       const end = entry.request.stopTokenIds.has(token);
       if (!end) entry.generated++;
-      const keepGoing = entry.request.onToken(token);
+      const keepGoing = entry.request.onToken(token, step && generatedLogprob(step, token, entry.sampler.rawLogit(row, token)));
       if (!keepGoing || end) this.finish(entry, 'stop');
       else if (entry.generated >= entry.request.maxTokens || entry.history.length >= this.options.contextLength) this.finish(entry, 'length');
     }

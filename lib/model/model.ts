@@ -10,6 +10,7 @@ import { callNative, callNativeAsync, type NativeModelHandle } from '../native.j
 import { checkDevice, cudaDevice, type BackendInfo, type Device } from './device.js';
 import { watchAbort } from './abort-watch.js';
 import { BatchEngine, abortError, type EngineResult, type EngineStats, type FinishReason } from './engine.js';
+import { MAX_TOP_LOGPROBS, type GeneratedLogprob } from './logprobs.js';
 import { createNativeModel } from './native-model.js';
 import { resolveSampling, type SamplingOptions } from './sampler.js';
 import { TextStream } from './text-stream.js';
@@ -62,6 +63,11 @@ export interface GenerateOptions extends SamplingOptions {
    * frees its place in the batch and its KV cache. Default: no limit (a held, unread stream waits for its reader).
    */
   stallTimeoutMs?: number;
+  /**
+   * Report each generated token's log probability, and this many (0..20) of the most likely tokens at its step:
+   * the model's distribution (log-softmax of the raw logits, before logit bias, penalties and temperature).
+   */
+  logprobs?: number;
 }
 
 export interface GenerationChunk {
@@ -69,6 +75,8 @@ export interface GenerationChunk {
   text: string;
   /** The token ids generated since the previous chunk. */
   tokenIds: number[];
+  /** With options.logprobs: each of those tokens' log probability and the most likely tokens at its step. */
+  logprobs?: GeneratedLogprob[];
 }
 
 /** How a generation ended: also the value stream() returns when it is done (what `for await` does not show). */
@@ -85,6 +93,8 @@ export interface GenerationSummary {
 export interface GenerationResult extends GenerationSummary {
   text: string;
   tokenIds: number[];
+  /** With options.logprobs: one entry per token id. */
+  logprobs?: GeneratedLogprob[];
 }
 
 function summarize(r: EngineResult): GenerationSummary {
@@ -107,6 +117,9 @@ function checkGenerateOptions(options: unknown): GenerateOptions {
   const stall = (options as GenerateOptions).stallTimeoutMs;
   if (stall !== undefined && !(typeof stall === 'number' && stall > 0 && stall < 2 ** 31))
     throw new W4a8Error('E_OPTION', `options.stallTimeoutMs must be a number of milliseconds in (0, 2^31), got ${String(stall)}`);
+  const logprobs = (options as GenerateOptions).logprobs;
+  if (logprobs !== undefined && !(Number.isInteger(logprobs) && logprobs >= 0 && logprobs <= MAX_TOP_LOGPROBS))
+    throw new W4a8Error('E_OPTION', `options.logprobs must be an integer in [0, ${MAX_TOP_LOGPROBS}] (top tokens per step), got ${String(logprobs)}`);
   return options as GenerateOptions;
 }
 
@@ -231,12 +244,14 @@ export class W4a8Model {
   /** Like generate(), with the token ids, why it stopped and timing. */
   async complete(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerationResult> {
     const tokenIds: number[] = [];
+    const logprobs: GeneratedLogprob[] = [];
     let text = '';
     const stats = await this.run(prompt, options, (chunk) => {
       text += chunk.text;
       tokenIds.push(...chunk.tokenIds);
+      if (chunk.logprobs) logprobs.push(...chunk.logprobs);
     });
-    return { text, tokenIds, ...summarize(stats) };
+    return { text, tokenIds, ...(options.logprobs !== undefined ? { logprobs } : {}), ...summarize(stats) };
   }
 
   /**
@@ -373,10 +388,10 @@ export class W4a8Model {
     const text = tokenizer ? new TextStream((ids) => tokenizer.decode(ids), stop) : undefined;
     const result = this.engine.submit({
       promptIds, maxTokens, sampling: resolveSampling(options, this.config.vocabSize), stopTokenIds: new Set(this.config.eosTokenIds), signal: options.signal,
-      isPaused,
-      onToken: (id) => {
+      isPaused, logprobs: options.logprobs,
+      onToken: (id, tokenLogprobs) => {
         if (this.config.eosTokenIds.includes(id)) return false;
-        emit({ text: text ? text.push(id) : '', tokenIds: [id] });
+        emit({ text: text ? text.push(id) : '', tokenIds: [id], ...(tokenLogprobs ? { logprobs: [tokenLogprobs] } : {}) });
         return !text?.stopped;
       },
     });

@@ -72,28 +72,41 @@ export class Sampler {
   private readonly random: () => number;
   /** Times each token was generated (by this sampler), for the presence and frequency penalties. */
   private readonly generated = new Map<number, number>();
+  /** The raw logits of the tokens the last sample() changed, when asked to keep them (for log probabilities). */
+  private changed?: Map<number, number>;
 
   constructor(private readonly options: ResolvedSampling) {
     this.random = seededRandom(foldSeed(options.seed));
   }
 
   /**
-   * Picks the next token. `logits` is modified (penalties applied) and must not be reused. The work is one or
+   * Picks the next token. `logits` is modified (penalties applied; with keepRaw, rawLogit() still gives a token's
+   * logit from before) and must not be reused otherwise. The work is one or
    * two passes over the vocabulary; only the candidates that can be drawn get sorted (never the whole vocabulary
    * unless top-p needs it), so a step with many sequences stays cheap on the JS thread.
    */
-  sample(logits: Float32Array, history: readonly number[]): number {
+  sample(logits: Float32Array, history: readonly number[], keepRaw = false): number {
     const o = this.options;
-    for (const [t, bias] of o.logitBias) logits[t] += bias;
+    const changed = (this.changed = keepRaw ? new Map<number, number>() : undefined);
+    const keep = changed && ((t: number) => { if (!changed.has(t)) changed.set(t, logits[t]); });
+    for (const [t, bias] of o.logitBias) { keep?.(t); logits[t] += bias; }
     if (o.repetitionPenalty !== 1) {
       const seen = new Set(history.slice(Math.max(0, history.length - o.repetitionWindow)));
-      for (const t of seen) logits[t] = logits[t] > 0 ? logits[t] / o.repetitionPenalty : logits[t] * o.repetitionPenalty;
+      for (const t of seen) {
+        keep?.(t);
+        logits[t] = logits[t] > 0 ? logits[t] / o.repetitionPenalty : logits[t] * o.repetitionPenalty;
+      }
     }
     if (o.presencePenalty !== 0 || o.frequencyPenalty !== 0)
-      for (const [t, count] of this.generated) logits[t] -= o.presencePenalty + o.frequencyPenalty * count;
+      for (const [t, count] of this.generated) { keep?.(t); logits[t] -= o.presencePenalty + o.frequencyPenalty * count; }
     const token = this.pick(logits);
     if (o.presencePenalty !== 0 || o.frequencyPenalty !== 0) this.generated.set(token, (this.generated.get(token) ?? 0) + 1);
     return token;
+  }
+
+  /** The logit `token` had before the last sample(logits, history, true) applied bias and penalties to `logits`. */
+  rawLogit(logits: Float32Array, token: number): number {
+    return this.changed?.get(token) ?? logits[token];
   }
 
   /** The draw itself, from penalized logits. */

@@ -2,6 +2,7 @@
  * Validation of OpenAI-style request bodies (/v1/completions, /v1/chat/completions). Each problem is
  * an ApiError with the HTTP status and the parameter at fault, answered as {error: {...}}.
  */
+import { MAX_TOP_LOGPROBS } from '../model/logprobs.js';
 import type { GenerateOptions } from '../model/model.js';
 import { CHAT_ROLES, type ChatMessage } from '../model/tokenizer.js';
 
@@ -63,6 +64,15 @@ function logitBias(body: Body): Record<number, number> | undefined {
   return v as Record<number, number>;
 }
 
+/** Chat's logprobs (a boolean) and top_logprobs (0..20, only with logprobs: true): how many top tokens, or none. */
+function chatLogprobs(b: Body): number | undefined {
+  if (b.logprobs !== undefined && b.logprobs !== null && typeof b.logprobs !== 'boolean')
+    throw new ApiError(400, "'logprobs' must be a boolean", 'logprobs');
+  const top = optionalNumber(b, 'top_logprobs', 0, MAX_TOP_LOGPROBS, true);
+  if (top !== undefined && b.logprobs !== true) throw new ApiError(400, "'top_logprobs' needs 'logprobs': true", 'top_logprobs');
+  return b.logprobs === true ? top ?? 0 : undefined;
+}
+
 /**
  * OpenAI parameters this server does not implement, refused when set to anything but their no-op value (silently
  * ignoring them would change what the client asked for).
@@ -75,8 +85,6 @@ function refuseUnsupported(b: Body): void {
   if (set(b.echo) && b.echo !== false) unsupported('echo', 'the prompt is not echoed');
   if (set(b.suffix) && b.suffix !== '') unsupported('suffix', 'no insertion after a suffix');
   if (set(b.best_of) && b.best_of !== 1) unsupported('best_of', 'one candidate per request');
-  if (set(b.logprobs) && b.logprobs !== false) unsupported('logprobs', 'no log probabilities');
-  if (set(b.top_logprobs)) unsupported('top_logprobs', 'no log probabilities');
   const format = b.response_format as { type?: unknown } | null | undefined;
   if (set(format) && (typeof format !== 'object' || format!.type !== 'text')) unsupported('response_format', "only {type: 'text'}");
   if (Array.isArray(b.tools) ? b.tools.length > 0 : set(b.tools)) unsupported('tools', 'no tool calls');
@@ -123,6 +131,7 @@ export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: 
     frequencyPenalty: optionalNumber(b, 'frequency_penalty', -2, 2),
     logitBias: logitBias(b),
     stop: stopStrings(b),
+    logprobs: chat ? chatLogprobs(b) : b.logprobs === false ? undefined : optionalNumber(b, 'logprobs', 0, MAX_TOP_LOGPROBS, true),
   };
   const request: CompletionRequest = {
     model: (model as string | undefined) ?? limits.modelNames[0], stream: b.stream === true,

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { W4a8Error } from '../errors.js';
 import type { W4a8Model, GenerationChunk, GenerationSummary } from '../model/model.js';
 import { Metrics } from './metrics.js';
+import { chatLogprobs, completionLogprobs } from './logprobs.js';
 import { ApiError, modelNotFound, parseRequest, type CompletionRequest } from './requests.js';
 
 export interface ServerOptions {
@@ -157,11 +158,16 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       const r = await model.complete(prompt, generationOptions);
       record(r.promptTokens, r.generatedTokens, r.timeToFirstTokenMs, started);
       const choice = chat
-        ? { index: 0, message: { role: 'assistant', content: r.text }, token_ids: r.tokenIds, finish_reason: r.finishReason }
-        : { index: 0, text: r.text, token_ids: r.tokenIds, logprobs: null, finish_reason: r.finishReason };
+        ? { index: 0, message: { role: 'assistant', content: r.text }, token_ids: r.tokenIds, logprobs: r.logprobs ? chatLogprobs(r.logprobs, tokenText) : null, finish_reason: r.finishReason }
+        : { index: 0, text: r.text, token_ids: r.tokenIds, logprobs: r.logprobs ? completionLogprobs(r.logprobs, tokenText) : null, finish_reason: r.finishReason };
       return sendJson(res, 200, { ...base, object: chat ? 'chat.completion' : 'text_completion', choices: [choice], usage: usage(r) });
     }
     await streamCompletion(res, request, prompt, generationOptions, chat, base, started);
+  }
+
+  /** A token's text alone (for log probabilities): '' for a model without a tokenizer. */
+  function tokenText(id: number): string {
+    return model.tokenizer ? model.detokenize([id]) : '';
   }
 
   function usage(r: GenerationSummary) {
@@ -180,6 +186,7 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     if (chat) send({ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null });
     let generated = 0;
+    let tokenTextLength = 0;
     let firstTokenMs = performance.now() - started;
     let next: IteratorResult<GenerationChunk, GenerationSummary> = first;
     try {
@@ -188,10 +195,16 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
         generated += next.value.tokenIds.length;
         // An event per chunk with new text or new tokens: besides the text (OpenAI's fields), `token_ids` carries
         // the generated ids, which is all a model without a tokenizer has to give (its text stays empty).
-        const { text, tokenIds } = next.value;
-        if (text || tokenIds.length > 0)
-          send(chat ? { index: 0, delta: { content: text }, token_ids: tokenIds, finish_reason: null }
-            : { index: 0, text, token_ids: tokenIds, finish_reason: null });
+        const { text, tokenIds, logprobs } = next.value;
+        if (text || tokenIds.length > 0) {
+          // (Log probabilities per event, for its tokens; text_offset counts on over the events' token texts.)
+          if (chat) send({ index: 0, delta: { content: text }, token_ids: tokenIds, ...(logprobs && { logprobs: chatLogprobs(logprobs, tokenText) }), finish_reason: null });
+          else {
+            const lp = logprobs && completionLogprobs(logprobs, tokenText, tokenTextLength);
+            if (lp) tokenTextLength += lp.tokens.reduce((n, t) => n + t.length, 0);
+            send({ index: 0, text, token_ids: tokenIds, ...(lp && { logprobs: lp }), finish_reason: null });
+          }
+        }
         // Backpressure: wait for the socket to drain before pulling more tokens (the sequence pauses meanwhile);
         // a client that reads nothing for stallTimeoutMs is cut off (the 'close' handler aborts the generation).
         if (res.writableNeedDrain) await drained(res, stallTimeoutMs);

@@ -12,6 +12,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   registerProbes(env, exports);
   registerQuant(env, exports);
   registerScan(env, exports);
+  registerLogprobs(env, exports);
   return exports;
 }
 

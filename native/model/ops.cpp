@@ -53,6 +53,52 @@ void softmax(float* x, int n) {
   for (int i = 0; i < n; ++i) x[i] *= inverse;
 }
 
+namespace {
+W4A8_CLONES float maxOf(const float* x, int n) {
+  float m[16];
+  for (int j = 0; j < 16; ++j) m[j] = -INFINITY;
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) m[j] = std::max(m[j], x[i + j]);
+  float best = -INFINITY;
+  for (int j = 0; j < 16; ++j) best = std::max(best, m[j]);
+  for (; i < n; ++i) best = std::max(best, x[i]);
+  return best;
+}
+
+// sum of e^(x[i] - shift), 16 FP32 lane sums per block of 4096, blocks added in FP64.
+W4A8_CLONES double expSum(const float* x, int n, float shift) {
+  double total = 0.0;
+  for (int start = 0; start < n; start += 4096) {
+    const int end = std::min(n, start + 4096);
+    float lanes[16] = {};
+    int i = start;
+    for (; i + 16 <= end; i += 16)
+      for (int j = 0; j < 16; ++j) lanes[j] += expInline(x[i + j] - shift);
+    for (; i < end; ++i) lanes[0] += expInline(x[i] - shift);
+    for (int j = 0; j < 16; ++j) total += lanes[j];
+  }
+  return total;
+}
+}  // namespace
+
+double logSoftmaxTop(const float* x, int n, int topCount, int* topIds) {
+  const float maxValue = maxOf(x, n);
+  // Top ids by insertion below the current threshold (topCount <= 20): most elements fail one comparison.
+  int count = 0;
+  for (int i = 0; i < n && topCount > 0; ++i) {
+    const float v = x[i];
+    if (count == topCount && !(v > x[topIds[count - 1]])) continue;
+    int at = count < topCount ? count++ : count - 1;
+    while (at > 0 && x[topIds[at - 1]] < v) {
+      topIds[at] = topIds[at - 1];
+      --at;
+    }
+    topIds[at] = i;
+  }
+  return (double)maxValue + std::log(expSum(x, n, maxValue));
+}
+
 void rmsNorm(const float* x, const float* weight, float* out, int rows, int dim, float eps) {
   for (int r = 0; r < rows; ++r) {
     const float* row = x + (size_t)r * dim;
