@@ -534,11 +534,38 @@ describe('log probabilities', () => {
     await model.dispose();
   });
 
+  it('promptLogprobs: what the model gave each prompt token from the ones before, over prefill chunks and beside other requests', async () => {
+    const { packed } = await smallModel();
+    const model = W4a8Model.fromPacked(packed, { prefillChunk: 3 }); // the 9-token prompt takes 3 steps
+    const prompt = [256, 72, 101, 108, 108, 111, 32, 119, 111];
+    const other = model.complete([256, 66, 67], { maxTokens: 12, temperature: 0 }); // in the same steps
+    const scored = await model.complete(prompt, { maxTokens: 0, promptLogprobs: 3 });
+    await other;
+    expect([scored.tokenIds, scored.finishReason, scored.promptLogprobs!.map((p) => p.id)]).toEqual([[], 'length', prompt.slice(1)]);
+    for (let k = 1; k < prompt.length; k++) {
+      // The same position as the last token of a prompt that ends there (its logits: the first draw's).
+      const alone = (await model.complete(prompt.slice(0, k), { maxTokens: 1, temperature: 0, logprobs: 3 })).logprobs![0];
+      const got = scored.promptLogprobs![k - 1];
+      expect(got.top.map((t) => t.id)).toEqual(alone.top.map((t) => t.id));
+      for (let j = 0; j < 3; j++) expect(got.top[j].logprob).toBeCloseTo(alone.top[j].logprob, 4); // (batch-dependent last bits)
+    }
+    // With generation too: prompt entries first (one chunk, no token ids), then tokens with their own.
+    const chunks = [];
+    for await (const chunk of model.stream(prompt, { maxTokens: 2, temperature: 0, promptLogprobs: 0, logprobs: 0 })) chunks.push(chunk);
+    expect(chunks[0]).toMatchObject({ text: '', tokenIds: [] });
+    expect(chunks[0].promptLogprobs!.map((p) => p.top.length)).toEqual(prompt.slice(1).map(() => 0));
+    expect(chunks.slice(1).flatMap((c) => c.logprobs ?? []).length).toBe(chunks.slice(1).flatMap((c) => c.tokenIds).length);
+    await expect(model.complete(prompt, { maxTokens: 0 })).rejects.toMatchObject({ code: 'E_OPTION' }); // (0 only to score)
+    await model.dispose();
+  });
+
   it('generate options: logprobs in [0, 20], else E_OPTION', async () => {
     const { packed } = await smallModel();
     const model = W4a8Model.fromPacked(packed);
-    for (const bad of [-1, 21, 1.5, '3'])
+    for (const bad of [-1, 21, 1.5, '3']) {
       await expect(model.complete([256], { maxTokens: 1, logprobs: bad as number })).rejects.toMatchObject({ code: 'E_OPTION' });
+      await expect(model.complete([256], { maxTokens: 1, promptLogprobs: bad as number })).rejects.toMatchObject({ code: 'E_OPTION' });
+    }
     const r = await model.complete([256, 65], { maxTokens: 3, temperature: 0, logprobs: 0 });
     expect(r.logprobs!.map((lp) => [lp.id, lp.top.length])).toEqual(r.tokenIds.map((id) => [id, 0]));
     expect((await model.complete([256, 65], { maxTokens: 3, temperature: 0 })).logprobs).toBeUndefined();

@@ -193,7 +193,9 @@ describe('OpenAI-compatible server', () => {
     const penalized = await post('/v1/completions', { prompt: 'Hello', max_tokens: 8, presence_penalty: 1.5, frequency_penalty: 0.5, seed: 1 });
     expect(penalized.status).toBe(200);
     const cases: [string, object, string][] = [
-      ['/v1/completions', { echo: true }, "'echo'"],
+      ['/v1/chat/completions', { echo: true }, "'echo'"],
+      ['/v1/completions', { echo: 'yes' }, "'echo'"],
+      ['/v1/completions', { max_tokens: 0 }, "'max_tokens'"],
       ['/v1/completions', { logprobs: 21 }, "'logprobs'"],
       ['/v1/completions', { suffix: 'x' }, "'suffix'"],
       ['/v1/completions', { best_of: 3 }, "'best_of'"],
@@ -258,6 +260,40 @@ describe('OpenAI-compatible server', () => {
       .map((e) => JSON.parse(e).choices[0].logprobs).filter(Boolean);
     expect(chatStream.flatMap((l) => l.content)).toEqual(chat.logprobs.content);
     expect((await post('/v1/chat/completions', { ...chatBody, logprobs: false, top_logprobs: undefined })).json().choices[0].logprobs).toBeNull();
+  });
+
+  it('echoes the prompt (completions), with its log probabilities when asked: max_tokens 0 scores a prompt', async () => {
+    const ids = model.tokenize('Hello there, world');
+    const scored = await model.complete(ids, { maxTokens: 0, promptLogprobs: 2 });
+    expect(scored.tokenIds).toEqual([]);
+    const text = (id: number) => model.detokenize([id]);
+    const only = (await post('/v1/completions', { prompt: 'Hello there, world', max_tokens: 0, echo: true, logprobs: 2 })).json();
+    const lp = only.choices[0].logprobs;
+    expect(only.choices[0].text).toBe('Hello there, world');
+    expect(lp.tokens).toEqual(ids.map(text));
+    expect(lp.token_logprobs).toEqual([null, ...scored.promptLogprobs!.map((p) => p.logprob)]);
+    expect(lp.top_logprobs[0]).toBeNull();
+    expect(lp.top_logprobs[1]).toEqual(Object.fromEntries(scored.promptLogprobs![0].top.map((t) => [text(t.id), t.logprob])));
+    expect(only.usage).toMatchObject({ prompt_tokens: ids.length, completion_tokens: 0 });
+    // With a completion: the prompt's entries, then the completion's, whose text_offset starts after the echoed text.
+    const body = { prompt: 'Hello there, world', max_tokens: 3, temperature: 0, echo: true, logprobs: 1 };
+    const both = (await post('/v1/completions', body)).json().choices[0];
+    const alone = (await post('/v1/completions', { ...body, echo: false })).json().choices[0];
+    expect(both.text).toBe('Hello there, world' + alone.text);
+    expect(both.logprobs.tokens).toEqual([...ids.map(text), ...alone.logprobs.tokens]);
+    expect(both.logprobs.text_offset.slice(ids.length)).toEqual(alone.logprobs.text_offset.map((o: number) => o + 'Hello there, world'.length));
+    // Streamed: the echo event first, then the completion's.
+    const streamed = events((await post('/v1/completions', { ...body, stream: true })).text).filter((e) => e !== '[DONE]')
+      .map((e) => JSON.parse(e).choices[0]);
+    expect(streamed[0].text).toBe('Hello there, world');
+    expect(streamed.map((c) => c.text).join('')).toBe(both.text);
+    expect(streamed.flatMap((c) => c.logprobs?.tokens ?? [])).toEqual(both.logprobs.tokens);
+    expect(streamed.flatMap((c) => c.logprobs?.text_offset ?? [])).toEqual(both.logprobs.text_offset);
+    // echo without log probabilities: the text alone (max_tokens 0: the model is not run).
+    const plain = (await post('/v1/completions', { prompt: 'Hello there, world', max_tokens: 0, echo: true })).json();
+    expect([plain.choices[0].text, plain.choices[0].logprobs, plain.usage.completion_tokens]).toEqual(['Hello there, world', null, 0]);
+    const plainStream = events((await post('/v1/completions', { prompt: [256, 72, 105], max_tokens: 2, echo: true, stream: true })).text);
+    expect(JSON.parse(plainStream[0]).choices[0].text).toBe(model.detokenize([256, 72, 105]));
   });
 
   it("answers 400 when the chat template raises on the messages, and refuses text too long for the context before tokenizing it", async () => {

@@ -25,6 +25,12 @@ export interface EngineRequest {
   onToken: (tokenId: number, logprobs?: GeneratedLogprob) => boolean;
   /** Report each token's log probability and this many of the most likely tokens at its step (0..20). */
   logprobs?: number;
+  /**
+   * Report the log probability of each prompt token after the first, and this many of the most likely tokens at
+   * its position, through onPromptLogprobs once the prompt is in (its steps then return every position's logits).
+   */
+  promptLogprobs?: number;
+  onPromptLogprobs?: (logprobs: GeneratedLogprob[]) => void;
   /** While this returns true the sequence sits out the steps (its consumer is behind): backpressure. */
   isPaused?: () => boolean;
 }
@@ -70,6 +76,7 @@ interface Active {
   fed: number; // prompt tokens already in the cache
   history: number[]; // prompt + generated ids
   generated: number;
+  promptLogprobs?: GeneratedLogprob[]; // of prompt tokens 1.. so far (request.promptLogprobs)
   start: number;
   firstTokenAt?: number;
   resolve: (r: EngineResult) => void;
@@ -230,15 +237,20 @@ export class BatchEngine {
     if (entries.length === 0) return;
     const vocab = this.options.vocabSize;
     const batch = entries.length;
+    // Every position's logits when a request in prefill wants its prompt's log probabilities; else each sequence's last.
+    const allPositions = entries.some((e) => e.request.promptLogprobs !== undefined && e.fed < e.request.promptIds.length);
+    const rows = allPositions ? tokenCount : batch;
     if (this.stepIds.length < batch) {
       const size = Math.max(batch, 2 * this.stepIds.length);
       this.stepIds = new Int32Array(size);
       this.stepCounts = new Int32Array(size);
-      this.stepLogits = new Float32Array(size * vocab);
     }
+    if (this.stepLogits.length < batch * vocab) this.stepLogits = new Float32Array(this.stepIds.length * vocab);
     if (this.stepTokens.length < tokenCount) this.stepTokens = new Int32Array(Math.max(tokenCount, 2 * this.stepTokens.length));
     const ids = this.stepIds.subarray(0, batch), counts = this.stepCounts.subarray(0, batch);
-    const tokens = this.stepTokens.subarray(0, tokenCount), logits = this.stepLogits.subarray(0, batch * vocab);
+    // (A step with every position's logits gets a buffer of its own: up to prefillChunk rows, not kept.)
+    const tokens = this.stepTokens.subarray(0, tokenCount);
+    const logits = allPositions ? new Float32Array(rows * vocab) : this.stepLogits.subarray(0, batch * vocab);
     for (let i = 0, at = 0; i < batch; i++) {
       const entry = entries[i], count = fedCounts[i];
       ids[i] = entry.sequence;
@@ -249,20 +261,34 @@ export class BatchEngine {
       at += count;
     }
     try {
-      await this.handle.step(ids, counts, tokens, logits);
+      await this.handle.step(ids, counts, tokens, logits, allPositions);
     } catch (error) {
       for (const entry of entries) this.finish(entry, undefined, error);
       return;
     }
-    for (let i = 0; i < batch; i++) {
+    for (let i = 0, firstRow = 0; i < batch; firstRow += allPositions ? fedCounts[i] : 1, i++) {
       const entry = entries[i];
-      if (entry.fed < entry.request.promptIds.length) {
+      const lastRow = allPositions ? firstRow + fedCounts[i] - 1 : i;
+      const prompt = entry.request.promptIds;
+      if (entry.fed < prompt.length) {
+        // Rows firstRow.. predict prompt positions fed + 1..; the one past the prompt, if any, is the first draw's.
+        if (entry.request.promptLogprobs !== undefined)
+          for (let j = 0, at = entry.fed + 1; j < fedCounts[i] && at < prompt.length; j++, at++) {
+            const row = logits.subarray((firstRow + j) * vocab, (firstRow + j + 1) * vocab);
+            const step = stepLogprobs(row, entry.request.promptLogprobs);
+            (entry.promptLogprobs ??= []).push(generatedLogprob(step, prompt[at], row[prompt[at]]));
+          }
         entry.fed += fedCounts[i];
-        if (entry.fed < entry.request.promptIds.length) continue; // still in prefill: ignore these logits
+        if (entry.fed < prompt.length) continue; // still in prefill: no draw yet
+        if (entry.request.promptLogprobs !== undefined) entry.request.onPromptLogprobs?.(entry.promptLogprobs ?? []);
+        if (entry.request.maxTokens === 0) { // the prompt's log probabilities were all it asked for
+          this.finish(entry, 'length');
+          continue;
+        }
       }
       if (entry.aborted) continue;
       let token: number;
-      const row = logits.subarray(i * vocab, (i + 1) * vocab);
+      const row = logits.subarray(lastRow * vocab, (lastRow + 1) * vocab);
       // Log probabilities come from the raw row: read before the sampler applies bias and penalties to it.
       const step = entry.request.logprobs === undefined ? undefined : stepLogprobs(row, entry.request.logprobs);
       try {

@@ -68,6 +68,12 @@ export interface GenerateOptions extends SamplingOptions {
    * the model's distribution (log-softmax of the raw logits, before logit bias, penalties and temperature).
    */
   logprobs?: number;
+  /**
+   * Report each prompt token's log probability after the first (what the model gave it from the tokens before),
+   * and this many (0..20) of the most likely tokens at its position: once, in the first chunk (tokenIds empty) and in
+   * GenerationResult.promptLogprobs. With it, maxTokens may be 0 (score the prompt, generate nothing).
+   */
+  promptLogprobs?: number;
 }
 
 export interface GenerationChunk {
@@ -77,6 +83,8 @@ export interface GenerationChunk {
   tokenIds: number[];
   /** With options.logprobs: each of those tokens' log probability and the most likely tokens at its step. */
   logprobs?: GeneratedLogprob[];
+  /** With options.promptLogprobs, in the first chunk: prompt tokens 1.. (the first has none). */
+  promptLogprobs?: GeneratedLogprob[];
 }
 
 /** How a generation ended: also the value stream() returns when it is done (what `for await` does not show). */
@@ -95,6 +103,8 @@ export interface GenerationResult extends GenerationSummary {
   tokenIds: number[];
   /** With options.logprobs: one entry per token id. */
   logprobs?: GeneratedLogprob[];
+  /** With options.promptLogprobs: one entry per prompt token after the first. */
+  promptLogprobs?: GeneratedLogprob[];
 }
 
 function summarize(r: EngineResult): GenerationSummary {
@@ -117,9 +127,11 @@ function checkGenerateOptions(options: unknown): GenerateOptions {
   const stall = (options as GenerateOptions).stallTimeoutMs;
   if (stall !== undefined && !(typeof stall === 'number' && stall > 0 && stall < 2 ** 31))
     throw new W4a8Error('E_OPTION', `options.stallTimeoutMs must be a number of milliseconds in (0, 2^31), got ${String(stall)}`);
-  const logprobs = (options as GenerateOptions).logprobs;
-  if (logprobs !== undefined && !(Number.isInteger(logprobs) && logprobs >= 0 && logprobs <= MAX_TOP_LOGPROBS))
-    throw new W4a8Error('E_OPTION', `options.logprobs must be an integer in [0, ${MAX_TOP_LOGPROBS}] (top tokens per step), got ${String(logprobs)}`);
+  for (const key of ['logprobs', 'promptLogprobs'] as const) {
+    const count = (options as GenerateOptions)[key];
+    if (count !== undefined && !(Number.isInteger(count) && count >= 0 && count <= MAX_TOP_LOGPROBS))
+      throw new W4a8Error('E_OPTION', `options.${key} must be an integer in [0, ${MAX_TOP_LOGPROBS}] (top tokens per position), got ${String(count)}`);
+  }
   return options as GenerateOptions;
 }
 
@@ -245,13 +257,17 @@ export class W4a8Model {
   async complete(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerationResult> {
     const tokenIds: number[] = [];
     const logprobs: GeneratedLogprob[] = [];
+    let promptLogprobs: GeneratedLogprob[] | undefined;
     let text = '';
     const stats = await this.run(prompt, options, (chunk) => {
       text += chunk.text;
       tokenIds.push(...chunk.tokenIds);
       if (chunk.logprobs) logprobs.push(...chunk.logprobs);
+      promptLogprobs ??= chunk.promptLogprobs;
     });
-    return { text, tokenIds, ...(options.logprobs !== undefined ? { logprobs } : {}), ...summarize(stats) };
+    return {
+      text, tokenIds, ...(options.logprobs !== undefined && { logprobs }), ...(promptLogprobs && { promptLogprobs }), ...summarize(stats),
+    };
   }
 
   /**
@@ -376,7 +392,8 @@ export class W4a8Model {
     options = checkGenerateOptions(options);
     if (this.disposed) throw new W4a8Error('E_DISPOSED', 'the model has been disposed');
     if (options.signal?.aborted) throw abortError();
-    const maxTokens = positiveInteger(options.maxTokens, 'maxTokens', 256);
+    // (0 only to score a prompt: promptLogprobs.)
+    const maxTokens = options.maxTokens === 0 && options.promptLogprobs !== undefined ? 0 : positiveInteger(options.maxTokens, 'maxTokens', 256);
     const stop = options.stop ?? [];
     if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0))
       throw new W4a8Error('E_OPTION', 'stop must be an array of non-empty strings');
@@ -388,7 +405,8 @@ export class W4a8Model {
     const text = tokenizer ? new TextStream((ids) => tokenizer.decode(ids), stop) : undefined;
     const result = this.engine.submit({
       promptIds, maxTokens, sampling: resolveSampling(options, this.config.vocabSize), stopTokenIds: new Set(this.config.eosTokenIds), signal: options.signal,
-      isPaused, logprobs: options.logprobs,
+      isPaused, logprobs: options.logprobs, promptLogprobs: options.promptLogprobs,
+      onPromptLogprobs: (promptLogprobs) => emit({ text: '', tokenIds: [], promptLogprobs }),
       onToken: (id, tokenLogprobs) => {
         if (this.config.eosTokenIds.includes(id)) return false;
         emit({ text: text ? text.push(id) : '', tokenIds: [id], ...(tokenLogprobs ? { logprobs: [tokenLogprobs] } : {}) });

@@ -32,6 +32,8 @@ export interface CompletionRequest {
   includeUsage: boolean;
   /** True when the client set max_tokens: then prompt + max_tokens must fit the context (else it is capped). */
   maxTokensGiven: boolean;
+  /** Completions' echo: the prompt comes back before the completion (with its log probabilities when asked). */
+  echo: boolean;
   options: GenerateOptions;
 }
 
@@ -77,12 +79,12 @@ function chatLogprobs(b: Body): number | undefined {
  * OpenAI parameters this server does not implement, refused when set to anything but their no-op value (silently
  * ignoring them would change what the client asked for).
  */
-function refuseUnsupported(b: Body): void {
+function refuseUnsupported(b: Body, chat: boolean): void {
   const unsupported = (param: string, what: string) => {
     throw new ApiError(400, `'${param}' is not supported by this server (${what})`, param);
   };
   const set = (v: unknown) => v !== undefined && v !== null;
-  if (set(b.echo) && b.echo !== false) unsupported('echo', 'the prompt is not echoed');
+  if (chat && set(b.echo) && b.echo !== false) unsupported('echo', 'chat completions do not echo');
   if (set(b.suffix) && b.suffix !== '') unsupported('suffix', 'no insertion after a suffix');
   if (set(b.best_of) && b.best_of !== 1) unsupported('best_of', 'one candidate per request');
   const format = b.response_format as { type?: unknown } | null | undefined;
@@ -117,8 +119,12 @@ export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: 
   if (streamOptions !== undefined && streamOptions !== null && b.stream !== true)
     throw new ApiError(400, "'stream_options' is only allowed with stream: true", 'stream_options');
   optionalNumber(b, 'n', 1, 1, true); // one choice per request
-  refuseUnsupported(b);
-  const maxTokens = optionalNumber(b, 'max_tokens', 1, limits.maxTokens, true) ?? optionalNumber(b, 'max_completion_tokens', 1, limits.maxTokens, true);
+  refuseUnsupported(b, chat);
+  if (!chat && b.echo !== undefined && b.echo !== null && typeof b.echo !== 'boolean') throw new ApiError(400, "'echo' must be a boolean", 'echo');
+  const echo = !chat && b.echo === true;
+  // (max_tokens 0 with echo: score the prompt, generate nothing.)
+  const least = echo ? 0 : 1;
+  const maxTokens = optionalNumber(b, 'max_tokens', least, limits.maxTokens, true) ?? optionalNumber(b, 'max_completion_tokens', least, limits.maxTokens, true);
   const options: GenerateOptions = {
     maxTokens: maxTokens ?? (chat ? Math.min(512, limits.maxTokens) : Math.min(16, limits.maxTokens)),
     temperature: optionalNumber(b, 'temperature', 0, 2) ?? 1,
@@ -133,9 +139,10 @@ export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: 
     stop: stopStrings(b),
     logprobs: chat ? chatLogprobs(b) : b.logprobs === false ? undefined : optionalNumber(b, 'logprobs', 0, MAX_TOP_LOGPROBS, true),
   };
+  if (echo && options.logprobs !== undefined) options.promptLogprobs = options.logprobs;
   const request: CompletionRequest = {
     model: (model as string | undefined) ?? limits.modelNames[0], stream: b.stream === true,
-    includeUsage: streamOptions?.include_usage === true, maxTokensGiven: maxTokens !== undefined, options,
+    includeUsage: streamOptions?.include_usage === true, maxTokensGiven: maxTokens !== undefined, echo, options,
   };
   if (chat) {
     const messages = b.messages;

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { W4a8Error } from '../errors.js';
 import type { W4a8Model, GenerationChunk, GenerationSummary } from '../model/model.js';
 import { Metrics } from './metrics.js';
-import { chatLogprobs, completionLogprobs } from './logprobs.js';
+import { chatLogprobs, completionLogprobs, joinCompletionLogprobs, promptTokens } from './logprobs.js';
 import { ApiError, modelNotFound, parseRequest, type CompletionRequest } from './requests.js';
 
 export interface ServerOptions {
@@ -154,15 +154,35 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: request.model };
     const started = performance.now();
+    // echo: the prompt as given (token ids: their text), before the completion.
+    const echoText = !request.echo ? '' : typeof request.prompt === 'string' ? request.prompt : model.tokenizer ? model.detokenize(prompt) : '';
+    if (request.echo && generationOptions.maxTokens === 0 && generationOptions.promptLogprobs === undefined)
+      return echoOnly(res, request, prompt, echoText, base);
     if (!request.stream) {
       const r = await model.complete(prompt, generationOptions);
       record(r.promptTokens, r.generatedTokens, r.timeToFirstTokenMs, started);
+      // (text_offset: the prompt's tokens from 0, the completion's from the end of the echoed text.)
+      const logprobs = chat ? r.logprobs && chatLogprobs(r.logprobs, tokenText)
+        : r.logprobs && joinCompletionLogprobs(completionLogprobs(r.promptLogprobs ? promptTokens(prompt, r.promptLogprobs) : [], tokenText),
+          completionLogprobs(r.logprobs, tokenText, echoText.length));
       const choice = chat
-        ? { index: 0, message: { role: 'assistant', content: r.text }, token_ids: r.tokenIds, logprobs: r.logprobs ? chatLogprobs(r.logprobs, tokenText) : null, finish_reason: r.finishReason }
-        : { index: 0, text: r.text, token_ids: r.tokenIds, logprobs: r.logprobs ? completionLogprobs(r.logprobs, tokenText) : null, finish_reason: r.finishReason };
+        ? { index: 0, message: { role: 'assistant', content: r.text }, token_ids: r.tokenIds, logprobs: logprobs ?? null, finish_reason: r.finishReason }
+        : { index: 0, text: echoText + r.text, token_ids: r.tokenIds, logprobs: logprobs ?? null, finish_reason: r.finishReason };
       return sendJson(res, 200, { ...base, object: chat ? 'chat.completion' : 'text_completion', choices: [choice], usage: usage(r) });
     }
-    await streamCompletion(res, request, prompt, generationOptions, chat, base, started);
+    await streamCompletion(res, request, prompt, generationOptions, chat, base, started, echoText);
+  }
+
+  /** echo with max_tokens 0 and no log probabilities: the prompt's text, and nothing to run. */
+  function echoOnly(res: http.ServerResponse, request: CompletionRequest, prompt: number[], echoText: string, base: object): void {
+    const choice = { index: 0, text: echoText, token_ids: [], logprobs: null, finish_reason: 'length' };
+    const figures = usage({ promptTokens: prompt.length, generatedTokens: 0 });
+    if (!request.stream) return sendJson(res, 200, { ...base, object: 'text_completion', choices: [choice], usage: figures });
+    const extra = request.includeUsage ? { usage: null } : {};
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.write(`data: ${JSON.stringify({ ...base, object: 'text_completion', choices: [choice], ...extra })}\n\n`);
+    if (request.includeUsage) res.write(`data: ${JSON.stringify({ ...base, object: 'text_completion', choices: [], usage: figures })}\n\n`);
+    res.end('data: [DONE]\n\n');
   }
 
   /** A token's text alone (for log probabilities): '' for a model without a tokenizer. */
@@ -170,12 +190,12 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     return model.tokenizer ? model.detokenize([id]) : '';
   }
 
-  function usage(r: GenerationSummary) {
+  function usage(r: Pick<GenerationSummary, 'promptTokens' | 'generatedTokens'>) {
     return { prompt_tokens: r.promptTokens, completion_tokens: r.generatedTokens, total_tokens: r.promptTokens + r.generatedTokens };
   }
 
   async function streamCompletion(res: http.ServerResponse, request: CompletionRequest, prompt: number[],
-    generationOptions: CompletionRequest['options'], chat: boolean, base: object, started: number): Promise<void> {
+    generationOptions: CompletionRequest['options'], chat: boolean, base: object, started: number, echoText: string): Promise<void> {
     const object = chat ? 'chat.completion.chunk' : 'text_completion';
     // With stream_options.include_usage every chunk carries usage: null, and a last one (no choices) the figures.
     const extra = request.includeUsage ? { usage: null } : {};
@@ -185,8 +205,10 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     const first = await iterator.next();
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     if (chat) send({ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null });
+    // echo: the prompt's text first (with its log probabilities, from the first chunk, when asked for them).
+    if (request.echo && generationOptions.promptLogprobs === undefined) send({ index: 0, text: echoText, token_ids: [], finish_reason: null });
     let generated = 0;
-    let tokenTextLength = 0;
+    let tokenTextLength = echoText.length; // (text_offset of the completion's tokens: after the echoed prompt)
     let firstTokenMs = performance.now() - started;
     let next: IteratorResult<GenerationChunk, GenerationSummary> = first;
     try {
@@ -195,8 +217,10 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
         generated += next.value.tokenIds.length;
         // An event per chunk with new text or new tokens: besides the text (OpenAI's fields), `token_ids` carries
         // the generated ids, which is all a model without a tokenizer has to give (its text stays empty).
-        const { text, tokenIds, logprobs } = next.value;
-        if (text || tokenIds.length > 0) {
+        const { text, tokenIds, logprobs, promptLogprobs } = next.value;
+        if (promptLogprobs) {
+          send({ index: 0, text: echoText, token_ids: [], logprobs: completionLogprobs(promptTokens(prompt, promptLogprobs), tokenText), finish_reason: null });
+        } else if (text || tokenIds.length > 0) {
           // (Log probabilities per event, for its tokens; text_offset counts on over the events' token texts.)
           if (chat) send({ index: 0, delta: { content: text }, token_ids: tokenIds, ...(logprobs && { logprobs: chatLogprobs(logprobs, tokenText) }), finish_reason: null });
           else {
