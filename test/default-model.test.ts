@@ -8,7 +8,9 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_FILE } from '../lib/default-model.js';
+import type { AddressInfo } from 'node:net';
 import { W4a8Model } from '../lib/index.js';
+import { createServer } from '../lib/server/server.js';
 import { OFFLOAD_CHARS } from '../lib/model/tokenizer.js';
 import { readPackedModel } from '../lib/format/index.js';
 import { importModel } from '../lib/import/index.js';
@@ -82,6 +84,40 @@ describe('the default model (models/default)', () => {
     expect(stdout).toMatch(/batch 4: \d+ tokens in [\d.]+ s = [\d.]+ tokens\/s in all/);
     expect(stdout).toContain('[3] "In the beginning');
   }, 120_000);
+});
+
+// Scoring text through the OpenAI-compatible server, as evaluation harnesses do (echo, max_tokens 0, logprobs), gives
+// the perplexity that the evaluation code computes from the same model's logits directly.
+describe('log-likelihoods through the server (the default model)', () => {
+  it("echo + max_tokens 0 + logprobs: the same perplexity as evaluateModel on the same token sequences", async () => {
+    const packed = await readPackedModel(DEFAULT_MODEL_FILE);
+    const sequences = testPassages().slice(0, 12).map((p) => tokenizeText(packed, p, 'test.txt').slice(0, 300));
+    const handle = createNativeModel(packed, 'bf16'); // (the KV cache W4a8Model keeps by default)
+    const want = await evaluateModel(handle, sequences, packed.config.vocabSize, packed.config.maxSeqLen, { context: 512, stride: 512 });
+    handle.dispose();
+    const model = await W4a8Model.load(DEFAULT_MODEL_FILE, { device: 'cpu' });
+    const server = createServer(model, { modelName: 'default' });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      let nll = 0, scored = 0;
+      for (const sequence of sequences) {
+        const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/completions`, {
+          method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ prompt: Array.from(sequence), max_tokens: 0, echo: true, logprobs: 0 }),
+        });
+        const logprobs: (number | null)[] = (await res.json()).choices[0].logprobs.token_logprobs;
+        expect(logprobs[0]).toBeNull();
+        for (const lp of logprobs.slice(1)) nll -= lp!, scored++;
+      }
+      expect(scored).toBe(want.tokens);
+      console.log(`through the server: perplexity ${Math.exp(nll / scored).toFixed(6)} over ${scored} tokens; evaluateModel ${want.perplexity.toFixed(6)}`);
+      // (Steps of other sizes: the default AVX-512 kernels' last bits depend on the rows in a step.)
+      expect(Math.abs(Math.exp(nll / scored) / want.perplexity - 1)).toBeLessThan(1e-5);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      await model.dispose();
+    }
+  });
 });
 
 // Long prompts are tokenized on the tokenizer's worker thread (encode-thread.ts), not on the event loop.
