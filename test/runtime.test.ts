@@ -557,6 +557,13 @@ describe('log probabilities', () => {
     expect(chunks.slice(1).flatMap((c) => c.logprobs ?? []).length).toBe(chunks.slice(1).flatMap((c) => c.tokenIds).length);
     await expect(model.complete(prompt, { maxTokens: 0 })).rejects.toMatchObject({ code: 'E_OPTION' }); // (0 only to score)
     await model.dispose();
+    // Non-finite logits at a prompt position fail the request with E_STEP (as in a draw), not NaN log probabilities.
+    const norm = packed.tensors.get('model.norm.weight')!;
+    const broken = new Map(packed.tensors).set('model.norm.weight', { ...norm, data: (norm.data as Float32Array).map(() => NaN) });
+    const bad = W4a8Model.fromPacked({ ...packed, tensors: broken });
+    await expect(bad.complete(prompt, { maxTokens: 0, promptLogprobs: 1 })).rejects.toMatchObject({ code: 'E_STEP' });
+    expect(bad.stats).toEqual({ running: 0, starting: 0, queued: 0, reservedTokens: 0 });
+    await bad.dispose();
   });
 
   it('generate options: logprobs in [0, 20], else E_OPTION', async () => {

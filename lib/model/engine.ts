@@ -272,12 +272,7 @@ export class BatchEngine {
       const prompt = entry.request.promptIds;
       if (entry.fed < prompt.length) {
         // Rows firstRow.. predict prompt positions fed + 1..; the one past the prompt, if any, is the first draw's.
-        if (entry.request.promptLogprobs !== undefined)
-          for (let j = 0, at = entry.fed + 1; j < fedCounts[i] && at < prompt.length; j++, at++) {
-            const row = logits.subarray((firstRow + j) * vocab, (firstRow + j + 1) * vocab);
-            const step = stepLogprobs(row, entry.request.promptLogprobs);
-            (entry.promptLogprobs ??= []).push(generatedLogprob(step, prompt[at], row[prompt[at]]));
-          }
+        if (entry.request.promptLogprobs !== undefined && !this.scorePrompt(entry, logits, firstRow, fedCounts[i])) continue;
         entry.fed += fedCounts[i];
         if (entry.fed < prompt.length) continue; // still in prefill: no draw yet
         if (entry.request.promptLogprobs !== undefined) entry.request.onPromptLogprobs?.(entry.promptLogprobs ?? []);
@@ -306,6 +301,24 @@ export class BatchEngine {
       if (!keepGoing || end) this.finish(entry, 'stop');
       else if (entry.generated >= entry.request.maxTokens || entry.history.length >= this.options.contextLength) this.finish(entry, 'length');
     }
+  }
+
+  /**
+   * The prompt log probabilities of a prefill chunk: rows firstRow.. predict prompt positions fed + 1.. (a row past
+   * the prompt, if any, is the first draw's). False, with the request failed, when a row is not finite.
+   */
+  private scorePrompt(entry: Active, logits: Float32Array, firstRow: number, count: number): boolean {
+    const vocab = this.options.vocabSize, prompt = entry.request.promptIds;
+    for (let j = 0, at = entry.fed + 1; j < count && at < prompt.length; j++, at++) {
+      const row = logits.subarray((firstRow + j) * vocab, (firstRow + j + 1) * vocab);
+      const step = stepLogprobs(row, entry.request.promptLogprobs!);
+      if (!Number.isFinite(step.logMass)) {
+        this.finish(entry, undefined, new W4a8Error('E_STEP', `the logits at prompt position ${at} are not finite (corrupt or overflowing weights)`));
+        return false;
+      }
+      (entry.promptLogprobs ??= []).push(generatedLogprob(step, prompt[at], row[prompt[at]]));
+    }
+    return true;
   }
 
   private release(entry: Active): void {
