@@ -6,7 +6,8 @@
 //                           [--kv-cache bf16|f32] [--json PATH]
 //
 // 1. Correctness: a small synthetic model (RTN-packed: e4m3fn, Gaudi-2 e4m3, and e4m3fn with a W4A8 lm_head)
-//    generates the same greedy tokens on 'cuda' and 'cpu'; backend info says which device ran.
+//    generates the same greedy tokens on 'cuda' and 'cpu', and its prompt log probabilities (steps that return every
+//    position's logits) agree; backend info says which device ran.
 // 2. Speed: a synthetic model with real shapes (bench/lib/models.mjs: random INT4 codes and scales), decode
 //    tokens/s at batch 1 and 32 through the engine (B concurrent generate() calls join one continuous batch),
 //    on the GPU, and with --cpu on the CPU too. Decode rate: tokens generated after every sequence has its
@@ -45,8 +46,15 @@ for (const [weightFormat, lmHead] of [['e4m3fn', 'bf16'], ['e4m3', 'bf16'], ['e4
   const agreeing = a.map((r, i) => { let n = 0; while (n < r.tokenIds.length && r.tokenIds[n] === b[i].tokenIds[n]) n++; return n; });
   const check = { weightFormat, lmHead, cpu: cpu.backend, gpu: gpu.backend, sameGreedyTokens: same, leadingTokensEqual: agreeing,
     firstTokens: { cpu: a[0].tokenIds.slice(0, 8), gpu: b[0].tokenIds.slice(0, 8) } };
+  // Prompt log probabilities (the steps that return every position's logits): the GPU's beside the CPU's.
+  const [sa, sb] = await Promise.all([cpu, gpu].map((m) => m.complete(prompts[2], { maxTokens: 0, promptLogprobs: 3 })));
+  check.promptLogprobs = {
+    largestDifference: Math.max(...sa.promptLogprobs.map((p, i) => Math.abs(p.logprob - sb.promptLogprobs[i].logprob))),
+    sameTopIds: sa.promptLogprobs.every((p, i) => p.top.map((t) => t.id).join() === sb.promptLogprobs[i].top.map((t) => t.id).join()),
+  };
   report.checks.push(check);
-  console.log(`greedy ${weightFormat}, lm_head ${lmHead}: ${same ? 'same tokens' : `DIFFERENT tokens (leading tokens equal: ${agreeing.join(', ')} of 24)`} on ${gpu.backend.device} (${gpu.backend.name}) and ${cpu.backend.device} (${cpu.backend.name})`);
+  console.log(`greedy ${weightFormat}, lm_head ${lmHead}: ${same ? 'same tokens' : `DIFFERENT tokens (leading tokens equal: ${agreeing.join(', ')} of 24)`} on ${gpu.backend.device} (${gpu.backend.name}) and ${cpu.backend.device} (${cpu.backend.name}); ` +
+    `prompt log probabilities: largest difference ${check.promptLogprobs.largestDifference.toExponential(2)}, top-3 ids ${check.promptLogprobs.sameTopIds ? 'the same' : 'DIFFERENT'}`);
   await Promise.all([cpu.dispose(), gpu.dispose()]);
 }
 
