@@ -11,6 +11,7 @@ import { syntheticSourceModel } from '../lib/model/synthetic.js';
 import { packModel } from '../lib/pack.js';
 import { createServer } from '../lib/server/server.js';
 import { Metrics } from '../lib/server/metrics.js';
+import { TopLogprobs, stringifyResponse } from '../lib/server/logprobs.js';
 import { tempDir } from './fixtures/safetensors-bytes.js';
 
 let packed: PackedModel;
@@ -45,6 +46,20 @@ async function post(route: string, body: unknown, at = base) {
 /** The data payloads of a server-sent event stream. */
 function events(text: string): string[] {
   return text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+}
+
+/**
+ * text_offset never decreases, stays within the text, and points at each whole-character token's own text (except
+ * after bytes that decode to U+FFFD, where it points at that character: the random test model makes invalid UTF-8).
+ */
+function expectOffsetsIndexText(text: string, logprobs: { tokens: string[]; text_offset: number[] }): void {
+  expect(logprobs.text_offset).toHaveLength(logprobs.tokens.length);
+  for (const [i, offset] of logprobs.text_offset.entries()) {
+    expect(offset).toBeLessThanOrEqual(text.length);
+    if (i > 0) expect(offset).toBeGreaterThanOrEqual(logprobs.text_offset[i - 1]);
+    const token = logprobs.tokens[i];
+    if (token && !token.includes('\uFFFD') && text[offset] !== '\uFFFD') expect(text.slice(offset, offset + token.length)).toBe(token);
+  }
 }
 
 describe('OpenAI-compatible server', () => {
@@ -240,8 +255,7 @@ describe('OpenAI-compatible server', () => {
     expect(plain.logprobs.tokens).toEqual(want.tokenIds.map(text));
     expect(plain.logprobs.token_logprobs).toEqual(want.logprobs!.map((lp) => lp.logprob));
     expect(plain.logprobs.top_logprobs[0]).toEqual(Object.fromEntries(want.logprobs![0].top.map((t) => [text(t.id), t.logprob])));
-    const offsets = plain.logprobs.tokens.map((_: string, i: number) => plain.logprobs.tokens.slice(0, i).join('').length);
-    expect(plain.logprobs.text_offset).toEqual(offsets);
+    expectOffsetsIndexText(plain.text, plain.logprobs);
     const streamed = events((await post('/v1/completions', { ...body, stream: true })).text).filter((e) => e !== '[DONE]')
       .map((e) => JSON.parse(e).choices[0].logprobs).filter(Boolean);
     expect(streamed.flatMap((l) => l.tokens)).toEqual(plain.logprobs.tokens);
@@ -260,6 +274,15 @@ describe('OpenAI-compatible server', () => {
       .map((e) => JSON.parse(e).choices[0].logprobs).filter(Boolean);
     expect(chatStream.flatMap((l) => l.content)).toEqual(chat.logprobs.content);
     expect((await post('/v1/chat/completions', { ...chatBody, logprobs: false, top_logprobs: undefined })).json().choices[0].logprobs).toBeNull();
+  });
+
+  it('writes top_logprobs most likely first, integer-like texts too, and a repeated text once (its first value)', () => {
+    const text = (id: number) => ['b', '7', 'b', 'a'][id];
+    const top = new TopLogprobs([{ id: 0, logprob: -1 }, { id: 1, logprob: -2 }, { id: 2, logprob: -3 }, { id: 3, logprob: -4 }], text);
+    expect(stringifyResponse({ choices: [{ logprobs: { top_logprobs: [null, top] } }], n: 1 }))
+      .toBe('{"choices":[{"logprobs":{"top_logprobs":[null,{"b":-1,"7":-2,"a":-4}]}}],"n":1}');
+    expect(JSON.stringify({ '7': 1, b: 2 })).toBe('{"7":1,"b":2}'); // (why: a plain object puts "7" first whatever the order)
+    expect(JSON.stringify({ b: 2, '7': 1 })).toBe('{"7":1,"b":2}');
   });
 
   it('echoes the prompt (completions), with its log probabilities when asked: max_tokens 0 scores a prompt', async () => {
@@ -282,6 +305,18 @@ describe('OpenAI-compatible server', () => {
     expect(both.text).toBe('Hello there, world' + alone.text);
     expect(both.logprobs.tokens).toEqual([...ids.map(text), ...alone.logprobs.tokens]);
     expect(both.logprobs.text_offset.slice(ids.length)).toEqual(alone.logprobs.text_offset.map((o: number) => o + 'Hello there, world'.length));
+    expectOffsetsIndexText(both.text, both.logprobs);
+    // Multi-byte characters: a token that is part of one decodes to U+FFFD alone; offsets still never decrease, and
+    // top_logprobs keeps the first (most likely) value of texts that repeat, most likely first.
+    const wide = (await post('/v1/completions', { prompt: 'Café — 東京 😀 naïve', max_tokens: 6, temperature: 0, echo: true, logprobs: 20 })).json().choices[0];
+    expectOffsetsIndexText(wide.text, wide.logprobs);
+    const wideLength = model.tokenize('Café — 東京 😀 naïve').length;
+    for (const [i, top] of wide.logprobs.top_logprobs.entries()) {
+      if (i < wideLength) continue; // (the prompt's tokens are not its most likely)
+      const token = wide.logprobs.tokens[i];
+      // (greedy: a generated token is its step's most likely, which the first of its text's repeats holds)
+      if (top[token] !== undefined) expect(top[token]).toBe(Math.max(...(Object.values(top) as number[])));
+    }
     // Streamed: the echo event first, then the completion's.
     const streamed = events((await post('/v1/completions', { ...body, stream: true })).text).filter((e) => e !== '[DONE]')
       .map((e) => JSON.parse(e).choices[0]);
@@ -292,6 +327,14 @@ describe('OpenAI-compatible server', () => {
     // echo without log probabilities: the text alone (max_tokens 0: the model is not run).
     const plain = (await post('/v1/completions', { prompt: 'Hello there, world', max_tokens: 0, echo: true })).json();
     expect([plain.choices[0].text, plain.choices[0].logprobs, plain.usage.completion_tokens]).toEqual(['Hello there, world', null, 0]);
+    // The same checks with and without log probabilities: ids in the vocabulary, a prompt the context holds (it may
+    // fill it: nothing is generated).
+    for (const logprobs of [undefined, 1]) {
+      expect((await post('/v1/completions', { prompt: [256, 99999], max_tokens: 0, echo: true, logprobs })).status).toBe(400);
+      expect((await post('/v1/completions', { prompt: new Array(97).fill(65), max_tokens: 0, echo: true, logprobs })).json().error.code)
+        .toBe('context_length_exceeded');
+      expect((await post('/v1/completions', { prompt: new Array(96).fill(65), max_tokens: 0, echo: true, logprobs })).status).toBe(200);
+    }
     const plainStream = events((await post('/v1/completions', { prompt: [256, 72, 105], max_tokens: 2, echo: true, stream: true })).text);
     expect(JSON.parse(plainStream[0]).choices[0].text).toBe(model.detokenize([256, 72, 105]));
   });

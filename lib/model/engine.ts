@@ -115,9 +115,10 @@ export class BatchEngine {
   submit(request: EngineRequest): Promise<EngineResult> {
     if (this.closed) return Promise.reject(new W4a8Error('E_DISPOSED', 'the model has been disposed'));
     if (request.promptIds.length === 0) return Promise.reject(new W4a8Error('E_EMPTY', 'the prompt has no tokens'));
-    if (request.promptIds.length >= this.options.contextLength)
-      return Promise.reject(new W4a8Error('E_CONTEXT',
-        `the prompt has ${request.promptIds.length} tokens; the context holds ${this.options.contextLength} (prompt + at least one generated token)`));
+    // (A prompt to score only, maxTokens 0, may fill the context; one to continue needs room for a token.)
+    if (request.promptIds.length + (request.maxTokens === 0 ? 0 : 1) > this.options.contextLength)
+      return Promise.reject(new W4a8Error('E_CONTEXT', `the prompt has ${request.promptIds.length} tokens; the context holds ` +
+        `${this.options.contextLength}${request.maxTokens === 0 ? '' : ' (prompt + at least one generated token)'}`));
     if (request.signal?.aborted) return Promise.reject(abortError());
     const capacity = Math.min(this.options.contextLength, request.promptIds.length + request.maxTokens);
     if (capacity > this.options.maxTokensInFlight)

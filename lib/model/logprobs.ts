@@ -14,6 +14,8 @@ export interface TokenLogprob {
 /** A generated token's log probability, and the most likely tokens at its step (most likely first). */
 export interface GeneratedLogprob extends TokenLogprob {
   top: TokenLogprob[];
+  /** Generated tokens: where the token's text starts in the generated text (its decoding so far, before it). */
+  textOffset?: number;
 }
 
 /** Most top tokens a request may ask for (OpenAI's limit for top_logprobs). */

@@ -409,7 +409,8 @@ export class W4a8Model {
       onPromptLogprobs: (promptLogprobs) => emit({ text: '', tokenIds: [], promptLogprobs }),
       onToken: (id, tokenLogprobs) => {
         if (this.config.eosTokenIds.includes(id)) return false;
-        emit({ text: text ? text.push(id) : '', tokenIds: [id], ...(tokenLogprobs ? { logprobs: [tokenLogprobs] } : {}) });
+        const textOffset = text?.fullText.length ?? 0; // (this token's text starts where the text so far ends)
+        emit({ text: text ? text.push(id) : '', tokenIds: [id], ...(tokenLogprobs && { logprobs: [{ ...tokenLogprobs, textOffset }] }) });
         return !text?.stopped;
       },
     });

@@ -6,6 +6,7 @@
  * relies on the response's token_ids.
  */
 import type { GeneratedLogprob, TokenLogprob } from '../model/logprobs.js';
+import { TextStream } from '../model/text-stream.js';
 
 type TokenText = (id: number) => string;
 
@@ -21,6 +22,19 @@ export function promptTokens(promptIds: readonly number[], promptLogprobs: reado
   return promptIds.length === 0 ? [] : [{ id: promptIds[0], logprob: null, top: null }, ...promptLogprobs];
 }
 
+/**
+ * Token id -> its text alone, decoded once per id (a response lists each token and its top alternatives: decoding
+ * each of them afresh took 20-40 ms of event loop for a 500-token echo with 20 alternatives).
+ */
+export function tokenTextCache(decode: (id: number) => string): TokenText {
+  const texts = new Map<number, string>();
+  return (id) => {
+    let text = texts.get(id);
+    if (text === undefined) texts.set(id, (text = decode(id)));
+    return text;
+  };
+}
+
 const utf8 = new TextEncoder();
 
 export function chatLogprobs(logprobs: readonly GeneratedLogprob[], text: TokenText) {
@@ -31,16 +45,64 @@ export function chatLogprobs(logprobs: readonly GeneratedLogprob[], text: TokenT
   return { content: logprobs.map((lp) => ({ ...entry(lp.id, lp.logprob), top_logprobs: lp.top.map((t) => entry(t.id, t.logprob)) })) };
 }
 
-/** `offset`: characters of completion text before these tokens (text_offset counts on from it). */
-export function completionLogprobs(logprobs: readonly CompletionToken[], text: TokenText, offset = 0) {
-  const tokens = logprobs.map((lp) => text(lp.id));
-  const textOffset = tokens.map((token) => (offset += token.length) - token.length);
+/**
+ * A completions top_logprobs object: token text -> log probability, most likely first. Keys must stay in that order
+ * (JSON.stringify puts integer-like keys such as "1" first in any object, so it is serialized by hand: toJSON cannot
+ * return raw JSON, see stringifyResponse), and texts that repeat (several partial-character tokens are all U+FFFD)
+ * keep their first, most likely value.
+ */
+export class TopLogprobs {
+  readonly entries: [string, number][] = [];
+
+  constructor(top: readonly TokenLogprob[], text: TokenText) {
+    const seen = new Set<string>();
+    for (const t of top) {
+      const token = text(t.id);
+      if (seen.has(token)) continue;
+      seen.add(token);
+      this.entries.push([token, t.logprob]);
+    }
+  }
+
+  json(): string {
+    return `{${this.entries.map(([token, logprob]) => `${JSON.stringify(token)}:${JSON.stringify(logprob)}`).join(',')}}`;
+  }
+}
+
+/** JSON.stringify, with each TopLogprobs written in its own order. */
+export function stringifyResponse(value: unknown): string {
+  const ordered: string[] = [];
+  const text = JSON.stringify(value, (_key, v) => (v instanceof TopLogprobs ? `\u0000${ordered.push(v.json()) - 1}\u0000` : v));
+  return ordered.length === 0 ? text : text.replace(/"\\u0000(\d+)\\u0000"/g, (_, i) => ordered[Number(i)]);
+}
+
+/** `offsets`: each token's text_offset (where its text starts in the response's text). */
+export function completionLogprobs(logprobs: readonly CompletionToken[], text: TokenText, offsets: readonly number[]) {
   return {
-    tokens,
+    tokens: logprobs.map((lp) => text(lp.id)),
     token_logprobs: logprobs.map((lp) => lp.logprob),
-    top_logprobs: logprobs.map((lp) => lp.top && Object.fromEntries(lp.top.map((t) => [text(t.id), t.logprob]))),
-    text_offset: textOffset,
+    top_logprobs: logprobs.map((lp) => lp.top && new TopLogprobs(lp.top, text)),
+    text_offset: [...offsets],
   };
+}
+
+/**
+ * text_offset of an echoed prompt's tokens: where each one's text starts in the prompt's decoding, read as the
+ * generated tokens' are (the text decoded so far before it; a partial character's bytes count from where it starts),
+ * capped at the echoed text's length (the prompt as given may be shorter than its decoding).
+ */
+export function promptOffsets(tokens: readonly CompletionToken[], decode: (ids: number[]) => string, echoLength: number): number[] {
+  const stream = new TextStream(decode, []);
+  return tokens.map((t) => {
+    const offset = Math.min(stream.fullText.length, echoLength);
+    stream.push(t.id);
+    return offset;
+  });
+}
+
+/** text_offset of generated tokens: where each one's text starts in the completion (GeneratedLogprob.textOffset), after `start`. */
+export function generatedOffsets(logprobs: readonly GeneratedLogprob[], start: number): number[] {
+  return logprobs.map((lp) => start + (lp.textOffset ?? 0));
 }
 
 /** Two runs of completions-API log probabilities, one after the other (an echoed prompt's, then the completion's). */

@@ -9,7 +9,10 @@ import { randomUUID } from 'node:crypto';
 import { W4a8Error } from '../errors.js';
 import type { W4a8Model, GenerationChunk, GenerationSummary } from '../model/model.js';
 import { Metrics } from './metrics.js';
-import { chatLogprobs, completionLogprobs, joinCompletionLogprobs, promptTokens } from './logprobs.js';
+import {
+  chatLogprobs, completionLogprobs, generatedOffsets, joinCompletionLogprobs, promptOffsets, promptTokens, stringifyResponse, tokenTextCache,
+  type CompletionToken,
+} from './logprobs.js';
 import { ApiError, modelNotFound, parseRequest, type CompletionRequest } from './requests.js';
 
 export interface ServerOptions {
@@ -31,7 +34,7 @@ export interface ServerOptions {
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
-  res.writeHead(status, { ...JSON_HEADERS, ...headers }).end(JSON.stringify(body));
+  res.writeHead(status, { ...JSON_HEADERS, ...headers }).end(stringifyResponse(body));
 }
 
 function errorBody(error: ApiError) {
@@ -161,10 +164,13 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     if (!request.stream) {
       const r = await model.complete(prompt, generationOptions);
       record(r.promptTokens, r.generatedTokens, r.timeToFirstTokenMs, started);
+      // Requests that end in the same step resume in one event-loop turn: building a large log-probability answer
+      // (an echoed prompt with 20 alternatives a token: some milliseconds each) waits for a turn of its own.
+      if (r.logprobs) await new Promise((resolve) => setImmediate(resolve));
       // (text_offset: the prompt's tokens from 0, the completion's from the end of the echoed text.)
       const logprobs = chat ? r.logprobs && chatLogprobs(r.logprobs, tokenText)
-        : r.logprobs && joinCompletionLogprobs(completionLogprobs(r.promptLogprobs ? promptTokens(prompt, r.promptLogprobs) : [], tokenText),
-          completionLogprobs(r.logprobs, tokenText, echoText.length));
+        : r.logprobs && joinCompletionLogprobs(echoedLogprobs(r.promptLogprobs ? promptTokens(prompt, r.promptLogprobs) : [], echoText),
+          completionLogprobs(r.logprobs, tokenText, generatedOffsets(r.logprobs, echoText.length)));
       const choice = chat
         ? { index: 0, message: { role: 'assistant', content: r.text }, token_ids: r.tokenIds, logprobs: logprobs ?? null, finish_reason: r.finishReason }
         : { index: 0, text: echoText + r.text, token_ids: r.tokenIds, logprobs: logprobs ?? null, finish_reason: r.finishReason };
@@ -175,19 +181,28 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
 
   /** echo with max_tokens 0 and no log probabilities: the prompt's text, and nothing to run. */
   function echoOnly(res: http.ServerResponse, request: CompletionRequest, prompt: number[], echoText: string, base: object): void {
+    // (The model's checks, which this answer does not pass through: the same request with logprobs gets them.)
+    const bad = prompt.findIndex((id) => id >= model.config.vocabSize);
+    if (bad >= 0) throw new ApiError(400, `prompt[${bad}] is not a token id in [0, ${model.config.vocabSize}): ${prompt[bad]}`, 'prompt');
+    if (prompt.length > model.contextLength)
+      throw new ApiError(400, `the prompt has ${prompt.length} tokens; the context holds ${model.contextLength}`, 'prompt', 'invalid_request_error', 'context_length_exceeded');
     const choice = { index: 0, text: echoText, token_ids: [], logprobs: null, finish_reason: 'length' };
     const figures = usage({ promptTokens: prompt.length, generatedTokens: 0 });
     if (!request.stream) return sendJson(res, 200, { ...base, object: 'text_completion', choices: [choice], usage: figures });
     const extra = request.includeUsage ? { usage: null } : {};
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    res.write(`data: ${JSON.stringify({ ...base, object: 'text_completion', choices: [choice], ...extra })}\n\n`);
-    if (request.includeUsage) res.write(`data: ${JSON.stringify({ ...base, object: 'text_completion', choices: [], usage: figures })}\n\n`);
+    res.write(`data: ${stringifyResponse({ ...base, object: 'text_completion', choices: [choice], ...extra })}\n\n`);
+    if (request.includeUsage) res.write(`data: ${stringifyResponse({ ...base, object: 'text_completion', choices: [], usage: figures })}\n\n`);
     res.end('data: [DONE]\n\n');
   }
 
   /** A token's text alone (for log probabilities): '' for a model without a tokenizer. */
-  function tokenText(id: number): string {
-    return model.tokenizer ? model.detokenize([id]) : '';
+  const tokenText = tokenTextCache((id) => (model.tokenizer ? model.detokenize([id]) : ''));
+
+  /** The completions log probabilities of an echoed prompt's tokens. */
+  function echoedLogprobs(tokens: CompletionToken[], echoText: string) {
+    const decode = (ids: number[]) => (model.tokenizer ? model.detokenize(ids) : '');
+    return completionLogprobs(tokens, tokenText, promptOffsets(tokens, decode, echoText.length));
   }
 
   function usage(r: Pick<GenerationSummary, 'promptTokens' | 'generatedTokens'>) {
@@ -199,7 +214,7 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     const object = chat ? 'chat.completion.chunk' : 'text_completion';
     // With stream_options.include_usage every chunk carries usage: null, and a last one (no choices) the figures.
     const extra = request.includeUsage ? { usage: null } : {};
-    const send = (choice: object) => res.write(`data: ${JSON.stringify({ ...base, object, choices: [choice], ...extra })}\n\n`);
+    const send = (choice: object) => res.write(`data: ${stringifyResponse({ ...base, object, choices: [choice], ...extra })}\n\n`);
     const iterator = model.stream(prompt, generationOptions)[Symbol.asyncIterator]();
     // Pull the first chunk before answering 200, so that a bad request still gets a clean error status.
     const first = await iterator.next();
@@ -208,7 +223,6 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     // echo: the prompt's text first (with its log probabilities, from the first chunk, when asked for them).
     if (request.echo && generationOptions.promptLogprobs === undefined) send({ index: 0, text: echoText, token_ids: [], finish_reason: null });
     let generated = 0;
-    let tokenTextLength = echoText.length; // (text_offset of the completion's tokens: after the echoed prompt)
     let firstTokenMs = performance.now() - started;
     let next: IteratorResult<GenerationChunk, GenerationSummary> = first;
     try {
@@ -219,13 +233,12 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
         // the generated ids, which is all a model without a tokenizer has to give (its text stays empty).
         const { text, tokenIds, logprobs, promptLogprobs } = next.value;
         if (promptLogprobs) {
-          send({ index: 0, text: echoText, token_ids: [], logprobs: completionLogprobs(promptTokens(prompt, promptLogprobs), tokenText), finish_reason: null });
+          send({ index: 0, text: echoText, token_ids: [], logprobs: echoedLogprobs(promptTokens(prompt, promptLogprobs), echoText), finish_reason: null });
         } else if (text || tokenIds.length > 0) {
-          // (Log probabilities per event, for its tokens; text_offset counts on over the events' token texts.)
+          // (Log probabilities per event, for its tokens; text_offset: where each token's text starts in the whole text.)
           if (chat) send({ index: 0, delta: { content: text }, token_ids: tokenIds, ...(logprobs && { logprobs: chatLogprobs(logprobs, tokenText) }), finish_reason: null });
           else {
-            const lp = logprobs && completionLogprobs(logprobs, tokenText, tokenTextLength);
-            if (lp) tokenTextLength += lp.tokens.reduce((n, t) => n + t.length, 0);
+            const lp = logprobs && completionLogprobs(logprobs, tokenText, generatedOffsets(logprobs, echoText.length));
             send({ index: 0, text, token_ids: tokenIds, ...(lp && { logprobs: lp }), finish_reason: null });
           }
         }
