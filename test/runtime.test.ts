@@ -11,6 +11,7 @@ import { Sampler, resolveSampling } from '../lib/model/sampler.js';
 import { TextStream } from '../lib/model/text-stream.js';
 import { TextTokenizer } from '../lib/model/tokenizer.js';
 import { stepLogprobs } from '../lib/model/logprobs.js';
+import { vocabularyBytes } from '../lib/model/token-bytes.js';
 import { byteLevelTokenizerJson } from '../lib/model/synthetic.js';
 import { syntheticSourceModel, type SyntheticShape } from '../lib/model/synthetic.js';
 import { packModel } from '../lib/pack.js';
@@ -620,6 +621,20 @@ describe('sampler', () => {
     const best = Array.from(logits.keys()).reduce((a, b) => (logits[b] > logits[a] ? b : a));
     const mass = [...keep].reduce((m, t) => m + Math.exp((logits[t] - logits[best]) / o.temperature), 0);
     expect((seen.get(best) ?? 0) / 600).toBeCloseTo(1 / mass, 1);
+  });
+});
+
+describe('token bytes', () => {
+  it('reads a token\'s own bytes from byte-level and SentencePiece vocabulary strings', () => {
+    expect(Array.from(vocabularyBytes('\u0120the', 'byte-level')!)).toEqual([32, 116, 104, 101]); // 'Ġthe'
+    expect(Array.from(vocabularyBytes('\u00e6\u013f', 'byte-level')!)).toEqual([0xE6, 0x9D]); // part of a character
+    expect(vocabularyBytes('\u4e2d', 'byte-level')).toBeUndefined(); // not a byte-level string: the caller decodes
+    expect(Array.from(vocabularyBytes('<0xE6>', 'sentencepiece')!)).toEqual([0xE6]);
+    expect(Array.from(vocabularyBytes('\u2581caf\u00e9', 'sentencepiece')!)).toEqual([32, 99, 97, 102, 0xC3, 0xA9]);
+    expect(vocabularyBytes('x', 'text')).toBeUndefined();
+    const tokenizer = TextTokenizer.fromJson(byteLevelTokenizerJson());
+    const ids = tokenizer.encode('naïve 東京', false);
+    expect(Uint8Array.from(ids.flatMap((id) => Array.from(tokenizer.tokenBytes(id))))).toEqual(new TextEncoder().encode('naïve 東京'));
   });
 });
 

@@ -266,10 +266,12 @@ describe('OpenAI-compatible server', () => {
     expect(chat.logprobs.content).toHaveLength(chat.token_ids.length);
     for (const [i, entry] of chat.logprobs.content.entries()) {
       expect(entry.token).toBe(text(chat.token_ids[i]));
-      expect(entry.bytes).toEqual(Array.from(new TextEncoder().encode(entry.token)));
+      expect(entry.bytes).toEqual(Array.from(model.tokenizer!.tokenBytes(chat.token_ids[i]))); // (raw: one byte a token here)
       expect(entry.top_logprobs).toHaveLength(2);
       expect(entry.top_logprobs[0].logprob).toBe(entry.logprob);
     }
+    // The tokens' bytes are the text's: decoded together they give the message (U+FFFD where the bytes are invalid).
+    expect(new TextDecoder().decode(Uint8Array.from(chat.logprobs.content.flatMap((e: { bytes: number[] }) => e.bytes)))).toBe(chat.message.content);
     const chatStream = events((await post('/v1/chat/completions', { ...chatBody, stream: true })).text).filter((e) => e !== '[DONE]')
       .map((e) => JSON.parse(e).choices[0].logprobs).filter(Boolean);
     expect(chatStream.flatMap((l) => l.content)).toEqual(chat.logprobs.content);

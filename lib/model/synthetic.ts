@@ -5,6 +5,7 @@
  */
 import type { ModelConfig, SourceModel, Tensor } from './types.js';
 import { seededNormals } from '../random.js';
+import { byteToUnicode } from './token-bytes.js';
 
 export interface SyntheticShape {
   dim: number;
@@ -19,18 +20,6 @@ export interface SyntheticShape {
 export const DEFAULT_SYNTHETIC_SHAPE: SyntheticShape = { dim: 512, hiddenDim: 1376, nLayers: 8, nHeads: 8, nKvHeads: 4, maxSeqLen: 1024 };
 
 const SPECIAL_TOKENS = ['<s>', '</s>'];
-
-/** GPT-2's byte -> printable character map, which ByteLevel pre-tokenizers and decoders use. */
-function byteToUnicode(): string[] {
-  const printable: number[] = [];
-  for (let b = 33; b <= 126; b++) printable.push(b);
-  for (let b = 161; b <= 172; b++) printable.push(b);
-  for (let b = 174; b <= 255; b++) printable.push(b);
-  const map: string[] = new Array(256);
-  let extra = 0;
-  for (let b = 0; b < 256; b++) map[b] = String.fromCodePoint(printable.includes(b) ? b : 256 + extra++);
-  return map;
-}
 
 /** tokenizer.json of a byte-level BPE with the 256 bytes as its vocabulary, then <s> (256) and </s> (257). */
 export function byteLevelTokenizerJson(): string {

@@ -6,6 +6,9 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { W4a8Error } from '../errors.js';
 import { EncodeThread } from './encode-thread.js';
+import { vocabularyBytes, vocabularyEncoding, type VocabularyEncoding } from './token-bytes.js';
+
+const utf8 = new TextEncoder();
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | string;
@@ -40,6 +43,9 @@ interface TokenizerSources {
 
 interface TokenizerParts {
   tokenizer: Tokenizer;
+  /** How vocabulary strings encode bytes (tokenBytes), and the added tokens (whose strings are plain text). */
+  encoding: VocabularyEncoding;
+  addedIds: Set<number>;
   template?: Template;
   specialTokens: Record<string, string>;
   maxTokenId: number;
@@ -69,6 +75,8 @@ function* buildParts(tokenizerJson: string, tokenizerConfigJson?: string, chatTe
   }
   yield;
   const { maxId: maxTokenId, maxChars: maxTokenChars } = vocabularyBounds(json);
+  const added = Array.isArray(json.added_tokens) ? (json.added_tokens as { id?: unknown }[]) : [];
+  const addedIds = new Set(added.map((t) => t?.id).filter((id): id is number => typeof id === 'number'));
   const source = chatTemplate ?? (typeof config.chat_template === 'string' ? config.chat_template : undefined);
   let template: Template | undefined;
   try {
@@ -83,7 +91,7 @@ function* buildParts(tokenizerJson: string, tokenizerConfigJson?: string, chatTe
     else if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string')
       specialTokens[key] = (v as { content: string }).content;
   }
-  return { tokenizer, template, specialTokens, maxTokenId, maxTokenChars };
+  return { tokenizer, encoding: vocabularyEncoding(json), addedIds, template, specialTokens, maxTokenId, maxTokenChars };
 }
 
 /** Texts this long or longer go to the encode thread (about 1k tokens: 3-4 ms here, against ~0.3 ms of messaging). */
@@ -102,8 +110,12 @@ export class TextTokenizer {
   private thread?: EncodeThread;
   private closed = false;
 
+  private readonly encoding: VocabularyEncoding;
+  private readonly addedIds: Set<number>;
+
   private constructor(parts: TokenizerParts, private readonly sources: TokenizerSources) {
     ({ tokenizer: this.tokenizer, template: this.template, specialTokens: this.specialTokens } = parts);
+    ({ encoding: this.encoding, addedIds: this.addedIds } = parts);
     ({ maxTokenId: this.maxTokenId, maxTokenChars: this.maxTokenChars } = parts);
   }
 
@@ -170,6 +182,12 @@ export class TextTokenizer {
     } catch (error) {
       throw new W4a8Error('E_FILE', `the model's tokenizer failed to decode: ${(error as Error).message}`);
     }
+  }
+
+  /** Token `id`'s own bytes (token-bytes.ts): part of a character's UTF-8 where its decoding alone is U+FFFD. */
+  tokenBytes(id: number): Uint8Array {
+    const token = this.addedIds.has(id) ? undefined : this.tokenizer.id_to_token(id);
+    return (token !== undefined && vocabularyBytes(token, this.encoding)) || utf8.encode(this.decode([id]));
   }
 
   get hasChatTemplate(): boolean {

@@ -1,9 +1,8 @@
 /**
  * Log probabilities in OpenAI's response shapes: chat's `{content: [{token, logprob, bytes, top_logprobs}]}` and the
  * completions API's `{tokens, token_logprobs, top_logprobs, text_offset}`. A token's text is what the tokenizer
- * decodes it to alone (a token that holds part of a multi-byte character decodes to U+FFFD, and its bytes are that
- * character's: the tokenizer library gives no raw bytes); a model without a tokenizer has empty token texts and
- * relies on the response's token_ids.
+ * decodes it to alone (a token that holds part of a multi-byte character decodes to U+FFFD; its `bytes` are its own,
+ * raw); a model without a tokenizer has empty token texts and relies on the response's token_ids.
  */
 import type { GeneratedLogprob, TokenLogprob } from '../model/logprobs.js';
 import { TextStream } from '../model/text-stream.js';
@@ -23,25 +22,21 @@ export function promptTokens(promptIds: readonly number[], promptLogprobs: reado
 }
 
 /**
- * Token id -> its text alone, decoded once per id (a response lists each token and its top alternatives: decoding
- * each of them afresh took 20-40 ms of event loop for a 500-token echo with 20 alternatives).
+ * `of(id)`, computed once per token id (a response lists each token and its top alternatives: decoding each afresh
+ * took 20-40 ms of event loop for a 500-token echo with 20 alternatives).
  */
-export function tokenTextCache(decode: (id: number) => string): TokenText {
-  const texts = new Map<number, string>();
+export function byTokenId<T>(of: (id: number) => T): (id: number) => T {
+  const known = new Map<number, T>();
   return (id) => {
-    let text = texts.get(id);
-    if (text === undefined) texts.set(id, (text = decode(id)));
-    return text;
+    let value = known.get(id);
+    if (value === undefined) known.set(id, (value = of(id)));
+    return value;
   };
 }
 
-const utf8 = new TextEncoder();
-
-export function chatLogprobs(logprobs: readonly GeneratedLogprob[], text: TokenText) {
-  const entry = (id: number, logprob: number) => {
-    const token = text(id);
-    return { token, logprob, bytes: Array.from(utf8.encode(token)) };
-  };
+/** `bytes(id)`: the token's own bytes (TextTokenizer.tokenBytes: raw, also for part of a character). */
+export function chatLogprobs(logprobs: readonly GeneratedLogprob[], text: TokenText, bytes: (id: number) => number[]) {
+  const entry = (id: number, logprob: number) => ({ token: text(id), logprob, bytes: bytes(id) });
   return { content: logprobs.map((lp) => ({ ...entry(lp.id, lp.logprob), top_logprobs: lp.top.map((t) => entry(t.id, t.logprob)) })) };
 }
 

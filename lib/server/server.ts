@@ -10,7 +10,7 @@ import { W4a8Error } from '../errors.js';
 import type { W4a8Model, GenerationChunk, GenerationSummary } from '../model/model.js';
 import { Metrics } from './metrics.js';
 import {
-  chatLogprobs, completionLogprobs, generatedOffsets, joinCompletionLogprobs, promptOffsets, promptTokens, stringifyResponse, tokenTextCache,
+  chatLogprobs, completionLogprobs, generatedOffsets, joinCompletionLogprobs, promptOffsets, promptTokens, stringifyResponse, byTokenId,
   type CompletionToken,
 } from './logprobs.js';
 import { ApiError, modelNotFound, parseRequest, type CompletionRequest } from './requests.js';
@@ -168,7 +168,7 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       // (an echoed prompt with 20 alternatives a token: some milliseconds each) waits for a turn of its own.
       if (r.logprobs) await new Promise((resolve) => setImmediate(resolve));
       // (text_offset: the prompt's tokens from 0, the completion's from the end of the echoed text.)
-      const logprobs = chat ? r.logprobs && chatLogprobs(r.logprobs, tokenText)
+      const logprobs = chat ? r.logprobs && chatLogprobs(r.logprobs, tokenText, tokenBytes)
         : r.logprobs && joinCompletionLogprobs(echoedLogprobs(r.promptLogprobs ? promptTokens(prompt, r.promptLogprobs) : [], echoText),
           completionLogprobs(r.logprobs, tokenText, generatedOffsets(r.logprobs, echoText.length)));
       const choice = chat
@@ -197,7 +197,8 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
   }
 
   /** A token's text alone (for log probabilities): '' for a model without a tokenizer. */
-  const tokenText = tokenTextCache((id) => (model.tokenizer ? model.detokenize([id]) : ''));
+  const tokenText = byTokenId((id) => (model.tokenizer ? model.detokenize([id]) : ''));
+  const tokenBytes = byTokenId((id) => (model.tokenizer ? Array.from(model.tokenizer.tokenBytes(id)) : []));
 
   /** The completions log probabilities of an echoed prompt's tokens. */
   function echoedLogprobs(tokens: CompletionToken[], echoText: string) {
@@ -236,7 +237,7 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
           send({ index: 0, text: echoText, token_ids: [], logprobs: echoedLogprobs(promptTokens(prompt, promptLogprobs), echoText), finish_reason: null });
         } else if (text || tokenIds.length > 0) {
           // (Log probabilities per event, for its tokens; text_offset: where each token's text starts in the whole text.)
-          if (chat) send({ index: 0, delta: { content: text }, token_ids: tokenIds, ...(logprobs && { logprobs: chatLogprobs(logprobs, tokenText) }), finish_reason: null });
+          if (chat) send({ index: 0, delta: { content: text }, token_ids: tokenIds, ...(logprobs && { logprobs: chatLogprobs(logprobs, tokenText, tokenBytes) }), finish_reason: null });
           else {
             const lp = logprobs && completionLogprobs(logprobs, tokenText, generatedOffsets(logprobs, echoText.length));
             send({ index: 0, text, token_ids: tokenIds, ...(lp && { logprobs: lp }), finish_reason: null });
