@@ -14,7 +14,7 @@ export {
 export { W4a8Model, type ModelOptions, type GenerateOptions, type GenerationChunk, type GenerationResult, type KvCacheType } from './model/model.js';
 export { cudaDevice, type Device, type CudaDeviceInfo, type BackendInfo } from './model/device.js';
 export type { SamplingOptions } from './model/sampler.js';
-export type { GeneratedLogprob, TokenLogprob } from './model/logprobs.js';
+export { MAX_TOP_LOGPROBS, type GeneratedLogprob, type PositionLogprobs, type TokenLogprob } from './model/logprobs.js';
 export type { ChatMessage } from './model/tokenizer.js';
 export type { ModelConfig, QuantConfig, PackedModel, SourceModel, Tensor } from './model/types.js';
 export { DEFAULT_KV_CACHE, KV_CACHE_TYPES } from './model/types.js';

@@ -11,6 +11,7 @@ import { Sampler, resolveSampling } from '../lib/model/sampler.js';
 import { TextStream } from '../lib/model/text-stream.js';
 import { TextTokenizer } from '../lib/model/tokenizer.js';
 import { stepLogprobs } from '../lib/model/logprobs.js';
+import { native } from '../lib/native.js';
 import { vocabularyBytes } from '../lib/model/token-bytes.js';
 import { byteLevelTokenizerJson } from '../lib/model/synthetic.js';
 import { syntheticSourceModel, type SyntheticShape } from '../lib/model/synthetic.js';
@@ -520,6 +521,14 @@ describe('log probabilities', () => {
         }
       }
     }
+  });
+
+  it('a NaN or an infinity anywhere in the row is E_STEP (never NaN log probabilities), and never a top token', () => {
+    for (const row of [Float32Array.of(1, NaN, 3, 2), Float32Array.of(1, 2, Infinity), Float32Array.of(-Infinity, -Infinity)])
+      expect(() => stepLogprobs(row, 2)).toThrow(expect.objectContaining({ code: 'E_STEP' }));
+    expect(Array.from(native().logSoftmaxTop(Float32Array.of(1, NaN, 5, 2), 2).subarray(1))).toEqual([2, 3]);
+    for (const count of [2.9, -0.5, NaN, 2 ** 32 + 1, 21, 5])
+      expect(() => native().logSoftmaxTop(new Float32Array(4), count)).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
   });
 
   it('reports the raw distribution: bias and penalties change the draw, not the log probabilities', async () => {

@@ -212,6 +212,7 @@ describe('OpenAI-compatible server', () => {
       ['/v1/completions', { echo: 'yes' }, "'echo'"],
       ['/v1/completions', { max_tokens: 0 }, "'max_tokens'"],
       ['/v1/completions', { logprobs: 21 }, "'logprobs'"],
+      ['/v1/completions', { top_logprobs: 2 }, "'top_logprobs'"],
       ['/v1/completions', { suffix: 'x' }, "'suffix'"],
       ['/v1/completions', { best_of: 3 }, "'best_of'"],
       ['/v1/completions', { presence_penalty: 'x' }, "'presence_penalty'"],

@@ -7,7 +7,7 @@
 import { W4a8Error } from '../errors.js';
 import type { NativeModelHandle } from '../native.js';
 import { watchAbort } from './abort-watch.js';
-import { generatedLogprob, stepLogprobs, type GeneratedLogprob } from './logprobs.js';
+import { positionLogprobs, stepLogprobs, type PositionLogprobs, type StepLogprobs } from './logprobs.js';
 import { Sampler, type ResolvedSampling } from './sampler.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -22,7 +22,7 @@ export interface EngineRequest {
    * Called with each generated token (and its log probabilities when `logprobs` is set); return false to finish
    * ('stop', e.g. a stop string matched).
    */
-  onToken: (tokenId: number, logprobs?: GeneratedLogprob) => boolean;
+  onToken: (tokenId: number, logprobs?: PositionLogprobs) => boolean;
   /** Report each token's log probability and this many of the most likely tokens at its step (0..20). */
   logprobs?: number;
   /**
@@ -30,7 +30,7 @@ export interface EngineRequest {
    * its position, through onPromptLogprobs once the prompt is in (its steps then return every position's logits).
    */
   promptLogprobs?: number;
-  onPromptLogprobs?: (logprobs: GeneratedLogprob[]) => void;
+  onPromptLogprobs?: (logprobs: PositionLogprobs[]) => void;
   /** While this returns true the sequence sits out the steps (its consumer is behind): backpressure. */
   isPaused?: () => boolean;
 }
@@ -76,7 +76,7 @@ interface Active {
   fed: number; // prompt tokens already in the cache
   history: number[]; // prompt + generated ids
   generated: number;
-  promptLogprobs?: GeneratedLogprob[]; // of prompt tokens 1.. so far (request.promptLogprobs)
+  promptLogprobs?: PositionLogprobs[]; // of prompt tokens 1.. so far (request.promptLogprobs)
   start: number;
   firstTokenAt?: number;
   resolve: (r: EngineResult) => void;
@@ -99,6 +99,7 @@ export class BatchEngine {
   private stepCounts = new Int32Array(0);
   private stepTokens = new Int32Array(0);
   private stepLogits = new Float32Array(0);
+  private positionLogits?: Float32Array;
 
   constructor(private readonly handle: NativeModelHandle, private readonly options: EngineOptions) {}
 
@@ -249,9 +250,12 @@ export class BatchEngine {
     if (this.stepLogits.length < batch * vocab) this.stepLogits = new Float32Array(this.stepIds.length * vocab);
     if (this.stepTokens.length < tokenCount) this.stepTokens = new Int32Array(Math.max(tokenCount, 2 * this.stepTokens.length));
     const ids = this.stepIds.subarray(0, batch), counts = this.stepCounts.subarray(0, batch);
-    // (A step with every position's logits gets a buffer of its own: up to prefillChunk rows, not kept.)
+    // Steps with every position's logits (up to prefillChunk + batch rows) share a buffer of their own, let go at the
+    // first step without: a prompt being scored takes one allocation, not one a step, and none stays afterwards.
+    if (!allPositions) this.positionLogits = undefined;
+    else if (!this.positionLogits || this.positionLogits.length < rows * vocab) this.positionLogits = new Float32Array(rows * vocab);
     const tokens = this.stepTokens.subarray(0, tokenCount);
-    const logits = allPositions ? new Float32Array(rows * vocab) : this.stepLogits.subarray(0, batch * vocab);
+    const logits = allPositions ? this.positionLogits!.subarray(0, rows * vocab) : this.stepLogits.subarray(0, batch * vocab);
     for (let i = 0, at = 0; i < batch; i++) {
       const entry = entries[i], count = fedCounts[i];
       ids[i] = entry.sequence;
@@ -285,9 +289,10 @@ export class BatchEngine {
       if (entry.aborted) continue;
       let token: number;
       const row = logits.subarray(lastRow * vocab, (lastRow + 1) * vocab);
-      // Log probabilities come from the raw row: read before the sampler applies bias and penalties to it.
-      const step = entry.request.logprobs === undefined ? undefined : stepLogprobs(row, entry.request.logprobs);
+      let step: StepLogprobs | undefined;
       try {
+        // Log probabilities come from the raw row: read before the sampler applies bias and penalties to it.
+        if (entry.request.logprobs !== undefined) step = stepLogprobs(row, entry.request.logprobs);
         token = entry.sampler.sample(row, entry.history, step !== undefined);
       } catch (error) { // non-finite logits: this request fails, the others go on
         this.finish(entry, undefined, error);
@@ -298,7 +303,7 @@ export class BatchEngine {
       // An end-of-sequence token ends the output and is not part of it (nor of the generated count).
       const end = entry.request.stopTokenIds.has(token);
       if (!end) entry.generated++;
-      const keepGoing = entry.request.onToken(token, step && generatedLogprob(step, token, entry.sampler.rawLogit(row, token)));
+      const keepGoing = entry.request.onToken(token, step && positionLogprobs(step, token, entry.sampler.rawLogit(row, token)));
       if (!keepGoing || end) this.finish(entry, 'stop');
       else if (entry.generated >= entry.request.maxTokens || entry.history.length >= this.options.contextLength) this.finish(entry, 'length');
     }
@@ -310,16 +315,16 @@ export class BatchEngine {
    */
   private scorePrompt(entry: Active, logits: Float32Array, firstRow: number, count: number): boolean {
     const vocab = this.options.vocabSize, prompt = entry.request.promptIds;
-    for (let j = 0, at = entry.fed + 1; j < count && at < prompt.length; j++, at++) {
-      const row = logits.subarray((firstRow + j) * vocab, (firstRow + j + 1) * vocab);
-      const step = stepLogprobs(row, entry.request.promptLogprobs!);
-      if (!Number.isFinite(step.logMass)) {
-        this.finish(entry, undefined, new W4a8Error('E_STEP', `the logits at prompt position ${at} are not finite (corrupt or overflowing weights)`));
-        return false;
+    try {
+      for (let j = 0, at = entry.fed + 1; j < count && at < prompt.length; j++, at++) {
+        const row = logits.subarray((firstRow + j) * vocab, (firstRow + j + 1) * vocab);
+        (entry.promptLogprobs ??= []).push(positionLogprobs(stepLogprobs(row, entry.request.promptLogprobs!), prompt[at], row[prompt[at]]));
       }
-      (entry.promptLogprobs ??= []).push(generatedLogprob(step, prompt[at], row[prompt[at]]));
+      return true;
+    } catch (error) { // (non-finite logits: E_STEP)
+      this.finish(entry, undefined, error);
+      return false;
     }
-    return true;
   }
 
   private release(entry: Active): void {

@@ -10,7 +10,7 @@ import { callNative, callNativeAsync, type NativeModelHandle } from '../native.j
 import { checkDevice, cudaDevice, type BackendInfo, type Device } from './device.js';
 import { watchAbort } from './abort-watch.js';
 import { BatchEngine, abortError, type EngineResult, type EngineStats, type FinishReason } from './engine.js';
-import { MAX_TOP_LOGPROBS, type GeneratedLogprob } from './logprobs.js';
+import { MAX_TOP_LOGPROBS, type GeneratedLogprob, type PositionLogprobs } from './logprobs.js';
 import { createNativeModel } from './native-model.js';
 import { resolveSampling, type SamplingOptions } from './sampler.js';
 import { TextStream } from './text-stream.js';
@@ -84,7 +84,7 @@ export interface GenerationChunk {
   /** With options.logprobs: each of those tokens' log probability and the most likely tokens at its step. */
   logprobs?: GeneratedLogprob[];
   /** With options.promptLogprobs, in the first chunk: prompt tokens 1.. (the first has none). */
-  promptLogprobs?: GeneratedLogprob[];
+  promptLogprobs?: PositionLogprobs[];
 }
 
 /** How a generation ended: also the value stream() returns when it is done (what `for await` does not show). */
@@ -104,7 +104,7 @@ export interface GenerationResult extends GenerationSummary {
   /** With options.logprobs: one entry per token id. */
   logprobs?: GeneratedLogprob[];
   /** With options.promptLogprobs: one entry per prompt token after the first. */
-  promptLogprobs?: GeneratedLogprob[];
+  promptLogprobs?: PositionLogprobs[];
 }
 
 function summarize(r: EngineResult): GenerationSummary {
@@ -257,7 +257,7 @@ export class W4a8Model {
   async complete(prompt: string | readonly number[], options: GenerateOptions = {}): Promise<GenerationResult> {
     const tokenIds: number[] = [];
     const logprobs: GeneratedLogprob[] = [];
-    let promptLogprobs: GeneratedLogprob[] | undefined;
+    let promptLogprobs: PositionLogprobs[] | undefined;
     let text = '';
     const stats = await this.run(prompt, options, (chunk) => {
       text += chunk.text;
@@ -393,7 +393,9 @@ export class W4a8Model {
     if (this.disposed) throw new W4a8Error('E_DISPOSED', 'the model has been disposed');
     if (options.signal?.aborted) throw abortError();
     // (0 only to score a prompt: promptLogprobs.)
-    const maxTokens = options.maxTokens === 0 && options.promptLogprobs !== undefined ? 0 : positiveInteger(options.maxTokens, 'maxTokens', 256);
+    if (options.maxTokens === 0 && options.promptLogprobs === undefined)
+      throw new W4a8Error('E_OPTION', 'maxTokens 0 is for scoring a prompt: it needs promptLogprobs');
+    const maxTokens = options.maxTokens === 0 ? 0 : positiveInteger(options.maxTokens, 'maxTokens', 256);
     const stop = options.stop ?? [];
     if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0))
       throw new W4a8Error('E_OPTION', 'stop must be an array of non-empty strings');

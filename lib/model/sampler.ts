@@ -87,7 +87,8 @@ export class Sampler {
    */
   sample(logits: Float32Array, history: readonly number[], keepRaw = false): number {
     const o = this.options;
-    const changed = (this.changed = keepRaw ? new Map<number, number>() : undefined);
+    const edits = o.logitBias.size > 0 || o.repetitionPenalty !== 1 || o.presencePenalty !== 0 || o.frequencyPenalty !== 0;
+    const changed = (this.changed = keepRaw && edits ? new Map<number, number>() : undefined);
     const keep = changed && ((t: number) => { if (!changed.has(t)) changed.set(t, logits[t]); });
     for (const [t, bias] of o.logitBias) { keep?.(t); logits[t] += bias; }
     if (o.repetitionPenalty !== 1) {

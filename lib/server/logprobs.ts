@@ -4,7 +4,7 @@
  * decodes it to alone (a token that holds part of a multi-byte character decodes to U+FFFD; its `bytes` are its own,
  * raw); a model without a tokenizer has empty token texts and relies on the response's token_ids.
  */
-import type { GeneratedLogprob, TokenLogprob } from '../model/logprobs.js';
+import type { GeneratedLogprob, PositionLogprobs, TokenLogprob } from '../model/logprobs.js';
 import { TextStream } from '../model/text-stream.js';
 
 type TokenText = (id: number) => string;
@@ -17,13 +17,14 @@ export interface CompletionToken {
 }
 
 /** The echoed prompt's entries: its first token (null), then what the model gave each later one. */
-export function promptTokens(promptIds: readonly number[], promptLogprobs: readonly GeneratedLogprob[]): CompletionToken[] {
+export function promptTokens(promptIds: readonly number[], promptLogprobs: readonly PositionLogprobs[]): CompletionToken[] {
   return promptIds.length === 0 ? [] : [{ id: promptIds[0], logprob: null, top: null }, ...promptLogprobs];
 }
 
 /**
- * `of(id)`, computed once per token id (a response lists each token and its top alternatives: decoding each afresh
- * took 20-40 ms of event loop for a 500-token echo with 20 alternatives).
+ * `of(id)`, computed once per token id and kept for the server's life (at most a vocabulary's worth of entries): a
+ * response lists each token and its top alternatives, and decoding each afresh took 20-40 ms of event loop for a
+ * 500-token echo with 20 alternatives.
  */
 export function byTokenId<T>(of: (id: number) => T): (id: number) => T {
   const known = new Map<number, T>();
@@ -97,15 +98,5 @@ export function promptOffsets(tokens: readonly CompletionToken[], decode: (ids: 
 
 /** text_offset of generated tokens: where each one's text starts in the completion (GeneratedLogprob.textOffset), after `start`. */
 export function generatedOffsets(logprobs: readonly GeneratedLogprob[], start: number): number[] {
-  return logprobs.map((lp) => start + (lp.textOffset ?? 0));
-}
-
-/** Two runs of completions-API log probabilities, one after the other (an echoed prompt's, then the completion's). */
-export function joinCompletionLogprobs(a: ReturnType<typeof completionLogprobs>, b: ReturnType<typeof completionLogprobs>) {
-  return {
-    tokens: [...a.tokens, ...b.tokens],
-    token_logprobs: [...a.token_logprobs, ...b.token_logprobs],
-    top_logprobs: [...a.top_logprobs, ...b.top_logprobs],
-    text_offset: [...a.text_offset, ...b.text_offset],
-  };
+  return logprobs.map((lp) => start + lp.textOffset);
 }

@@ -67,12 +67,19 @@ function logitBias(body: Body): Record<number, number> | undefined {
 }
 
 /** Chat's logprobs (a boolean) and top_logprobs (0..20, only with logprobs: true): how many top tokens, or none. */
-function chatLogprobs(b: Body): number | undefined {
+function parseChatLogprobs(b: Body): number | undefined {
   if (b.logprobs !== undefined && b.logprobs !== null && typeof b.logprobs !== 'boolean')
     throw new ApiError(400, "'logprobs' must be a boolean", 'logprobs');
   const top = optionalNumber(b, 'top_logprobs', 0, MAX_TOP_LOGPROBS, true);
   if (top !== undefined && b.logprobs !== true) throw new ApiError(400, "'top_logprobs' needs 'logprobs': true", 'top_logprobs');
   return b.logprobs === true ? top ?? 0 : undefined;
+}
+
+/** Completions' echo (a boolean); chat has none (refused with the unsupported fields). */
+function parseEcho(b: Body, chat: boolean): boolean {
+  if (chat || b.echo === undefined || b.echo === null) return false;
+  if (typeof b.echo !== 'boolean') throw new ApiError(400, "'echo' must be a boolean", 'echo');
+  return b.echo;
 }
 
 /**
@@ -85,6 +92,7 @@ function refuseUnsupported(b: Body, chat: boolean): void {
   };
   const set = (v: unknown) => v !== undefined && v !== null;
   if (chat && set(b.echo) && b.echo !== false) unsupported('echo', 'chat completions do not echo');
+  if (!chat && set(b.top_logprobs)) unsupported('top_logprobs', "completions take 'logprobs': N, the number of top tokens");
   if (set(b.suffix) && b.suffix !== '') unsupported('suffix', 'no insertion after a suffix');
   if (set(b.best_of) && b.best_of !== 1) unsupported('best_of', 'one candidate per request');
   const format = b.response_format as { type?: unknown } | null | undefined;
@@ -120,8 +128,7 @@ export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: 
     throw new ApiError(400, "'stream_options' is only allowed with stream: true", 'stream_options');
   optionalNumber(b, 'n', 1, 1, true); // one choice per request
   refuseUnsupported(b, chat);
-  if (!chat && b.echo !== undefined && b.echo !== null && typeof b.echo !== 'boolean') throw new ApiError(400, "'echo' must be a boolean", 'echo');
-  const echo = !chat && b.echo === true;
+  const echo = parseEcho(b, chat);
   // (max_tokens 0 with echo: score the prompt, generate nothing.)
   const least = echo ? 0 : 1;
   const maxTokens = optionalNumber(b, 'max_tokens', least, limits.maxTokens, true) ?? optionalNumber(b, 'max_completion_tokens', least, limits.maxTokens, true);
@@ -137,7 +144,7 @@ export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: 
     frequencyPenalty: optionalNumber(b, 'frequency_penalty', -2, 2),
     logitBias: logitBias(b),
     stop: stopStrings(b),
-    logprobs: chat ? chatLogprobs(b) : b.logprobs === false ? undefined : optionalNumber(b, 'logprobs', 0, MAX_TOP_LOGPROBS, true),
+    logprobs: chat ? parseChatLogprobs(b) : b.logprobs === false ? undefined : optionalNumber(b, 'logprobs', 0, MAX_TOP_LOGPROBS, true),
   };
   if (echo && options.logprobs !== undefined) options.promptLogprobs = options.logprobs;
   const request: CompletionRequest = {

@@ -10,7 +10,7 @@ import { W4a8Error } from '../errors.js';
 import type { W4a8Model, GenerationChunk, GenerationSummary } from '../model/model.js';
 import { Metrics } from './metrics.js';
 import {
-  chatLogprobs, completionLogprobs, generatedOffsets, joinCompletionLogprobs, promptOffsets, promptTokens, stringifyResponse, byTokenId,
+  chatLogprobs, completionLogprobs, generatedOffsets, promptOffsets, promptTokens, stringifyResponse, byTokenId,
   type CompletionToken,
 } from './logprobs.js';
 import { ApiError, modelNotFound, parseRequest, type CompletionRequest } from './requests.js';
@@ -35,6 +35,14 @@ const JSON_HEADERS = { 'content-type': 'application/json' };
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
   res.writeHead(status, { ...JSON_HEADERS, ...headers }).end(stringifyResponse(body));
+}
+
+const EVENT_STREAM_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' };
+const DONE_EVENT = 'data: [DONE]\n\n';
+
+/** One server-sent event with a JSON body. */
+function event(body: unknown): string {
+  return `data: ${stringifyResponse(body)}\n\n`;
 }
 
 function errorBody(error: ApiError) {
@@ -167,10 +175,11 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       // Requests that end in the same step resume in one event-loop turn: building a large log-probability answer
       // (an echoed prompt with 20 alternatives a token: some milliseconds each) waits for a turn of its own.
       if (r.logprobs) await new Promise((resolve) => setImmediate(resolve));
-      // (text_offset: the prompt's tokens from 0, the completion's from the end of the echoed text.)
+      // (text_offset: the echoed prompt's tokens from 0, the completion's from the end of the echoed text.)
+      const echoed = r.promptLogprobs ? promptTokens(prompt, r.promptLogprobs) : [];
       const logprobs = chat ? r.logprobs && chatLogprobs(r.logprobs, tokenText, tokenBytes)
-        : r.logprobs && joinCompletionLogprobs(echoedLogprobs(r.promptLogprobs ? promptTokens(prompt, r.promptLogprobs) : [], echoText),
-          completionLogprobs(r.logprobs, tokenText, generatedOffsets(r.logprobs, echoText.length)));
+        : r.logprobs && completionLogprobs([...echoed, ...r.logprobs], tokenText,
+          [...echoedOffsets(echoed, echoText), ...generatedOffsets(r.logprobs, echoText.length)]);
       const choice = chat
         ? { index: 0, message: { role: 'assistant', content: r.text }, token_ids: r.tokenIds, logprobs: logprobs ?? null, finish_reason: r.finishReason }
         : { index: 0, text: echoText + r.text, token_ids: r.tokenIds, logprobs: logprobs ?? null, finish_reason: r.finishReason };
@@ -190,20 +199,18 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     const figures = usage({ promptTokens: prompt.length, generatedTokens: 0 });
     if (!request.stream) return sendJson(res, 200, { ...base, object: 'text_completion', choices: [choice], usage: figures });
     const extra = request.includeUsage ? { usage: null } : {};
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    res.write(`data: ${stringifyResponse({ ...base, object: 'text_completion', choices: [choice], ...extra })}\n\n`);
-    if (request.includeUsage) res.write(`data: ${stringifyResponse({ ...base, object: 'text_completion', choices: [], usage: figures })}\n\n`);
-    res.end('data: [DONE]\n\n');
+    res.writeHead(200, EVENT_STREAM_HEADERS).write(event({ ...base, object: 'text_completion', choices: [choice], ...extra }));
+    if (request.includeUsage) res.write(event({ ...base, object: 'text_completion', choices: [], usage: figures }));
+    res.end(DONE_EVENT);
   }
 
   /** A token's text alone (for log probabilities): '' for a model without a tokenizer. */
   const tokenText = byTokenId((id) => (model.tokenizer ? model.detokenize([id]) : ''));
   const tokenBytes = byTokenId((id) => (model.tokenizer ? Array.from(model.tokenizer.tokenBytes(id)) : []));
 
-  /** The completions log probabilities of an echoed prompt's tokens. */
-  function echoedLogprobs(tokens: CompletionToken[], echoText: string) {
-    const decode = (ids: number[]) => (model.tokenizer ? model.detokenize(ids) : '');
-    return completionLogprobs(tokens, tokenText, promptOffsets(tokens, decode, echoText.length));
+  /** text_offset of an echoed prompt's tokens. */
+  function echoedOffsets(tokens: CompletionToken[], echoText: string): number[] {
+    return promptOffsets(tokens, (ids) => (model.tokenizer ? model.detokenize(ids) : ''), echoText.length);
   }
 
   function usage(r: Pick<GenerationSummary, 'promptTokens' | 'generatedTokens'>) {
@@ -215,11 +222,11 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     const object = chat ? 'chat.completion.chunk' : 'text_completion';
     // With stream_options.include_usage every chunk carries usage: null, and a last one (no choices) the figures.
     const extra = request.includeUsage ? { usage: null } : {};
-    const send = (choice: object) => res.write(`data: ${stringifyResponse({ ...base, object, choices: [choice], ...extra })}\n\n`);
+    const send = (choice: object) => res.write(event({ ...base, object, choices: [choice], ...extra }));
     const iterator = model.stream(prompt, generationOptions)[Symbol.asyncIterator]();
     // Pull the first chunk before answering 200, so that a bad request still gets a clean error status.
     const first = await iterator.next();
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.writeHead(200, EVENT_STREAM_HEADERS);
     if (chat) send({ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null });
     // echo: the prompt's text first (with its log probabilities, from the first chunk, when asked for them).
     if (request.echo && generationOptions.promptLogprobs === undefined) send({ index: 0, text: echoText, token_ids: [], finish_reason: null });
@@ -234,7 +241,8 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
         // the generated ids, which is all a model without a tokenizer has to give (its text stays empty).
         const { text, tokenIds, logprobs, promptLogprobs } = next.value;
         if (promptLogprobs) {
-          send({ index: 0, text: echoText, token_ids: [], logprobs: echoedLogprobs(promptTokens(prompt, promptLogprobs), echoText), finish_reason: null });
+          const echoed = promptTokens(prompt, promptLogprobs);
+          send({ index: 0, text: echoText, token_ids: [], logprobs: completionLogprobs(echoed, tokenText, echoedOffsets(echoed, echoText)), finish_reason: null });
         } else if (text || tokenIds.length > 0) {
           // (Log probabilities per event, for its tokens; text_offset: where each token's text starts in the whole text.)
           if (chat) send({ index: 0, delta: { content: text }, token_ids: tokenIds, ...(logprobs && { logprobs: chatLogprobs(logprobs, tokenText, tokenBytes) }), finish_reason: null });
@@ -252,14 +260,14 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       const apiError = toApiError(error);
       if (apiError.status === 499) throw error; // the client is gone
       if (apiError.status >= 500 && apiError.status !== 503) logError(error);
-      res.end(`data: ${JSON.stringify(errorBody(apiError))}\n\n`);
+      res.end(event(errorBody(apiError)));
       return;
     }
     const summary = next.value;
     const finishReason = summary.finishReason;
     send(chat ? { index: 0, delta: {}, finish_reason: finishReason } : { index: 0, text: '', finish_reason: finishReason });
-    if (request.includeUsage) res.write(`data: ${JSON.stringify({ ...base, object, choices: [], usage: usage(summary) })}\n\n`);
-    res.end('data: [DONE]\n\n');
+    if (request.includeUsage) res.write(event({ ...base, object, choices: [], usage: usage(summary) }));
+    res.end(DONE_EVENT);
     record(summary.promptTokens, summary.generatedTokens, firstTokenMs, started);
   }
 

@@ -2,6 +2,8 @@
 //   logSoftmaxTop(row: Float32Array, topCount: 0..20) -> Float64Array [log Σ e^row, ids of the topCount largest...]
 // Native because it runs on the event loop once per generated token of every request that asks: over a 152k
 // vocabulary the JS loop (Math.exp) took about 2.5 ms a token, this one vectorizes (model/ops.cpp).
+#include <cmath>
+
 #include "addon/bindings.h"
 #include "model/ops.h"
 
@@ -16,9 +18,10 @@ Napi::Value logSoftmaxTopBinding(const Napi::CallbackInfo& info) {
   const Napi::Float32Array row = info[0].As<Napi::Float32Array>();
   if (row.ElementLength() == 0 || row.ElementLength() > (size_t)1 << 30) fail(env, codes::kLength, "row must have 1 to 2^30 elements");
   if (!info[1].IsNumber()) fail(env, codes::kType, "topCount must be a number");
-  const int topCount = info[1].As<Napi::Number>().Int32Value();
-  if (topCount < 0 || topCount > kMaxTop || topCount > (int)row.ElementLength())
-    fail(env, codes::kShape, "topCount must be in [0, min(20, row length)]");
+  const double count = info[1].As<Napi::Number>().DoubleValue();  // (checked as a double: Int32Value wraps and truncates)
+  if (!(count >= 0 && count <= kMaxTop && count == std::floor(count) && count <= (double)row.ElementLength()))
+    fail(env, codes::kShape, "topCount must be an integer in [0, min(20, row length)]");
+  const int topCount = (int)count;
   int ids[kMaxTop];
   const double logMass = logSoftmaxTop(row.Data(), (int)row.ElementLength(), topCount, ids);
   Napi::Float64Array out = Napi::Float64Array::New(env, 1 + (size_t)topCount);

@@ -88,6 +88,7 @@ double logSoftmaxTop(const float* x, int n, int topCount, int* topIds) {
   int count = 0;
   for (int i = 0; i < n && topCount > 0; ++i) {
     const float v = x[i];
+    if (v != v) continue;  // NaN (the caller refuses such a row: its log Σ e^x is NaN); it would stop the comparisons below
     if (count == topCount && !(v > x[topIds[count - 1]])) continue;
     int at = count < topCount ? count++ : count - 1;
     while (at > 0 && x[topIds[at - 1]] < v) {

@@ -9,7 +9,8 @@ float dot(const float* a, const float* b, int n);
 void axpy(float alpha, const float* x, float* y, int n);  // y += alpha * x
 void softmax(float* x, int n);
 // log Σ e^x[i] (the log-softmax of x[i] is x[i] minus it; e^x within 2e-8, sums in FP32 lanes, blocks in FP64), and
-// the ids of the topCount largest x in topIds, largest first (ties: lower id first). For log probabilities.
+// the ids of the topCount largest x in topIds, largest first (ties: lower id first; NaN never listed). For log
+// probabilities. (The vectorized bodies sum in their own lane orders: the last bit can differ between CPUs.)
 double logSoftmaxTop(const float* x, int n, int topCount, int* topIds);
 // out[r] = x[r] / rms(x[r]) * weight, rows of `dim` floats.
 void rmsNorm(const float* x, const float* weight, float* out, int rows, int dim, float eps);
