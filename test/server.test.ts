@@ -69,6 +69,8 @@ describe('OpenAI-compatible server', () => {
     expect(models.data.map((m: { id: string }) => m.id)).toEqual(['tiny']);
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toContain('# TYPE w4a8_running_requests gauge');
+    expect(metrics).toMatch(/\nw4a8_starting_requests 0\n/);
+    expect(metrics).toMatch(/\nw4a8_queued_requests 0\n/);
     expect(metrics).toContain('process_resident_memory_bytes');
   });
 
