@@ -281,6 +281,29 @@ describe('OpenAI-compatible server', () => {
     expect((await post('/v1/chat/completions', { ...chatBody, logprobs: false, top_logprobs: undefined })).json().choices[0].logprobs).toBeNull();
   });
 
+  it('generates n choices in one batch: choice i is the request with seed + i, streamed per index or not', async () => {
+    const body = { prompt: 'Hello', max_tokens: 6, temperature: 1, seed: 5 };
+    const three = (await post('/v1/completions', { ...body, n: 3 })).json();
+    expect(three.choices.map((c: { index: number }) => c.index)).toEqual([0, 1, 2]);
+    for (const i of [0, 2]) {
+      const alone = (await post('/v1/completions', { ...body, seed: 5 + i })).json().choices[0];
+      expect([three.choices[i].text, three.choices[i].token_ids]).toEqual([alone.text, alone.token_ids]);
+    }
+    expect(three.usage.completion_tokens).toBe(three.choices.reduce((n: number, c: { token_ids: number[] }) => n + c.token_ids.length, 0));
+    expect(three.usage.prompt_tokens).toBe(model.tokenize('Hello').length);
+    // Streamed chat: every event names its choice, each choice ends with its own finish event.
+    const chatBody = { messages: [{ role: 'user', content: 'hi' }], max_tokens: 5, temperature: 1, seed: 9, n: 2 };
+    const plain = (await post('/v1/chat/completions', chatBody)).json().choices;
+    const streamed = events((await post('/v1/chat/completions', { ...chatBody, stream: true })).text).filter((e) => e !== '[DONE]')
+      .map((e) => JSON.parse(e).choices[0]);
+    for (const index of [0, 1]) {
+      const mine = streamed.filter((c) => c.index === index);
+      expect(mine.map((c) => c.delta.content ?? '').join('')).toBe(plain[index].message.content);
+      expect(mine.filter((c) => c.finish_reason !== null)).toHaveLength(1);
+    }
+    expect((await post('/v1/completions', { ...body, n: 17 })).status).toBe(400);
+  });
+
   it('writes top_logprobs most likely first, integer-like texts too, and a repeated text once (its first value)', () => {
     const text = (id: number) => ['b', '7', 'b', 'a'][id];
     const top = new TopLogprobs([{ id: 0, logprob: -1 }, { id: 1, logprob: -2 }, { id: 2, logprob: -3 }, { id: 3, logprob: -4 }], text);

@@ -34,10 +34,15 @@ export interface CompletionRequest {
   maxTokensGiven: boolean;
   /** Completions' echo: the prompt comes back before the completion (with its log probabilities when asked). */
   echo: boolean;
+  /** Choices to generate for the prompt (OpenAI's n): each its own sequence in the batch. */
+  n: number;
   options: GenerateOptions;
 }
 
 type Body = Record<string, unknown>;
+
+/** Most choices (n) one request may ask for: each is a sequence of its own, with its own prefill. */
+export const MAX_CHOICES = 16;
 
 function optionalNumber(body: Body, key: string, min: number, max: number, integer = false): number | undefined {
   const v = body[key];
@@ -126,7 +131,7 @@ export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: 
     throw new ApiError(400, "'stream_options' must be {include_usage?: boolean}", 'stream_options');
   if (streamOptions !== undefined && streamOptions !== null && b.stream !== true)
     throw new ApiError(400, "'stream_options' is only allowed with stream: true", 'stream_options');
-  optionalNumber(b, 'n', 1, 1, true); // one choice per request
+  const n = optionalNumber(b, 'n', 1, MAX_CHOICES, true) ?? 1;
   refuseUnsupported(b, chat);
   const echo = parseEcho(b, chat);
   // (max_tokens 0 with echo: score the prompt, generate nothing.)
@@ -149,7 +154,7 @@ export function parseRequest(body: unknown, chat: boolean, limits: { maxTokens: 
   if (echo && options.logprobs !== undefined) options.promptLogprobs = options.logprobs;
   const request: CompletionRequest = {
     model: (model as string | undefined) ?? limits.modelNames[0], stream: b.stream === true,
-    includeUsage: streamOptions?.include_usage === true, maxTokensGiven: maxTokens !== undefined, echo, options,
+    includeUsage: streamOptions?.include_usage === true, maxTokensGiven: maxTokens !== undefined, echo, n, options,
   };
   if (chat) {
     const messages = b.messages;

@@ -169,23 +169,34 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     const echoText = !request.echo ? '' : typeof request.prompt === 'string' ? request.prompt : model.tokenizer ? model.detokenize(prompt) : '';
     if (request.echo && generationOptions.maxTokens === 0 && generationOptions.promptLogprobs === undefined)
       return echoOnly(res, request, prompt, echoText, base);
+    // n choices: as many sequences of the same prompt in the batch (seed s gives choice i the seed s + i); one
+    // failing ends the others.
+    const choiceOptions = Array.from({ length: request.n }, (_, i) =>
+      i === 0 || generationOptions.seed === undefined ? generationOptions : { ...generationOptions, seed: (generationOptions.seed + i) % Number.MAX_SAFE_INTEGER });
     if (!request.stream) {
-      const r = await model.complete(prompt, generationOptions);
-      record(r.promptTokens, r.generatedTokens, r.timeToFirstTokenMs, started);
+      const results = await Promise.all(choiceOptions.map((o) => model.complete(prompt, o))).catch((error) => {
+        controller.abort();
+        throw error;
+      });
+      const generated = results.reduce((sum, r) => sum + r.generatedTokens, 0);
+      record(prompt.length, generated, Math.min(...results.map((r) => r.timeToFirstTokenMs)), started);
       // Requests that end in the same step resume in one event-loop turn: building a large log-probability answer
       // (an echoed prompt with 20 alternatives a token: some milliseconds each) waits for a turn of its own.
-      if (r.logprobs) await new Promise((resolve) => setImmediate(resolve));
-      // (text_offset: the echoed prompt's tokens from 0, the completion's from the end of the echoed text.)
-      const echoed = r.promptLogprobs ? promptTokens(prompt, r.promptLogprobs) : [];
-      const logprobs = chat ? r.logprobs && chatLogprobs(r.logprobs, tokenText, tokenBytes)
-        : r.logprobs && completionLogprobs([...echoed, ...r.logprobs], tokenText,
-          [...echoedOffsets(echoed, echoText), ...generatedOffsets(r.logprobs, echoText.length)]);
-      const choice = chat
-        ? { index: 0, message: { role: 'assistant', content: r.text }, token_ids: r.tokenIds, logprobs: logprobs ?? null, finish_reason: r.finishReason }
-        : { index: 0, text: echoText + r.text, token_ids: r.tokenIds, logprobs: logprobs ?? null, finish_reason: r.finishReason };
-      return sendJson(res, 200, { ...base, object: chat ? 'chat.completion' : 'text_completion', choices: [choice], usage: usage(r) });
+      if (results[0].logprobs) await new Promise((resolve) => setImmediate(resolve));
+      const choices = results.map((r, index) => {
+        // (text_offset: the echoed prompt's tokens from 0, the completion's from the end of the echoed text.)
+        const echoed = r.promptLogprobs ? promptTokens(prompt, r.promptLogprobs) : [];
+        const logprobs = chat ? r.logprobs && chatLogprobs(r.logprobs, tokenText, tokenBytes)
+          : r.logprobs && completionLogprobs([...echoed, ...r.logprobs], tokenText,
+            [...echoedOffsets(echoed, echoText), ...generatedOffsets(r.logprobs, echoText.length)]);
+        return chat
+          ? { index, message: { role: 'assistant', content: r.text }, token_ids: r.tokenIds, logprobs: logprobs ?? null, finish_reason: r.finishReason }
+          : { index, text: echoText + r.text, token_ids: r.tokenIds, logprobs: logprobs ?? null, finish_reason: r.finishReason };
+      });
+      const figures = usage({ promptTokens: prompt.length, generatedTokens: generated });
+      return sendJson(res, 200, { ...base, object: chat ? 'chat.completion' : 'text_completion', choices, usage: figures });
     }
-    await streamCompletion(res, request, prompt, generationOptions, chat, base, started, echoText);
+    await streamCompletion(res, request, prompt, choiceOptions, chat, base, started, echoText, () => controller.abort());
   }
 
   /** echo with max_tokens 0 and no log probabilities: the prompt's text, and nothing to run. */
@@ -195,11 +206,12 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     if (bad >= 0) throw new ApiError(400, `prompt[${bad}] is not a token id in [0, ${model.config.vocabSize}): ${prompt[bad]}`, 'prompt');
     if (prompt.length > model.contextLength)
       throw new ApiError(400, `the prompt has ${prompt.length} tokens; the context holds ${model.contextLength}`, 'prompt', 'invalid_request_error', 'context_length_exceeded');
-    const choice = { index: 0, text: echoText, token_ids: [], logprobs: null, finish_reason: 'length' };
+    const choices = Array.from({ length: request.n }, (_, index) => ({ index, text: echoText, token_ids: [], logprobs: null, finish_reason: 'length' }));
     const figures = usage({ promptTokens: prompt.length, generatedTokens: 0 });
-    if (!request.stream) return sendJson(res, 200, { ...base, object: 'text_completion', choices: [choice], usage: figures });
+    if (!request.stream) return sendJson(res, 200, { ...base, object: 'text_completion', choices, usage: figures });
     const extra = request.includeUsage ? { usage: null } : {};
-    res.writeHead(200, EVENT_STREAM_HEADERS).write(event({ ...base, object: 'text_completion', choices: [choice], ...extra }));
+    res.writeHead(200, EVENT_STREAM_HEADERS);
+    for (const choice of choices) res.write(event({ ...base, object: 'text_completion', choices: [choice], ...extra }));
     if (request.includeUsage) res.write(event({ ...base, object: 'text_completion', choices: [], usage: figures }));
     res.end(DONE_EVENT);
   }
@@ -217,44 +229,63 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     return { prompt_tokens: r.promptTokens, completion_tokens: r.generatedTokens, total_tokens: r.promptTokens + r.generatedTokens };
   }
 
+  /**
+   * The choices' events as their tokens come, each with its choice's index; finish events as each choice ends; then
+   * the usage event (with include_usage) and [DONE]. `abort` ends every choice (one failed).
+   */
   async function streamCompletion(res: http.ServerResponse, request: CompletionRequest, prompt: number[],
-    generationOptions: CompletionRequest['options'], chat: boolean, base: object, started: number, echoText: string): Promise<void> {
+    choiceOptions: CompletionRequest['options'][], chat: boolean, base: object, started: number, echoText: string,
+    abort: () => void): Promise<void> {
     const object = chat ? 'chat.completion.chunk' : 'text_completion';
     // With stream_options.include_usage every chunk carries usage: null, and a last one (no choices) the figures.
     const extra = request.includeUsage ? { usage: null } : {};
     const send = (choice: object) => res.write(event({ ...base, object, choices: [choice], ...extra }));
-    const iterator = model.stream(prompt, generationOptions)[Symbol.asyncIterator]();
-    // Pull the first chunk before answering 200, so that a bad request still gets a clean error status.
-    const first = await iterator.next();
+    const iterators = choiceOptions.map((o) => model.stream(prompt, o)[Symbol.asyncIterator]());
+    // Pull each choice's first chunk before answering 200, so that a bad request still gets a clean error status.
+    const firsts = await Promise.all(iterators.map((it) => it.next())).catch((error) => {
+      abort();
+      throw error;
+    });
     res.writeHead(200, EVENT_STREAM_HEADERS);
-    if (chat) send({ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null });
-    // echo: the prompt's text first (with its log probabilities, from the first chunk, when asked for them).
-    if (request.echo && generationOptions.promptLogprobs === undefined) send({ index: 0, text: echoText, token_ids: [], finish_reason: null });
+    for (let index = 0; index < iterators.length; index++) {
+      if (chat) send({ index, delta: { role: 'assistant', content: '' }, finish_reason: null });
+      // echo: the prompt's text first (with its log probabilities, from the first chunk, when asked for them).
+      if (request.echo && choiceOptions[index].promptLogprobs === undefined) send({ index, text: echoText, token_ids: [], finish_reason: null });
+    }
     let generated = 0;
-    let firstTokenMs = performance.now() - started;
-    let next: IteratorResult<GenerationChunk, GenerationSummary> = first;
-    try {
-      for (; !next.done; next = await iterator.next()) {
-        if (generated === 0) firstTokenMs = performance.now() - started;
-        generated += next.value.tokenIds.length;
+    let firstTokenMs = Infinity;
+    const pump = async (iterator: AsyncIterator<GenerationChunk, GenerationSummary>, index: number) => {
+      for (let next = firsts[index]; ; next = await iterator.next()) {
+        if (next.done) {
+          send(chat ? { index, delta: {}, finish_reason: next.value.finishReason } : { index, text: '', finish_reason: next.value.finishReason });
+          return;
+        }
         // An event per chunk with new text or new tokens: besides the text (OpenAI's fields), `token_ids` carries
         // the generated ids, which is all a model without a tokenizer has to give (its text stays empty).
         const { text, tokenIds, logprobs, promptLogprobs } = next.value;
+        if (tokenIds.length > 0) firstTokenMs = Math.min(firstTokenMs, performance.now() - started);
+        generated += tokenIds.length;
         if (promptLogprobs) {
           const echoed = promptTokens(prompt, promptLogprobs);
-          send({ index: 0, text: echoText, token_ids: [], logprobs: completionLogprobs(echoed, tokenText, echoedOffsets(echoed, echoText)), finish_reason: null });
+          send({ index, text: echoText, token_ids: [], logprobs: completionLogprobs(echoed, tokenText, echoedOffsets(echoed, echoText)), finish_reason: null });
         } else if (text || tokenIds.length > 0) {
           // (Log probabilities per event, for its tokens; text_offset: where each token's text starts in the whole text.)
-          if (chat) send({ index: 0, delta: { content: text }, token_ids: tokenIds, ...(logprobs && { logprobs: chatLogprobs(logprobs, tokenText, tokenBytes) }), finish_reason: null });
+          if (chat) send({ index, delta: { content: text }, token_ids: tokenIds, ...(logprobs && { logprobs: chatLogprobs(logprobs, tokenText, tokenBytes) }), finish_reason: null });
           else {
             const lp = logprobs && completionLogprobs(logprobs, tokenText, generatedOffsets(logprobs, echoText.length));
-            send({ index: 0, text, token_ids: tokenIds, ...(lp && { logprobs: lp }), finish_reason: null });
+            send({ index, text, token_ids: tokenIds, ...(lp && { logprobs: lp }), finish_reason: null });
           }
         }
         // Backpressure: wait for the socket to drain before pulling more tokens (the sequence pauses meanwhile);
         // a client that reads nothing for stallTimeoutMs is cut off (the 'close' handler aborts the generation).
         if (res.writableNeedDrain) await drained(res, stallTimeoutMs);
       }
+    };
+    try {
+      await Promise.all(iterators.map(pump)).catch((error) => {
+        abort();
+        throw error;
+      });
     } catch (error) {
       // The status line is out: the error goes as an event (OpenAI's clients raise it), and the stream ends.
       const apiError = toApiError(error);
@@ -263,12 +294,9 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       res.end(event(errorBody(apiError)));
       return;
     }
-    const summary = next.value;
-    const finishReason = summary.finishReason;
-    send(chat ? { index: 0, delta: {}, finish_reason: finishReason } : { index: 0, text: '', finish_reason: finishReason });
-    if (request.includeUsage) res.write(event({ ...base, object, choices: [], usage: usage(summary) }));
+    if (request.includeUsage) res.write(event({ ...base, object, choices: [], usage: usage({ promptTokens: prompt.length, generatedTokens: generated }) }));
     res.end(DONE_EVENT);
-    record(summary.promptTokens, summary.generatedTokens, firstTokenMs, started);
+    record(prompt.length, generated, Number.isFinite(firstTokenMs) ? firstTokenMs : performance.now() - started, started);
   }
 
   function record(promptTokens: number, generated: number, ttftMs: number, started: number): void {
