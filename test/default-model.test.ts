@@ -153,6 +153,15 @@ describe('tokenizing off the event loop (the default model)', () => {
     }
   });
 
+  it('startEncodeThread starts the thread ahead of the first long text, once; not after close', async () => {
+    const model = await W4a8Model.load(DEFAULT_MODEL_FILE, { device: 'cpu' });
+    const thread = model.tokenizer!.startEncodeThread();
+    expect(model.tokenizer!.startEncodeThread()).toBe(thread);
+    expect(await model.tokenizeAsync(text.slice(0, OFFLOAD_CHARS))).toEqual(model.tokenize(text.slice(0, OFFLOAD_CHARS)));
+    await model.dispose();
+    expect(() => model.tokenizer!.startEncodeThread()).toThrow(expect.objectContaining({ code: 'E_DISPOSED' }));
+  });
+
   it('a model made with fromPacked uses the thread too', async () => {
     const model = W4a8Model.fromPacked(await readPackedModel(DEFAULT_MODEL_FILE));
     let turns = 0, counting = true;

@@ -149,8 +149,7 @@ export class TextTokenizer {
   async encodeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
     if (typeof text !== 'string') throw new W4a8Error('E_TYPE', `text must be a string, got ${typeof text}`);
     if (text.length < OFFLOAD_CHARS || this.closed) return this.encode(text, addSpecialTokens);
-    const s = this.sources;
-    const thread = (this.thread ??= new EncodeThread(s.tokenizerJson, s.tokenizerConfigJson, s.chatTemplate));
+    const thread = this.startEncodeThread();
     if (!thread.usable) return this.encode(text, addSpecialTokens);
     try {
       return await thread.encode(text, addSpecialTokens);
@@ -158,6 +157,16 @@ export class TextTokenizer {
       if (thread.usable || (error as W4a8Error).code === 'E_DISPOSED') throw error;
       return this.encode(text, addSpecialTokens); // (the thread died under it)
     }
+  }
+
+  /**
+   * Starts the encode thread now rather than at the first long text (which then waits for it to build its tokenizer:
+   * about half a second for a 152k vocabulary); `w4a8 serve` does this at startup. Idempotent.
+   */
+  startEncodeThread(): EncodeThread {
+    if (this.closed) throw new W4a8Error('E_DISPOSED', 'the tokenizer has been closed');
+    const s = this.sources;
+    return (this.thread ??= new EncodeThread(s.tokenizerJson, s.tokenizerConfigJson, s.chatTemplate));
   }
 
   /** Stops the encode thread for good (encodes waiting for it reject with E_DISPOSED); encode() still works, here. */
