@@ -810,7 +810,10 @@ W4A8_ALWAYS_INLINE void tileBlockSums(const int16_t* const* xr, const int16_t* w
     for (int m = 0; m < MR; ++m) xv[m] = _mm256_load_si256((const __m256i*)(xr[m] + c * kChunkK));
 #pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
-      const __m256i wv = _mm256_load_si256((const __m256i*)(wb + (c * kTileRows + r) * kChunkK));
+      __m256i wv = _mm256_load_si256((const __m256i*)(wb + (c * kTileRows + r) * kChunkK));
+      // One load per weight vector: else GCC folds it into every token's vpmaddwd, and the loads (MR per
+      // weight vector) become the limit.
+      __asm__("" : "+x"(wv));
 #pragma GCC unroll 8
       for (int m = 0; m < MR; ++m) {
         sums[m][r] = _mm256_add_epi32(sums[m][r], _mm256_madd_epi16(xv[m], wv));
