@@ -128,7 +128,7 @@ struct Int4Source {
   }
   // Prefetch block b of the row `rows` rows further down (the next tile's), and its scales once.
   W4A8_ALWAYS_INLINE void prefetchAhead(const Row& r, int b, int rows) const {
-    _mm_prefetch((const char*)(r.codes + (size_t)rows * (w.cols / 2) + (size_t)b * 64), _MM_HINT_T0);
+    _mm_prefetch((const char*)(r.codes + (size_t)rows * rowBytes() + (size_t)b * 64), _MM_HINT_T0);
     if ((b & 15) == 0) _mm_prefetch((const char*)(r.scales + (size_t)rows * groups + b * (kBlockK / G)), _MM_HINT_T0);
   }
 
@@ -453,14 +453,19 @@ void fusedRows(const Source& src, int nBegin, int nEnd, const uint16_t* xp, int 
   }
 }
 
-// acc[m][r] += x[m] . w[r] over all chunks; w: [chunks][NR][32] words, x rows Kp words apart.
+// acc[m][r] += x[m] . w[r] over the chunks of one panel; w: [chunks][NR][32] words, x rows Kp words apart
+// (xp at the panel's first chunk). The 16-lane accumulators start at zero on the first panel and are kept
+// in acc ([MR][NR][16] floats) between panels; after the last, sums gets their horizontal sums. (Stored and
+// reloaded exactly, so every lane adds its chunks in k order as in one pass: the result is that of the fused
+// path.)
 template <class Dot, int MR, int NR>
-void microKernel(const uint16_t* xp, int Kp, const uint16_t* ws, int chunks, float* sums /* [MR][NR] */) {
-  __m512 acc[MR][NR];
+void microKernel(const uint16_t* xp, int Kp, const uint16_t* ws, int chunks, bool first, bool last, float* acc,
+                 float* sums /* [MR][NR] */) {
+  __m512 a[MR][NR];
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
+    for (int r = 0; r < NR; ++r) a[m][r] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc + (m * NR + r) * 16);
   for (int c = 0; c < chunks; ++c) {
     __m512i w[NR];
 #pragma GCC unroll 16
@@ -469,66 +474,91 @@ void microKernel(const uint16_t* xp, int Kp, const uint16_t* ws, int chunks, flo
     for (int m = 0; m < MR; ++m) {
       const __m512i x = _mm512_load_si512(xp + (size_t)m * xRowStride(Kp) + (size_t)c * kChunkK);
 #pragma GCC unroll 16
-      for (int r = 0; r < NR; ++r) acc[m][r] = Dot::dot(acc[m][r], x, w[r]);
+      for (int r = 0; r < NR; ++r) a[m][r] = Dot::dot(a[m][r], x, w[r]);
     }
   }
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) sums[m * NR + r] = horizontalSum(acc[m][r]);
+    for (int r = 0; r < NR; ++r) {
+      if (last) sums[m * NR + r] = horizontalSum(a[m][r]);
+      else _mm512_store_ps(acc + (m * NR + r) * 16, a[m][r]);
+    }
 }
 
 template <class Dot, int NR, int MR = 1>
-void microKernelFor(int mr, const uint16_t* xp, int Kp, const uint16_t* ws, int chunks, float* sums) {
+void microKernelFor(int mr, const uint16_t* xp, int Kp, const uint16_t* ws, int chunks, bool first, bool last,
+                    float* acc, float* sums) {
   if constexpr (MR <= Dot::kMicroRows) {
-    if (mr == MR) return microKernel<Dot, MR, NR>(xp, Kp, ws, chunks, sums);
-    microKernelFor<Dot, NR, MR + 1>(mr, xp, Kp, ws, chunks, sums);
+    if (mr == MR) return microKernel<Dot, MR, NR>(xp, Kp, ws, chunks, first, last, acc, sums);
+    microKernelFor<Dot, NR, MR + 1>(mr, xp, Kp, ws, chunks, first, last, acc, sums);
   }
 }
 
-// Decodes weight row n into column r of the scratch tile ws: [chunks][nr][32] words.
+// Decodes blocks [b0, b1) of weight row n into column r of the scratch panel ws: [chunks][nr][32] words.
 template <bool kShort, class Source>
-void decodeRow(const Source& src, int n, int nr, int r, uint16_t* ws) {
+void decodeRow(const Source& source, int n, int nr, int r, int b0, int b1, uint16_t* ws) {
   constexpr int CPB = Source::kChunksPerBlock;
+  // A local copy: the stores into ws may alias anything the caller's object holds, which made the loop
+  // reload the source's fields after every block.
+  const Source src = source;
   const typename Source::Row row = src.row(n);
+  const bool nextRow = n + 1 < src.w.rows;
   auto block = [&](int b, auto tail) {
     __m512i w[CPB];
     src.template decode<kShort, decltype(tail)::value>(row, b, w);
     // The same row of the next scratch tile: decoded after this tile's micro-kernels, by which time these
     // lines have arrived (without it, the decode waited on its code and table loads: about a quarter of a
-    // 16-token call, 4096 x 2048 on Zen 4).
+    // 16-token call, 4096 x 2048 on Zen 4). Its group data every 4 blocks: a line holds 4 blocks' or more.
     src.prefetchAhead(row, b, kScratchRows);
-    src.prefetchGroups(row, b, kScratchRows);
-    if (n + 1 < src.w.rows) src.prefetchNextEntry(row, b);
+    if ((b & 3) == 0) src.prefetchGroups(row, b, kScratchRows);
+    if (nextRow) src.prefetchNextEntry(row, b);
 #pragma GCC unroll 16
-    for (int c = 0; c < CPB; ++c) _mm512_store_si512(ws + ((size_t)(b * CPB + c) * nr + r) * kChunkK, w[c]);
+    for (int c = 0; c < CPB; ++c) _mm512_store_si512(ws + ((size_t)((b - b0) * CPB + c) * nr + r) * kChunkK, w[c]);
   };
-  for (int b = 0; b < src.fullBlocks; ++b) block(b, std::false_type{});
-  if (src.blocks > src.fullBlocks) block(src.fullBlocks, std::true_type{});
+  for (int b = b0; b < std::min(b1, src.fullBlocks); ++b) block(b, std::false_type{});
+  if (b1 > src.fullBlocks && src.blocks > src.fullBlocks) block(src.fullBlocks, std::true_type{});
 }
+
+// Chunks of k per panel of the scratch path: the decoded panel (kScratchRows x 32 chunks x 64 bytes = 8 KiB)
+// stays in L1 while every group of tokens runs over it. Decoding whole rows (88 KiB for K = 11008) put the
+// panel in L2, and the micro-kernels' weight and activation loads together outran L2 at 16 tokens on Zen 4.
+// A multiple of every source's chunks per block.
+constexpr int kPanelChunks = 32;
 
 template <class Dot, class Source, class Scale>
 void scratchRows(const Source& src, int M, int nBegin, int nEnd, const uint16_t* xp, int Kp, const GemmOutput& y,
                  Scale scale) {
+  constexpr int CPB = Source::kChunksPerBlock, kPanelBlocks = kPanelChunks / CPB;
+  static_assert(kPanelChunks % CPB == 0, "a panel holds whole blocks");
   const int chunks = Kp / kChunkK;
-  uint16_t* ws = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchWeights, (size_t)kScratchRows * Kp * 2));
+  uint16_t* ws = static_cast<uint16_t*>(fast::threadScratch(fast::kScratchWeights, (size_t)kScratchRows * kPanelChunks * 64));
+  // 16-lane accumulators of every token and tile row between panels: [M][kScratchRows][16] floats.
+  float* acc = static_cast<float*>(fast::threadScratch(fast::kScratchAccumulators, (size_t)M * kScratchRows * 64));
   float sums[Dot::kMicroRows * kScratchRows];
   for (int n0 = nBegin; n0 < nEnd; n0 += kScratchRows) {
     const int nr = std::min(kScratchRows, nEnd - n0);
-    for (int r = 0; r < nr; ++r) {
-      if (src.shortPath(n0 + r)) decodeRow<true>(src, n0 + r, nr, r, ws);
-      else decodeRow<false>(src, n0 + r, nr, r, ws);
-    }
-    for (int m0 = 0; m0 < M; m0 += Dot::kMicroRows) {
-      const int mr = std::min(Dot::kMicroRows, M - m0);
-      const uint16_t* x = xp + (size_t)m0 * xRowStride(Kp);
-      switch (nr) {
-        case 1: microKernelFor<Dot, 1>(mr, x, Kp, ws, chunks, sums); break;
-        case 2: microKernelFor<Dot, 2>(mr, x, Kp, ws, chunks, sums); break;
-        case 3: microKernelFor<Dot, 3>(mr, x, Kp, ws, chunks, sums); break;
-        default: microKernelFor<Dot, 4>(mr, x, Kp, ws, chunks, sums); break;
+    bool shortRow[kScratchRows];
+    for (int r = 0; r < nr; ++r) shortRow[r] = src.shortPath(n0 + r);
+    for (int b0 = 0; b0 < src.blocks; b0 += kPanelBlocks) {
+      const int b1 = std::min(src.blocks, b0 + kPanelBlocks), c0 = b0 * CPB, panelChunks = std::min(chunks, b1 * CPB) - c0;
+      const bool first = b0 == 0, last = b1 == src.blocks;
+      for (int r = 0; r < nr; ++r) {
+        if (shortRow[r]) decodeRow<true>(src, n0 + r, nr, r, b0, b1, ws);
+        else decodeRow<false>(src, n0 + r, nr, r, b0, b1, ws);
       }
-      storeSums(y, m0, n0, mr, nr, sums, nr, scale);
+      for (int m0 = 0; m0 < M; m0 += Dot::kMicroRows) {
+        const int mr = std::min(Dot::kMicroRows, M - m0);
+        const uint16_t* x = xp + (size_t)m0 * xRowStride(Kp) + (size_t)c0 * kChunkK;
+        float* a = acc + (size_t)m0 * kScratchRows * 16;
+        switch (nr) {
+          case 1: microKernelFor<Dot, 1>(mr, x, Kp, ws, panelChunks, first, last, a, sums); break;
+          case 2: microKernelFor<Dot, 2>(mr, x, Kp, ws, panelChunks, first, last, a, sums); break;
+          case 3: microKernelFor<Dot, 3>(mr, x, Kp, ws, panelChunks, first, last, a, sums); break;
+          default: microKernelFor<Dot, 4>(mr, x, Kp, ws, panelChunks, first, last, a, sums); break;
+        }
+        if (last) storeSums(y, m0, n0, mr, nr, sums, nr, scale);
+      }
     }
   }
 }
