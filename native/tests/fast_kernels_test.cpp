@@ -534,44 +534,69 @@ TEST(outputs_do_not_depend_on_batch_size) {
 }
 
 TEST(long_k_runs_in_panels_with_the_results_of_one_pass) {
-  // K past two panels of the avx512 scratch path (2048 k each; the grid above stays below one) with a partial
-  // last panel and a tail block, at M = 6 and 7 (that path, 5+ tokens; tiles on avx2): against the reference,
-  // and row m bit for bit equal to the same row in a batch small enough for the fused path (the accumulators
-  // are carried between panels exactly). The batch sizes follow outputs_do_not_depend_on_batch_size.
+  // K past two panels of the avx512 scratch path (2048 k each; the grid above stays below one), at M = 6 and 7 (that
+  // path, 5+ tokens; tiles on avx2): a partial last panel (K = 4480: 35 blocks of 128), INT4 tail blocks (4416 = 34.5
+  // blocks, 4448 = 34.75) and an FP8 one (W8A8, K = 4433: 69 blocks of 64 and 17), against the reference; and row m
+  // bit for bit equal to the same row in a batch small enough for the fused path (the accumulators are carried
+  // between panels exactly). The batch sizes follow outputs_do_not_depend_on_batch_size.
   const auto backends = fastBackends();
   runW4A8Case({7, 5, 4480, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, false, 9100}, backends);
   runW4A8Case({6, 3, 4416, 32, Fp8Format::E5M2, Fp8Format::E4M3FN, true, false, 9101}, backends);
   runW4A16Case({7, 5, 4416, 64, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false, true, 9102}, backends);
-  const Int4Layer l = makeInt4Layer(9103, 7, 5, 4416, 64, Fp8Format::E4M3FN, Fp8Format::E4M3, false, false);
-  const int M = l.M, N = l.N, K = l.K;
-  const Fp8WeightsView fp8View{l.w8.data(), l.channelScales.data(), N, K, l.weightFormat};
+  const Int4Layer l = makeInt4Layer(9103, 7, 5, 4448, 32, Fp8Format::E4M3FN, Fp8Format::E4M3, false, false);
+  const int M = l.M, N = l.N, K = l.K, K8 = 4433;  // W8A8 on the first K8 columns of the layer's FP8 weights
+  std::vector<uint8_t> w8((size_t)N * K8), x8((size_t)M * K8);
+  for (int n = 0; n < N; ++n) std::memcpy(w8.data() + (size_t)n * K8, l.w8.data() + (size_t)n * K, K8);
+  for (int m = 0; m < M; ++m) std::memcpy(x8.data() + (size_t)m * K8, l.x8.data() + (size_t)m * K, K8);
+  const Fp8WeightsView fp8View{w8.data(), l.channelScales.data(), N, K8, l.weightFormat};
   std::vector<float> ref((size_t)M * N);
-  reference::gemmW8A8({l.x8.data(), l.xScales.data(), l.actFormat, M, fp8View, {ref.data(), nullptr, N}}, 0, N);
+  reference::gemmW8A8({x8.data(), l.xScales.data(), l.actFormat, M, fp8View, {ref.data(), nullptr, N}}, 0, N);
+  const float* xTable = fp8DecodeTable(l.actFormat);
+  const float* wTable = fp8DecodeTable(l.weightFormat);
+  auto bound = [&](int m, int n) {
+    const double mag = magnitude([&](int mm, int k) { return xTable[x8[(size_t)mm * K8 + k]]; },
+                                 [&](int nn, int k) { return wTable[w8[(size_t)nn * K8 + k]]; }, m, n, K8);
+    return 1e-5 * l.xScales[m] * l.channelScales[n] * mag + 1e-37;
+  };
   for (const KernelTable* t : backends) {
     std::vector<float> y8((size_t)M * N), y88((size_t)M * N), y16((size_t)M * N);
     t->gemmW4A8({l.x8.data(), l.xScales.data(), l.actFormat, M, l.view(), {y8.data(), nullptr, N}}, 0, N);
-    t->gemmW8A8({l.x8.data(), l.xScales.data(), l.actFormat, M, fp8View, {y88.data(), nullptr, N}}, 0, N);
+    t->gemmW8A8({x8.data(), l.xScales.data(), l.actFormat, M, fp8View, {y88.data(), nullptr, N}}, 0, N);
     t->gemmW4A16({l.x16.data(), M, l.view(), {y16.data(), nullptr, N}}, 0, N);
-    checkClose(y88, ref, M, N, w4a8Bound(l, l.w8), std::string(t->name) + " W8A8 K=4416");
+    checkClose(y88, ref, M, N, bound, std::string(t->name) + " W8A8 K=4433");
     const int rows = t->gemmW4A8Pooled && M >= t->pooledMinRows ? t->pooledMinRows : 1;
     for (int m : {0, 3, 6}) {
-      std::vector<uint8_t> x8((size_t)rows * K);
-      std::vector<uint16_t> x16((size_t)rows * K);
+      std::vector<uint8_t> r8((size_t)rows * K), r88((size_t)rows * K8);
+      std::vector<uint16_t> r16((size_t)rows * K);
       std::vector<float> xScales(rows), o8((size_t)rows * N), o88((size_t)rows * N), o16((size_t)rows * N);
       for (int r = 0; r < rows; ++r) {
         const int from = (m + r) % M;
-        std::memcpy(x8.data() + (size_t)r * K, l.x8.data() + (size_t)from * K, K);
-        std::memcpy(x16.data() + (size_t)r * K, l.x16.data() + (size_t)from * K, K * 2);
+        std::memcpy(r8.data() + (size_t)r * K, l.x8.data() + (size_t)from * K, K);
+        std::memcpy(r88.data() + (size_t)r * K8, x8.data() + (size_t)from * K8, K8);
+        std::memcpy(r16.data() + (size_t)r * K, l.x16.data() + (size_t)from * K, K * 2);
         xScales[r] = l.xScales[from];
       }
-      t->gemmW4A8({x8.data(), xScales.data(), l.actFormat, rows, l.view(), {o8.data(), nullptr, N}}, 0, N);
-      t->gemmW8A8({x8.data(), xScales.data(), l.actFormat, rows, fp8View, {o88.data(), nullptr, N}}, 0, N);
-      t->gemmW4A16({x16.data(), rows, l.view(), {o16.data(), nullptr, N}}, 0, N);
+      t->gemmW4A8({r8.data(), xScales.data(), l.actFormat, rows, l.view(), {o8.data(), nullptr, N}}, 0, N);
+      t->gemmW8A8({r88.data(), xScales.data(), l.actFormat, rows, fp8View, {o88.data(), nullptr, N}}, 0, N);
+      t->gemmW4A16({r16.data(), rows, l.view(), {o16.data(), nullptr, N}}, 0, N);
       CHECK(std::memcmp(o8.data(), y8.data() + (size_t)m * N, N * 4) == 0, "%s W4A8 row %d", t->name, m);
       CHECK(std::memcmp(o88.data(), y88.data() + (size_t)m * N, N * 4) == 0, "%s W8A8 row %d", t->name, m);
       CHECK(std::memcmp(o16.data(), y16.data() + (size_t)m * N, N * 4) == 0, "%s W4A16 row %d", t->name, m);
     }
   }
+}
+
+TEST(a_call_with_k_0_writes_zeros_on_every_path) {
+  // No k at all: every output is an empty sum, whatever the path (fused below 5 tokens, scratch tiles from 5).
+  for (const KernelTable* t : fastBackends())
+    for (int M : {1, 4, 5, 9}) {
+      const int N = 3;
+      const float xScales[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1}, channelScales[3] = {1, 1, 1};
+      const Fp8WeightsView view{nullptr, channelScales, N, 0, Fp8Format::E4M3FN};
+      std::vector<float> y((size_t)M * N, 123.0f);
+      t->gemmW8A8({nullptr, xScales, Fp8Format::E4M3FN, M, view, {y.data(), nullptr, N}}, 0, N);
+      for (float v : y) CHECK(v == 0.0f, "%s W8A8 K=0 M=%d: %g", t->name, M, v);
+    }
 }
 
 TEST(nan_activations_give_nan_outputs_like_the_reference) {

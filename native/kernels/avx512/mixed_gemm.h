@@ -22,10 +22,11 @@
 //   arithmetic that reproduces fp8Encode exactly (simd.h), once per group and row.
 //
 // Tiling: M <= kFusedMaxRows runs "fused": each row's weights are decoded into registers and used for
-// all M activations. Larger M decodes kScratchRows weight rows once into a small per-thread BF16
-// buffer (L1/L2-resident, never the whole matrix) and runs an Mr x 4 register-blocked micro-kernel over
-// all M. Both paths keep one accumulator per output and add chunks in increasing k order, so every
-// output is bit-identical whatever the path, the N split or M (batch invariance).
+// all M activations. Larger M decodes kScratchRows weight rows, one K panel at a time, into a small
+// per-thread BF16 buffer (L1-resident, never the whole matrix) and runs an Mr x 4 register-blocked
+// micro-kernel over all M, its accumulators kept exactly from panel to panel. Both paths keep one
+// accumulator per output and add chunks in increasing k order, so every output is bit-identical whatever
+// the path, the N split or M (batch invariance).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -509,7 +510,8 @@ void decodeRow(const Source& source, int n, int nr, int r, int b0, int b1, uint1
     src.template decode<kShort, decltype(tail)::value>(row, b, w);
     // The same row of the next scratch tile: decoded after this tile's micro-kernels, by which time these
     // lines have arrived (without it, the decode waited on its code and table loads: about a quarter of a
-    // 16-token call, 4096 x 2048 on Zen 4). Its group data every 4 blocks: a line holds 4 blocks' or more.
+    // 16-token call, 4096 x 2048 on Zen 4). Its group data every 4 blocks: 4 blocks' take 64 bytes at most,
+    // which may straddle two lines; a line this misses comes with the next prefetch, still a tile ahead.
     src.prefetchAhead(row, b, kScratchRows);
     if ((b & 3) == 0) src.prefetchGroups(row, b, kScratchRows);
     if (nextRow) src.prefetchNextEntry(row, b);
@@ -541,7 +543,8 @@ void scratchRows(const Source& src, int M, int nBegin, int nEnd, const uint16_t*
     const int nr = std::min(kScratchRows, nEnd - n0);
     bool shortRow[kScratchRows];
     for (int r = 0; r < nr; ++r) shortRow[r] = src.shortPath(n0 + r);
-    for (int b0 = 0; b0 < src.blocks; b0 += kPanelBlocks) {
+    // (K = 0 still takes one empty panel, so that its outputs are written: zeros.)
+    for (int b0 = 0; b0 == 0 || b0 < src.blocks; b0 += kPanelBlocks) {
       const int b1 = std::min(src.blocks, b0 + kPanelBlocks), c0 = b0 * CPB, panelChunks = std::min(chunks, b1 * CPB) - c0;
       const bool first = b0 == 0, last = b1 == src.blocks;
       for (int r = 0; r < nr; ++r) {
