@@ -278,11 +278,8 @@ export async function packModel(
   const { quant, concurrency, calibration } = checkPackOptions(options);
   const { config, tensors: sourceTensors } = checkSource(source);
   // The tokenizer and chat template as the model will load them: a file that packs must load (E_FILE).
-  if (source.tokenizerJson !== undefined) {
-    const tokenizer = TextTokenizer.fromJson(source.tokenizerJson, source.tokenizerConfigJson, source.chatTemplate);
-    if (tokenizer.maxTokenId >= config.vocabSize)
-      throw new W4a8Error('E_FILE', `the tokenizer has token id ${tokenizer.maxTokenId}; the model's vocabulary has ${config.vocabSize} rows`);
-  }
+  if (source.tokenizerJson !== undefined)
+    TextTokenizer.fromJson(source.tokenizerJson, source.tokenizerConfigJson, source.chatTemplate).checkFitsVocabulary(config.vocabSize);
   if (onProgress !== undefined && typeof onProgress !== 'function') throw new W4a8Error('E_TYPE', 'onProgress must be a function');
 
   const packed = new Map<string, Tensor>();

@@ -158,8 +158,7 @@ export class W4a8Model {
     this.config = packed.config;
     this.quant = packed.quant;
     this.contextLength = positiveInteger(options.contextLength, 'contextLength', packed.config.maxSeqLen, packed.config.maxSeqLen);
-    if (tokenizer && tokenizer.maxTokenId >= packed.config.vocabSize)
-      throw new W4a8Error('E_FILE', `the tokenizer has token id ${tokenizer.maxTokenId}; the model's vocabulary has ${packed.config.vocabSize} rows`);
+    tokenizer?.checkFitsVocabulary(packed.config.vocabSize);
     this.tokenizer = tokenizer;
     this.kvCacheType = checkChoice(options.kvCache, KV_CACHE_TYPES, 'kvCache', DEFAULT_KV_CACHE);
     this.handle = createNativeModel(packed, this.kvCacheType);

@@ -199,6 +199,12 @@ export class TextTokenizer {
     return (token !== undefined && vocabularyBytes(token, this.encoding)) || utf8.encode(this.decode([id]));
   }
 
+  /** Throws E_FILE when a token id lies past a vocabulary of `vocabSize` rows (the model could not embed it). */
+  checkFitsVocabulary(vocabSize: number): void {
+    if (this.maxTokenId >= vocabSize)
+      throw new W4a8Error('E_FILE', `the tokenizer has token id ${this.maxTokenId}; the model's vocabulary has ${vocabSize} rows`);
+  }
+
   get hasChatTemplate(): boolean {
     return this.template !== undefined;
   }
