@@ -173,11 +173,13 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
     // failing ends the others.
     const choiceOptions = Array.from({ length: request.n }, (_, i) =>
       i === 0 || generationOptions.seed === undefined ? generationOptions : { ...generationOptions, seed: (generationOptions.seed + i) % Number.MAX_SAFE_INTEGER });
+    /** `choices` (a promise over all the choices), with every choice ended when one of them fails. */
+    const allOrNone = <T>(choices: Promise<T>): Promise<T> => choices.catch((error) => {
+      controller.abort();
+      throw error;
+    });
     if (!request.stream) {
-      const results = await Promise.all(choiceOptions.map((o) => model.complete(prompt, o))).catch((error) => {
-        controller.abort();
-        throw error;
-      });
+      const results = await allOrNone(Promise.all(choiceOptions.map((o) => model.complete(prompt, o))));
       const generated = results.reduce((sum, r) => sum + r.generatedTokens, 0);
       record(prompt.length, generated, Math.min(...results.map((r) => r.timeToFirstTokenMs)), started);
       // Requests that end in the same step resume in one event-loop turn: building a large log-probability answer
@@ -196,7 +198,7 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       const figures = usage({ promptTokens: prompt.length, generatedTokens: generated });
       return sendJson(res, 200, { ...base, object: chat ? 'chat.completion' : 'text_completion', choices, usage: figures });
     }
-    await streamCompletion(res, request, prompt, choiceOptions, chat, base, started, echoText, () => controller.abort());
+    await streamCompletion(res, request, prompt, choiceOptions, chat, base, started, echoText, allOrNone);
   }
 
   /** echo with max_tokens 0 and no log probabilities: the prompt's text, and nothing to run. */
@@ -231,21 +233,18 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
 
   /**
    * The choices' events as their tokens come, each with its choice's index; finish events as each choice ends; then
-   * the usage event (with include_usage) and [DONE]. `abort` ends every choice (one failed).
+   * the usage event (with include_usage) and [DONE]. `allOrNone` ends every choice when one fails.
    */
   async function streamCompletion(res: http.ServerResponse, request: CompletionRequest, prompt: number[],
     choiceOptions: CompletionRequest['options'][], chat: boolean, base: object, started: number, echoText: string,
-    abort: () => void): Promise<void> {
+    allOrNone: <T>(choices: Promise<T>) => Promise<T>): Promise<void> {
     const object = chat ? 'chat.completion.chunk' : 'text_completion';
     // With stream_options.include_usage every chunk carries usage: null, and a last one (no choices) the figures.
     const extra = request.includeUsage ? { usage: null } : {};
     const send = (choice: object) => res.write(event({ ...base, object, choices: [choice], ...extra }));
     const iterators = choiceOptions.map((o) => model.stream(prompt, o)[Symbol.asyncIterator]());
     // Pull each choice's first chunk before answering 200, so that a bad request still gets a clean error status.
-    const firsts = await Promise.all(iterators.map((it) => it.next())).catch((error) => {
-      abort();
-      throw error;
-    });
+    const firsts = await allOrNone(Promise.all(iterators.map((it) => it.next())));
     res.writeHead(200, EVENT_STREAM_HEADERS);
     for (let index = 0; index < iterators.length; index++) {
       if (chat) send({ index, delta: { role: 'assistant', content: '' }, finish_reason: null });
@@ -282,10 +281,7 @@ export function createServer(model: W4a8Model, options: ServerOptions = {}): htt
       }
     };
     try {
-      await Promise.all(iterators.map(pump)).catch((error) => {
-        abort();
-        throw error;
-      });
+      await allOrNone(Promise.all(iterators.map(pump)));
     } catch (error) {
       // The status line is out: the error goes as an event (OpenAI's clients raise it), and the stream ends.
       const apiError = toApiError(error);
