@@ -1,8 +1,13 @@
 #!/usr/bin/env node
-// Event-loop delay while long text prompts are tokenized: model.tokenize() on the main thread against
-// model.tokenizeAsync() (the tokenizer's worker thread, lib/model/encode-thread.ts), on the default model.
+// Event-loop delay while a tokenizer opens and while long text prompts are tokenized:
+//   - opening: TextTokenizer.load (what W4a8Model.load uses: the complete tokenizer is built on the worker thread,
+//     lib/model/tokenizer-summary.ts) against building it on the main thread (TextTokenizer.fromJson, and the
+//     tokenizer library's constructor alone, the longest stage of a build here), for a byte-level BPE with a
+//     vocabulary of --vocab tokens and as many merges (made up by the bench, Qwen-sized by default);
+//   - tokenizing: model.tokenize() on the main thread against model.tokenizeAsync() (the worker thread), on the
+//     default model.
 //
-//   npm run bench:tokenize [-- --prompts N --chars C --rounds R]
+//   npm run bench:tokenize [-- --prompts N --chars C --rounds R --vocab V]
 //
 // Prints, per round and mode, the wall time and the largest and 99th-percentile event-loop delay
 // (perf_hooks.monitorEventLoopDelay, 1 ms resolution). The synchronous mode yields one turn between prompts, as
@@ -14,10 +19,63 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { values } = parseArgs({ options: { prompts: { type: 'string' }, chars: { type: 'string' }, rounds: { type: 'string' } } });
+const { values } = parseArgs({ options: { prompts: { type: 'string' }, chars: { type: 'string' }, rounds: { type: 'string' }, vocab: { type: 'string' } } });
 const count = Number(values.prompts ?? 16), chars = Number(values.chars ?? 32000), rounds = Number(values.rounds ?? 2);
-for (const [name, v] of [['prompts', count], ['chars', chars], ['rounds', rounds]])
+const vocabSize = Number(values.vocab ?? 151643);
+for (const [name, v] of [['prompts', count], ['chars', chars], ['rounds', rounds], ['vocab', vocabSize]])
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
+
+/** The largest event-loop delay while `body` runs (ms), and its wall time. */
+async function withDelay(body) {
+  const delay = monitorEventLoopDelay({ resolution: 1 });
+  delay.enable();
+  await new Promise((r) => setTimeout(r, 5)); // (its timer's first tick: a delay is measured from one tick to the next)
+  const start = performance.now();
+  await body();
+  const wall = performance.now() - start;
+  await new Promise((r) => setTimeout(r, 5));
+  delay.disable();
+  return { wall, max: delay.max / 1e6 };
+}
+
+/** A byte-level BPE tokenizer.json: the 256 byte tokens, then tokens made by merging random earlier pairs. */
+async function largeTokenizerJson(size) {
+  const { byteToUnicode } = await import(path.join(root, 'dist', 'model', 'token-bytes.js'));
+  const { seededRandom } = await import(path.join(root, 'dist', 'random.js'));
+  const random = seededRandom(1);
+  const tokens = byteToUnicode(), vocab = Object.fromEntries(tokens.map((t, id) => [t, id])), merges = [];
+  while (tokens.length < size) {
+    const a = tokens[Math.floor(random() ** 2 * tokens.length)], b = tokens[Math.floor(random() * Math.min(tokens.length, 2000))];
+    if ((a + b).length > 16 || Object.hasOwn(vocab, a + b)) continue;
+    vocab[a + b] = tokens.length;
+    tokens.push(a + b);
+    merges.push(`${a} ${b}`);
+  }
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: true };
+  return JSON.stringify({
+    version: '1.0', truncation: null, padding: null, normalizer: { type: 'NFC' }, pre_tokenizer: byteLevel, post_processor: byteLevel, decoder: byteLevel,
+    added_tokens: [{ id: size, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
+  });
+}
+
+{
+  const { TextTokenizer } = await import(path.join(root, 'dist', 'model', 'tokenizer.js'));
+  const { Tokenizer } = await import('@huggingface/tokenizers');
+  const json = await largeTokenizerJson(vocabSize);
+  console.log(`opening a byte-level BPE of ${vocabSize + 1} tokens (tokenizer.json ${(json.length / 1e6).toFixed(1)} MB), ${rounds} rounds`);
+  for (let round = 1; round <= rounds; round++) {
+    let tokenizer;
+    const load = await withDelay(async () => { tokenizer = await TextTokenizer.load(json); });
+    await tokenizer.close();
+    const here = await withDelay(async () => { TextTokenizer.fromJson(json); });
+    const parsed = JSON.parse(json);
+    const constructor = await withDelay(async () => { new Tokenizer(parsed, {}); });
+    console.log(`round ${round}  load() ${load.wall.toFixed(0).padStart(5)} ms, event-loop delay max ${load.max.toFixed(1).padStart(6)} ms;` +
+      ` built on the main thread (fromJson) ${here.wall.toFixed(0).padStart(5)} ms, max ${here.max.toFixed(1).padStart(6)} ms;` +
+      ` the library's constructor alone ${constructor.wall.toFixed(0).padStart(5)} ms`);
+  }
+}
 
 const { W4a8Model } = await import(path.join(root, 'dist', 'index.js'));
 const model = await W4a8Model.load(path.join(root, 'models', 'default', 'model.w4a8'), { device: 'cpu' });

@@ -4,7 +4,6 @@ import type { AddressInfo } from 'node:net';
 import { W4a8Error } from '../errors.js';
 import { W4a8Model } from '../model/model.js';
 import { createServer } from '../server/server.js';
-import { OFFLOAD_CHARS } from '../model/tokenizer.js';
 import { DEFAULT_KV_CACHE, KV_CACHE_TYPES } from '../model/types.js';
 import { choice, numberOption, parseCommandArgs } from './generate.js';
 
@@ -41,9 +40,6 @@ export async function startServer(args: string[]): Promise<RunningServer> {
     maxQueue: numberOption(values['max-queue'], 'max-queue', 1024, true),
     kvCache: choice(values['kv-cache'], KV_CACHE_TYPES, '--kv-cache', DEFAULT_KV_CACHE),
   });
-  // A server meets long prompts: its tokenizer's thread starts now, not with the first of them (when the context
-  // admits texts that long at all: the server refuses longer ones before tokenizing).
-  if (model.tokenizer && 2 * model.contextLength * model.tokenizer.maxTokenChars >= OFFLOAD_CHARS) model.tokenizer.startEncodeThread();
   const server = createServer(model, { modelName: values.name ?? 'w4a8' });
   // Responses in flight, so that closing lets each end (a stream with its error event) before connections go.
   const open = new Set<ServerResponse>();

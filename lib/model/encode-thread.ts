@@ -9,7 +9,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { W4a8Error, type W4a8ErrorCode } from '../errors.js';
-import type { EncodeReply, EncodeRequest } from './encode-worker.js';
+import type { EncodeReply, EncodeRequest, WorkerReady } from './encode-worker.js';
+import type { DecodingSummary } from './tokenizer-summary.js';
 
 // The compiled worker: dist/ sits beside lib/ one level below the package root (as in native.ts), and the worker
 // always runs the compiled JS, also when the main thread runs lib/'s TypeScript (the tests).
@@ -26,12 +27,34 @@ export class EncodeThread {
   private nextId = 0;
   /** Why the thread cannot encode (it failed, or was closed); undefined while it can. */
   private down?: W4a8Error;
+  /** What the main thread decodes with (tokenizer-summary.ts), once the thread has built its tokenizer. */
+  readonly ready: Promise<DecodingSummary>;
+  /** Whether the thread could not build a tokenizer from these sources (ready rejected with the reason, E_FILE). */
+  rejectedSources = false;
+  private settleReady!: { resolve: (summary: DecodingSummary) => void; reject: (error: W4a8Error) => void };
 
   /** The tokenizer's sources, as the main thread's copy was built from them (so the thread builds what loaded). */
   constructor(tokenizerJson: string, tokenizerConfigJson?: string, chatTemplate?: string) {
-    this.worker = new Worker(WORKER_FILE, { workerData: { tokenizerJson, tokenizerConfigJson, chatTemplate } });
-    this.worker.unref(); // (an idle tokenizer thread does not keep the process alive)
-    this.worker.on('message', (reply: EncodeReply) => {
+    this.ready = new Promise((resolve, reject) => (this.settleReady = { resolve, reject }));
+    this.ready.catch(() => {}); // (a thread started for encoding only: nobody awaits it)
+    // Referenced until it has built its tokenizer (load() awaits that), then only while encodes are in flight.
+    // (Not --input-type, which a process run with `node --input-type=module -e ...` has and a worker file refuses.)
+    const execArgv = process.execArgv.filter((arg) => !arg.startsWith('--input-type'));
+    this.worker = new Worker(WORKER_FILE, { workerData: { tokenizerJson, tokenizerConfigJson, chatTemplate }, execArgv });
+    this.worker.on('message', (reply: EncodeReply | WorkerReady) => {
+      if ('summary' in reply) {
+        this.settleReady.resolve(reply.summary);
+        this.unrefWhenIdle();
+        return;
+      }
+      if ('cannotBuild' in reply) {
+        this.rejectedSources = true;
+        this.down = new W4a8Error((reply.cannotBuild.code as W4a8ErrorCode) ?? 'E_FILE', reply.cannotBuild.message);
+        this.rejectAll(this.down);
+        this.worker.unref();
+        void this.worker.terminate();
+        return;
+      }
       const waiting = this.pending.get(reply.id);
       if (!waiting) return;
       this.pending.delete(reply.id);
@@ -87,6 +110,7 @@ export class EncodeThread {
   }
 
   private rejectAll(error: W4a8Error): void {
+    this.settleReady.reject(error); // (no effect once it has settled)
     for (const waiting of this.pending.values()) waiting.reject(error);
     this.pending.clear();
   }

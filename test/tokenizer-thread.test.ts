@@ -1,0 +1,109 @@
+// Opening a tokenizer without holding the event loop (lib/model/tokenizer-summary.ts): load() decodes with a
+// decode-only tokenizer built from what the worker thread sends; everything it gives must be what the complete
+// tokenizer (fromJson, on this thread) gives, for each kind of tokenizer.json.
+import { describe, expect, it } from 'vitest';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { TextTokenizer } from '../lib/model/tokenizer.js';
+import { adoptVocabulary, summarize } from '../lib/model/tokenizer-summary.js';
+import { byteLevelTokenizerJson } from '../lib/model/synthetic.js';
+import { tokenizerJsonFromPieces } from '../lib/import/llama2c-tokenizer.js';
+import { seededRandom } from '../lib/random.js';
+
+/** A sentencepiece-style BPE as the llama2.c importer writes it: <unk> <s> </s>, 256 byte tokens, then pieces. */
+function sentencepieceJson(): string {
+  const pieces = [{ text: '<unk>', score: 0 }, { text: '\n<s>\n', score: 0 }, { text: '\n</s>\n', score: 0 }];
+  for (let b = 0; b < 256; b++) pieces.push({ text: `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`, score: 0 });
+  const words = [' ', 'e', 't', 'a', 'o', 'n', ' t', 'th', ' th', 'he', ' the', 'é', 'ca', 'caf', ' caf', ' café', 'at', ' cat'];
+  words.forEach((text, i) => pieces.push({ text, score: -i }));
+  return tokenizerJsonFromPieces(pieces);
+}
+
+/** A WordPiece tokenizer (BERT-style: another model type, normalizer, pre-tokenizer and decoder). */
+function wordPieceJson(): string {
+  const words = ['[UNK]', '[CLS]', '[SEP]', 'the', 'cat', '##s', 'sat', 'on', 'mat', ',', '.', 'un', '##believ', '##able', "'", 're'];
+  const special = (id: number) => ({ id, content: words[id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  return JSON.stringify({
+    version: '1.0', truncation: null, padding: null, added_tokens: [0, 1, 2].map(special),
+    normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
+    pre_tokenizer: { type: 'BertPreTokenizer' }, post_processor: null,
+    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+    model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab: Object.fromEntries(words.map((w, i) => [w, i])) },
+  });
+}
+
+const KINDS: [string, () => string, string][] = [
+  ['byte-level BPE', byteLevelTokenizerJson, 'naïve café – 東京 🚀 hello world'],
+  ['sentencepiece-style BPE', sentencepieceJson, 'the cat at the café, naïve 東京'],
+  ['WordPiece', wordPieceJson, "The cats sat on the mat, unbelievable. re're"],
+];
+
+/** The tokenizer-thread warnings `body` gives rise to (load() warns when it falls back to building here). */
+async function threadWarnings<T>(body: () => Promise<T>): Promise<{ result: T; warnings: string[] }> {
+  const warnings: string[] = [];
+  const onWarning = (warning: Error & { code?: string }) => { if (warning.code === 'W4A8_TOKENIZER_THREAD') warnings.push(warning.message); };
+  process.on('warning', onWarning);
+  try {
+    const result = await body();
+    await new Promise((resolve) => setTimeout(resolve, 20)); // (warnings are emitted on a later tick)
+    return { result, warnings };
+  } finally {
+    process.off('warning', onWarning);
+  }
+}
+
+describe('tokenizer opened off the event loop (load)', () => {
+  it.each(KINDS)('%s: decode, token bytes, ids and bounds are the complete tokenizer\'s', async (_kind, makeJson, text) => {
+    const json = makeJson();
+    const complete = TextTokenizer.fromJson(json);
+    const { result: loaded, warnings } = await threadWarnings(() => TextTokenizer.load(json));
+    try {
+      expect(warnings).toEqual([]); // (the decode-only path, not the fallback)
+      expect(loaded.maxTokenId).toBe(complete.maxTokenId);
+      expect(loaded.maxTokenChars).toBe(complete.maxTokenChars);
+      const size = complete.maxTokenId + 1;
+      const random = seededRandom(7);
+      for (let n = 0; n < 200; n++) {
+        const ids = Array.from({ length: 1 + Math.floor(random() * 12) }, () => Math.floor(random() * size));
+        expect(loaded.decode(ids)).toBe(complete.decode(ids));
+      }
+      for (let id = 0; id < size; id++) expect(Array.from(loaded.tokenBytes(id))).toEqual(Array.from(complete.tokenBytes(id)));
+      for (const special of [true, false]) {
+        const ids = complete.encode(text, special);
+        expect(await loaded.encodeAsync(text, special)).toEqual(ids); // (on the worker thread)
+        expect(loaded.decode(ids)).toBe(complete.decode(ids));
+      }
+      expect(loaded.encode(text)).toEqual(complete.encode(text)); // (builds the complete tokenizer here, once)
+    } finally {
+      await loaded.close();
+    }
+  });
+
+  it('gives the event loop turns while the worker builds the tokenizer', async () => {
+    let turns = 0, counting = true;
+    const tick = () => { turns++; if (counting) setImmediate(tick); };
+    setImmediate(tick);
+    const loaded = await TextTokenizer.load(sentencepieceJson());
+    counting = false;
+    expect(turns).toBeGreaterThan(3);
+    await loaded.close();
+  });
+
+  it('a tokenizer the worker cannot build is E_FILE from load, with no fallback warning', async () => {
+    const { warnings } = await threadWarnings(async () => {
+      for (const bad of ['{', JSON.stringify({ model: {} }), JSON.stringify({ ...JSON.parse(byteLevelTokenizerJson()), decoder: { type: 'Nope' } })])
+        await expect(TextTokenizer.load(bad)).rejects.toMatchObject({ code: 'E_FILE', message: expect.stringContaining('cannot be loaded') });
+    });
+    expect(warnings).toEqual([]);
+  });
+
+  it('the decode-only tokenizer refuses a vocabulary that decodes otherwise than on the worker', () => {
+    const json = JSON.parse(byteLevelTokenizerJson());
+    const complete = new Tokenizer(json, {});
+    const summary = summarize(complete, json, { encoding: 'byte-level', addedIds: [262], maxTokenId: 262, maxTokenChars: 13 });
+    const decoder = () => new Tokenizer(JSON.parse(summary.decodingJson), {});
+    const adopt = (s: typeof summary) => { for (const _ of adoptVocabulary(decoder(), s)); };
+    expect(() => adopt(summary)).not.toThrow();
+    const altered = { ...summary, checks: summary.checks.map((c, i) => (i === 1 ? { ...c, text: c.text + 'x' } : c)) };
+    expect(() => adopt(altered)).toThrow(/on the tokenizer's thread/);
+  });
+});
