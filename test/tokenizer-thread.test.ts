@@ -78,6 +78,21 @@ describe('tokenizer opened off the event loop (load)', () => {
     }
   });
 
+  it('on the thread, a short text is encoded ahead of long ones that wait', async () => {
+    const loaded = await TextTokenizer.load(byteLevelTokenizerJson());
+    try {
+      const done: string[] = [];
+      const long = 'naïve café 東京 '.repeat(4000);
+      const longs = Array.from({ length: 6 }, (_, i) => loaded.encodeAsync(long).then(() => done.push(`long ${i}`)));
+      const short = loaded.encodeAsync('hello world').then((ids) => { done.push('short'); return ids; });
+      await Promise.all([...longs, short]);
+      expect(done.indexOf('short')).toBeLessThanOrEqual(1); // (behind the one being encoded when it arrived, at most)
+      expect(await short).toEqual(TextTokenizer.fromJson(byteLevelTokenizerJson()).encode('hello world'));
+    } finally {
+      await loaded.close();
+    }
+  });
+
   it('gives the event loop turns while the worker builds the tokenizer', async () => {
     let turns = 0, counting = true;
     const tick = () => { turns++; if (counting) setImmediate(tick); };

@@ -4,7 +4,7 @@
  * is sent, so that neither opening a model nor tokenizing a long prompt holds the main thread's event loop.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { TextTokenizer } from './tokenizer.js';
+import { OFFLOAD_CHARS, TextTokenizer } from './tokenizer.js';
 import type { DecodingSummary } from './tokenizer-summary.js';
 
 export interface EncodeRequest {
@@ -32,8 +32,17 @@ try {
 }
 if (tokenizer) listen(tokenizer);
 
+/**
+ * Encodes what arrives, one text per event-loop turn, short texts (under OFFLOAD_CHARS) ahead of long ones: every
+ * text of a model opened with load() comes here, and a chat message should not wait behind a queue of long prompts
+ * (at most behind the one being encoded: messages that arrive meanwhile are sorted in before the next).
+ */
 function listen(tokenizer: TextTokenizer): void {
-  port.on('message', ({ id, text, addSpecialTokens }: EncodeRequest) => {
+  const queue: EncodeRequest[] = [];
+  let shortCount = 0; // queue[0, shortCount) are the short ones, in arrival order
+  const encodeNext = () => {
+    const { id, text, addSpecialTokens } = queue.shift()!;
+    if (shortCount > 0) shortCount--;
     let reply: EncodeReply;
     try {
       reply = { id, ids: Int32Array.from(tokenizer.encode(text, addSpecialTokens)) };
@@ -41,5 +50,11 @@ function listen(tokenizer: TextTokenizer): void {
       reply = { id, error: { code: (error as { code?: string }).code, message: (error as Error).message } };
     }
     port.postMessage(reply, 'ids' in reply ? [reply.ids.buffer as ArrayBuffer] : []);
+    if (queue.length > 0) setImmediate(encodeNext);
+  };
+  port.on('message', (request: EncodeRequest) => {
+    if (queue.length === 0) setImmediate(encodeNext);
+    if (request.text.length < OFFLOAD_CHARS) queue.splice(shortCount++, 0, request);
+    else queue.push(request);
   });
 }
