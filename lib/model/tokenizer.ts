@@ -194,7 +194,9 @@ export class TextTokenizer {
         await thread.close();
         throw error; // (the worker could not build this tokenizer: neither can this thread)
       }
-      if (thread?.usable) process.emitWarning(`the tokenizer is built on the main thread: ${(error as Error).message}`, { code: 'W4A8_TOKENIZER_THREAD' });
+      // (A thread that failed has said so: encode-thread.ts.)
+      if (thread?.usable !== false)
+        process.emitWarning(`the tokenizer is built on the main thread: ${(error as Error).message}`, { code: 'W4A8_TOKENIZER_THREAD' });
       return new TextTokenizer((await runStaged(buildParts(sources))).parts, sources, thread);
     }
   }
