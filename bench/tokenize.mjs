@@ -97,4 +97,17 @@ for (let round = 1; round <= rounds; round++) {
     console.log(`round ${round}  ${mode.padEnd(13)} ${wall.toFixed(0).padStart(5)} ms   event-loop delay max ${(delay.max / 1e6).toFixed(1).padStart(5)} ms, p99 ${(delay.percentile(99) / 1e6).toFixed(1).padStart(5)} ms`);
   }
 }
+// Short texts (a chat message): every one goes to the thread after load(); what a round trip costs against
+// encoding on the main thread.
+{
+  const short = text.slice(0, 200), rounds = 400, timesOf = async (encode) => {
+    const times = [];
+    for (let i = 0; i < rounds; i++) { const t0 = performance.now(); await encode(short); times.push(performance.now() - t0); }
+    return times.sort((a, b) => a - b);
+  };
+  const here = await timesOf((t) => model.tokenize(t)), thread = await timesOf((t) => model.tokenizeAsync(t));
+  const at = (times, q) => (times[Math.floor(q * (times.length - 1))] * 1000).toFixed(0).padStart(5);
+  console.log(`a 200-character text, ${rounds} times one after another: tokenize (main thread) median ${at(here, 0.5)} us, p99 ${at(here, 0.99)} us;` +
+    ` tokenizeAsync (worker thread) median ${at(thread, 0.5)} us, p99 ${at(thread, 0.99)} us`);
+}
 await model.dispose();
