@@ -1,6 +1,9 @@
 // Opening a tokenizer without holding the event loop (lib/model/tokenizer-summary.ts): load() decodes with a
 // decode-only tokenizer built from what the worker thread sends; everything it gives must be what the complete
 // tokenizer (fromJson, on this thread) gives, for each kind of tokenizer.json.
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { TextTokenizer } from '../lib/model/tokenizer.js';
@@ -92,6 +95,24 @@ describe('tokenizer opened off the event loop (load)', () => {
       await loaded.close();
     }
   });
+
+  it.each([[['--max-old-space-size=2048']], [['--input-type=module']], [['--max-old-space-size=2048', '--input-type=module']]])(
+    'the thread starts in a process run with node %j (and -e)', async (flags) => {
+      const dist = path.resolve(__dirname, '..', 'dist');
+      const script = `
+        const { TextTokenizer } = await import(${JSON.stringify(path.join(dist, 'model', 'tokenizer.js'))});
+        const { byteLevelTokenizerJson } = await import(${JSON.stringify(path.join(dist, 'model', 'synthetic.js'))});
+        const warnings = [];
+        process.on('warning', (w) => warnings.push(w.message));
+        const tokenizer = await TextTokenizer.load(byteLevelTokenizerJson());
+        const ids = await tokenizer.encodeAsync('naïve café '.repeat(1000));
+        await tokenizer.close();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        console.log(JSON.stringify({ warnings, tokens: ids.length }));`;
+      // (-e runs a script as CommonJS unless --input-type says otherwise: the dynamic imports work in both)
+      const { stdout } = await promisify(execFile)(process.execPath, [...flags, '-e', script], { timeout: 30_000 });
+      expect(JSON.parse(stdout.trim())).toEqual({ warnings: [], tokens: expect.any(Number) });
+    });
 
   it('gives the event loop turns while the worker builds the tokenizer', async () => {
     let turns = 0, counting = true;

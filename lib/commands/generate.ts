@@ -82,7 +82,7 @@ export async function generateCommand(args: string[]): Promise<void> {
     const promptIds = values.tokens !== undefined ? values.tokens.split(',').map((t) => numberOption(t.trim(), 'tokens', 0, true)) : undefined;
     const text = prompt ?? (promptIds ? undefined : 'Once upon a time');
     if (values.chat && !promptIds && !model.tokenizer?.hasChatTemplate) throw new W4a8Error('E_OPTION', '--chat needs a model with a chat template');
-    const input: string | number[] = promptIds ?? (values.chat ? model.tokenize(model.tokenizer!.applyChatTemplate([{ role: 'user', content: text! }]), false) : text!);
+    const input: string | number[] = promptIds ?? (values.chat ? await model.tokenizeAsync(model.tokenizer!.applyChatTemplate([{ role: 'user', content: text! }]), false) : text!);
     const seed = numberOption(values.seed, 'seed', 1, true);
     const options: GenerateOptions = {
       maxTokens: numberOption(values['max-tokens'], 'max-tokens', 128, true),

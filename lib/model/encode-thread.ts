@@ -1,15 +1,15 @@
 /**
- * Tokenizing on a worker thread. A long prompt takes the tokenizer about 3 microseconds a token (an 8k-token
- * prompt 26 ms, 32k tokens 95 ms, on the 2-core dev machine), all on whatever thread calls it: on a server's
- * main thread that is event-loop delay for every other client. The worker builds its own copy of the tokenizer
- * from the same tokenizer.json (so its ids are the main thread's, bit for bit) and encodes what it is sent, one
- * text at a time.
+ * The tokenizer's worker thread. Building a large tokenizer takes about a second (a 152k vocabulary) and a long
+ * prompt about 3 microseconds a token (an 8k-token prompt 26 ms, 32k tokens 95 ms, on the 2-core dev machine), all
+ * on whatever thread does it: on a server's main thread that is event-loop delay for every other client. The worker
+ * builds its own copy of the tokenizer from the same sources (so its ids are the main thread's, bit for bit), sends
+ * what the main thread decodes with (tokenizer-summary.ts), and encodes what it is sent.
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { W4a8Error, type W4a8ErrorCode } from '../errors.js';
-import type { EncodeReply, EncodeRequest, WorkerReady } from './encode-worker.js';
+import type { EncodeReply, EncodeRequest, SerializedError, WorkerReady } from './encode-worker.js';
 import type { DecodingSummary } from './tokenizer-summary.js';
 
 // The compiled worker: dist/ sits beside lib/ one level below the package root (as in native.ts), and the worker
@@ -21,8 +21,25 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
+const fromWorker = (error: SerializedError) => new W4a8Error((error.code as W4a8ErrorCode) ?? 'E_FILE', error.message);
+
+/**
+ * The worker, with the process's flags, which a worker inherits unchecked; but a process run as
+ * `node --input-type=module -e ...` has --input-type, which a worker file refuses. Flags given explicitly are checked,
+ * and process-wide ones (--max-old-space-size...) refused: then the worker starts with none.
+ */
+function startWorker(workerData: unknown): Worker {
+  if (!process.execArgv.some((arg) => arg.startsWith('--input-type'))) return new Worker(WORKER_FILE, { workerData });
+  try {
+    return new Worker(WORKER_FILE, { workerData, execArgv: process.execArgv.filter((arg) => !arg.startsWith('--input-type')) });
+  } catch (error) {
+    if ((error as { code?: string }).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw error;
+    return new Worker(WORKER_FILE, { workerData, execArgv: [] });
+  }
+}
+
 export class EncodeThread {
-  private readonly worker: Worker;
+  private readonly worker?: Worker;
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
   /** Why the thread cannot encode (it failed, or was closed); undefined while it can. */
@@ -37,22 +54,30 @@ export class EncodeThread {
   constructor(tokenizerJson: string, tokenizerConfigJson?: string, chatTemplate?: string) {
     this.ready = new Promise((resolve, reject) => (this.settleReady = { resolve, reject }));
     this.ready.catch(() => {}); // (a thread started for encoding only: nobody awaits it)
-    // Referenced until it has built its tokenizer (load() awaits that), then only while encodes are in flight.
-    // (Not --input-type, which a process run with `node --input-type=module -e ...` has and a worker file refuses.)
-    const execArgv = process.execArgv.filter((arg) => !arg.startsWith('--input-type'));
-    this.worker = new Worker(WORKER_FILE, { workerData: { tokenizerJson, tokenizerConfigJson, chatTemplate }, execArgv });
+    try {
+      // Referenced until it has built its tokenizer (load() awaits that), then only while encodes are in flight.
+      this.worker = startWorker({ tokenizerJson, tokenizerConfigJson, chatTemplate });
+    } catch (error) {
+      this.fail(`it could not start: ${(error as Error).message}`);
+      return;
+    }
     this.worker.on('message', (reply: EncodeReply | WorkerReady) => {
       if ('summary' in reply) {
         this.settleReady.resolve(reply.summary);
         this.unrefWhenIdle();
         return;
       }
+      if ('noSummary' in reply) { // (it encodes, but the main thread must build its own tokenizer to decode)
+        this.settleReady.reject(fromWorker(reply.noSummary));
+        this.unrefWhenIdle();
+        return;
+      }
       if ('cannotBuild' in reply) {
         this.rejectedSources = true;
-        this.down = new W4a8Error((reply.cannotBuild.code as W4a8ErrorCode) ?? 'E_FILE', reply.cannotBuild.message);
+        this.down = fromWorker(reply.cannotBuild);
         this.rejectAll(this.down);
-        this.worker.unref();
-        void this.worker.terminate();
+        this.worker!.unref();
+        void this.worker!.terminate();
         return;
       }
       const waiting = this.pending.get(reply.id);
@@ -60,20 +85,11 @@ export class EncodeThread {
       this.pending.delete(reply.id);
       this.unrefWhenIdle();
       if ('ids' in reply) waiting.resolve(Array.from(reply.ids));
-      else waiting.reject(new W4a8Error((reply.error.code as W4a8ErrorCode) ?? 'E_FILE', reply.error.message));
+      else waiting.reject(fromWorker(reply.error));
     });
-    const fail = (why: string) => {
-      if (this.down) return;
-      this.down = new W4a8Error('E_FILE', `the tokenizer thread failed: ${why}`);
-      // Long texts tokenize on the main thread from now on (tokenizer.ts): say so once, it costs event-loop time.
-      process.emitWarning(`${this.down.message}; long texts are tokenized on the main thread from now on`, { code: 'W4A8_TOKENIZER_THREAD' });
-      this.rejectAll(this.down);
-      this.worker.unref();
-      void this.worker.terminate(); // (after 'messageerror' it may still run)
-    };
-    this.worker.on('error', (error) => fail(error.message));
-    this.worker.on('messageerror', (error) => fail(`a reply could not be read: ${error.message}`));
-    this.worker.on('exit', (code) => fail(`it exited (code ${code})`));
+    this.worker.on('error', (error) => this.fail(error.message));
+    this.worker.on('messageerror', (error) => this.fail(`a reply could not be read: ${error.message}`));
+    this.worker.on('exit', (code) => this.fail(`it exited (code ${code})`));
   }
 
   /** Whether encode() can be called (false once the thread failed or was closed). */
@@ -86,9 +102,9 @@ export class EncodeThread {
     const id = this.nextId++;
     return new Promise<number[]>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.ref(); // work in flight: keep the process alive until it answers
+      this.worker!.ref(); // work in flight: keep the process alive until it answers
       const request: EncodeRequest = { id, text, addSpecialTokens };
-      this.worker.postMessage(request);
+      this.worker!.postMessage(request);
     });
   }
 
@@ -99,14 +115,24 @@ export class EncodeThread {
     this.down = new W4a8Error('E_DISPOSED', 'the model has been disposed');
     this.rejectAll(this.down);
     // Referenced until it has stopped: an unreferenced worker would let the process exit with dispose() pending.
-    if (running) {
+    if (running && this.worker) {
       this.worker.ref();
       await this.worker.terminate();
     }
   }
 
+  /** The thread is gone (it could not start, crashed or exited): said once, as texts are encoded on the main thread now. */
+  private fail(why: string): void {
+    if (this.down) return;
+    this.down = new W4a8Error('E_FILE', `the tokenizer thread failed: ${why}`);
+    process.emitWarning(`${this.down.message}; texts are tokenized on the main thread from now on`, { code: 'W4A8_TOKENIZER_THREAD' });
+    this.rejectAll(this.down);
+    this.worker?.unref();
+    void this.worker?.terminate(); // (after 'messageerror' it may still run)
+  }
+
   private unrefWhenIdle(): void {
-    if (this.pending.size === 0 && !this.down) this.worker.unref();
+    if (this.pending.size === 0 && !this.down) this.worker?.unref();
   }
 
   private rejectAll(error: W4a8Error): void {

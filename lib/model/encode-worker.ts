@@ -13,24 +13,40 @@ export interface EncodeRequest {
   addSpecialTokens: boolean;
 }
 
-export type EncodeReply = { id: number; ids: Int32Array } | { id: number; error: { code?: string; message: string } };
+export interface SerializedError {
+  code?: string;
+  message: string;
+}
 
-/** The first message: the summary, or the error that building the tokenizer gave. */
-export type WorkerReady = { summary: DecodingSummary } | { cannotBuild: { code?: string; message: string } };
+export type EncodeReply = { id: number; ids: Int32Array } | { id: number; error: SerializedError };
+
+/**
+ * The first message: the summary; or that the summary failed (the thread still encodes; the main thread builds its
+ * own tokenizer to decode); or the error that building the tokenizer gave (then the thread ends).
+ */
+export type WorkerReady = { summary: DecodingSummary } | { noSummary: SerializedError } | { cannotBuild: SerializedError };
+
+const serialized = (error: unknown): SerializedError => ({ code: (error as { code?: string }).code, message: (error as Error).message });
 
 const { tokenizerJson, tokenizerConfigJson, chatTemplate } =
   workerData as { tokenizerJson: string; tokenizerConfigJson?: string; chatTemplate?: string };
 const port = parentPort!;
-let tokenizer: TextTokenizer | undefined;
+let built: ReturnType<typeof TextTokenizer.forWorker> | undefined;
 try {
-  const built = TextTokenizer.forWorker(tokenizerJson, tokenizerConfigJson, chatTemplate);
-  tokenizer = built.tokenizer;
-  port.postMessage({ summary: built.summary } satisfies WorkerReady, [built.summary.vocabEnds.buffer as ArrayBuffer]);
+  built = TextTokenizer.forWorker(tokenizerJson, tokenizerConfigJson, chatTemplate);
 } catch (error) {
   // (then the thread ends: with no listener on the port it has nothing left to do)
-  port.postMessage({ cannotBuild: { code: (error as { code?: string }).code, message: (error as Error).message } } satisfies WorkerReady);
+  port.postMessage({ cannotBuild: serialized(error) } satisfies WorkerReady);
 }
-if (tokenizer) listen(tokenizer);
+if (built) {
+  try {
+    const summary = built.summarize();
+    port.postMessage({ summary } satisfies WorkerReady, [summary.vocabEnds.buffer as ArrayBuffer]);
+  } catch (error) {
+    port.postMessage({ noSummary: serialized(error) } satisfies WorkerReady);
+  }
+  listen(built.tokenizer);
+}
 
 /**
  * Encodes what arrives, one text per event-loop turn, short texts (under OFFLOAD_CHARS) ahead of long ones: every
@@ -47,7 +63,7 @@ function listen(tokenizer: TextTokenizer): void {
     try {
       reply = { id, ids: Int32Array.from(tokenizer.encode(text, addSpecialTokens)) };
     } catch (error) {
-      reply = { id, error: { code: (error as { code?: string }).code, message: (error as Error).message } };
+      reply = { id, error: serialized(error) };
     }
     port.postMessage(reply, 'ids' in reply ? [reply.ids.buffer as ArrayBuffer] : []);
     if (queue.length > 0) setImmediate(encodeNext);

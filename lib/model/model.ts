@@ -190,7 +190,13 @@ export class W4a8Model {
     const tokenizer = packed.tokenizerJson
       ? await TextTokenizer.load(packed.tokenizerJson, packed.tokenizerConfigJson, packed.chatTemplate)
       : undefined;
-    const model = new W4a8Model(packed, options, tokenizer);
+    let model: W4a8Model;
+    try {
+      model = new W4a8Model(packed, options, tokenizer);
+    } catch (error) {
+      await tokenizer?.close(); // (its worker thread)
+      throw error;
+    }
     try {
       const cuda = device === 'cpu' ? undefined : await cudaDevice();
       if (device === 'cuda' && !cuda?.available)
@@ -232,12 +238,15 @@ export class W4a8Model {
     return this.engine.stats;
   }
 
-  /** Text -> ids (with the tokenizer's special tokens, e.g. BOS). */
+  /**
+   * Text -> ids (with the tokenizer's special tokens, e.g. BOS), on this thread. A model opened with load() or create()
+   * builds its complete tokenizer here at the first call (tokenizeAsync does not: it encodes on the tokenizer's thread).
+   */
   tokenize(text: string, addSpecialTokens = true): number[] {
     return this.requireTokenizer().encode(text, addSpecialTokens);
   }
 
-  /** tokenize(), off the event loop for long texts (on the tokenizer's worker thread; generate() and stream() use it). */
+  /** tokenize(), off the event loop (on the tokenizer's worker thread; generate() and stream() use it). */
   async tokenizeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
     if (this.disposed) throw new W4a8Error('E_DISPOSED', 'the model has been disposed');
     return this.requireTokenizer().encodeAsync(text, addSpecialTokens);

@@ -46,7 +46,7 @@ export function summarize(
     vocabEnds[id] = end;
   }
   const model = tokenizer.model!;
-  const standIn = { type: 'BPE', vocab: {}, merges: [], unk_token: model.unk_token ?? null, end_of_word_suffix: model.end_of_word_suffix ?? null };
+  const standIn = { type: 'BPE', vocab: {}, merges: [], unk_token: model.unk_token, end_of_word_suffix: model.end_of_word_suffix };
   return {
     ...facts,
     decodingJson: JSON.stringify({ ...json, model: standIn }),

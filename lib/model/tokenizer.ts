@@ -197,17 +197,27 @@ export class TextTokenizer {
       // (A thread that failed has said so: encode-thread.ts.)
       if (thread?.usable !== false)
         process.emitWarning(`the tokenizer is built on the main thread: ${(error as Error).message}`, { code: 'W4A8_TOKENIZER_THREAD' });
-      return new TextTokenizer((await runStaged(buildParts(sources))).parts, sources, thread);
+      try {
+        return new TextTokenizer((await runStaged(buildParts(sources))).parts, sources, thread);
+      } catch (buildError) {
+        await thread?.close();
+        throw buildError;
+      }
     }
   }
 
-  /** What the tokenizer's worker thread runs: the complete tokenizer, and the summary the main thread decodes with. */
-  static forWorker(tokenizerJson: string, tokenizerConfigJson?: string, chatTemplate?: string): { tokenizer: TextTokenizer; summary: DecodingSummary } {
+  /**
+   * What the tokenizer's worker thread runs: the complete tokenizer, and a function that makes the summary the main
+   * thread decodes with (tokenizer-summary.ts).
+   */
+  static forWorker(tokenizerJson: string, tokenizerConfigJson?: string, chatTemplate?: string): { tokenizer: TextTokenizer; summarize: () => DecodingSummary } {
     const sources = { tokenizerJson, tokenizerConfigJson, chatTemplate };
     const { parts, json } = runNow(buildParts(sources));
     const { encoding, maxTokenId, maxTokenChars } = parts;
-    const summary = summarize(parts.tokenizer, json, { encoding, addedIds: [...parts.addedIds], maxTokenId, maxTokenChars });
-    return { tokenizer: new TextTokenizer(parts, sources), summary };
+    return {
+      tokenizer: new TextTokenizer(parts, sources),
+      summarize: () => summarize(parts.tokenizer, json, { encoding, addedIds: [...parts.addedIds], maxTokenId, maxTokenChars }),
+    };
   }
 
   /**
