@@ -3,7 +3,7 @@
 //   - opening: TextTokenizer.load (what W4a8Model.load uses: the complete tokenizer is built on the worker thread,
 //     lib/model/tokenizer-summary.ts) against building it on the main thread (TextTokenizer.fromJson, and the
 //     tokenizer library's constructor alone, the longest stage of a build here), for a byte-level BPE with a
-//     vocabulary of --vocab tokens and as many merges (made up by the bench, Qwen-sized by default);
+//     vocabulary of --vocab tokens: the 256 bytes and made-up merges (synthetic.ts; Qwen-sized by default);
 //   - tokenizing: model.tokenize() on the main thread against model.tokenizeAsync() (the worker thread), on the
 //     default model.
 //
@@ -22,8 +22,9 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: { prompts: { type: 'string' }, chars: { type: 'string' }, rounds: { type: 'string' }, vocab: { type: 'string' } } });
 const count = Number(values.prompts ?? 16), chars = Number(values.chars ?? 32000), rounds = Number(values.rounds ?? 2);
 const vocabSize = Number(values.vocab ?? 151643);
-for (const [name, v] of [['prompts', count], ['chars', chars], ['rounds', rounds], ['vocab', vocabSize]])
+for (const [name, v] of [['prompts', count], ['chars', chars], ['rounds', rounds]])
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
+if (!Number.isInteger(vocabSize) || vocabSize < 256) throw new Error('--vocab must be an integer >= 256 (the byte tokens, then merges)');
 
 /** The largest event-loop delay while `body` runs (ms), and its wall time. */
 async function withDelay(body) {
@@ -38,32 +39,12 @@ async function withDelay(body) {
   return { wall, max: delay.max / 1e6 };
 }
 
-/** A byte-level BPE tokenizer.json: the 256 byte tokens, then tokens made by merging random earlier pairs. */
-async function largeTokenizerJson(size) {
-  const { byteToUnicode } = await import(path.join(root, 'dist', 'model', 'token-bytes.js'));
-  const { seededRandom } = await import(path.join(root, 'dist', 'random.js'));
-  const random = seededRandom(1);
-  const tokens = byteToUnicode(), vocab = Object.fromEntries(tokens.map((t, id) => [t, id])), merges = [];
-  while (tokens.length < size) {
-    const a = tokens[Math.floor(random() ** 2 * tokens.length)], b = tokens[Math.floor(random() * Math.min(tokens.length, 2000))];
-    if ((a + b).length > 16 || Object.hasOwn(vocab, a + b)) continue;
-    vocab[a + b] = tokens.length;
-    tokens.push(a + b);
-    merges.push(`${a} ${b}`);
-  }
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: true };
-  return JSON.stringify({
-    version: '1.0', truncation: null, padding: null, normalizer: { type: 'NFC' }, pre_tokenizer: byteLevel, post_processor: byteLevel, decoder: byteLevel,
-    added_tokens: [{ id: size, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
-  });
-}
-
 {
   const { TextTokenizer } = await import(path.join(root, 'dist', 'model', 'tokenizer.js'));
   const { Tokenizer } = await import('@huggingface/tokenizers');
-  const json = await largeTokenizerJson(vocabSize);
-  console.log(`opening a byte-level BPE of ${vocabSize + 1} tokens (tokenizer.json ${(json.length / 1e6).toFixed(1)} MB), ${rounds} rounds`);
+  const { byteLevelTokenizerJson } = await import(path.join(root, 'dist', 'model', 'synthetic.js'));
+  const json = byteLevelTokenizerJson(vocabSize - 256);
+  console.log(`opening a byte-level BPE of ${vocabSize + 2} tokens (tokenizer.json ${(json.length / 1e6).toFixed(1)} MB), ${rounds} rounds`);
   for (let round = 1; round <= rounds; round++) {
     let tokenizer;
     const load = await withDelay(async () => { tokenizer = await TextTokenizer.load(json); });

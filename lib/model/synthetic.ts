@@ -4,7 +4,7 @@
  * model is given. Its text is gibberish by construction; it exercises every part of the engine.
  */
 import type { ModelConfig, SourceModel, Tensor } from './types.js';
-import { seededNormals } from '../random.js';
+import { seededNormals, seededRandom } from '../random.js';
 import { byteToUnicode } from './token-bytes.js';
 
 export interface SyntheticShape {
@@ -21,12 +21,26 @@ export const DEFAULT_SYNTHETIC_SHAPE: SyntheticShape = { dim: 512, hiddenDim: 13
 
 const SPECIAL_TOKENS = ['<s>', '</s>'];
 
-/** tokenizer.json of a byte-level BPE with the 256 bytes as its vocabulary, then <s> (256) and </s> (257). */
-export function byteLevelTokenizerJson(): string {
-  const vocab: Record<string, number> = {};
-  byteToUnicode().forEach((ch, b) => { vocab[ch] = b; });
+/**
+ * tokenizer.json of a byte-level BPE with the 256 bytes as its vocabulary, then `merges` tokens made by merging random
+ * earlier pairs (seeded; none by default), then <s> and </s> (256 and 257 without merges). A large one stands in for
+ * a real vocabulary's size where the bench needs one (bench/tokenize.mjs: Qwen-sized, 151k merges).
+ */
+export function byteLevelTokenizerJson(merges = 0, seed = 1): string {
+  const tokens = byteToUnicode();
+  const vocab: Record<string, number> = Object.fromEntries(tokens.map((ch, b) => [ch, b]));
+  const mergeList: string[] = [];
+  const random = seededRandom(seed);
+  while (mergeList.length < merges) {
+    // (earlier tokens more often, the second part among the first 2,000: words grow from common pieces)
+    const a = tokens[Math.floor(random() ** 2 * tokens.length)], b = tokens[Math.floor(random() * Math.min(tokens.length, 2000))];
+    if ((a + b).length > 16 || Object.hasOwn(vocab, a + b)) continue;
+    vocab[a + b] = tokens.length;
+    tokens.push(a + b);
+    mergeList.push(`${a} ${b}`);
+  }
   const added = SPECIAL_TOKENS.map((content, i) => ({
-    id: 256 + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+    id: tokens.length + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
   }));
   return JSON.stringify({
     version: '1.0', truncation: null, padding: null, added_tokens: added, normalizer: null,
@@ -35,12 +49,12 @@ export function byteLevelTokenizerJson(): string {
       type: 'TemplateProcessing',
       single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
       pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
-      special_tokens: { '<s>': { id: '<s>', ids: [256], tokens: ['<s>'] } },
+      special_tokens: { '<s>': { id: '<s>', ids: [tokens.length], tokens: ['<s>'] } },
     },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
       type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
-      fuse_unk: false, byte_fallback: false, vocab, merges: [],
+      fuse_unk: false, byte_fallback: false, vocab, merges: mergeList,
     },
   });
 }
