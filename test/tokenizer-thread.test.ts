@@ -34,10 +34,48 @@ function wordPieceJson(): string {
   });
 }
 
+/** A Unigram tokenizer (sentencepiece's other model) with a Metaspace pre-tokenizer and decoder. */
+function unigramJson(): string {
+  const pieces: [string, number][] = [['<unk>', 0], ['\u2581the', -1], ['\u2581cat', -2], ['s', -3], ['\u2581', -4]];
+  for (const ch of 'thecasön') pieces.push([ch, -5]);
+  const metaspace = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true };
+  return JSON.stringify({
+    version: '1.0', truncation: null, padding: null, normalizer: null, pre_tokenizer: metaspace, post_processor: null, decoder: metaspace,
+    added_tokens: [{ id: 0, content: '<unk>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }],
+    model: { type: 'Unigram', unk_id: 0, vocab: pieces, byte_fallback: false },
+  });
+}
+
+/** A BPE whose word-final pieces end in '</w>' (end_of_word_suffix, the BPEDecoder), with gaps in its ids. */
+function endOfWordJson(): string {
+  const vocab: Record<string, number> = {};
+  [...'abcdehorstw'].forEach((ch, i) => { vocab[ch] = 2 * i; vocab[`${ch}</w>`] = 2 * i + 1; });
+  Object.assign(vocab, { 'th': 30, 'the</w>': 31, 'ca': 33, 'cat</w>': 35 }); // (no 32, 34: gaps)
+  return JSON.stringify({
+    version: '1.0', truncation: null, padding: null, normalizer: null, pre_tokenizer: { type: 'Whitespace' }, post_processor: null,
+    decoder: { type: 'BPEDecoder', suffix: '</w>' },
+    added_tokens: [{ id: 40, content: '<eos>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+      { id: 41, content: '<sep>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: false }],
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: '</w>', fuse_unk: false,
+      byte_fallback: false, vocab, merges: ['t h', 'th e</w>', 'c a', 'ca t</w>'] },
+  });
+}
+
+/** What a call gives: its value, or its error's message (both tokenizers must agree on either). */
+function outcome<T>(call: () => T): T | string {
+  try {
+    return call();
+  } catch (error) {
+    return `error: ${(error as Error).message}`;
+  }
+}
+
 const KINDS: [string, () => string, string][] = [
   ['byte-level BPE', byteLevelTokenizerJson, 'naïve café – 東京 🚀 hello world'],
   ['sentencepiece-style BPE', sentencepieceJson, 'the cat at the café, naïve 東京'],
   ['WordPiece', wordPieceJson, "The cats sat on the mat, unbelievable. re're"],
+  ['Unigram', unigramJson, 'the cats sat on the mat'],
+  ['BPE with end-of-word suffix', endOfWordJson, 'the cat sat <sep> at the cow'],
 ];
 
 /** The tokenizer-thread warnings `body` gives rise to (load() warns when it falls back to building here). */
@@ -65,11 +103,12 @@ describe('tokenizer opened off the event loop (load)', () => {
       expect(loaded.maxTokenChars).toBe(complete.maxTokenChars);
       const size = complete.maxTokenId + 1;
       const random = seededRandom(7);
-      for (let n = 0; n < 200; n++) {
-        const ids = Array.from({ length: 1 + Math.floor(random() * 12) }, () => Math.floor(random() * size));
-        expect(loaded.decode(ids)).toBe(complete.decode(ids));
+      for (let n = 0; n < 200; n++) { // (ids up to 3 past the vocabulary too: both must give the same text or error)
+        const ids = Array.from({ length: 1 + Math.floor(random() * 12) }, () => Math.floor(random() * (size + 3)));
+        expect(outcome(() => loaded.decode(ids))).toBe(outcome(() => complete.decode(ids)));
       }
-      for (let id = 0; id < size; id++) expect(Array.from(loaded.tokenBytes(id))).toEqual(Array.from(complete.tokenBytes(id)));
+      for (let id = 0; id < size + 3; id++)
+        expect(outcome(() => Array.from(loaded.tokenBytes(id)))).toEqual(outcome(() => Array.from(complete.tokenBytes(id))));
       for (const special of [true, false]) {
         const ids = complete.encode(text, special);
         expect(await loaded.encodeAsync(text, special)).toEqual(ids); // (on the worker thread)
@@ -91,6 +130,24 @@ describe('tokenizer opened off the event loop (load)', () => {
       await Promise.all([...longs, short]);
       expect(done.indexOf('short')).toBeLessThanOrEqual(1); // (behind the one being encoded when it arrived, at most)
       expect(await short).toEqual(TextTokenizer.fromJson(byteLevelTokenizerJson()).encode('hello world'));
+    } finally {
+      await loaded.close();
+    }
+  });
+
+  it('on the thread, a stream of short texts does not starve a long one (8 short ones at most go ahead of it)', async () => {
+    const loaded = await TextTokenizer.load(byteLevelTokenizerJson());
+    try {
+      const done: string[] = [];
+      const first = loaded.encodeAsync('naïve café 東京 '.repeat(4000)).then(() => done.push('first long'));
+      const long = loaded.encodeAsync('naïve café 東京 '.repeat(4000)).then(() => done.push('long'));
+      const shorts = Array.from({ length: 30 }, (_, i) => loaded.encodeAsync(`hello ${i}`).then(() => done.push(`short ${i}`)));
+      await Promise.all([first, long, ...shorts]);
+      // (8 short ones, a long one, 8 short ones, the other long one: or the first long one first, when it was on its
+      // way before the rest arrived)
+      expect(done.indexOf('first long')).toBeLessThanOrEqual(8);
+      expect(done.indexOf('long')).toBeLessThanOrEqual(17);
+      expect(done.indexOf('short 29')).toBe(31);
     } finally {
       await loaded.close();
     }
@@ -139,7 +196,7 @@ describe('tokenizer opened off the event loop (load)', () => {
     const decoder = () => new Tokenizer(JSON.parse(summary.decodingJson), {});
     const adopt = (s: typeof summary) => { for (const _ of adoptVocabulary(decoder(), s)); };
     expect(() => adopt(summary)).not.toThrow();
-    const altered = { ...summary, checks: summary.checks.map((c, i) => (i === 1 ? { ...c, text: c.text + 'x' } : c)) };
+    const altered = { ...summary, checks: summary.checks.map((c, i) => (i === 1 ? { ...c, decoded: c.decoded + 'x' } : c)) };
     expect(() => adopt(altered)).toThrow(/on the tokenizer's thread/);
   });
 });

@@ -48,17 +48,22 @@ if (built) {
   listen(built.tokenizer);
 }
 
+/** Short texts encoded in a row while a long one waits, at most (so that a stream of short ones cannot starve it). */
+const SHORT_STREAK = 8;
+
 /**
  * Encodes what arrives, one text per event-loop turn, short texts (under OFFLOAD_CHARS) ahead of long ones: every
  * text of a model opened with load() comes here, and a chat message should not wait behind a queue of long prompts
- * (at most behind the one being encoded: messages that arrive meanwhile are sorted in before the next).
+ * (at most behind the one being encoded: messages that arrive meanwhile are sorted in before the next), while a long
+ * one waits for SHORT_STREAK short ones at most.
  */
 function listen(tokenizer: TextTokenizer): void {
-  const queue: EncodeRequest[] = [];
-  let shortCount = 0; // queue[0, shortCount) are the short ones, in arrival order
+  const shortQueue: EncodeRequest[] = [], longQueue: EncodeRequest[] = [];
+  let streak = 0; // short texts encoded since the last long one while long ones waited
   const encodeNext = () => {
-    const { id, text, addSpecialTokens } = queue.shift()!;
-    if (shortCount > 0) shortCount--;
+    const takeLong = longQueue.length > 0 && (shortQueue.length === 0 || streak >= SHORT_STREAK);
+    const { id, text, addSpecialTokens } = takeLong ? longQueue.shift()! : shortQueue.shift()!;
+    streak = takeLong || longQueue.length === 0 ? 0 : streak + 1;
     let reply: EncodeReply;
     try {
       reply = { id, ids: Int32Array.from(tokenizer.encode(text, addSpecialTokens)) };
@@ -66,11 +71,10 @@ function listen(tokenizer: TextTokenizer): void {
       reply = { id, error: serialized(error) };
     }
     port.postMessage(reply, 'ids' in reply ? [reply.ids.buffer as ArrayBuffer] : []);
-    if (queue.length > 0) setImmediate(encodeNext);
+    if (shortQueue.length + longQueue.length > 0) setImmediate(encodeNext);
   };
   port.on('message', (request: EncodeRequest) => {
-    if (queue.length === 0) setImmediate(encodeNext);
-    if (request.text.length < OFFLOAD_CHARS) queue.splice(shortCount++, 0, request);
-    else queue.push(request);
+    if (shortQueue.length + longQueue.length === 0) setImmediate(encodeNext);
+    (request.text.length < OFFLOAD_CHARS ? shortQueue : longQueue).push(request);
   });
 }

@@ -24,8 +24,8 @@ export interface DecodingSummary {
   addedIds: number[];
   maxTokenId: number;
   maxTokenChars: number;
-  /** Id sequences and the worker's decoding of each (skip_special_tokens), for the main thread to compare. */
-  checks: { ids: number[]; text: string }[];
+  /** Id sequences and the worker's decoding of each (skip_special_tokens: its text, or its error), for the main thread to compare. */
+  checks: { ids: number[]; decoded: string }[];
 }
 
 /** The worker's half: `tokenizer` is the complete tokenizer built from `json`. */
@@ -53,16 +53,26 @@ export function summarize(
     vocabText: pieces.join(''),
     vocabEnds,
     missingIds,
-    checks: checkSequences(vocab.length, facts.addedIds).map((ids) => ({ ids, text: tokenizer.decode(ids, { skip_special_tokens: true }) })),
+    checks: checkSequences(vocab, facts.addedIds).map((ids) => ({ ids, decoded: decodeOutcome(tokenizer, ids) })),
   };
 }
 
-/** The first 64 ids, 64 spread over the vocabulary, and the added tokens between ordinary ones. */
-function checkSequences(size: number, addedIds: number[]): number[][] {
-  if (size === 0) return [];
-  const first = Array.from({ length: Math.min(64, size) }, (_, i) => i);
-  const spread = Array.from({ length: Math.min(64, size) }, (_, i) => Math.floor((i * (size - 1)) / 63) % size);
-  const added = addedIds.filter((id) => id < size).slice(0, 64).flatMap((id, i) => [id, first[i % first.length]]);
+/** The text of `ids`, or the error the library gives for them (some decoders throw on an id without a string). */
+function decodeOutcome(tokenizer: Tokenizer, ids: number[]): string {
+  try {
+    return `text: ${tokenizer.decode(ids, { skip_special_tokens: true })}`;
+  } catch (error) {
+    return `error: ${(error as Error).message}`;
+  }
+}
+
+/** Of the ids that have a string: the first 64, 64 spread over the vocabulary, and the added tokens between ordinary ones. */
+function checkSequences(vocab: readonly (string | undefined)[], addedIds: number[]): number[][] {
+  const present = [...vocab.keys()].filter((id) => vocab[id] !== undefined);
+  if (present.length === 0) return [];
+  const first = present.slice(0, 64);
+  const spread = Array.from({ length: Math.min(64, present.length) }, (_, i) => present[Math.floor((i * (present.length - 1)) / 63)]);
+  const added = addedIds.filter((id) => vocab[id] !== undefined).slice(0, 64).flatMap((id, i) => [id, first[i % first.length]]);
   return [first, spread, ...(added.length > 0 ? [added] : [])];
 }
 
@@ -82,8 +92,8 @@ export function* adoptVocabulary(decoder: Tokenizer, summary: DecodingSummary): 
   }
   for (const id of missingIds) delete vocab[id];
   decoder.model!.vocab = vocab;
-  for (const { ids, text } of summary.checks) {
-    const here = decoder.decode(ids, { skip_special_tokens: true });
-    if (here !== text) throw new Error(`decoding ${JSON.stringify(ids.slice(0, 8))}... gave ${JSON.stringify(here.slice(0, 40))} here, ${JSON.stringify(text.slice(0, 40))} on the tokenizer's thread`);
+  for (const { ids, decoded } of summary.checks) {
+    const here = decodeOutcome(decoder, ids);
+    if (here !== decoded) throw new Error(`decoding ${JSON.stringify(ids.slice(0, 8))}... gave ${JSON.stringify(here.slice(0, 40))} here, ${JSON.stringify(decoded.slice(0, 40))} on the tokenizer's thread`);
   }
 }
