@@ -153,8 +153,10 @@ describe('tokenizer opened off the event loop (load)', () => {
     }
   });
 
-  it.each([[['--max-old-space-size=2048']], [['--input-type=module']], [['--max-old-space-size=2048', '--input-type=module']]])(
-    'the thread starts in a process run with node %j (and -e)', async (flags) => {
+  it.each([
+    [['--max-old-space-size=2048'], ''], [['--input-type=module'], ''], [['--max-old-space-size=2048', '--input-type=module'], ''],
+    [[], '--input-type=module'],
+  ])('the thread starts in a process run with node %j (and -e), NODE_OPTIONS %j', async (flags, nodeOptions) => {
       const dist = path.resolve(__dirname, '..', 'dist');
       const script = `
         const { TextTokenizer } = await import(${JSON.stringify(path.join(dist, 'model', 'tokenizer.js'))});
@@ -167,7 +169,8 @@ describe('tokenizer opened off the event loop (load)', () => {
         await new Promise((resolve) => setTimeout(resolve, 20));
         console.log(JSON.stringify({ warnings, tokens: ids.length }));`;
       // (-e runs a script as CommonJS unless --input-type says otherwise: the dynamic imports work in both)
-      const { stdout } = await promisify(execFile)(process.execPath, [...flags, '-e', script], { timeout: 30_000 });
+      const env = { ...process.env, NODE_OPTIONS: nodeOptions };
+      const { stdout } = await promisify(execFile)(process.execPath, [...flags, '-e', script], { timeout: 30_000, env });
       expect(JSON.parse(stdout.trim())).toEqual({ warnings: [], tokens: expect.any(Number) });
     });
 

@@ -25,16 +25,22 @@ const fromWorker = (error: SerializedError) => new W4a8Error((error.code as W4a8
 
 /**
  * The worker, with the process's flags, which a worker inherits unchecked; but a process run as
- * `node --input-type=module -e ...` has --input-type, which a worker file refuses. Flags given explicitly are checked,
- * and process-wide ones (--max-old-space-size...) refused: then the worker starts with none.
+ * `node --input-type=module -e ...` (or with it in NODE_OPTIONS) has --input-type, which a worker file refuses. Flags
+ * given explicitly are checked, and process-wide ones (--max-old-space-size...) refused: then the worker starts with
+ * none.
  */
 function startWorker(workerData: unknown): Worker {
-  if (!process.execArgv.some((arg) => arg.startsWith('--input-type'))) return new Worker(WORKER_FILE, { workerData });
+  const inputType = (arg: string) => arg.startsWith('--input-type');
+  const nodeOptions = process.env.NODE_OPTIONS;
+  const env = nodeOptions?.includes('--input-type')
+    ? { ...process.env, NODE_OPTIONS: nodeOptions.split(/\s+/).filter((arg) => !inputType(arg)).join(' ') }
+    : undefined; // (undefined: the process's environment)
+  if (!process.execArgv.some(inputType)) return new Worker(WORKER_FILE, { workerData, env });
   try {
-    return new Worker(WORKER_FILE, { workerData, execArgv: process.execArgv.filter((arg) => !arg.startsWith('--input-type')) });
+    return new Worker(WORKER_FILE, { workerData, env, execArgv: process.execArgv.filter((arg) => !inputType(arg)) });
   } catch (error) {
     if ((error as { code?: string }).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw error;
-    return new Worker(WORKER_FILE, { workerData, execArgv: [] });
+    return new Worker(WORKER_FILE, { workerData, env, execArgv: [] });
   }
 }
 

@@ -138,7 +138,10 @@ async function runStaged<T>(stages: Generator<void, T>): Promise<T> {
   }
 }
 
-/** Texts this long or longer go to the encode thread (about 1k tokens: 3-4 ms here, against ~0.3 ms of messaging). */
+/**
+ * Long texts (about 1k tokens: 3-4 ms here, against ~0.3 ms of messaging): of a tokenizer made with fromJson, these go
+ * to the encode thread; after load() every text does, and the thread encodes shorter ones first (encode-worker.ts).
+ */
 export const OFFLOAD_CHARS = 4096;
 
 export class TextTokenizer {
