@@ -120,37 +120,32 @@ describe('tokenizer opened off the event loop (load)', () => {
     }
   });
 
-  it('on the thread, a short text is encoded ahead of long ones that wait', async () => {
+  /** Sends `texts` (name -> text) to the thread of a tokenizer opened with load(), all at once; the names in the order they were done. */
+  async function completionOrder(texts: [string, string][]): Promise<string[]> {
     const loaded = await TextTokenizer.load(byteLevelTokenizerJson());
     try {
       const done: string[] = [];
-      const long = 'naïve café 東京 '.repeat(4000);
-      const longs = Array.from({ length: 6 }, (_, i) => loaded.encodeAsync(long).then(() => done.push(`long ${i}`)));
-      const short = loaded.encodeAsync('hello world').then((ids) => { done.push('short'); return ids; });
-      await Promise.all([...longs, short]);
-      expect(done.indexOf('short')).toBeLessThanOrEqual(1); // (behind the one being encoded when it arrived, at most)
-      expect(await short).toEqual(TextTokenizer.fromJson(byteLevelTokenizerJson()).encode('hello world'));
+      await Promise.all(texts.map(([name, text]) => loaded.encodeAsync(text).then(() => done.push(name))));
+      return done;
     } finally {
       await loaded.close();
     }
+  }
+  const LONG_TEXT = 'naïve café 東京 '.repeat(4000);
+
+  it('on the thread, a short text is encoded ahead of long ones that wait', async () => {
+    const done = await completionOrder([...Array.from({ length: 6 }, (_, i): [string, string] => [`long ${i}`, LONG_TEXT]), ['short', 'hello world']]);
+    expect(done.indexOf('short')).toBeLessThanOrEqual(1); // (behind the one being encoded when it arrived, at most)
   });
 
   it('on the thread, a stream of short texts does not starve a long one (8 short ones at most go ahead of it)', async () => {
-    const loaded = await TextTokenizer.load(byteLevelTokenizerJson());
-    try {
-      const done: string[] = [];
-      const first = loaded.encodeAsync('naïve café 東京 '.repeat(4000)).then(() => done.push('first long'));
-      const long = loaded.encodeAsync('naïve café 東京 '.repeat(4000)).then(() => done.push('long'));
-      const shorts = Array.from({ length: 30 }, (_, i) => loaded.encodeAsync(`hello ${i}`).then(() => done.push(`short ${i}`)));
-      await Promise.all([first, long, ...shorts]);
-      // (8 short ones, a long one, 8 short ones, the other long one: or the first long one first, when it was on its
-      // way before the rest arrived)
-      expect(done.indexOf('first long')).toBeLessThanOrEqual(8);
-      expect(done.indexOf('long')).toBeLessThanOrEqual(17);
-      expect(done.indexOf('short 29')).toBe(31);
-    } finally {
-      await loaded.close();
-    }
+    const done = await completionOrder([['first long', LONG_TEXT], ['long', LONG_TEXT],
+      ...Array.from({ length: 30 }, (_, i): [string, string] => [`short ${i}`, `hello ${i}`])]);
+    // (8 short ones, a long one, 8 short ones, the other long one: or the first long one first, when it was on its way
+    // before the rest arrived)
+    expect(done.indexOf('first long')).toBeLessThanOrEqual(8);
+    expect(done.indexOf('long')).toBeLessThanOrEqual(17);
+    expect(done.indexOf('short 29')).toBe(31);
   });
 
   it.each([
