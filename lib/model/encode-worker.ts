@@ -26,6 +26,9 @@ export type EncodeReply = { id: number; ids: Int32Array } | { id: number; error:
  */
 export type WorkerReady = { summary: DecodingSummary } | { noSummary: SerializedError } | { cannotBuild: SerializedError };
 
+/** Short texts encoded in a row while a long one waits, at most (so that a stream of short ones cannot starve it). */
+const SHORT_STREAK = 8;
+
 const serialized = (error: unknown): SerializedError => ({ code: (error as { code?: string }).code, message: (error as Error).message });
 
 const { tokenizerJson, tokenizerConfigJson, chatTemplate } =
@@ -47,9 +50,6 @@ if (built) {
   }
   listen(built.tokenizer);
 }
-
-/** Short texts encoded in a row while a long one waits, at most (so that a stream of short ones cannot starve it). */
-const SHORT_STREAK = 8;
 
 /**
  * Encodes what arrives, one text per event-loop turn, short texts (under OFFLOAD_CHARS) ahead of long ones: every
