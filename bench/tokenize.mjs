@@ -26,7 +26,7 @@ for (const [name, v] of [['prompts', count], ['chars', chars], ['rounds', rounds
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
 if (!Number.isInteger(vocabSize) || vocabSize < 256) throw new Error('--vocab must be an integer >= 256 (the byte tokens, then merges)');
 
-/** The largest event-loop delay while `body` runs (ms), and its wall time. */
+/** The event-loop delay while `body` runs (largest and 99th percentile, ms), and its wall time. */
 async function withDelay(body) {
   const delay = monitorEventLoopDelay({ resolution: 1 });
   delay.enable();
@@ -36,7 +36,7 @@ async function withDelay(body) {
   const wall = performance.now() - start;
   await new Promise((r) => setTimeout(r, 5));
   delay.disable();
-  return { wall, max: delay.max / 1e6 };
+  return { wall, max: delay.max / 1e6, p99: delay.percentile(99) / 1e6 };
 }
 
 {
@@ -67,15 +67,11 @@ await model.tokenizeAsync(prompts[0]); // both copies warm
 console.log(`${count} prompts of ${chars} characters (~${tokens} tokens each), default model's tokenizer, ${rounds} rounds`);
 for (let round = 1; round <= rounds; round++) {
   for (const mode of ['tokenize', 'tokenizeAsync']) {
-    const delay = monitorEventLoopDelay({ resolution: 1 });
-    delay.enable();
-    const start = performance.now();
-    if (mode === 'tokenize') for (const p of prompts) { model.tokenize(p); await new Promise((r) => setImmediate(r)); }
-    else await Promise.all(prompts.map((p) => model.tokenizeAsync(p)));
-    const wall = performance.now() - start;
-    await new Promise((r) => setTimeout(r, 5));
-    delay.disable();
-    console.log(`round ${round}  ${mode.padEnd(13)} ${wall.toFixed(0).padStart(5)} ms   event-loop delay max ${(delay.max / 1e6).toFixed(1).padStart(5)} ms, p99 ${(delay.percentile(99) / 1e6).toFixed(1).padStart(5)} ms`);
+    const { wall, max, p99 } = await withDelay(async () => {
+      if (mode === 'tokenize') for (const p of prompts) { model.tokenize(p); await new Promise((r) => setImmediate(r)); }
+      else await Promise.all(prompts.map((p) => model.tokenizeAsync(p)));
+    });
+    console.log(`round ${round}  ${mode.padEnd(13)} ${wall.toFixed(0).padStart(5)} ms   event-loop delay max ${max.toFixed(1).padStart(5)} ms, p99 ${p99.toFixed(1).padStart(5)} ms`);
   }
 }
 // Short texts (a chat message): every one goes to the thread after load(); what a round trip costs against

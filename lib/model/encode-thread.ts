@@ -80,10 +80,7 @@ export class EncodeThread {
       }
       if ('cannotBuild' in reply) {
         this.rejectedSources = true;
-        this.down = fromWorker(reply.cannotBuild);
-        this.rejectAll(this.down);
-        this.worker!.unref();
-        void this.worker!.terminate();
+        this.stop(fromWorker(reply.cannotBuild));
         return;
       }
       const waiting = this.pending.get(reply.id);
@@ -130,9 +127,15 @@ export class EncodeThread {
   /** The thread is gone (it could not start, crashed or exited): said once, as texts are encoded on the main thread now. */
   private fail(why: string): void {
     if (this.down) return;
-    this.down = new W4a8Error('E_FILE', `the tokenizer thread failed: ${why}`);
-    process.emitWarning(`${this.down.message}; texts are tokenized on the main thread from now on`, { code: 'W4A8_TOKENIZER_THREAD' });
-    this.rejectAll(this.down);
+    const error = new W4a8Error('E_FILE', `the tokenizer thread failed: ${why}`);
+    process.emitWarning(`${error.message}; texts are tokenized on the main thread from now on`, { code: 'W4A8_TOKENIZER_THREAD' });
+    this.stop(error);
+  }
+
+  /** Ends the thread for `reason` (what waiting encodes and `ready` reject with); it no longer holds the process. */
+  private stop(reason: W4a8Error): void {
+    this.down = reason;
+    this.rejectAll(reason);
     this.worker?.unref();
     void this.worker?.terminate(); // (after 'messageerror' it may still run)
   }

@@ -34,21 +34,28 @@ const serialized = (error: unknown): SerializedError => ({ code: (error as { cod
 const { tokenizerJson, tokenizerConfigJson, chatTemplate } =
   workerData as { tokenizerJson: string; tokenizerConfigJson?: string; chatTemplate?: string };
 const port = parentPort!;
-let built: ReturnType<typeof TextTokenizer.forWorker> | undefined;
-try {
-  built = TextTokenizer.forWorker(tokenizerJson, tokenizerConfigJson, chatTemplate);
-} catch (error) {
-  // (then the thread ends: with no listener on the port it has nothing left to do)
-  port.postMessage({ cannotBuild: serialized(error) } satisfies WorkerReady);
-}
-if (built) {
+const tokenizer = build();
+if (tokenizer) listen(tokenizer); // (else the thread ends: with no listener on the port it has nothing left to do)
+
+/**
+ * The tokenizer, after the first message (WorkerReady). In a function: what only the summary needs (the parsed
+ * tokenizer.json) is garbage once it returns, not kept for the thread's lifetime.
+ */
+function build(): TextTokenizer | undefined {
+  let built: ReturnType<typeof TextTokenizer.forWorker>;
+  try {
+    built = TextTokenizer.forWorker(tokenizerJson, tokenizerConfigJson, chatTemplate);
+  } catch (error) {
+    port.postMessage({ cannotBuild: serialized(error) } satisfies WorkerReady);
+    return undefined;
+  }
   try {
     const summary = built.summarize();
     port.postMessage({ summary } satisfies WorkerReady, [summary.vocabEnds.buffer as ArrayBuffer]);
   } catch (error) {
     port.postMessage({ noSummary: serialized(error) } satisfies WorkerReady);
   }
-  listen(built.tokenizer);
+  return built.tokenizer;
 }
 
 /**

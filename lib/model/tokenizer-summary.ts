@@ -53,7 +53,7 @@ export function summarize(
     vocabText: pieces.join(''),
     vocabEnds,
     missingIds,
-    checks: checkSequences(vocab, facts.addedIds).map((ids) => ({ ids, decoded: decodeOutcome(tokenizer, ids) })),
+    checks: checkSequences(vocab, missingIds, facts.addedIds).map((ids) => ({ ids, decoded: decodeOutcome(tokenizer, ids) })),
   };
 }
 
@@ -71,14 +71,13 @@ function decodeOutcome(tokenizer: Tokenizer, ids: number[]): string {
  * ones; then, one at a time, a few ids without a string and the two past the end (the unknown-token path: a text or
  * the same error on both threads).
  */
-function checkSequences(vocab: readonly (string | undefined)[], addedIds: number[]): number[][] {
+function checkSequences(vocab: readonly (string | undefined)[], missingIds: number[], addedIds: number[]): number[][] {
   const present = [...vocab.keys()].filter((id) => vocab[id] !== undefined);
   if (present.length === 0) return [];
   const first = present.slice(0, 64);
   const spread = Array.from({ length: Math.min(64, present.length) }, (_, i) => present[Math.floor((i * (present.length - 1)) / 63)]);
   const added = addedIds.filter((id) => vocab[id] !== undefined).slice(0, 64).flatMap((id, i) => [id, first[i % first.length]]);
-  const missing = [...vocab.keys()].filter((id) => vocab[id] === undefined).slice(0, 4);
-  return [first, spread, ...(added.length > 0 ? [added] : []), ...[...missing, vocab.length, vocab.length + 1].map((id) => [first[0], id])];
+  return [first, spread, ...(added.length > 0 ? [added] : []), ...[...missingIds.slice(0, 4), vocab.length, vocab.length + 1].map((id) => [first[0], id])];
 }
 
 /** Entries of the table per event-loop turn while the main thread rebuilds it (about 5 ms each here). */
