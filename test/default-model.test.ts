@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { W4a8Model } from '../lib/index.js';
 import { createServer } from '../lib/server/server.js';
 import { OFFLOAD_CHARS } from '../lib/model/tokenizer.js';
+import { turnsWhile } from './fixtures/event-loop.js';
 import { readPackedModel } from '../lib/format/index.js';
 import { importModel } from '../lib/import/index.js';
 import { createNativeModel, createReferenceNativeModel } from '../lib/model/native-model.js';
@@ -135,11 +136,7 @@ describe('tokenizing off the event loop (the default model)', () => {
       // ~60k tokens: tens of milliseconds of encoding; the event loop turns meanwhile (on the main thread it would
       // turn only after the whole encode).
       const long = text.slice(0, 240_000);
-      let turns = 0, counting = true;
-      const tick = () => { turns++; if (counting) setImmediate(tick); };
-      setImmediate(tick);
-      const ids = await model.tokenizeAsync(long);
-      counting = false;
+      const { result: ids, turns } = await turnsWhile(() => model.tokenizeAsync(long));
       expect(ids.length).toBeGreaterThan(40_000);
       expect(turns).toBeGreaterThan(5);
       // generate()'s text prompts go the same way: this one (over 512 tokens) is tokenized there, then refused.
@@ -166,11 +163,7 @@ describe('tokenizing off the event loop (the default model)', () => {
 
   it('a model made with fromPacked uses the thread too', async () => {
     const model = W4a8Model.fromPacked(await readPackedModel(DEFAULT_MODEL_FILE));
-    let turns = 0, counting = true;
-    const tick = () => { turns++; if (counting) setImmediate(tick); };
-    setImmediate(tick);
-    await model.tokenizeAsync(text.slice(0, 240_000));
-    counting = false;
+    const { turns } = await turnsWhile(() => model.tokenizeAsync(text.slice(0, 240_000)));
     expect(turns).toBeGreaterThan(5);
     await model.dispose();
   });

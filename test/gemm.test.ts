@@ -7,6 +7,7 @@ import {
 } from '../lib/index.js';
 import { FORMATS, rng, type Format } from './oracle/fp8-oracle.js';
 import { bf16Value, decode, dequantOracle, dot64, int4Code, quantizeRows, randomArray, toBf16 } from './helpers.js';
+import { turnsWhile } from './fixtures/event-loop.js';
 
 const TOLERANCE = 1e-5;
 
@@ -120,13 +121,7 @@ describe('async GEMMs', () => {
       groupScales: new Float32Array(N * K / G).fill(0.01), channelScales: new Float32Array(N).fill(1),
     });
     const x = randomArray(M * K, 14);
-    let turns = 0;
-    let running = true;
-    const spin = () => { turns++; if (running) setImmediate(spin); };
-    setImmediate(spin);
-    const pending = gemmW4A8Async(x, w);
-    const y = await pending;
-    running = false;
+    const { result: y, turns } = await turnsWhile(() => gemmW4A8Async(x, w));
     expect(y.length).toBe(M * N);
     expect(turns).toBeGreaterThan(1);
   });

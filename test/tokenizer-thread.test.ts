@@ -11,6 +11,7 @@ import { adoptVocabulary, summarize } from '../lib/model/tokenizer-summary.js';
 import { byteLevelTokenizerJson } from '../lib/model/synthetic.js';
 import { tokenizerJsonFromPieces } from '../lib/import/llama2c-tokenizer.js';
 import { seededRandom } from '../lib/random.js';
+import { turnsWhile } from './fixtures/event-loop.js';
 
 /** A sentencepiece-style BPE as the llama2.c importer writes it: <unk> <s> </s>, 256 byte tokens, then pieces. */
 function sentencepieceJson(): string {
@@ -120,13 +121,16 @@ describe('tokenizer opened off the event loop (load)', () => {
     }
   });
 
-  /** Sends `texts` (name -> text) to the thread of a tokenizer opened with load(), all at once; the names in the order they were done. */
-  async function completionOrder(texts: [string, string][]): Promise<string[]> {
+  /**
+   * Sends `texts` (name -> text) to the thread of a tokenizer opened with load(), all at once: the names in the order
+   * they were done, and each one's ids.
+   */
+  async function completionOrder(texts: [string, string][]): Promise<{ done: string[]; ids: Map<string, number[]> }> {
     const loaded = await TextTokenizer.load(byteLevelTokenizerJson());
     try {
-      const done: string[] = [];
-      await Promise.all(texts.map(([name, text]) => loaded.encodeAsync(text).then(() => done.push(name))));
-      return done;
+      const done: string[] = [], ids = new Map<string, number[]>();
+      await Promise.all(texts.map(([name, text]) => loaded.encodeAsync(text).then((got) => { done.push(name); ids.set(name, got); })));
+      return { done, ids };
     } finally {
       await loaded.close();
     }
@@ -134,12 +138,13 @@ describe('tokenizer opened off the event loop (load)', () => {
   const LONG_TEXT = 'naïve café 東京 '.repeat(4000);
 
   it('on the thread, a short text is encoded ahead of long ones that wait', async () => {
-    const done = await completionOrder([...Array.from({ length: 6 }, (_, i): [string, string] => [`long ${i}`, LONG_TEXT]), ['short', 'hello world']]);
+    const { done, ids } = await completionOrder([...Array.from({ length: 6 }, (_, i): [string, string] => [`long ${i}`, LONG_TEXT]), ['short', 'hello world']]);
     expect(done.indexOf('short')).toBeLessThanOrEqual(1); // (behind the one being encoded when it arrived, at most)
+    expect(ids.get('short')).toEqual(TextTokenizer.fromJson(byteLevelTokenizerJson()).encode('hello world'));
   });
 
   it('on the thread, a stream of short texts does not starve a long one (8 short ones at most go ahead of it)', async () => {
-    const done = await completionOrder([['first long', LONG_TEXT], ['long', LONG_TEXT],
+    const { done } = await completionOrder([['first long', LONG_TEXT], ['long', LONG_TEXT],
       ...Array.from({ length: 30 }, (_, i): [string, string] => [`short ${i}`, `hello ${i}`])]);
     // (8 short ones, a long one, 8 short ones, the other long one: or the first long one first, when it was on its way
     // before the rest arrived)
@@ -152,29 +157,25 @@ describe('tokenizer opened off the event loop (load)', () => {
     [['--max-old-space-size=2048'], ''], [['--input-type=module'], ''], [['--max-old-space-size=2048', '--input-type=module'], ''],
     [[], '--input-type=module'],
   ])('the thread starts in a process run with node %j (and -e), NODE_OPTIONS %j', async (flags, nodeOptions) => {
-      const dist = path.resolve(__dirname, '..', 'dist');
-      const script = `
-        const { TextTokenizer } = await import(${JSON.stringify(path.join(dist, 'model', 'tokenizer.js'))});
-        const { byteLevelTokenizerJson } = await import(${JSON.stringify(path.join(dist, 'model', 'synthetic.js'))});
-        const warnings = [];
-        process.on('warning', (w) => warnings.push(w.message));
-        const tokenizer = await TextTokenizer.load(byteLevelTokenizerJson());
-        const ids = await tokenizer.encodeAsync('naïve café '.repeat(1000));
-        await tokenizer.close();
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        console.log(JSON.stringify({ warnings, tokens: ids.length }));`;
-      // (-e runs a script as CommonJS unless --input-type says otherwise: the dynamic imports work in both)
-      const env = { ...process.env, NODE_OPTIONS: nodeOptions };
-      const { stdout } = await promisify(execFile)(process.execPath, [...flags, '-e', script], { timeout: 30_000, env });
-      expect(JSON.parse(stdout.trim())).toEqual({ warnings: [], tokens: expect.any(Number) });
-    });
+    const dist = path.resolve(__dirname, '..', 'dist');
+    const script = `
+      const { TextTokenizer } = await import(${JSON.stringify(path.join(dist, 'model', 'tokenizer.js'))});
+      const { byteLevelTokenizerJson } = await import(${JSON.stringify(path.join(dist, 'model', 'synthetic.js'))});
+      const warnings = [];
+      process.on('warning', (w) => warnings.push(w.message));
+      const tokenizer = await TextTokenizer.load(byteLevelTokenizerJson());
+      const ids = await tokenizer.encodeAsync('naïve café '.repeat(1000));
+      await tokenizer.close();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      console.log(JSON.stringify({ warnings, tokens: ids.length }));`;
+    // (-e runs a script as CommonJS unless --input-type says otherwise: the dynamic imports work in both)
+    const env = { ...process.env, NODE_OPTIONS: nodeOptions };
+    const { stdout } = await promisify(execFile)(process.execPath, [...flags, '-e', script], { timeout: 30_000, env });
+    expect(JSON.parse(stdout.trim())).toEqual({ warnings: [], tokens: expect.any(Number) });
+  });
 
   it('gives the event loop turns while the worker builds the tokenizer', async () => {
-    let turns = 0, counting = true;
-    const tick = () => { turns++; if (counting) setImmediate(tick); };
-    setImmediate(tick);
-    const loaded = await TextTokenizer.load(sentencepieceJson());
-    counting = false;
+    const { result: loaded, turns } = await turnsWhile(() => TextTokenizer.load(sentencepieceJson()));
     expect(turns).toBeGreaterThan(3);
     await loaded.close();
   });
@@ -190,7 +191,7 @@ describe('tokenizer opened off the event loop (load)', () => {
   it('the decode-only tokenizer refuses a vocabulary that decodes otherwise than on the worker', () => {
     const json = JSON.parse(byteLevelTokenizerJson());
     const complete = new Tokenizer(json, {});
-    const summary = summarize(complete, json, { encoding: 'byte-level', addedIds: [262], maxTokenId: 262, maxTokenChars: 13 });
+    const summary = summarize(complete, json, { encoding: 'byte-level', addedIds: [256, 257], maxTokenId: 257, maxTokenChars: 4 });
     const decoder = () => new Tokenizer(JSON.parse(summary.decodingJson), {});
     const adopt = (s: typeof summary) => { for (const _ of adoptVocabulary(decoder(), s)); };
     expect(() => adopt(summary)).not.toThrow();
