@@ -2,7 +2,7 @@
 // The GPU through the whole Node stack: W4a8Model.create(packed, {device}) on the CUDA plugin, beside the CPU.
 // Needs dist/ (npm run build:ts) and an addon built with CUDA, on a machine with a Hopper GPU.
 //
-//   node bench/cuda-e2e.mjs [--shape 7b|1b] [--layers N] [--tokens N] [--cpu] [--lm-head bf16|w4a8]
+//   node bench/cuda-e2e.mjs [--shape 7b|1b] [--layers N] [--tokens N] [--cpu] [--lm-head bf16|w4a8] [--scales float|pow2]
 //                           [--kv-cache bf16|f32] [--json PATH]
 //
 // 1. Correctness: a small synthetic model (RTN-packed: e4m3fn, Gaudi-2 e4m3, and e4m3fn with a W4A8 lm_head)
@@ -21,6 +21,7 @@ const { values: args } = parseArgs({
     shape: { type: 'string', default: '7b' }, layers: { type: 'string' }, tokens: { type: 'string', default: '64' },
     cpu: { type: 'boolean', default: false }, json: { type: 'string' }, 'lm-head': { type: 'string', default: 'bf16' },
     'kv-cache': { type: 'string' },  // default: the runtime's DEFAULT_KV_CACHE
+    scales: { type: 'string', default: 'float' },  // the synthetic model's group scales: float or pow2 (integer GEMV)
   },
 });
 const pkg = await import('../dist/index.js');
@@ -63,9 +64,9 @@ const shape = { ...SYNTHETIC_SHAPES[args.shape] };
 if (args.layers) shape.nLayers = Number(args.layers);
 const tokens = Number(args.tokens);
 let t0 = now();
-const packed = syntheticPacked(format, shape, 1, args['lm-head']);
+const packed = syntheticPacked(format, shape, 1, args['lm-head'], args.scales);
 packed.config = { ...packed.config, eosTokenIds: [] };  // every sequence generates exactly `tokens`
-console.log(`${shape.label}${args.layers ? `, ${shape.nLayers} layers` : ''}, lm_head ${args['lm-head']}, KV cache ${args['kv-cache']}: built in ${(now() - t0).toFixed(1)} s`);
+console.log(`${shape.label}${args.layers ? `, ${shape.nLayers} layers` : ''}, lm_head ${args['lm-head']}, ${args.scales} group scales, KV cache ${args['kv-cache']}: built in ${(now() - t0).toFixed(1)} s`);
 
 async function decodeRate(model, batch, maxTokens) {
   const prompts = Array.from({ length: batch }, (_, i) => Array.from({ length: 16 }, (_, j) => (i * 131 + j * 7 + 1) % 32000));

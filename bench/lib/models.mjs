@@ -72,10 +72,10 @@ function bf16Random(length, seed) {
  * A synthetic PackedModel (random weights, see the top of this file); tensors are views into shared pools.
  * lmHead 'w4a8': lm_head as a packed linear layer (random codes like the others) instead of BF16.
  */
-export function syntheticPacked(pkgFormat, shape, seed = 1, lmHead = 'bf16') {
+export function syntheticPacked(pkgFormat, shape, seed = 1, lmHead = 'bf16', scales = 'float') {
   const config = syntheticConfig(shape);
   const quant = {
-    weightFormat: 'e4m3fn', activationFormat: 'e4m3fn', groupSize: SYNTHETIC_GROUP, symmetric: true, scales: 'float', method: 'rtn',
+    weightFormat: 'e4m3fn', activationFormat: 'e4m3fn', groupSize: SYNTHETIC_GROUP, symmetric: true, scales, method: 'rtn',
     ...(lmHead === 'w4a8' ? { lmHead } : {}),
     details: { synthetic: 'random INT4 codes and scales written by bench/lib/models.mjs: a benchmark model, not a quantized one' },
   };
@@ -89,6 +89,8 @@ export function syntheticPacked(pkgFormat, shape, seed = 1, lmHead = 'bf16') {
   }
   const codes = randomBytes(maxCodes, seed);
   const groupScales = randomFloats(maxGroups, seed + 1, 0.05, 0.15);  // |s_g (q - 8)| <= 1.2: inside E4M3
+  // 'pow2': each scale rounded down to a power of two (2^-5 .. 2^-3), as power-of-two packing makes them.
+  if (scales === 'pow2') for (let i = 0; i < groupScales.length; i++) groupScales[i] = 2 ** Math.floor(Math.log2(groupScales[i]));
   const zeros = new Uint8Array(maxGroups).fill(8);
   const channelScales = new Map();  // by K: 2.2/sqrt(K) ± 20 %
   const channel = (K) => {

@@ -201,7 +201,7 @@ GptqFactor prepareGptq(const double* hessian, int hessianSize, int cols, const G
 double gptqQuantizeRows(const float* w, int cols, const GptqFactor& factor, const GptqOptions& options,
                         Int4WeightsMut out, int rowBegin, int rowEnd) {
   const int K = cols, G = options.pack.groupSize, groups = K / G;
-  const float fp8Max = fp8Spec(options.pack.format).maxFinite;
+  const float target = int4ChannelTarget(options.pack);  // FP8_MAX, or less with power-of-two scales
   const std::vector<int>& order = factor.order;
   const float* u = factor.u.data();
   std::vector<int> position(K);  // position[k] = the step at which column k is visited
@@ -235,7 +235,7 @@ double gptqQuantizeRows(const float* w, int cols, const GptqFactor& factor, cons
       const float* row = w + (size_t)(tileBegin + r) * K;
       float amax = 0.0f;
       for (int k = 0; k < K; ++k) amax = std::max(amax, std::fabs(row[k]));
-      channelScale[r] = usableScale(amax / fp8Max * kChannelHeadroom);
+      channelScale[r] = usableScale(amax / target * kChannelHeadroom);
       out.channelScales[tileBegin + r] = channelScale[r];
       float* rowWork = &work[(size_t)r * K];
       for (int p = 0; p < K; ++p) rowWork[p] = row[order[p]];

@@ -12,7 +12,7 @@
 //                              the kernels compute (DESIGN.md §1); q is the code whose composite value is
 //                              nearest to the weight, and the composite error is what propagates.
 // Per-group s_g, z are chosen (chooseInt4GroupParams, as RTN) from the error-updated weights of the group
-// when the sweep reaches the group's first column. s_c = amax(W[n, :]) / FP8_MAX * kChannelHeadroom.
+// when the sweep reaches the group's first column. s_c = amax(W[n, :]) / int4ChannelTarget * kChannelHeadroom.
 //
 // The output is the canonical layout (quant/weights.h): codes, group scales and zeros are written at
 // the natural positions whatever order the sweep used, so no kernel needs a permutation or gather.

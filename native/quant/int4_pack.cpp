@@ -32,16 +32,28 @@ Int4GroupParams chooseInt4GroupParams(const float* scaled, int count, const Int4
   return {scale, zero};
 }
 
+float int4ChannelTarget(const Int4PackOptions& options) {
+  const float fp8Max = fp8Spec(options.format).maxFinite;
+  if (!options.pow2Scales || options.format == Fp8Format::E5M2) return fp8Max;
+  // The widest group a target T allows: symmetric s = pow2(T / 7) with |q - z| <= 8; asymmetric s = pow2(2T / 15)
+  // (a range from -T to T) with |q - z| <= 15.
+  for (float target = fp8Max;; target *= 0.5f) {
+    const float widest = options.symmetric ? 8.0f * roundUpToPowerOfTwo(target / 7.0f)
+                                           : 15.0f * roundUpToPowerOfTwo(2.0f * target / 15.0f);
+    if (widest <= fp8Max) return target;
+  }
+}
+
 void packInt4Rows(const float* w, int rows, int cols, const Int4PackOptions& options, Int4WeightsMut out,
                   int rowBegin, int rowEnd) {
   const int groups = cols / options.groupSize;
-  const float fp8Max = fp8Spec(options.format).maxFinite;
+  const float target = int4ChannelTarget(options);
   float* scaled = new float[options.groupSize];
   for (int n = rowBegin; n < rowEnd; ++n) {
     const float* row = w + (size_t)n * cols;
     float amax = 0.0f;
     for (int k = 0; k < cols; ++k) amax = std::max(amax, std::fabs(row[k]));
-    const float channelScale = usableScale(amax / fp8Max);
+    const float channelScale = usableScale(amax / target);
     out.channelScales[n] = channelScale;
     uint8_t* rowCodes = out.codes + (size_t)n * (cols / 2);
     for (int g = 0; g < groups; ++g) {

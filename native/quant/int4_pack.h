@@ -21,8 +21,15 @@ struct Int4GroupParams {
 Int4GroupParams chooseInt4GroupParams(const float* scaled, int count, const Int4PackOptions& options);
 float roundUpToPowerOfTwo(float x);  // smallest power of two >= x (x > 0, finite)
 
+// The value a row's largest |w| maps to: s_c = amax / target. FP8_MAX, except with power-of-two group scales in
+// the E4M3 formats: there FP8_MAX / 2^j, the largest such that every entry s_g (q - z) of every group stays
+// within +-FP8_MAX (symmetric: e4m3fn 224, e4m3 60; asymmetric: e4m3fn 112, e4m3 120), so that the group's
+// FP8 weights are exactly s_g (q - z) (DESIGN.md §1), never saturated. Since the divisor is a power of two,
+// codes and the ratios of the scales are those of the FP8_MAX target; only the scales halve.
+float int4ChannelTarget(const Int4PackOptions& options);
+
 // w: [rows, cols] FP32 row-major. Packs rows [rowBegin, rowEnd) into `out` (canonical layout).
-// s_c[n] = amax(W[n,:]) / FP8_MAX (1 for an all-zero row), so W[n,:] / s_c spans the FP8 range.
+// s_c[n] = amax(W[n,:]) / int4ChannelTarget (1 for an all-zero row).
 void packInt4Rows(const float* w, int rows, int cols, const Int4PackOptions& options, Int4WeightsMut out,
                   int rowBegin, int rowEnd);
 

@@ -2,6 +2,7 @@
 // GEMM path, split-K and token tile.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "kernels/cuda/integer_activations.cuh"
 #include "kernels/cuda/internal.h"
 
 namespace w4a8::cuda {
@@ -29,6 +31,9 @@ struct Context {
   size_t w8ScratchBytes = 0;
   float* accScratch = nullptr;
   size_t accScratchBytes = 0;
+  // Integer GEMV: the activations' limbs, limb sums and NaN addends its pre-pass makes.
+  uint8_t* int8Scratch = nullptr;
+  size_t int8ScratchBytes = 0;
   uint64_t scratchGeneration = 0;  // bumped on every reallocation of the buffers above
 #if W4A8_HAVE_CUBLASLT
   std::unique_ptr<LtGemm> lt;
@@ -209,6 +214,49 @@ Status runGemv(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, int warps
   return Status::Ok;
 }
 
+Status runGemvInt8(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, const GemmOptions& options,
+                   GemmPlanInfo* info) {
+  const Int4WeightsView& w = a.w;
+  int warps = options.splitK > 0 ? options.splitK : chooseGemvWarps(mTile, w.rows, w.cols, ctx->multiprocessors);
+  warps = warps > kGemvInt8MaxWarps ? kGemvInt8MaxWarps : warps;
+  // Activations the quantization already made for exactly these codes (the whole call in one tile), else its
+  // own pre-pass into the context's scratch.
+  const IntegerActivations* made = options.integerActivations;
+  const bool prepared = made && made->ready && made->x8 == a.x8 && made->M == a.M && made->K == w.cols &&
+                        made->format == a.actFormat && m0 == 0 && mTile == a.M;
+  void* scratch = prepared ? made->buffer : nullptr;
+  if (!prepared) {
+    Status s = ensureScratch(ctx, &ctx->int8Scratch, &ctx->int8ScratchBytes, gemvInt8ScratchBytes(w.cols));
+    if (s != Status::Ok) return s;
+    scratch = ctx->int8Scratch;
+  }
+  DecodeParams p = fusedParams(a, m0, mTile);
+  p.splits = 1;
+  W4A8_CUDA_TRY(ctx, launchGemvInt8(p, a.actFormat, warps, scratch, prepared, prepared ? made->flagsPerToken : 0,
+                                    ctx->stream));
+  if (info) {
+    info->path = GemmPath::GemvInt8;
+    info->splitK = warps;
+    info->tokenTile = kGemvInt8MaxTokens;
+    info->fusedScales = true;
+  }
+  return Status::Ok;
+}
+
+// Measured on the H200 (RESULTS.md, 2026-12-02), on linear weights with the activations made by the quantization:
+// the integer GEMV beats the FP16 one at 1-2 tokens when the matrix gives at least 3 CTAs (16 rows each) per SM
+// (8192x8192, 8192x28672); with fewer CTAs, or 3-8 tokens (two or three token tiles), the FP16 kernels are faster.
+bool integerGemvPays(const Context* ctx, const W4A8GemmArgs& a, const GemmOptions& options);
+
+// The integer GEMV takes G = 128 with E4M3-family weights and activations (gemv_int8.cu says why).
+bool gemvInt8Takes(const W4A8GemmArgs& a) {
+  return a.w.groupSize == 128 && e4m3Family(a.w.format) && e4m3Family(a.actFormat);
+}
+
+bool integerGemvPays(const Context* ctx, const W4A8GemmArgs& a, const GemmOptions& options) {
+  return options.linearGroups && a.M <= 2 && gemvInt8Takes(a) && (a.w.rows + 15) / 16 >= 3 * ctx->multiprocessors;
+}
+
 Status runPrefill(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights, GemmPlanInfo* info) {
 #if W4A8_HAVE_CUBLASLT
   if (!ctx->lt) return fail(ctx, Status::Unsupported, "prefill: cuBLASLt did not initialise");
@@ -288,6 +336,7 @@ const char* gemmPathName(GemmPath p) {
     case GemmPath::DecodeF16Mma: return "decode-f16mma";
     case GemmPath::DecodeFp8Mma: return "decode-fp8mma";
     case GemmPath::Gemv: return "gemv-f16mma";
+    case GemmPath::GemvInt8: return "gemv-int8";
     case GemmPath::Fused: return "fused";
     case GemmPath::PrefillLt: return "prefill-cublaslt";
   }
@@ -343,6 +392,7 @@ void destroyContext(Context* ctx) {
   cudaFree(ctx->counters);
   cudaFree(ctx->w8Scratch);
   cudaFree(ctx->accScratch);
+  cudaFree(ctx->int8Scratch);
   if (ctx->stream) cudaStreamDestroy(ctx->stream);
   delete ctx;
 }
@@ -378,6 +428,22 @@ Status fillDevice(Context* ctx, void* devicePtr, int byteValue, size_t bytes) {
   return Status::Ok;
 }
 
+bool int4GroupsAreLinear(const Int4WeightsView& host) {
+  if (host.groupSize != 128 || !e4m3Family(host.format)) return false;
+  const float fp8Max = fp8Spec(host.format).maxFinite;
+  const size_t groups = (size_t)host.rows * (host.cols / host.groupSize);
+  for (size_t i = 0; i < groups; ++i) {  // the rule of gemv_int8.cu's linearGroup
+    const float s = host.groupScales[i];
+    const int z = host.zeros[i];
+    uint32_t bits;
+    std::memcpy(&bits, &s, 4);
+    if (z > 15 || (bits & 0x007FFFFFu) != 0 || ((bits >> 23) & 0xFFu) < 118u ||
+        (float)std::max(z, 15 - z) * std::fabs(s) > fp8Max)
+      return false;
+  }
+  return true;
+}
+
 Status uploadInt4Weights(Context* ctx, const Int4WeightsView& host, DeviceInt4Weights* out) {
   *out = DeviceInt4Weights{};
   Status s = checkWeights(ctx, host);
@@ -401,6 +467,7 @@ Status uploadInt4Weights(Context* ctx, const Int4WeightsView& host, DeviceInt4We
   out->view.groupScales = reinterpret_cast<const float*>(block + offScales);
   out->view.zeros = block + offZeros;
   out->view.channelScales = reinterpret_cast<const float*>(block + offChannel);
+  out->linearGroups = int4GroupsAreLinear(host);
   return Status::Ok;
 }
 
@@ -423,22 +490,51 @@ void freeInt4Weights(DeviceInt4Weights* w) {
   *w = DeviceInt4Weights{};
 }
 
-Status quantizeActivationsDynamic(Context* ctx, const float* x, int M, int K, Fp8Format f, uint8_t* x8,
-                                  float* xScales) {
+namespace {
+// Both quantizations: checks, then the kernel, with the integer GEMV's activations when asked and possible.
+Status quantize(Context* ctx, const float* x, int M, int K, bool dynamic, float scale, Fp8Format f, uint8_t* x8,
+                float* xScales, IntegerActivations* integer) {
   if (M < 0 || K < 1 || !validFormat(f)) return fail(ctx, Status::InvalidArgument, "quantize: need M >= 0, K >= 1 and a known format (M=%d K=%d)", M, K);
+  if (integer) integer->ready = false;
   if (M == 0) return Status::Ok;
   if (!x || !x8 || !xScales) return fail(ctx, Status::InvalidArgument, "quantize: x, x8 and xScales must be set");
-  W4A8_CUDA_TRY(ctx, launchQuantizeDynamic(x, M, K, f, x8, xScales, ctx->stream));
+  void* integerBuffer = nullptr;
+  if (integer && e4m3Family(f) && M <= kGemvInt8MaxTokens && K % 128 == 0) {
+    if (!integer->buffer || integer->bytes < integerActivationsBytes(K) || !aligned16(integer->buffer))
+      return fail(ctx, Status::InvalidArgument, "quantize: integer activations need %zu bytes, 16-byte aligned (got %zu)",
+                  integerActivationsBytes(K), integer->bytes);
+    integerBuffer = integer->buffer;
+  }
+  W4A8_CUDA_TRY(ctx, launchQuantize(x, M, K, dynamic, scale, f, x8, xScales, integerBuffer, ctx->stream));
+  if (integerBuffer) *integer = {integer->buffer, integer->bytes, x8, M, K, f, 1, true};
+  return Status::Ok;
+}
+}  // namespace
+
+size_t integerActivationsBytes(int K) { return std::max(IntegerActivationsLayout(K, 1).total, gemvInt8ScratchBytes(K)); }
+
+Status makeIntegerActivations(Context* ctx, const uint8_t* x8, int M, int K, Fp8Format f, IntegerActivations* out) {
+  if (!out) return fail(ctx, Status::InvalidArgument, "integer activations: out must be set");
+  out->ready = false;
+  if (!x8 || !aligned16(x8) || M < 1 || M > kGemvInt8MaxTokens || K < 128 || K % 128 != 0 || !e4m3Family(f))
+    return fail(ctx, Status::InvalidArgument, "integer activations: need aligned x8, 1-8 tokens, K a multiple of 128 "
+                "and e4m3fn / e4m3 codes (M=%d K=%d)", M, K);
+  if (!out->buffer || out->bytes < integerActivationsBytes(K) || !aligned16(out->buffer))
+    return fail(ctx, Status::InvalidArgument, "integer activations need %zu bytes, 16-byte aligned (got %zu)",
+                integerActivationsBytes(K), out->bytes);
+  W4A8_CUDA_TRY(ctx, launchLimbs(x8, M, K, f, out->buffer, ctx->stream));
+  *out = {out->buffer, out->bytes, x8, M, K, f, gemvInt8PrepFlagsPerToken(K), true};
   return Status::Ok;
 }
 
+Status quantizeActivationsDynamic(Context* ctx, const float* x, int M, int K, Fp8Format f, uint8_t* x8,
+                                  float* xScales, IntegerActivations* integer) {
+  return quantize(ctx, x, M, K, true, 1.0f, f, x8, xScales, integer);
+}
+
 Status quantizeActivationsStatic(Context* ctx, const float* x, int M, int K, float scale, Fp8Format f, uint8_t* x8,
-                                 float* xScales) {
-  if (M < 0 || K < 1 || !validFormat(f)) return fail(ctx, Status::InvalidArgument, "quantize: need M >= 0, K >= 1 and a known format (M=%d K=%d)", M, K);
-  if (M == 0) return Status::Ok;
-  if (!x || !x8 || !xScales) return fail(ctx, Status::InvalidArgument, "quantize: x, x8 and xScales must be set");
-  W4A8_CUDA_TRY(ctx, launchQuantizeStatic(x, M, K, scale, f, x8, xScales, ctx->stream));
-  return Status::Ok;
+                                 float* xScales, IntegerActivations* integer) {
+  return quantize(ctx, x, M, K, false, scale, f, x8, xScales, integer);
 }
 
 Status dequantInt4ToFp8(Context* ctx, const Int4WeightsView& w, uint8_t* out) {
@@ -479,9 +575,21 @@ Status gemmW4A8(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights, 
   // against 21.8), while at 16 tokens or on K = 28672 the split-K kernel is as fast or faster (0-33 %).
   if (path == GemmPath::Fused) {
     const bool gemv = a.M <= kGemvMaxTokens && (a.w.cols <= 4096 || (a.M <= 8 && a.w.cols <= 12288));
-    path = gemv ? GemmPath::Gemv : GemmPath::DecodeF16Mma;
+    path = integerGemvPays(ctx, a, options) ? GemmPath::GemvInt8
+           : gemv                                         ? GemmPath::Gemv
+                                                          : GemmPath::DecodeF16Mma;
   }
   if (path == GemmPath::PrefillLt) return runPrefill(ctx, a, fp8Weights, info);
+  if (path == GemmPath::GemvInt8) {
+    if (!gemvInt8Takes(a))
+      return fail(ctx, Status::Unsupported, "gemv-int8: needs groupSize 128 and e4m3fn / e4m3 weights and activations");
+    for (int m0 = 0; m0 < a.M; m0 += kGemvInt8MaxTokens) {
+      const int mTile = a.M - m0 < kGemvInt8MaxTokens ? a.M - m0 : kGemvInt8MaxTokens;
+      s = runGemvInt8(ctx, a, m0, mTile, options, info);
+      if (s != Status::Ok) return s;
+    }
+    return Status::Ok;
+  }
   if (path == GemmPath::Gemv) {
     for (int m0 = 0; m0 < a.M; m0 += kGemvMaxTokens) {
       const int mTile = a.M - m0 < kGemvMaxTokens ? a.M - m0 : kGemvMaxTokens;

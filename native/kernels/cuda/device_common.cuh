@@ -2,6 +2,7 @@
 // byte-permute lookup, and the mma.sync wrappers. Needs sm_89+ (cvt to/from FP8 pairs); built for sm_90a.
 #pragma once
 #include <cstdint>
+#include <utility>
 
 #include <cuda_runtime.h>
 
@@ -80,9 +81,9 @@ __device__ __forceinline__ void pdlLaunchDependents() { asm volatile("griddepcon
 __device__ __forceinline__ void pdlWaitForPrevious() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 
 // Launches `kernel` as a programmatic dependent of the stream's previous kernel.
-template <typename Params>
-cudaError_t launchDependent(void (*kernel)(Params), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                            const Params& params) {
+template <typename... Params, typename... Args>
+cudaError_t launchDependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                            Args&&... args) {
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -93,7 +94,7 @@ cudaError_t launchDependent(void (*kernel)(Params), dim3 grid, dim3 block, size_
   config.stream = stream;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, kernel, params);
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
@@ -125,6 +126,27 @@ __device__ __forceinline__ void fp8x4ToF16(uint32_t v, uint32_t& lo, uint32_t& h
   else
     asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n cvt.rn.f16x2.e4m3x2 %1, h;\n}"
         : "=r"(lo), "=r"(hi) : "r"(v));
+}
+
+// ---- the GEMVs' weight stream (gemv.cu, gemv_int8.cu) ------------------------------------------------------
+struct GemvPiece {  // one lane's share of one round: codes, group scale and zero point of rows g and g + 8
+  uint4 w0, w1;
+  float s0, s1;
+  int z0, z1;
+};
+
+// 16-byte streaming load: weights are read once (no L1 allocation); the hint asks L2 to fetch the whole
+// 256-byte block, i.e. this row's next three rounds too.
+__device__ __forceinline__ uint4 loadStreaming(const uint8_t* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
 // ---- tensor-core MMA (warp-wide) --------------------------------------------------------------------------

@@ -27,7 +27,10 @@
 // weights resident in L2 it is no faster. Nsight Compute: ~280 instructions per warp and 1 KiB round (~4.4
 // per weight and lane: the table lookup, 11 integer ops per 8 weights; FP8 -> FP16 conversions, which run
 // at a quarter of the FP32 rate; table building; addressing), 0.45 instructions issued per scheduler and
-// cycle, stalls on the math pipes and fixed-latency dependencies. Reaching 0.7 of HBM needs fewer
+// cycle, stalls on the math pipes and fixed-latency dependencies. (2026-12-02, gemv_int8.cu: a kernel of the
+// same layout with about 40 % fewer instructions per round ran no faster at this occupancy, and 0.51-0.65 of HBM
+// with 4 CTAs an SM: the wait on loads at low occupancy is the limit, more than the instruction count.)
+// Earlier reading: reaching 0.7 of HBM needs fewer
 // instructions per weight, not more bytes in flight: ring depth, warps per CTA, register caps (more warps
 // per SM) and activations converted to FP16 once per call (a pre-pass) did not help; nor did each CTA
 // converting all of x into shared memory first (2026-12-01: 4-12 % slower at 1-2 tokens, the weight loads
@@ -51,26 +54,6 @@ constexpr int kRoundK = 128;
 // 6-round ring or a register cap of 85 (more warps per SM, some spills) slower: the kernel is bound by its
 // arithmetic (see the status note at the top), not by loads in flight.
 constexpr int kDepth = 4;
-
-struct Piece {  // one lane's share of one round: codes, group scale and zero point of rows g and g + 8
-  uint4 w0, w1;
-  float s0, s1;
-  int z0, z1;
-};
-
-// 16-byte streaming load: weights are read once (no L1 allocation); the hint asks L2 to fetch the whole
-// 256-byte block, i.e. this row's next three rounds too.
-__device__ __forceinline__ uint4 loadStreaming(const uint8_t* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
 
 // Four table entries of weight format kE5M2 / e4m3 family: e4m3fn's codes, and for Gaudi-2 e4m3 (kCapped)
 // the magnitudes capped at 0x77, its largest finite code, as encode4 does. (The cap is a template argument:
@@ -126,7 +109,7 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   // Offsets are unsigned 32-bit (k >= 0, and a row's codes, scales and x are far below 4 GiB), so k / 2 and
   // k / G are plain shifts: with signed ints the address arithmetic of the six loads per round took about
   // 40 instructions, a sixth of a round.
-  auto load = [&](int r, Piece& pc) {
+  auto load = [&](int r, GemvPiece& pc) {
     const unsigned k = (unsigned)r * kRoundK + 32u * t;
     const bool in = r < r1 && k < (unsigned)K;
     pc.w0 = pc.w1 = make_uint4(0, 0, 0, 0);
@@ -171,7 +154,7 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
     for (int e = 0; e < 4; ++e) acc[nt][e] = acc2[nt][e] = 0.0f;
 
   // kFast: every scale of the warp's ring is below 2^119 (the tables need no software encoder).
-  auto compute = [&](const Piece& pc, const uint4 xa[NT][2], auto fast) {
+  auto compute = [&](const GemvPiece& pc, const uint4 xa[NT][2], auto fast) {
     uint32_t lut0[4], lut1[4];
     if constexpr (decltype(fast)::value) {
       sharedGroupLut<kShare, kWeightsE5M2, kCapped>(pc.s0, pc.z0, lane, lut0);
@@ -202,7 +185,7 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
   // The ring: after computing slot d, refill it with the round kDepth ahead. Activations run one round
   // ahead (xbuf[d & 1] holds round r + d; kDepth is even, so the parity carries over between passes).
   static_assert(kDepth % 2 == 0, "xbuf parity");
-  Piece ring[kDepth];
+  GemvPiece ring[kDepth];
   uint4 xbuf[2][NT][2];
 #pragma unroll
   for (int d = 0; d < kDepth; ++d) load(r0 + d, ring[d]);

@@ -39,6 +39,12 @@ struct DecodeParams {
   int splits;         // CTAs along K (gridDim.y)
   float* partials;    // [splits, M, N] FP32, when splits > 1
   unsigned* counters; // [ceil(N / 128)] zero-initialised tickets, when splits > 1 (left zeroed)
+  // The integer GEMV's activations (gemv_int8.cu), made from x8 by its pre-pass: limbs [3 M, K], limb sums
+  // [K / 128, 24] and NaN flags [M, nanFlagsPerToken].
+  const uint8_t* xLimbs;
+  const int* xLimbSums;
+  const float* xNanFlags;
+  int nanFlagsPerToken;
 };
 
 // One output row's streams in a fused kernel: its INT4 codes, group scales and zero points. Rows past N read
@@ -88,11 +94,25 @@ int blocksPerSmFp8(int tokenTiles);
 using cuda::kGemvMaxTokens;
 cudaError_t launchGemv(const DecodeParams& p, int warps, cudaStream_t stream);
 
+// ---- integer GEMV for 1-8 tokens (gemv_int8.cu) ----------------------------------------------------------
+// Needs G = 128 and E4M3-family weights and activations (gemvInt8Supported), 1-4 warps. Its activations come
+// from `scratch`: made there by its own pre-pass (a programmatic dependent launch before it), or, with `prepared`,
+// already made by the quantization kernel (IntegerActivations, flagsPerToken NaN flags a token).
+constexpr int kGemvInt8MaxTokens = 8;
+constexpr int kGemvInt8MaxWarps = 4;
+bool gemvInt8Supported(const DecodeParams& p);
+size_t gemvInt8ScratchBytes(int K);  // its own pre-pass's buffer
+int gemvInt8PrepFlagsPerToken(int K);  // NaN flags a token its pre-pass writes
+// The pre-pass alone: x8 [M <= 8, K] -> the activations in `buffer` (gemvInt8ScratchBytes(K) bytes).
+cudaError_t launchLimbs(const uint8_t* x8, int M, int K, Fp8Format actFormat, void* buffer, cudaStream_t stream);
+cudaError_t launchGemvInt8(DecodeParams p, Fp8Format actFormat, int warps, void* scratch, bool prepared,
+                           int flagsPerToken, cudaStream_t stream);
+
 // ---- element-wise kernels (quantize_kernels.cu) --------------------------------------------------------
-cudaError_t launchQuantizeDynamic(const float* x, int M, int K, Fp8Format f, uint8_t* x8, float* xScales,
-                                  cudaStream_t stream);
-cudaError_t launchQuantizeStatic(const float* x, int M, int K, float scale, Fp8Format f, uint8_t* x8,
-                                 float* xScales, cudaStream_t stream);
+// Dynamic (per-token scales) or static (`scale`) FP32 -> FP8. integerBuffer: also the integer GEMV's activations
+// there (integer_activations.cuh layout with one NaN flag a token; E4M3-family f, M <= 8, K % 128 == 0), or null.
+cudaError_t launchQuantize(const float* x, int M, int K, bool dynamic, float scale, Fp8Format f, uint8_t* x8,
+                           float* xScales, void* integerBuffer, cudaStream_t stream);
 cudaError_t launchDequantInt4ToFp8(const Int4WeightsView& w, uint8_t* out, cudaStream_t stream);
 // y[m, n] = (xScales[m] * channelScales[n]) * acc[m * ldAcc + n], stored as FP32 or BF16.
 cudaError_t launchScaleEpilogue(const float* acc, int ldAcc, const float* xScales, const float* channelScales, int M,

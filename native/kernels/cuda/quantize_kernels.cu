@@ -3,6 +3,7 @@
 // weights, through the same group table as the fused GEMM), the scale epilogue of the prefill fallback, and
 // the conversion test hook.
 #include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/integer_activations.cuh"
 #include "kernels/cuda/internal.h"
 
 namespace w4a8::cudakern {
@@ -10,14 +11,21 @@ namespace {
 
 constexpr int kRowThreads = 1024;  // one CTA per token row: decode steps have few rows, so wide CTAs
 
+struct IntegerParts {  // the integer GEMV's activations (integer_activations.cuh); limbs null: not wanted
+  uint8_t* limbs;
+  int* sums;
+  float* flags;
+};
+
 // std::max(amax, |x|) as the reference writes it: a NaN never compares greater, so it is ignored.
 __device__ __forceinline__ float maxIgnoringNaN(float a, float b) { return a < b ? b : a; }
 
-// One CTA per token row. x: [M, K] FP32; x8: [M, K]; xScales: [M].
-__global__ void __launch_bounds__(kRowThreads) quantizeRowsKernel(const float* __restrict__ x, int K, Fp8Format f,
+// One CTA per token row. x: [M, K] FP32; x8: [M, K]; xScales: [M]. With `integer` set (E4M3-family f, M <= 8,
+// K % 128 == 0), also the integer GEMV's limbs, limb sums and one NaN flag per token (integer_activations.cuh).
+__global__ void __launch_bounds__(kRowThreads) quantizeRowsKernel(const float* __restrict__ x, int M, int K, Fp8Format f,
                                                                   bool dynamic, float staticScale,
                                                                   uint8_t* __restrict__ x8,
-                                                                  float* __restrict__ xScales) {
+                                                                  float* __restrict__ xScales, IntegerParts integer) {
   __shared__ float warpMax[kRowThreads / 32];
   pdlLaunchDependents();  // the GEMV after it may start now and load its weights (it waits before reading x8)
   const int m = blockIdx.x;
@@ -38,6 +46,13 @@ __global__ void __launch_bounds__(kRowThreads) quantizeRowsKernel(const float* _
   if (threadIdx.x == 0) xScales[m] = scale;
   uint8_t* out = x8 + (size_t)m * K;
   for (int k = threadIdx.x; k < K; k += kRowThreads) out[k] = fp8Encode(row[k] / scale, f);
+  if (!integer.limbs) return;
+  __syncthreads();  // this row's codes, written by every thread, are read back by warps a group at a time
+  int nonFinite = 0;
+  for (int gi = threadIdx.x >> 5; gi < K / kIntRoundK; gi += kRowThreads / 32)
+    nonFinite |= limbGroup(out, m, M, K, gi, f == Fp8Format::E4M3, integer.limbs, integer.sums);
+  nonFinite = __syncthreads_or(nonFinite);
+  if (threadIdx.x == 0) integer.flags[m] = nonFinite ? __int_as_float(0x7FC00000) : 0.0f;
 }
 
 // One thread per 32 weights (16 bytes of codes, inside one group since G >= 32): table, lookup, 32 bytes out.
@@ -81,15 +96,15 @@ unsigned blocksFor(size_t items, int threads) { return (unsigned)((items + threa
 
 }  // namespace
 
-cudaError_t launchQuantizeDynamic(const float* x, int M, int K, Fp8Format f, uint8_t* x8, float* xScales,
-                                  cudaStream_t stream) {
-  quantizeRowsKernel<<<M, kRowThreads, 0, stream>>>(x, K, f, true, 1.0f, x8, xScales);
-  return cudaGetLastError();
-}
-
-cudaError_t launchQuantizeStatic(const float* x, int M, int K, float scale, Fp8Format f, uint8_t* x8,
-                                 float* xScales, cudaStream_t stream) {
-  quantizeRowsKernel<<<M, kRowThreads, 0, stream>>>(x, K, f, false, scale, x8, xScales);
+cudaError_t launchQuantize(const float* x, int M, int K, bool dynamic, float scale, Fp8Format f, uint8_t* x8,
+                           float* xScales, void* integerBuffer, cudaStream_t stream) {
+  IntegerParts integer{nullptr, nullptr, nullptr};
+  if (integerBuffer) {
+    const IntegerActivationsLayout layout(K, 1);
+    uint8_t* base = static_cast<uint8_t*>(integerBuffer);
+    integer = {base + layout.limbs, reinterpret_cast<int*>(base + layout.sums), reinterpret_cast<float*>(base + layout.flags)};
+  }
+  quantizeRowsKernel<<<M, kRowThreads, 0, stream>>>(x, M, K, f, dynamic, scale, x8, xScales, integer);
   return cudaGetLastError();
 }
 

@@ -188,6 +188,7 @@ class CudaLlama final : public StepBackend {
       throw std::runtime_error(std::string("uploading weights: ") + cuda::lastError(ctx_));
     }
     lin.inputs = first.inputs;
+    linearWeights_ |= lin.w.linearGroups;
     if (anyBias) lin.bias = upload(bias.data(), bias.size(), owned_);
     return lin;
   }
@@ -258,8 +259,11 @@ class CudaLlama final : public StepBackend {
       W4A8_CHECK_CUDA(launchPadRows(x, rows, width, stride, cols, padded_.as<float>(), stream_));
       input = padded_.as<float>();
     }
+    // With linear weights (power-of-two packing) the quantization also makes the integer GEMV's activations.
+    integer_.buffer = integerActs_.as<uint8_t>();
+    integer_.bytes = integerActs_.bytes;
     checkStatus(cuda::quantizeActivationsDynamic(ctx_, input, rows, cols, config_.activationFormat, x8_.as<uint8_t>(),
-                                                 xScales_.as<float>()),
+                                                 xScales_.as<float>(), linearWeights_ ? &integer_ : nullptr),
                 "quantize");
   }
 
@@ -270,6 +274,8 @@ class CudaLlama final : public StepBackend {
     cuda::GemmOptions options;
     // The fused FP32-accumulating kernels for every step; cuBLASLt (FP22 sums) only with fastPrefill.
     if (!options_.fastPrefill) options.path = cuda::GemmPath::Fused;
+    options.linearGroups = lin.w.linearGroups;
+    options.integerActivations = linearWeights_ ? &integer_ : nullptr;
     checkStatus(cuda::gemmW4A8(ctx_, a, nullptr, options), "W4A8 GEMM");
     if (lin.bias) W4A8_CHECK_CUDA(launchAddBias(y, lin.bias, rows, lin.w.view.rows, stream_));
   }
@@ -287,6 +293,7 @@ class CudaLlama final : public StepBackend {
     moved |= act_.ensure(r * c.hiddenDim * f);
     moved |= padded_.ensure(r * maxCols_ * f);
     moved |= x8_.ensure(r * maxCols_);
+    if (linearWeights_) moved |= integerActs_.ensure(cuda::integerActivationsBytes(maxCols_));
     moved |= xScales_.ensure(r * f);
     moved |= last_.ensure((size_t)outRows * c.dim * f);
     moved |= logits_.ensure((size_t)outRows * c.vocabSize * f);
@@ -317,6 +324,9 @@ class CudaLlama final : public StepBackend {
   int maxCols_ = 0;
   std::unordered_map<int, Sequence> sequences_;
   DeviceBuffer x_, xb_, tmp_, qkv_, attn_, gateUp_, act_, padded_, x8_, xScales_, last_, logits_, rowInfo_;
+  DeviceBuffer integerActs_;           // the integer GEMV's activations, made by the quantization (linear weights)
+  cuda::IntegerActivations integer_;   // what integerActs_ holds now
+  bool linearWeights_ = false;         // some layer's weights have linear groups (DeviceInt4Weights::linearGroups)
   // CUDA graphs of decode steps by row count (rows * 65536 + output rows), valid while neither our buffers nor
   // the context's scratch move (graphGeneration_ = the sum of both generation counters when captured).
   std::unordered_map<int, cudaGraphExec_t> graphs_;

@@ -32,6 +32,14 @@ namespace {
     }                                                                                      \
   } while (0)
 
+#define BENCH_CUDA_STATUS(call)                                                            \
+  do {                                                                                     \
+    if ((call) != Status::Ok) {                                                            \
+      std::printf("bench: %s failed: %s\n", #call, lastError(ctx));                         \
+      return 1;                                                                            \
+    }                                                                                      \
+  } while (0)
+
 __device__ __forceinline__ uint32_t hash32(uint64_t x) {
   x ^= x >> 33;
   x *= 0xff51afd7ed558ccdull;
@@ -52,6 +60,10 @@ __global__ void fillBytesKernel(uint8_t* p, size_t n, uint64_t seed, bool fp8) {
 __global__ void fillFloatKernel(float* p, size_t n, uint64_t seed, float lo, float hi) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     p[i] = lo + (hi - lo) * (hash32(seed * 0x9E3779B97F4A7C15ull + i) >> 8) * (1.0f / 16777216.0f);
+}
+__global__ void powerOfTwoKernel(float* p, size_t n) {  // each value -> the power of two at or below it
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    p[i] = __uint_as_float(__float_as_uint(p[i]) & 0xFF800000u);
 }
 __global__ void fillBf16Kernel(uint16_t* p, size_t n, uint64_t seed) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -178,7 +190,7 @@ struct Row {
   std::string shape;
   int M;
   const char* path;
-  double w4a8, w4a8Fp8Mma, w4a8Gemv, w4a8DecodeF16, w4a8PrefillDequant, bf16, fp8;  // us, -1 when not run
+  double w4a8, w4a8Fp8Mma, w4a8Gemv, w4a8GemvInt8, w4a8DecodeF16, w4a8PrefillDequant, bf16, fp8;  // us, -1: not run
   double weightBytes, flops;
 };
 
@@ -282,9 +294,14 @@ int runBench(Context* ctx, const char* jsonPath) {
   const int Ms[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
   const int G = 128, maxM = 4096;
   std::vector<Row> rows;
-  std::printf("\n%-11s %5s %-16s %9s %7s %5s %7s %6s | %9s %9s %9s %9s | %9s %9s %6s %6s\n", "shape NxK", "M",
-              "w4a8 path", "w4a8 us", "GB/s", "xHBM", "TFLOP/s", "xFP8pk", "fp8mma us", "gemv us", "dec16 us", "pf+dq us",
+  std::printf("\n%-11s %5s %-16s %9s %7s %5s %7s %6s | %9s %9s %9s %9s %9s | %9s %9s %6s %6s\n", "shape NxK", "M",
+              "w4a8 path", "w4a8 us", "GB/s", "xHBM", "TFLOP/s", "xFP8pk", "fp8mma us", "gemv us", "gemv8 us", "dec16 us",
+              "pf+dq us",
               "bf16 us", "fp8 us", "vsBF16", "vsFP8");
+  // W4A8_BENCH_SCALES=pow2: group scales rounded down to powers of two (default: floats in [1/128, 3/128)).
+  const char* scalesEnv = std::getenv("W4A8_BENCH_SCALES");
+  const bool pow2Scales = scalesEnv && !std::strcmp(scalesEnv, "pow2");
+  std::printf("group scales: %s\n", pow2Scales ? "powers of two (W4A8_BENCH_SCALES=pow2)" : "floats in [1/128, 3/128)");
   // W4A8_BENCH_SHAPES=8192x8192,8192x28672: those shapes alone (profiling, tuning).
   const char* onlyShapes = std::getenv("W4A8_BENCH_SHAPES");
   for (const Shape& shape : shapes) {
@@ -318,6 +335,8 @@ int runBench(Context* ctx, const char* jsonPath) {
         fillBytesKernel<<<kFillBlocks, kFillThreads, 0, stream>>>(b, codesBytes, 10, false);
         fillFloatKernel<<<kFillBlocks, kFillThreads, 0, stream>>>(const_cast<float*>(w[c].view.groupScales), groupBytes,
                                                                   11, 0.5f / 64, 1.5f / 64);
+        if (pow2Scales)  // W4A8_BENCH_SCALES=pow2: the packer's power-of-two ("hardware-aligned") group scales
+          powerOfTwoKernel<<<kFillBlocks, kFillThreads, 0, stream>>>(const_cast<float*>(w[c].view.groupScales), groupBytes);
         fillByteValueKernel<<<kFillBlocks, kFillThreads, 0, stream>>>(const_cast<uint8_t*>(w[c].view.zeros), groupBytes, 8);
         fillFloatKernel<<<kFillBlocks, kFillThreads, 0, stream>>>(const_cast<float*>(w[c].view.channelScales), N, 12,
                                                                   1e-3f, 2e-3f);
@@ -359,12 +378,21 @@ int runBench(Context* ctx, const char* jsonPath) {
           },
           copies);
     }
+    // With power-of-two scales the model's quantization also makes the integer GEMV's activations: Auto is timed
+    // on activations made once (makeIntegerActivations), the gemv8 column with the GEMV's own pre-pass.
+    void* integerBuffer = alloc<uint8_t>(integerActivationsBytes(K));
     for (const int M : Ms) {
-      Row row{shape.name, M, "", -1, -1, -1, -1, -1, -1, -1, weightBytes, 2.0 * M * N * K};
+      Row row{shape.name, M, "", -1, -1, -1, -1, -1, -1, -1, -1, weightBytes, 2.0 * M * N * K};
+      IntegerActivations integer;
+      integer.buffer = integerBuffer;
+      integer.bytes = integerActivationsBytes(K);
+      if (pow2Scales && M <= kGemvInt8MaxTokens) BENCH_CUDA_STATUS(makeIntegerActivations(ctx, x8, M, K, Fp8Format::E4M3FN, &integer));
       auto w4a8 = [&](GemmPath path, bool cached) {
         return [&, path, cached](int c) {
           GemmOptions options;
           options.path = path;
+          options.linearGroups = pow2Scales;  // scales 2^-7 or 2^-6 with z = 8: every group linear
+          if (path == GemmPath::Auto) options.integerActivations = &integer;
           GemmPlanInfo plan{};
           const W4A8GemmArgs args{x8, xScales, Fp8Format::E4M3FN, M, w[c].view, {nullptr, y, N}};
           const bool good = gemmW4A8(ctx, args, cached ? w[c].fp8Codes : nullptr, options, &plan) == Status::Ok;
@@ -376,6 +404,7 @@ int runBench(Context* ctx, const char* jsonPath) {
       if (M <= 64) row.w4a8Fp8Mma = timer.time(w4a8(GemmPath::DecodeFp8Mma, false), copies);
       // The two fused kernels side by side at 1-16 tokens (Auto runs one of them; cuda_backend.cu says which).
       if (M <= kGemvMaxTokens) row.w4a8Gemv = timer.time(w4a8(GemmPath::Gemv, false), copies);
+      if (M <= kGemvInt8MaxTokens) row.w4a8GemvInt8 = timer.time(w4a8(GemmPath::GemvInt8, false), copies);
       if (M <= kGemvMaxTokens) row.w4a8DecodeF16 = timer.time(w4a8(GemmPath::DecodeF16Mma, false), copies);
       if (M <= kGemvMaxTokens && std::getenv("W4A8_GEMV_SWEEP")) {  // tuning aid: the GEMV at each warp count
         std::printf("  gemv warps sweep %s M=%d:", shape.name, M);
@@ -417,9 +446,10 @@ int runBench(Context* ctx, const char* jsonPath) {
         else std::snprintf(text, sizeof(text), "%.2f", t);
         return std::string(text);
       };
-      std::printf("%-11s %5d %-16s %9.2f %7.0f %5.2f %7.1f %6.2f | %9s %9s %9s %9s | %9.2f %9.2f %6.2f %6.2f\n",
+      std::printf("%-11s %5d %-16s %9.2f %7.0f %5.2f %7.1f %6.2f | %9s %9s %9s %9s %9s | %9.2f %9.2f %6.2f %6.2f\n",
                   shape.name, M, row.path, row.w4a8, gbs, gbs / hbmRead, tflops, tflops / fp8Peak,
-                  us(row.w4a8Fp8Mma).c_str(), us(row.w4a8Gemv).c_str(), us(row.w4a8DecodeF16).c_str(),
+                  us(row.w4a8Fp8Mma).c_str(), us(row.w4a8Gemv).c_str(), us(row.w4a8GemvInt8).c_str(),
+                  us(row.w4a8DecodeF16).c_str(),
                   us(row.w4a8PrefillDequant).c_str(), row.bf16, row.fp8, row.bf16 / row.w4a8, row.fp8 / row.w4a8);
       std::fflush(stdout);
     }
@@ -428,6 +458,7 @@ int runBench(Context* ctx, const char* jsonPath) {
       cudaFree(blocks[c]);
     }
     for (uint16_t* p : wBf16) cudaFree(p);
+    cudaFree(integerBuffer);
     cudaFree(x8);
     cudaFree(xScales);
     cudaFree(xBf16);
@@ -471,9 +502,9 @@ int runBench(Context* ctx, const char* jsonPath) {
         const Row& r = rows[i];
         std::fprintf(f,
                      "  {\"shape\": \"%s\", \"M\": %d, \"path\": \"%s\", \"w4a8Us\": %.3f, \"w4a8Fp8MmaUs\": %.3f, "
-                     "\"w4a8GemvUs\": %.3f, \"w4a8DecodeF16Us\": %.3f, \"w4a8PrefillDequantUs\": %.3f, \"bf16Us\": %.3f, \"fp8Us\": %.3f, \"weightBytes\": %.0f, "
+                     "\"w4a8GemvUs\": %.3f, \"w4a8GemvInt8Us\": %.3f, \"w4a8DecodeF16Us\": %.3f, \"w4a8PrefillDequantUs\": %.3f, \"bf16Us\": %.3f, \"fp8Us\": %.3f, \"weightBytes\": %.0f, "
                      "\"flops\": %.0f}%s\n",
-                     r.shape.c_str(), r.M, r.path, r.w4a8, r.w4a8Fp8Mma, r.w4a8Gemv, r.w4a8DecodeF16, r.w4a8PrefillDequant, r.bf16, r.fp8,
+                     r.shape.c_str(), r.M, r.path, r.w4a8, r.w4a8Fp8Mma, r.w4a8Gemv, r.w4a8GemvInt8, r.w4a8DecodeF16, r.w4a8PrefillDequant, r.bf16, r.fp8,
                      r.weightBytes, r.flops, i + 1 < rows.size() ? "," : "");
       }
       std::fprintf(f, "]}\n");

@@ -446,6 +446,176 @@ TEST(gemv_is_within_tolerance_and_deterministic_for_every_warp_count) {
     }
 }
 
+// The integer GEMV (G = 128, E4M3-family weights and activations): every pairing of the two E4M3 formats,
+// power-of-two and float scales, symmetric and asymmetric packing, 1-17 tokens (tiles of 8), partial channel
+// tiles and K from one group to 37; the path is what Auto and Fused take at 1-8 tokens.
+TEST(gemv_int8_is_within_fp32_summation_tolerance) {
+  const Fp8Format e4m3s[] = {Fp8Format::E4M3FN, Fp8Format::E4M3};
+  struct Case {
+    int M, N, groups;
+  };
+  const std::vector<Case> cases = gSmall ? std::vector<Case>{{1, 7, 1}, {3, 33, 3}, {9, 17, 2}}
+                                         : std::vector<Case>{{1, 1, 1},  {1, 257, 37}, {2, 300, 3}, {3, 7, 64},
+                                                             {5, 129, 5}, {8, 64, 9},   {13, 33, 3}, {17, 40, 2}};
+  double worst = 0;
+  int caseIndex = 0;
+  for (Fp8Format wf : e4m3s)
+    for (Fp8Format af : e4m3s)
+      for (const Case& c : cases) {
+        const bool pow2 = caseIndex % 3 == 1, symmetric = caseIndex % 4 == 2;
+        const uint64_t seed = 1700 + caseIndex++;
+        Layer l = makeLayer(seed, c.M, c.N, 128 * c.groups, 128, wf, af, pow2, symmetric);
+        const Reference ref = reference(l);
+        DeviceLayer d(l);
+        GemmOptions options;
+        options.path = GemmPath::GemvInt8;
+        const std::string what = "gemv-int8 " + describe(l, pow2, seed) + (symmetric ? " symmetric" : "");
+        worst = std::max(worst, checkGemm(l, ref, d, false, 1e-5, options, nullptr, (what + " f32").c_str()));
+        checkGemm(l, ref, d, true, 1e-5, options, nullptr, (what + " bf16").c_str());
+        // Power-of-two packing makes every group linear (int4ChannelTarget).
+        CHECK(d.w.linearGroups == pow2, "%s: upload found linearGroups = %d", what.c_str(), (int)d.w.linearGroups);
+      }
+  std::printf("    gemv-int8: largest |y - y_ref| = %.3g x s_x s_c sum|x8 w8| (bound 1e-05)\n", worst);
+}
+
+// Every warp count, with table groups (float scales) and with linear groups (power-of-two scales within range:
+// w8 = s (q - z), the codes themselves feed the MMA): deterministic and within tolerance.
+TEST(gemv_int8_is_deterministic_for_every_warp_count) {
+  const int K = gSmall ? 1152 : 4736, N = gSmall ? 40 : 300;
+  int caseIndex = 0;
+  for (int linear = 0; linear < 2; ++linear) {
+    for (int M : {1, 4, 8}) {
+      const Fp8Format wf = caseIndex % 2 ? Fp8Format::E4M3 : Fp8Format::E4M3FN;
+      const uint64_t seed = 1800 + caseIndex++;
+      Layer l = makeLayer(seed, M, N, K, 128, wf, Fp8Format::E4M3FN, linear != 0);
+      if (linear)  // 2^-9 .. 2^3: every s (q - z) exact, none saturated
+        for (size_t g = 0; g < l.groupScales.size(); ++g) l.groupScales[g] = std::ldexp(1.0f, 3 - (int)(g % 13));
+      const Reference ref = reference(l);
+      DeviceLayer d(l);
+      for (int warps = 1; warps <= 8; ++warps) {
+        GemmOptions options;
+        options.path = GemmPath::GemvInt8;
+        options.splitK = warps;
+        std::vector<uint32_t> first, second;
+        const std::string what = describe(l, false, seed) + " warps=" + std::to_string(warps);
+        checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &first);
+        checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &second);
+        CHECK(first == second, "%s: two runs differ", what.c_str());
+      }
+    }
+  }
+}
+
+// The quantization can make the integer GEMV's activations along with the FP8 codes: the same codes as without,
+// and the GEMV on them gives the same bits as with its own pre-pass; a NaN input makes its token's outputs NaN.
+TEST(quantization_makes_the_integer_gemv_activations) {
+  int caseIndex = 0;
+  for (Fp8Format f : {Fp8Format::E4M3FN, Fp8Format::E4M3})
+    for (int M : {1, 3, 8}) {
+      const uint64_t seed = 2000 + caseIndex++;
+      const int N = 77, K = 128 * (gSmall ? 3 : 37);
+      Layer l = makeLayer(seed, M, N, K, 128, f, f, true);
+      Rng rng(seed);
+      std::vector<float> x((size_t)M * K);
+      for (float& v : x) v = rng.uniform(-3.0f, 3.0f);
+      if (M > 1) x[(size_t)1 * K + 5] = NAN;
+      quantizeActivationsDynamic(x.data(), M, K, f, l.x8.data(), l.xScales.data());  // the reference codes
+      const Reference ref = reference(l);
+      DeviceLayer d(l);
+      DeviceArray<float> xd(x);
+      DeviceArray<uint8_t> x8((size_t)M * K), buffer(integerActivationsBytes(K));
+      DeviceArray<float> xScales(M);
+      IntegerActivations integer;
+      integer.buffer = buffer.ptr;
+      integer.bytes = buffer.count;
+      CUDA_OK(cuda::quantizeActivationsDynamic(gCtx, xd.ptr, M, K, f, x8.ptr, xScales.ptr, &integer));
+      CHECK(integer.ready && integer.x8 == x8.ptr && integer.M == M && integer.K == K, "integer activations not made");
+      CHECK(x8.download() == l.x8, "%s M=%d: codes differ", formatName(f), M);
+      std::vector<std::vector<float>> outputs;
+      for (bool prepared : {false, true}) {
+        DeviceArray<float> y((size_t)M * N);
+        GemmOptions options;
+        options.path = GemmPath::GemvInt8;
+        if (prepared) options.integerActivations = &integer;
+        CUDA_OK(gemmW4A8(gCtx, {x8.ptr, xScales.ptr, f, M, d.w.view, {y.ptr, nullptr, N}}, nullptr, options));
+        CUDA_OK(synchronize(gCtx));
+        outputs.push_back(y.download());
+      }
+      int bad = 0;
+      for (size_t i = 0; i < outputs[0].size(); ++i) {
+        const float a = outputs[0][i], b = outputs[1][i], want = ref.y[i];
+        const bool same = std::isnan(want) ? std::isnan(a) && std::isnan(b)
+                                           : std::memcmp(&a, &b, 4) == 0 && std::fabs((double)a - want) <= 1e-5 * ref.magnitude[i];
+        if (!same && ++bad <= 3) std::fprintf(stderr, "    i=%zu: pre-pass %.9g, prepared %.9g, want %.9g\n", i, a, b, want);
+      }
+      CHECK(bad == 0, "%s M=%d seed=%llu: %d outputs differ", formatName(f), M, (unsigned long long)seed, bad);
+    }
+  // Not made for e5m2 codes, or more than 8 tokens; a buffer too small is refused.
+  DeviceArray<float> xd((size_t)9 * 256);
+  fillDevice(gCtx, xd.ptr, 0, xd.count * 4);
+  DeviceArray<uint8_t> x8((size_t)9 * 256), buffer(integerActivationsBytes(256));
+  DeviceArray<float> xScales(9);
+  IntegerActivations integer;
+  integer.buffer = buffer.ptr;
+  integer.bytes = buffer.count;
+  CUDA_OK(cuda::quantizeActivationsDynamic(gCtx, xd.ptr, 2, 256, Fp8Format::E5M2, x8.ptr, xScales.ptr, &integer));
+  CHECK(!integer.ready, "made for e5m2");
+  CUDA_OK(cuda::quantizeActivationsDynamic(gCtx, xd.ptr, 9, 256, Fp8Format::E4M3FN, x8.ptr, xScales.ptr, &integer));
+  CHECK(!integer.ready, "made for 9 tokens");
+  integer.bytes = 64;
+  CHECK(cuda::quantizeActivationsDynamic(gCtx, xd.ptr, 2, 256, Fp8Format::E4M3FN, x8.ptr, xScales.ptr, &integer) ==
+            Status::InvalidArgument,
+        "a 64-byte buffer was taken");
+  CUDA_OK(synchronize(gCtx));
+}
+
+// Group scales at the edges of the integer form (FP8 subnormal entries, saturation at the format's max, the
+// exponent cap, FP32 subnormals, zero, negative scales, 2^119 and above) and non-finite ones, and NaN activation
+// codes: the integer GEMV agrees with the reference, NaN where it is NaN.
+TEST(gemv_int8_handles_extreme_scales_and_nan) {
+  const float scales[] = {0.0f,    -0.0f,    1e-45f,   0x1p-20f, 0x1p-12f, 0x1p-10f, 0x1p-9f, 0x1p-3f,
+                          -0.5f,   0.0123f,  0.37f,    -0.37f,   16.0f,    29.9f,    32.0f,   55.9f,
+                          60.0f,   64.0f,    -64.0f,   300.0f,   1000.0f,  0x1p119f, 0x1p125f, 3e38f,
+                          INFINITY, NAN};
+  const int nScales = (int)(sizeof(scales) / sizeof(scales[0]));
+  int caseIndex = 0;
+  for (Fp8Format wf : {Fp8Format::E4M3FN, Fp8Format::E4M3})
+    for (int M : {1, 3, 8}) {
+      const uint64_t seed = 1900 + caseIndex++;
+      const int N = 2 * nScales, K = 256;
+      Layer l = makeLayer(seed, M, N, K, 128, wf, wf, false);
+      Rng rng(seed);
+      // Row pairs (n, n + nScales) share one extreme scale in their first group; the second group keeps its own
+      // scale, except on the rows whose first group has an infinite or NaN scale.
+      for (int n = 0; n < N; ++n) {
+        l.groupScales[(size_t)n * 2] = scales[n % nScales];
+        l.zeros[(size_t)n * 2] = (uint8_t)(n < nScales ? 8 : rng.below(16));
+      }
+      if (M > 1) l.x8[(size_t)1 * K + 77] = 0x7F;  // a NaN activation code (both formats) in token 1
+      const Reference ref = reference(l);
+      DeviceLayer d(l);
+      DeviceArray<float> y((size_t)M * N);
+      GemmOptions options;
+      options.path = GemmPath::GemvInt8;
+      CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, wf, M, d.w.view, {y.ptr, nullptr, N}}, nullptr, options));
+      CUDA_OK(synchronize(gCtx));
+      const std::vector<float> got = y.download();
+      int bad = 0;
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+          const size_t i = (size_t)m * N + n;
+          const float want = ref.y[i];
+          const bool same = std::isnan(want) ? std::isnan(got[i])
+                                             : std::fabs((double)got[i] - want) <= 1e-5 * ref.magnitude[i] + 1e-30;
+          if (!same && ++bad <= 3)
+            std::fprintf(stderr, "    %s M=%d: m=%d n=%d (scale %g) got %.9g want %.9g\n", formatName(wf), M, m, n,
+                         (double)scales[n % nScales], got[i], want);
+        }
+      CHECK(bad == 0, "gemv-int8 extreme scales %s M=%d seed=%llu: %d elements differ", formatName(wf), M,
+            (unsigned long long)seed, bad);
+    }
+}
+
 TEST(decode_gemm_any_split_k_gives_the_same_function_deterministically) {
   // K = 2432 (19 groups of 128): 5 chunks of 512 k, the last one partial; N = 300: a partial row tile.
   const int K = gSmall ? 1152 : 2432, N = gSmall ? 40 : 300;
@@ -523,13 +693,22 @@ TEST(prefill_cublaslt_is_within_fp8_tensor_core_tolerance) {
   Layer longerRows = makeLayer(1302, 1, 16, 12416, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, false);
   DeviceLayer d(l), dl(longRows), dll(longerRows);
   DeviceArray<float> y((size_t)l.M * l.N);
-  // The plan Auto makes for the first M tokens of a layer.
+  // The plan Auto makes for the first M tokens of a layer (with the upload's linearGroups hint).
+  DeviceArray<float> yWide((size_t)2 * 8192);
   auto autoPlan = [&](const Layer& host, const DeviceLayer& dev, int M) {
     GemmPlanInfo plan{};
-    CUDA_OK(gemmW4A8(gCtx, {dev.x8.ptr, dev.xScales.ptr, host.aFormat, M, dev.w.view, {y.ptr, nullptr, host.N}}, nullptr,
-                     GemmOptions(), &plan));
+    GemmOptions options;
+    options.linearGroups = dev.w.linearGroups;
+    CUDA_OK(gemmW4A8(gCtx, {dev.x8.ptr, dev.xScales.ptr, host.aFormat, M, dev.w.view, {yWide.ptr, nullptr, host.N}},
+                     nullptr, options, &plan));
     return plan;
   };
+  // Linear weights (power-of-two scales, G = 128): the integer GEMV at 1-2 tokens on 8192 rows (3 CTAs an SM and
+  // more), the FP16 GEMV on 64 rows or at 3 tokens, or without the hint.
+  Layer wide = makeLayer(1303, 3, 8192, 256, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, true);
+  Layer narrow = makeLayer(1304, 2, 64, 256, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, true);
+  DeviceLayer dw(wide), dn(narrow);
+  CHECK(dw.w.linearGroups && dn.w.linearGroups, "power-of-two layers not linear");
   const GemmPlanInfo prefill = autoPlan(l, d, 65);
   CHECK(prefill.path == GemmPath::PrefillLt, "auto at M=65 took %s", gemmPathName(prefill.path));
   const struct { const Layer& host; const DeviceLayer& dev; int M; GemmPath want; const char* what; } autoCases[] = {
@@ -539,11 +718,19 @@ TEST(prefill_cublaslt_is_within_fp8_tensor_core_tolerance) {
       {longRows, dl, 8, GemmPath::Gemv, "M=8, K=4224"},
       {longRows, dl, 9, GemmPath::DecodeF16Mma, "M=9, K=4224"},
       {longerRows, dll, 1, GemmPath::DecodeF16Mma, "M=1, K=12416"},
+      {wide, dw, 1, GemmPath::GemvInt8, "linear, M=1, N=8192"},
+      {wide, dw, 2, GemmPath::GemvInt8, "linear, M=2, N=8192"},
+      {wide, dw, 3, GemmPath::Gemv, "linear, M=3, N=8192"},
+      {narrow, dn, 1, GemmPath::Gemv, "linear, M=1, N=64"},
   };
   for (const auto& c : autoCases) {
     const GemmPath path = autoPlan(c.host, c.dev, c.M).path;
     CHECK(path == c.want, "auto at %s took %s", c.what, gemmPathName(path));
   }
+  GemmPlanInfo unhinted{};
+  CUDA_OK(gemmW4A8(gCtx, {dw.x8.ptr, dw.xScales.ptr, wide.aFormat, 1, dw.w.view, {yWide.ptr, nullptr, wide.N}}, nullptr,
+                   GemmOptions(), &unhinted));
+  CHECK(unhinted.path == GemmPath::Gemv, "linear weights without the hint took %s", gemmPathName(unhinted.path));
   std::printf("    prefill scales applied %s\n", prefill.fusedScales ? "by the kernel" : "by an epilogue kernel");
   CUDA_OK(synchronize(gCtx));
 }
@@ -610,6 +797,9 @@ TEST(gemm_rejects_misuse_with_a_message) {
   a = good;
   a.actFormat = Fp8Format::E5M2;
   expect(a, Status::Unsupported, "fp8 mma with e5m2", GemmPath::DecodeFp8Mma);
+  expect(a, Status::Unsupported, "gemv-int8 with e5m2 activations", GemmPath::GemvInt8);
+  a = good;
+  expect(a, Status::Unsupported, "gemv-int8 with groupSize 32", GemmPath::GemvInt8);
   a = good;
   a.M = 0;
   expect(a, Status::Ok, "M = 0 is a no-op");

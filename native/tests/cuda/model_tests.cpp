@@ -297,6 +297,15 @@ TEST(gpu_decoder_step_matches_cpu_e4m3_gaudi2_with_bias_tied_head64) {
   checkCase("e4m3, pow2 scales, qkv bias, tied lm_head", s, 12, false, 0, 0.08);
 }
 
+// Power-of-two group scales at G = 128: every group linear, so steps of up to 8 tokens run the integer GEMV on
+// activations the quantization made (gemv_int8.cu).
+TEST(gpu_decoder_step_matches_cpu_pow2_integer_gemv) {
+  REQUIRE_GPU();
+  ModelShape s = kSmall;
+  s.pow2Scales = true;
+  checkCase("e4m3fn, G=128, pow2 scales (integer GEMV)", s, 15, false, 0, 0.08);
+}
+
 // The decoder layers of the e4m3fn case above (the lm_head's weights are drawn after them), whose hidden states
 // agree to ~1e-6: the W4A8 lm_head's input is quantized to FP8 again, which would turn any FP8 rounding that
 // differs upstream into a logit difference of a few percent (seed 14 with G = 64 has such rows with either
