@@ -27,10 +27,10 @@
 // weights resident in L2 it is no faster. Nsight Compute: ~280 instructions per warp and 1 KiB round (~4.4
 // per weight and lane: the table lookup, 11 integer ops per 8 weights; FP8 -> FP16 conversions, which run
 // at a quarter of the FP32 rate; table building; addressing), 0.45 instructions issued per scheduler and
-// cycle, stalls on the math pipes and fixed-latency dependencies. (2026-12-02, gemv_int8.cu: a kernel of the
-// same layout with about 40 % fewer instructions per round ran no faster at this occupancy, and 0.51-0.65 of HBM
-// with 4 CTAs an SM: the wait on loads at low occupancy is the limit, more than the instruction count.)
-// Earlier reading: reaching 0.7 of HBM needs fewer
+// cycle, stalls on the math pipes and fixed-latency dependencies. (2026-12-02, gemv_int8.cu: the same layout
+// with 36 % fewer instructions per round ran no faster at 3 CTAs an SM, and 1.4x faster than this kernel at 4,
+// this kernel's own occupancy: fewer instructions pay only with enough warps to hide the loads.)
+// Reaching 0.7 of HBM needs fewer
 // instructions per weight, not more bytes in flight: ring depth, warps per CTA, register caps (more warps
 // per SM) and activations converted to FP16 once per call (a pre-pass) did not help; nor did each CTA
 // converting all of x into shared memory first (2026-12-01: 4-12 % slower at 1-2 tokens, the weight loads

@@ -30,8 +30,8 @@
 // Layout and loads as gemv.cu (one CTA per 16 output channels, K split over its warps, lane (g, t) holds k
 // [128 r + 32 t, + 32) of rows g and g + 8, a 4-round ring of weight loads, activations one round ahead), but at
 // most 4 warps and, for one token tile, at most 128 registers a thread (4 CTAs an SM): on the H200 the linear
-// path ran at 0.40 of HBM bandwidth with 166 registers (3 CTAs an SM, the table path inline) and at 0.54-0.62 with
-// 128 (RESULTS.md): the kernel waits on its loads, and more warps hide that wait.
+// path ran at 0.40 of HBM bandwidth with 166 registers (3 CTAs an SM) and at 0.54-0.62 with 128 (RESULTS.md): the
+// kernel waits on its loads, and more warps hide that wait.
 #include <cstdint>
 #include <type_traits>
 
