@@ -217,8 +217,11 @@ Status runGemv(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, int warps
 Status runGemvInt8(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, const GemmOptions& options,
                    GemmPlanInfo* info) {
   const Int4WeightsView& w = a.w;
-  int warps = options.splitK > 0 ? options.splitK : chooseGemvWarps(mTile, w.rows, w.cols, ctx->multiprocessors);
-  warps = warps > kGemvInt8MaxWarps ? kGemvInt8MaxWarps : warps;
+  // 16 warps an SM at 128 registers: 4 CTAs of 4 warps when the matrix has CTAs for that (3 an SM or more), else
+  // 8-warp CTAs (1-2 tokens; more tokens run 4).
+  const int ctas = (w.rows + 15) / 16, rounds = w.cols / 128;
+  int warps = options.splitK > 0 ? options.splitK : ctas >= 3 * ctx->multiprocessors ? 4 : 8;
+  warps = std::min(std::min(warps, mTile <= 2 ? kGemvInt8MaxWarps : 4), rounds);
   // Activations the quantization already made for exactly these codes (the whole call in one tile), else its
   // own pre-pass into the context's scratch.
   const IntegerActivations* made = options.integerActivations;
@@ -244,8 +247,8 @@ Status runGemvInt8(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, const
 }
 
 // Measured on the H200 (RESULTS.md, 2026-12-02), on linear weights with the activations made by the quantization:
-// the integer GEMV beats the FP16 one at 1-2 tokens when the matrix gives at least 3 CTAs (16 rows each) per SM
-// (8192x8192, 8192x28672); with fewer CTAs, or 3-8 tokens (two or three token tiles), the FP16 kernels are faster.
+// the integer GEMV beats the FP16 kernels at 1-2 tokens (4096x4096 5.7 against 6.8-7.0 us, 8192x28672 43-49 against
+// 61-75); at 3-8 tokens (two or three token tiles, more registers, fewer warps an SM) they are faster.
 bool integerGemvPays(const Context* ctx, const W4A8GemmArgs& a, const GemmOptions& options);
 
 // The integer GEMV takes G = 128 with E4M3-family weights and activations (gemv_int8.cu says why).
@@ -254,7 +257,7 @@ bool gemvInt8Takes(const W4A8GemmArgs& a) {
 }
 
 bool integerGemvPays(const Context* ctx, const W4A8GemmArgs& a, const GemmOptions& options) {
-  return options.linearGroups && a.M <= 2 && gemvInt8Takes(a) && (a.w.rows + 15) / 16 >= 3 * ctx->multiprocessors;
+  return options.linearGroups && a.M <= 2 && gemvInt8Takes(a);
 }
 
 Status runPrefill(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights, GemmPlanInfo* info) {

@@ -121,7 +121,7 @@ Status quantizeActivationsStatic(Context* ctx, const float* x, int M, int K, flo
 // out: [rows, cols] FP8 codes, out[n * cols + k] = fp8(fl32(s_g * (q - z))). Bit-exact with dequantInt4ToFp8.
 Status dequantInt4ToFp8(Context* ctx, const Int4WeightsView& w, uint8_t* out);
 
-// Fused: the FP32-accumulating fused kernels, chosen by shape: GemvInt8 up to 8 tokens on weights with linear
+// Fused: the FP32-accumulating fused kernels, chosen by shape: GemvInt8 at 1-2 tokens on weights with linear
 // groups (GemmOptions::linearGroups, G = 128, E4M3 family), else Gemv up to 16 tokens on rows of K <= 4096 and up
 // to 8 tokens on rows of K <= 12288, else DecodeF16Mma. Auto: Fused up to 64 tokens, PrefillLt above (when
 // cuBLASLt takes the call).
@@ -135,7 +135,7 @@ struct GemmOptions {
   GemmPath path = GemmPath::Auto;
   int splitK = 0;  // decode paths: CTAs along K; gemv: warps per CTA (0 = chosen from the shape and the device)
   // Every group of the weights is linear (DeviceInt4Weights::linearGroups): Fused (and Auto) take the integer
-  // GEMV up to 8 tokens. A hint for speed only: any weights give the same results on either path.
+  // GEMV at 1-2 tokens. A hint for speed only: any weights give the same results on either path.
   bool linearGroups = false;
   // Integer GEMV: the activations the quantization made for a.x8 (used when made for exactly these codes, M and K).
   const IntegerActivations* integerActivations = nullptr;

@@ -28,8 +28,9 @@
 // has a NaN entry (non-finite s) or a zero point above 15 makes NaN the outputs of rows whose codes reach it.
 //
 // Layout and loads as gemv.cu (one CTA per 16 output channels, K split over its warps, lane (g, t) holds k
-// [128 r + 32 t, + 32) of rows g and g + 8, a 4-round ring of weight loads, activations one round ahead), but at
-// most 4 warps and, for one token tile, at most 128 registers a thread (4 CTAs an SM): on the H200 the linear
+// [128 r + 32 t, + 32) of rows g and g + 8, a 4-round ring of weight loads, activations one round ahead), but for
+// one token tile at most 128 registers a thread (16 warps an SM; 8 warps a CTA on matrices of few CTAs, 4 on the
+// rest and for more tokens): on the H200 the linear
 // path ran at 0.40 of HBM bandwidth with 166 registers (3 CTAs an SM) and at 0.54-0.62 with 128 (RESULTS.md): the
 // kernel waits on its loads, and more warps hide that wait.
 #include <cstdint>
@@ -234,13 +235,14 @@ __device__ __forceinline__ RoundSums<NT> tableRound(const GemvPiece pc, const Ro
   return out;
 }
 
-// Registers: at most 128 a thread for one token tile (4 CTAs of 4 warps an SM); two or three tiles need more.
-template <int NT>
-constexpr int minBlocks() { return NT == 1 ? 4 : NT == 2 ? 3 : 2; }
+// Registers: at most 128 a thread for one token tile (16 warps an SM: 4 CTAs of 4 warps, or 2 of 8 when the matrix
+// has few CTAs); two or three tiles need more, and run 4 warps a CTA.
+template <int NT, int kMaxWarps>
+constexpr int minBlocks() { return kMaxWarps == 8 ? 2 : NT == 1 ? 4 : NT == 2 ? 3 : 2; }
 
-template <int NT, bool kCapped>
-__global__ void __launch_bounds__(128, minBlocks<NT>()) gemvInt8Kernel(const DecodeParams p) {
-  __shared__ float partial[3][NT * 4][32];  // warps 1..3's sums, read by warp 0
+template <int NT, bool kCapped, int kMaxWarps>
+__global__ void __launch_bounds__(32 * kMaxWarps, minBlocks<NT, kMaxWarps>()) gemvInt8Kernel(const DecodeParams p) {
+  __shared__ float partial[kMaxWarps - 1][NT * 4][32];  // warps 1..'s sums, read by warp 0
   __shared__ float columns[16][8 * NT + 1];  // warp 0's column sums, combined into tokens
   __shared__ float nanAdd[kIntMaxTokens];
 
@@ -388,11 +390,11 @@ __global__ void __launch_bounds__(128, minBlocks<NT>()) gemvInt8Kernel(const Dec
   }
 }
 
-template <int NT>
+template <int NT, int kMaxWarps>
 cudaError_t launchT(const DecodeParams& p, int warps, cudaStream_t stream) {
   const dim3 grid((p.N + 15) / 16), block(32 * warps);
-  if (p.wFormat == Fp8Format::E4M3) return launchDependent(gemvInt8Kernel<NT, true>, grid, block, 0, stream, p);
-  return launchDependent(gemvInt8Kernel<NT, false>, grid, block, 0, stream, p);
+  if (p.wFormat == Fp8Format::E4M3) return launchDependent(gemvInt8Kernel<NT, true, kMaxWarps>, grid, block, 0, stream, p);
+  return launchDependent(gemvInt8Kernel<NT, false, kMaxWarps>, grid, block, 0, stream, p);
 }
 
 bool e4m3Family(Fp8Format f) { return f == Fp8Format::E4M3FN || f == Fp8Format::E4M3; }
@@ -433,9 +435,9 @@ cudaError_t launchGemvInt8(DecodeParams p, Fp8Format actFormat, int warps, void*
     if (e != cudaSuccess) return e;
   }
   const int columns = kLimbs * p.M;
-  if (columns <= 8) return launchT<1>(p, warps, stream);
-  if (columns <= 16) return launchT<2>(p, warps, stream);
-  return launchT<3>(p, warps, stream);
+  if (columns <= 8) return warps > 4 ? launchT<1, 8>(p, warps, stream) : launchT<1, 4>(p, warps, stream);
+  if (warps > 4) return cudaErrorInvalidValue;  // 3-8 tokens: at most 4 warps
+  return columns <= 16 ? launchT<2, 4>(p, warps, stream) : launchT<3, 4>(p, warps, stream);
 }
 
 }  // namespace w4a8::cudakern

@@ -95,11 +95,11 @@ using cuda::kGemvMaxTokens;
 cudaError_t launchGemv(const DecodeParams& p, int warps, cudaStream_t stream);
 
 // ---- integer GEMV for 1-8 tokens (gemv_int8.cu) ----------------------------------------------------------
-// Needs G = 128 and E4M3-family weights and activations (gemvInt8Supported), 1-4 warps. Its activations come
+// Needs G = 128 and E4M3-family weights and activations (gemvInt8Supported), 1-8 warps. Its activations come
 // from `scratch`: made there by its own pre-pass (a programmatic dependent launch before it), or, with `prepared`,
 // already made by the quantization kernel (IntegerActivations, flagsPerToken NaN flags a token).
 constexpr int kGemvInt8MaxTokens = 8;
-constexpr int kGemvInt8MaxWarps = 4;
+constexpr int kGemvInt8MaxWarps = 8;  // 1-2 tokens; 3-8 tokens run at most 4
 bool gemvInt8Supported(const DecodeParams& p);
 size_t gemvInt8ScratchBytes(int K);  // its own pre-pass's buffer
 int gemvInt8PrepFlagsPerToken(int K);  // NaN flags a token its pre-pass writes

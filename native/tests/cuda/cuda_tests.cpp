@@ -703,8 +703,8 @@ TEST(prefill_cublaslt_is_within_fp8_tensor_core_tolerance) {
                      nullptr, options, &plan));
     return plan;
   };
-  // Linear weights (power-of-two scales, G = 128): the integer GEMV at 1-2 tokens on 8192 rows (3 CTAs an SM and
-  // more), the FP16 GEMV on 64 rows or at 3 tokens, or without the hint.
+  // Linear weights (power-of-two scales, G = 128): the integer GEMV at 1-2 tokens (4-warp CTAs on 8192 rows,
+  // 8-warp ones on 64), the FP16 GEMV at 3 tokens or without the hint.
   Layer wide = makeLayer(1303, 3, 8192, 256, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, true);
   Layer narrow = makeLayer(1304, 2, 64, 256, 128, Fp8Format::E4M3FN, Fp8Format::E4M3FN, true);
   DeviceLayer dw(wide), dn(narrow);
@@ -721,7 +721,7 @@ TEST(prefill_cublaslt_is_within_fp8_tensor_core_tolerance) {
       {wide, dw, 1, GemmPath::GemvInt8, "linear, M=1, N=8192"},
       {wide, dw, 2, GemmPath::GemvInt8, "linear, M=2, N=8192"},
       {wide, dw, 3, GemmPath::Gemv, "linear, M=3, N=8192"},
-      {narrow, dn, 1, GemmPath::Gemv, "linear, M=1, N=64"},
+      {narrow, dn, 1, GemmPath::GemvInt8, "linear, M=1, N=64"},
   };
   for (const auto& c : autoCases) {
     const GemmPath path = autoPlan(c.host, c.dev, c.M).path;
