@@ -53,7 +53,11 @@ void packInt4Rows(const float* w, int rows, int cols, const Int4PackOptions& opt
     const float* row = w + (size_t)n * cols;
     float amax = 0.0f;
     for (int k = 0; k < cols; ++k) amax = std::max(amax, std::fabs(row[k]));
-    const float channelScale = usableScale(amax / target);
+    float channelScale = usableScale(amax / target);
+    // Power-of-two scales: amax / s_c may round one ulp above the target, which would double the widest group's
+    // scale (32 + ulp rounds up to 64) and saturate its table; the next scale up keeps it at or below.
+    if (target < fp8Spec(options.format).maxFinite)
+      while (amax / channelScale > target) channelScale = std::nextafter(channelScale, INFINITY);
     out.channelScales[n] = channelScale;
     uint8_t* rowCodes = out.codes + (size_t)n * (cols / 2);
     for (int g = 0; g < groups; ++g) {

@@ -73,6 +73,14 @@ TEST(int4_pow2_scales_dequantize_exactly_in_e4m3) {
   std::vector<float> w((size_t)rows * cols);
   for (float& v : w) v = rng.uniform(-1.0f, 1.0f) * (1 + rng.below(4));
   for (float& v : w) v = rng.below(3) == 0 ? std::fabs(v) : v;  // some one-signed stretches: z near 0 or 15
+  // Rows whose amax / s_c rounds one ulp above the target (found by a review): amax alone, and +-amax in one group.
+  const float edges[] = {0x1.474768p+5f, 0x1.e66cbp+8f};
+  for (int r = 0; r < 2; ++r) {
+    float* row = w.data() + (size_t)(3 + r) * cols;
+    row[0] = edges[r];
+    row[1] = r == 1 ? -edges[r] : 0.5f;
+    for (int k = 2; k < cols; ++k) row[k] = std::fmin(std::fabs(row[k]), 1.0f) * (k % 2 ? 1.0f : -1.0f);
+  }
   for (Fp8Format f : {Fp8Format::E4M3FN, Fp8Format::E4M3})
     for (bool symmetric : {false, true}) {
       Int4PackOptions options;

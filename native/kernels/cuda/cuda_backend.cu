@@ -83,7 +83,6 @@ Status ensureScratch(Context* ctx, T** buffer, size_t* have, size_t bytes) {
 
 bool aligned16(const void* p) { return ((uintptr_t)p & 15u) == 0; }
 bool validFormat(Fp8Format f) { return (unsigned)f < (unsigned)kFp8FormatCount; }
-bool e4m3Family(Fp8Format f) { return f == Fp8Format::E4M3FN || f == Fp8Format::E4M3; }
 
 Status checkWeights(Context* ctx, const Int4WeightsView& w) {
   if (w.rows < 1 || w.cols < 1) return fail(ctx, Status::InvalidArgument, "weights: rows and cols must be >= 1 (got %d x %d)", w.rows, w.cols);
@@ -246,17 +245,15 @@ Status runGemvInt8(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, const
   return Status::Ok;
 }
 
-// Measured on the H200 (RESULTS.md, 2026-12-02), on linear weights with the activations made by the quantization:
-// the integer GEMV beats the FP16 kernels at 1-2 tokens (4096x4096 5.7 against 6.8-7.0 us, 8192x28672 43-49 against
-// 61-75); at 3-8 tokens (two or three token tiles, more registers, fewer warps an SM) they are faster.
-bool integerGemvPays(const Context* ctx, const W4A8GemmArgs& a, const GemmOptions& options);
-
 // The integer GEMV takes G = 128 with E4M3-family weights and activations (gemv_int8.cu says why).
 bool gemvInt8Takes(const W4A8GemmArgs& a) {
   return a.w.groupSize == 128 && e4m3Family(a.w.format) && e4m3Family(a.actFormat);
 }
 
-bool integerGemvPays(const Context* ctx, const W4A8GemmArgs& a, const GemmOptions& options) {
+// Measured on the H200 (RESULTS.md, 2026-12-02), on linear weights with the activations made by the quantization:
+// the integer GEMV beats the FP16 kernels at 1-2 tokens (4096x4096 5.7 against 6.8-7.0 us, 8192x28672 43-49 against
+// 61-75); at 3-8 tokens (two or three token tiles, more registers, fewer warps an SM) they are faster.
+bool integerGemvPays(const W4A8GemmArgs& a, const GemmOptions& options) {
   return options.linearGroups && a.M <= 2 && gemvInt8Takes(a);
 }
 
@@ -431,20 +428,13 @@ Status fillDevice(Context* ctx, void* devicePtr, int byteValue, size_t bytes) {
   return Status::Ok;
 }
 
-bool int4GroupsAreLinear(const Int4WeightsView& host) {
-  if (host.groupSize != 128 || !e4m3Family(host.format)) return false;
+double int4LinearFraction(const Int4WeightsView& host) {
+  if (host.groupSize != 128 || !e4m3Family(host.format)) return 0.0;
   const float fp8Max = fp8Spec(host.format).maxFinite;
   const size_t groups = (size_t)host.rows * (host.cols / host.groupSize);
-  for (size_t i = 0; i < groups; ++i) {  // the rule of gemv_int8.cu's linearGroup
-    const float s = host.groupScales[i];
-    const int z = host.zeros[i];
-    uint32_t bits;
-    std::memcpy(&bits, &s, 4);
-    if (z > 15 || (bits & 0x007FFFFFu) != 0 || ((bits >> 23) & 0xFFu) < 118u ||
-        (float)std::max(z, 15 - z) * std::fabs(s) > fp8Max)
-      return false;
-  }
-  return true;
+  size_t linear = 0;
+  for (size_t i = 0; i < groups; ++i) linear += linearGroup(host.groupScales[i], host.zeros[i], fp8Max);
+  return groups ? (double)linear / groups : 0.0;
 }
 
 Status uploadInt4Weights(Context* ctx, const Int4WeightsView& host, DeviceInt4Weights* out) {
@@ -470,7 +460,7 @@ Status uploadInt4Weights(Context* ctx, const Int4WeightsView& host, DeviceInt4We
   out->view.groupScales = reinterpret_cast<const float*>(block + offScales);
   out->view.zeros = block + offZeros;
   out->view.channelScales = reinterpret_cast<const float*>(block + offChannel);
-  out->linearGroups = int4GroupsAreLinear(host);
+  out->linearGroups = int4LinearFraction(host) >= 0.99;
   return Status::Ok;
 }
 
@@ -502,7 +492,7 @@ Status quantize(Context* ctx, const float* x, int M, int K, bool dynamic, float 
   if (M == 0) return Status::Ok;
   if (!x || !x8 || !xScales) return fail(ctx, Status::InvalidArgument, "quantize: x, x8 and xScales must be set");
   void* integerBuffer = nullptr;
-  if (integer && e4m3Family(f) && M <= kGemvInt8MaxTokens && K % 128 == 0) {
+  if (integer && e4m3Family(f) && M <= kGemvInt8MaxTokens && K % 128 == 0 && aligned16(x8)) {
     if (!integer->buffer || integer->bytes < integerActivationsBytes(K) || !aligned16(integer->buffer))
       return fail(ctx, Status::InvalidArgument, "quantize: integer activations need %zu bytes, 16-byte aligned (got %zu)",
                   integerActivationsBytes(K), integer->bytes);
@@ -578,7 +568,7 @@ Status gemmW4A8(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights, 
   // against 21.8), while at 16 tokens or on K = 28672 the split-K kernel is as fast or faster (0-33 %).
   if (path == GemmPath::Fused) {
     const bool gemv = a.M <= kGemvMaxTokens && (a.w.cols <= 4096 || (a.M <= 8 && a.w.cols <= 12288));
-    path = integerGemvPays(ctx, a, options) ? GemmPath::GemvInt8
+    path = integerGemvPays(a, options) ? GemmPath::GemvInt8
            : gemv                                         ? GemmPath::Gemv
                                                           : GemmPath::DecodeF16Mma;
   }

@@ -149,6 +149,27 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+// The GEMVs' end: warps 1.. of a CTA hand their FP32 fragments to warp 0 through `partial`, which adds them in
+// warp order (deterministic). Every thread calls it; true for warp 0, which then holds the CTA's sums.
+template <int NT, int kSlots>
+__device__ __forceinline__ bool gatherWarpSums(float (&partial)[kSlots][NT * 4][32], float (&acc)[NT][4], int warp,
+                                               int warps, int lane) {
+  if (warp > 0) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) partial[warp - 1][4 * nt + e][lane] = acc[nt][e];
+  }
+  __syncthreads();
+  if (warp > 0) return false;
+  for (int w = 1; w < warps; ++w)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] += partial[w - 1][4 * nt + e][lane];
+  return true;
+}
+
 // ---- tensor-core MMA (warp-wide) --------------------------------------------------------------------------
 // Fragments, g = lane / 4, t = lane % 4 (PTX ISA, mma.m16n8k16 .f16 and mma.m16n8k32 .e4m3):
 //   A (16 x K): a0 row g, k-slots 0; a1 row g+8, slots 0; a2 row g, slots 1; a3 row g+8, slots 1

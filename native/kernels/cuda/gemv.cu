@@ -213,21 +213,7 @@ __global__ void __launch_bounds__(256) gemvKernel(const DecodeParams p) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[nt][e] += acc2[nt][e];
 
-  // Warps 1.. hand their sums to warp 0, which adds them in warp order and stores.
-  if (warp > 0) {
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) partial[warp - 1][4 * nt + e][lane] = acc[nt][e];
-  }
-  __syncthreads();
-  if (warp > 0) return;
-  for (int w = 1; w < warps; ++w)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] += partial[w - 1][4 * nt + e][lane];
-  storeFragments<NT>(p, acc, row0, t);
+  if (gatherWarpSums(partial, acc, warp, warps, lane)) storeFragments<NT>(p, acc, row0, t);
 }
 
 template <int NT, int G, bool kWeightsE5M2, bool kCapped>

@@ -12,7 +12,7 @@
 //     most 4 significant bits and lies on the FP8 grid without saturating, so w8 = s (q - z) exactly and
 //     sum_k w8 x = s (sum_k q x - z sum_k x): the codes themselves are the u8 operand (nibbles to bytes, 3
 //     integer instructions per 8 weights). int4ChannelTarget (quant/int4_pack.h) makes every group of a
-//     power-of-two packing linear, save groups of scale below 2^-9.
+//     power-of-two RTN packing linear, save groups of scale below 2^-9 (tiny weights).
 //   - Other groups (out of line, tableRound): every entry fp8(fl32(s (q - z))), |q - z| <= 15, is a multiple
 //     of 2^e, e = clamp(floor(log2 |s|) - 3, -9, cap) (4 significant bits; 2^-9 is the subnormal step; the
 //     largest finite value, 448 = 7 * 2^6 or Gaudi-2's 240 = 15 * 2^4, is a multiple of 2^cap, cap 6 or 4, and a
@@ -127,16 +127,6 @@ __device__ __forceinline__ uint32_t toUnsigned(uint32_t codes, const RowTable& t
   return prmt(hfma2(lo, t.scale2, t.offset2), hfma2(hi, t.scale2, t.offset2), 0x6420);
 }
 
-// A linear group: s = +-2^k with k >= -9 (every multiple of s up to 15 s has at most 4 significant bits and lies
-// on or above the subnormal step 2^-9) and max(z, 15 - z) |s| within the format's largest finite value (no
-// saturation): then fp8(fl32(s (q - z))) = s (q - z) for every code q.
-template <bool kCapped>
-__device__ __forceinline__ bool linearGroup(float s, int z) {
-  const uint32_t bits = __float_as_uint(s);
-  return (unsigned)z <= 15u && (bits & 0x007FFFFFu) == 0 && ((bits >> 23) & 0xFFu) >= 118u &&
-         (float)max(z, 15 - z) * fabsf(s) <= (kCapped ? 240.0f : 448.0f);
-}
-
 template <bool kCapped>
 __device__ __forceinline__ uint32_t nonFiniteBytes(uint32_t codes) {  // nonzero when a code is NaN (or inf)
   return kCapped ? __vcmpeq4(codes & 0x78787878u, 0x78787878u) : __vcmpeq4(codes & 0x7F7F7F7Fu, 0x7F7F7F7Fu);
@@ -190,9 +180,18 @@ __device__ __forceinline__ RoundSums<NT> tableRound(const GemvPiece pc, const Ro
     uint32_t fp0[4], fp1[4];
     buildGroupLut(pc.s0, pc.z0, f, fp0);
     buildGroupLut(pc.s1, pc.z1, f, fp1);
-    const int qMin0 = pc.s0 >= 0.0f ? 0 : 15, qMin1 = pc.s1 >= 0.0f ? 0 : 15;
-    const uint32_t min0 = (fp0[qMin0 >> 2] >> (8 * (qMin0 & 3))) & 0xFFu;
-    const uint32_t min1 = (fp1[qMin1 >> 2] >> (8 * (qMin1 & 3))) & 0xFFu;
+    // The smallest entry, at q = 0 (s >= 0) or 15; with an infinite s that entry is NaN when it is q = z (inf * 0),
+    // and the smallest finite one is its neighbour.
+    auto smallest = [](const uint32_t fp[4], float s, int z) {
+      int q = s >= 0.0f ? 0 : 15;
+      uint32_t code = (fp[q >> 2] >> (8 * (q & 3))) & 0xFFu;
+      if (nonFiniteBytes<kCapped>(code) & 0xFFu) {
+        q = q == z ? (q == 0 ? 1 : 14) : q;
+        code = (fp[q >> 2] >> (8 * (q & 3))) & 0xFFu;
+      }
+      return code;
+    };
+    const uint32_t min0 = smallest(fp0, pc.s0, pc.z0), min1 = smallest(fp1, pc.s1, pc.z1);
     rowTables(e0, e1, min0 | (min1 << 8), t0, t1);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -247,6 +246,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps, minBlocks<NT, kMaxWarps>()) ge
   __shared__ float nanAdd[kIntMaxTokens];
 
   const int K = p.K, M = p.M;
+  constexpr float kFp8Max = kCapped ? 240.0f : 448.0f;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * 16 + g, row1 = row0 + 8;
@@ -254,11 +254,11 @@ __global__ void __launch_bounds__(32 * kMaxWarps, minBlocks<NT, kMaxWarps>()) ge
   const int rounds = K / kIntRoundK;
   const int r0 = (int)((long long)warp * rounds / warps), r1 = (int)((long long)(warp + 1) * rounds / warps);
 
-  // Past the warp's range: scale 0, zero point 0, codes 0 (a linear all-zero round), zero limbs and sums.
+  // Past the warp's range: scale 1, zero point 0, codes 0 (a linear round of zeros), zero limbs and sums.
   auto load = [&](int r, GemvPiece& pc) {
     const unsigned k = (unsigned)r * kIntRoundK + 32u * t;
     pc.w0 = pc.w1 = make_uint4(0, 0, 0, 0);
-    pc.s0 = pc.s1 = 0.0f;
+    pc.s0 = pc.s1 = 1.0f;
     pc.z0 = pc.z1 = 0;
     if (r < r1) {
       pc.w0 = loadStreaming(w0.codes + k / 2u);
@@ -339,7 +339,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps, minBlocks<NT, kMaxWarps>()) ge
 #pragma unroll
     for (int d = 0; d < kDepth; ++d) {
       loadX(r + d + 1, xbuf[(d + 1) & 1]);
-      if (__all_sync(0xffffffffu, linearGroup<kCapped>(ring[d].s0, ring[d].z0) && linearGroup<kCapped>(ring[d].s1, ring[d].z1)))
+      if (__all_sync(0xffffffffu, linearGroup(ring[d].s0, ring[d].z0, kFp8Max) && linearGroup(ring[d].s1, ring[d].z1, kFp8Max)))
         linearRound(ring[d], xbuf[d & 1]);
       else
         sums = tableRound<NT, kCapped>(ring[d], xbuf[d & 1], sums);
@@ -358,19 +358,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps, minBlocks<NT, kMaxWarps>()) ge
     for (int e = 0; e < 4; ++e)
       if (e < 2 ? sums.nan0 : sums.nan1) sums.acc[nt][e] = nan;
 
-  if (warp > 0) {
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) partial[warp - 1][4 * nt + e][lane] = sums.acc[nt][e];
-  }
-  __syncthreads();
-  if (warp > 0) return;
-  for (int w = 1; w < warps; ++w)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) sums.acc[nt][e] += partial[w - 1][4 * nt + e][lane];
+  if (!gatherWarpSums(partial, sums.acc, warp, warps, lane)) return;
   // Column c = 3 m + l holds limb l of token m: y = c0 2^-9 + c1 2^-2 + c2 2^5 (+ NaN for a non-finite token).
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
@@ -396,8 +384,6 @@ cudaError_t launchT(const DecodeParams& p, int warps, cudaStream_t stream) {
   if (p.wFormat == Fp8Format::E4M3) return launchDependent(gemvInt8Kernel<NT, true, kMaxWarps>, grid, block, 0, stream, p);
   return launchDependent(gemvInt8Kernel<NT, false, kMaxWarps>, grid, block, 0, stream, p);
 }
-
-bool e4m3Family(Fp8Format f) { return f == Fp8Format::E4M3FN || f == Fp8Format::E4M3; }
 
 }  // namespace
 

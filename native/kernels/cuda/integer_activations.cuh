@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fp8/fp8.h"
+
 namespace w4a8::cudakern {
 
 constexpr int kIntRoundK = 128;  // k per group (the integer GEMV takes G = 128 only)
@@ -26,6 +28,17 @@ struct IntegerActivationsLayout {
     total = flags + round256((size_t)kIntMaxTokens * flagsPerToken * sizeof(float));
   }
 };
+
+W4A8_HD bool e4m3Family(Fp8Format f) { return f == Fp8Format::E4M3FN || f == Fp8Format::E4M3; }
+
+// A linear group (host and device): s = +-2^k with k >= -9 (every multiple of s up to 15 s has at most 4
+// significant bits and lies on or above the subnormal step 2^-9), z <= 15 and max(z, 15 - z) |s| within the format's
+// largest finite value fp8Max (no saturation): then fp8(fl32(s (q - z))) = s (q - z) for every code q.
+W4A8_HD bool linearGroup(float s, int z, float fp8Max) {
+  const uint32_t bits = floatBits(s);
+  return (unsigned)z <= 15u && (bits & 0x007FFFFFu) == 0 && ((bits >> 23) & 0xFFu) >= 118u &&
+         (float)(z > 15 - z ? z : 15 - z) * (s < 0.0f ? -s : s) <= fp8Max;
+}
 
 #ifdef __CUDACC__
 // One warp: token m's group gi (lane l: k 4l .. 4l + 3) of x8Row -> its limbs and limb sums; M tokens in all (the

@@ -259,11 +259,14 @@ class CudaLlama final : public StepBackend {
       W4A8_CHECK_CUDA(launchPadRows(x, rows, width, stride, cols, padded_.as<float>(), stream_));
       input = padded_.as<float>();
     }
-    // With linear weights (power-of-two packing) the quantization also makes the integer GEMV's activations.
+    // With linear weights (power-of-two packing) the quantization also makes the integer GEMV's activations, for
+    // the steps of 1-2 tokens that take it.
     integer_.buffer = integerActs_.as<uint8_t>();
     integer_.bytes = integerActs_.bytes;
+    integer_.ready = false;
+    const bool integer = linearWeights_ && rows <= 2;
     checkStatus(cuda::quantizeActivationsDynamic(ctx_, input, rows, cols, config_.activationFormat, x8_.as<uint8_t>(),
-                                                 xScales_.as<float>(), linearWeights_ ? &integer_ : nullptr),
+                                                 xScales_.as<float>(), integer ? &integer_ : nullptr),
                 "quantize");
   }
 

@@ -224,6 +224,15 @@ double checkGemm(const Layer& l, const Reference& ref, const DeviceLayer& d, boo
   return worst;
 }
 
+// checkGemm twice with the same options: both within the bound and bit for bit the same.
+void checkDeterministic(const Layer& l, const Reference& ref, const DeviceLayer& d, const GemmOptions& options,
+                        const std::string& what) {
+  std::vector<uint32_t> first, second;
+  checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &first);
+  checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &second);
+  CHECK(first == second, "%s: two runs differ", what.c_str());
+}
+
 std::string describe(const Layer& l, bool pow2, uint64_t seed) {
   char text[200];
   std::snprintf(text, sizeof(text), "seed=%llu M=%d N=%d K=%d G=%d w=%s x=%s %s", (unsigned long long)seed, l.M, l.N,
@@ -432,11 +441,8 @@ TEST(gemv_is_within_tolerance_and_deterministic_for_every_warp_count) {
         options.path = GemmPath::Gemv;
         options.splitK = warps;
         GemmPlanInfo plan{};
-        std::vector<uint32_t> first, second;
         const std::string what = describe(l, false, seed) + " warps=" + std::to_string(warps);
-        checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &first);
-        checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &second);
-        CHECK(first == second, "%s: two runs differ", what.c_str());
+        checkDeterministic(l, ref, d, options, what);
         DeviceArray<float> y((size_t)M * N);
         CUDA_OK(gemmW4A8(gCtx, {d.x8.ptr, d.xScales.ptr, l.aFormat, M, d.w.view, {y.ptr, nullptr, N}}, nullptr, options,
                          &plan));
@@ -496,11 +502,8 @@ TEST(gemv_int8_is_deterministic_for_every_warp_count) {
         GemmOptions options;
         options.path = GemmPath::GemvInt8;
         options.splitK = warps;
-        std::vector<uint32_t> first, second;
         const std::string what = describe(l, false, seed) + " warps=" + std::to_string(warps);
-        checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &first);
-        checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &second);
-        CHECK(first == second, "%s: two runs differ", what.c_str());
+        checkDeterministic(l, ref, d, options, what);
       }
     }
   }
@@ -591,6 +594,13 @@ TEST(gemv_int8_handles_extreme_scales_and_nan) {
         l.groupScales[(size_t)n * 2] = scales[n % nScales];
         l.zeros[(size_t)n * 2] = (uint8_t)(n < nScales ? 8 : rng.below(16));
       }
+      // An infinite scale with z = 0 whose codes never select q = z (the inf * 0 entry): finite outputs (+-max).
+      int infIndex = 0;
+      while (!std::isinf(scales[infIndex])) ++infIndex;
+      const int infRow = nScales + infIndex;
+      l.zeros[(size_t)infRow * 2] = 0;
+      for (int k = 0; k < 128; k += 2)
+        l.codes[(size_t)infRow * (K / 2) + k / 2] = (uint8_t)((1 + k % 15) | ((1 + (k + 1) % 15) << 4));
       if (M > 1) l.x8[(size_t)1 * K + 77] = 0x7F;  // a NaN activation code (both formats) in token 1
       const Reference ref = reference(l);
       DeviceLayer d(l);
@@ -632,11 +642,8 @@ TEST(decode_gemm_any_split_k_gives_the_same_function_deterministically) {
       GemmOptions options;
       options.path = GemmPath::DecodeF16Mma;
       options.splitK = splits;
-      std::vector<uint32_t> first, second;
       const std::string what = describe(l, false, seed) + " splitK=" + std::to_string(splits);
-      checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &first);
-      checkGemm(l, ref, d, false, 1e-5, options, nullptr, what.c_str(), nullptr, &second);
-      CHECK(first == second, "%s: two runs differ", what.c_str());
+      checkDeterministic(l, ref, d, options, what);
     }
   }
 }
