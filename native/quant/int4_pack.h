@@ -26,7 +26,7 @@ float roundUpToPowerOfTwo(float x);  // smallest power of two >= x (x > 0, finit
 // within +-FP8_MAX (symmetric: e4m3fn 224, e4m3 60; asymmetric: e4m3fn 112, e4m3 120), so that the group's
 // FP8 weights are exactly s_g (q - z) (DESIGN.md §1), never saturated (packInt4Rows moves s_c up by an ulp
 // where amax / s_c rounds above the target). Since the divisor is a power of two, RTN's codes are those of the
-// FP8_MAX target and only the scales halve (DPQ's composite grid changes where entries used to saturate).
+// FP8_MAX target; s_g shrinks and s_c grows by 2^j (DPQ's composite grid changes where entries used to saturate).
 float int4ChannelTarget(const Int4PackOptions& options);
 
 // w: [rows, cols] FP32 row-major. Packs rows [rowBegin, rowEnd) into `out` (canonical layout).
