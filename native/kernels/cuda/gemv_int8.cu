@@ -8,12 +8,12 @@
 // operand for token m, with their per-group sums, made by the quantization kernel or by this file's pre-pass.
 //
 // Weights, two kinds of group (a warp votes per round; every lane of a quad holds the same group):
-//   - Linear groups: s = +-2^k, k >= -9, max(z, 15 - z) |s| <= the format's max. Then every entry s (q - z) has at
-//     most 4 significant bits and lies on the FP8 grid without saturating, so w8 = s (q - z) exactly and
-//     sum_k w8 x = s (sum_k q x - z sum_k x): the codes themselves are the u8 operand (nibbles to bytes, 3
-//     integer instructions per 8 weights). int4ChannelTarget (quant/int4_pack.h) makes every group of a
-//     power-of-two RTN packing linear, save groups of scale below 2^-9 (tiny weights).
-//   - Other groups (out of line, tableRound): every entry fp8(fl32(s (q - z))), |q - z| <= 15, is a multiple
+//   - Linear groups (linearGroup, integer_activations.cuh): s = +-2^k, k >= -9, z <= 15, max(z, 15 - z) |s| <= the
+//     format's max. Then every entry s (q - z) has at most 4 significant bits and lies on the FP8 grid without
+//     saturating, so w8 = s (q - z) exactly and sum_k w8 x = s (sum_k q x - z sum_k x): the codes themselves are
+//     the u8 operand (nibbles to bytes, 3 integer instructions per 8 weights). int4ChannelTarget
+//     (quant/int4_pack.h) makes every group of a power-of-two RTN packing linear, save groups of scale below 2^-9.
+//   - Other groups (tableRound): every entry fp8(fl32(s (q - z))), |q - z| <= 15, is a multiple
 //     of 2^e, e = clamp(floor(log2 |s|) - 3, -9, cap) (4 significant bits; 2^-9 is the subnormal step; the
 //     largest finite value, 448 = 7 * 2^6 or Gaudi-2's 240 = 15 * 2^4, is a multiple of 2^cap, cap 6 or 4, and a
 //     group with e above the cap has only saturated entries and zero). In units of 2^e the entries n(q) are
@@ -30,9 +30,8 @@
 // Layout and loads as gemv.cu (one CTA per 16 output channels, K split over its warps, lane (g, t) holds k
 // [128 r + 32 t, + 32) of rows g and g + 8, a 4-round ring of weight loads, activations one round ahead), but for
 // one token tile at most 128 registers a thread (16 warps an SM; 8 warps a CTA on matrices of few CTAs, 4 on the
-// rest and for more tokens): on the H200 the linear
-// path ran at 0.40 of HBM bandwidth with 166 registers (3 CTAs an SM) and at 0.54-0.62 with 128 (RESULTS.md): the
-// kernel waits on its loads, and more warps hide that wait.
+// rest and for more tokens): on the H200 the linear path ran at 0.40 of HBM bandwidth with 166 registers (3 CTAs an
+// SM) and at 0.54-0.62 with 128 (RESULTS.md): the kernel waits on its loads, and more warps hide that wait.
 #include <cstdint>
 #include <type_traits>
 
