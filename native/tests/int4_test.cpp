@@ -1,6 +1,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cuda/integer_activations.cuh"  // linearGroup: host code, no CUDA needed
 #include "kernels/kernels.h"
 #include "quant/fp8_pack.h"
 #include "quant/int4_pack.h"
@@ -100,6 +101,30 @@ TEST(int4_pow2_scales_dequantize_exactly_in_e4m3) {
                   symmetric, n, g, q, s, z, exact, got);
           }
         }
+    }
+}
+
+TEST(int4_pow2_rtn_packing_makes_every_group_linear_for_the_integer_gemv) {
+  // The GPU's integer GEMV takes weights whose groups are (nearly) all linear (gemv_int8.cu): with RTN and
+  // power-of-two scales, bell-shaped rows (sums of uniforms, a few large outliers) give no other kind of group.
+  w4a8test::Rng rng(21);
+  const int rows = 64, cols = 1024;
+  std::vector<float> w((size_t)rows * cols);
+  for (float& v : w) v = (rng.uniform(-1.0f, 1.0f) + rng.uniform(-1.0f, 1.0f) + rng.uniform(-1.0f, 1.0f)) * 0.02f;
+  for (int n = 0; n < rows; ++n) w[(size_t)n * cols + rng.below(cols)] *= 8.0f;
+  for (Fp8Format f : {Fp8Format::E4M3FN, Fp8Format::E4M3})
+    for (bool symmetric : {false, true}) {
+      Int4PackOptions options;
+      options.groupSize = 128;
+      options.pow2Scales = true;
+      options.symmetric = symmetric;
+      options.format = f;
+      PackedInt4 p = pack(w, rows, cols, options);
+      int nonLinear = 0;
+      for (size_t g = 0; g < p.groupScales.size(); ++g)
+        nonLinear += !w4a8::cudakern::linearGroup(p.groupScales[g], p.zeros[g], fp8Spec(f).maxFinite);
+      CHECK(nonLinear == 0, "%s sym=%d: %d of %zu groups not linear", f == Fp8Format::E4M3 ? "e4m3" : "e4m3fn", symmetric,
+            nonLinear, p.groupScales.size());
     }
 }
 
