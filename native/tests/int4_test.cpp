@@ -31,6 +31,16 @@ PackedInt4 pack(const std::vector<float>& w, int rows, int cols, const Int4PackO
   return p;
 }
 
+// Power-of-two group scales in format f.
+Int4PackOptions pow2Options(Fp8Format f, bool symmetric, int groupSize) {
+  Int4PackOptions options;
+  options.groupSize = groupSize;
+  options.pow2Scales = true;
+  options.symmetric = symmetric;
+  options.format = f;
+  return options;
+}
+
 }  // namespace
 
 TEST(int4_pack_reconstructs_within_half_a_step) {
@@ -84,12 +94,7 @@ TEST(int4_pow2_scales_dequantize_exactly_in_e4m3) {
   }
   for (Fp8Format f : {Fp8Format::E4M3FN, Fp8Format::E4M3})
     for (bool symmetric : {false, true}) {
-      Int4PackOptions options;
-      options.groupSize = 32;
-      options.pow2Scales = true;
-      options.symmetric = symmetric;
-      options.format = f;
-      PackedInt4 p = pack(w, rows, cols, options);
+      PackedInt4 p = pack(w, rows, cols, pow2Options(f, symmetric, 32));
       for (int n = 0; n < rows; ++n)
         for (int g = 0; g < 4; ++g) {
           const float s = p.groupScales[n * 4 + g];
@@ -114,12 +119,7 @@ TEST(int4_pow2_rtn_packing_makes_every_group_linear_for_the_integer_gemv) {
   for (int n = 0; n < rows; ++n) w[(size_t)n * cols + rng.below(cols)] *= 8.0f;
   for (Fp8Format f : {Fp8Format::E4M3FN, Fp8Format::E4M3})
     for (bool symmetric : {false, true}) {
-      Int4PackOptions options;
-      options.groupSize = 128;
-      options.pow2Scales = true;
-      options.symmetric = symmetric;
-      options.format = f;
-      PackedInt4 p = pack(w, rows, cols, options);
+      PackedInt4 p = pack(w, rows, cols, pow2Options(f, symmetric, 128));
       int nonLinear = 0;
       for (size_t g = 0; g < p.groupScales.size(); ++g)
         nonLinear += !w4a8::cudakern::linearGroup(p.groupScales[g], p.zeros[g], fp8Spec(f).maxFinite);

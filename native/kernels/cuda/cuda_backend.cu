@@ -204,12 +204,7 @@ Status runGemv(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, int warps
   DecodeParams p = fusedParams(a, m0, mTile);
   p.splits = 1;
   W4A8_CUDA_TRY(ctx, launchGemv(p, warps, ctx->stream));
-  if (info) {
-    info->path = GemmPath::Gemv;
-    info->splitK = warps;
-    info->tokenTile = kGemvMaxTokens;
-    info->fusedScales = true;
-  }
+  if (info) *info = {GemmPath::Gemv, warps, kGemvMaxTokens, true};
   return Status::Ok;
 }
 
@@ -236,12 +231,7 @@ Status runGemvInt8(Context* ctx, const W4A8GemmArgs& a, int m0, int mTile, const
   p.splits = 1;
   W4A8_CUDA_TRY(ctx, launchGemvInt8(p, a.actFormat, warps, scratch, prepared, prepared ? made->flagsPerToken : 0,
                                     ctx->stream));
-  if (info) {
-    info->path = GemmPath::GemvInt8;
-    info->splitK = warps;
-    info->tokenTile = kGemvInt8MaxTokens;
-    info->fusedScales = true;
-  }
+  if (info) *info = {GemmPath::GemvInt8, warps, kGemvInt8MaxTokens, true};
   return Status::Ok;
 }
 
@@ -255,6 +245,16 @@ bool gemvInt8Takes(const W4A8GemmArgs& a) {
 // 61-75); at 3-8 tokens (two or three token tiles, more registers, fewer warps an SM) they are faster.
 bool integerGemvPays(const W4A8GemmArgs& a, const GemmOptions& options) {
   return options.linearGroups && a.M <= 2 && gemvInt8Takes(a);
+}
+
+// run(m0, mTile) for tiles of at most `tile` of M tokens, in order; stops at the first failure.
+template <typename Run>
+Status overTokenTiles(int M, int tile, Run run) {
+  for (int m0 = 0; m0 < M; m0 += tile) {
+    const Status s = run(m0, M - m0 < tile ? M - m0 : tile);
+    if (s != Status::Ok) return s;
+  }
+  return Status::Ok;
 }
 
 Status runPrefill(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights, GemmPlanInfo* info) {
@@ -484,6 +484,13 @@ void freeInt4Weights(DeviceInt4Weights* w) {
 }
 
 namespace {
+// The buffer an IntegerActivations brings: integerActivationsBytes(K) bytes, 16-byte aligned.
+Status checkIntegerBuffer(Context* ctx, const IntegerActivations& a, int K) {
+  if (a.buffer && a.bytes >= integerActivationsBytes(K) && aligned16(a.buffer)) return Status::Ok;
+  return fail(ctx, Status::InvalidArgument, "integer activations need %zu bytes, 16-byte aligned (got %zu)",
+              integerActivationsBytes(K), a.bytes);
+}
+
 // Both quantizations: checks, then the kernel, with the integer GEMV's activations when asked and possible.
 Status quantize(Context* ctx, const float* x, int M, int K, bool dynamic, float scale, Fp8Format f, uint8_t* x8,
                 float* xScales, IntegerActivations* integer) {
@@ -493,9 +500,8 @@ Status quantize(Context* ctx, const float* x, int M, int K, bool dynamic, float 
   if (!x || !x8 || !xScales) return fail(ctx, Status::InvalidArgument, "quantize: x, x8 and xScales must be set");
   void* integerBuffer = nullptr;
   if (integer && e4m3Family(f) && M <= kGemvInt8MaxTokens && K % 128 == 0 && aligned16(x8)) {
-    if (!integer->buffer || integer->bytes < integerActivationsBytes(K) || !aligned16(integer->buffer))
-      return fail(ctx, Status::InvalidArgument, "quantize: integer activations need %zu bytes, 16-byte aligned (got %zu)",
-                  integerActivationsBytes(K), integer->bytes);
+    Status s = checkIntegerBuffer(ctx, *integer, K);
+    if (s != Status::Ok) return s;
     integerBuffer = integer->buffer;
   }
   W4A8_CUDA_TRY(ctx, launchQuantize(x, M, K, dynamic, scale, f, x8, xScales, integerBuffer, ctx->stream));
@@ -512,9 +518,8 @@ Status makeIntegerActivations(Context* ctx, const uint8_t* x8, int M, int K, Fp8
   if (!x8 || !aligned16(x8) || M < 1 || M > kGemvInt8MaxTokens || K < 128 || K % 128 != 0 || !e4m3Family(f))
     return fail(ctx, Status::InvalidArgument, "integer activations: need aligned x8, 1-8 tokens, K a multiple of 128 "
                 "and e4m3fn / e4m3 codes (M=%d K=%d)", M, K);
-  if (!out->buffer || out->bytes < integerActivationsBytes(K) || !aligned16(out->buffer))
-    return fail(ctx, Status::InvalidArgument, "integer activations need %zu bytes, 16-byte aligned (got %zu)",
-                integerActivationsBytes(K), out->bytes);
+  Status s = checkIntegerBuffer(ctx, *out, K);
+  if (s != Status::Ok) return s;
   W4A8_CUDA_TRY(ctx, launchLimbs(x8, M, K, f, out->buffer, ctx->stream));
   *out = {out->buffer, out->bytes, x8, M, K, f, gemvInt8PrepFlagsPerToken(K), true};
   return Status::Ok;
@@ -576,30 +581,18 @@ Status gemmW4A8(Context* ctx, const W4A8GemmArgs& a, const uint8_t* fp8Weights, 
   if (path == GemmPath::GemvInt8) {
     if (!gemvInt8Takes(a))
       return fail(ctx, Status::Unsupported, "gemv-int8: needs groupSize 128 and e4m3fn / e4m3 weights and activations");
-    for (int m0 = 0; m0 < a.M; m0 += kGemvInt8MaxTokens) {
-      const int mTile = a.M - m0 < kGemvInt8MaxTokens ? a.M - m0 : kGemvInt8MaxTokens;
-      s = runGemvInt8(ctx, a, m0, mTile, options, info);
-      if (s != Status::Ok) return s;
-    }
-    return Status::Ok;
+    return overTokenTiles(a.M, kGemvInt8MaxTokens,
+                          [&](int m0, int mTile) { return runGemvInt8(ctx, a, m0, mTile, options, info); });
   }
   if (path == GemmPath::Gemv) {
-    for (int m0 = 0; m0 < a.M; m0 += kGemvMaxTokens) {
-      const int mTile = a.M - m0 < kGemvMaxTokens ? a.M - m0 : kGemvMaxTokens;
-      s = runGemv(ctx, a, m0, mTile, options.splitK, info);
-      if (s != Status::Ok) return s;
-    }
-    return Status::Ok;
+    return overTokenTiles(a.M, kGemvMaxTokens,
+                          [&](int m0, int mTile) { return runGemv(ctx, a, m0, mTile, options.splitK, info); });
   }
   if (path == GemmPath::DecodeFp8Mma && !fp8Pair)
     return fail(ctx, Status::Unsupported, "decode-fp8mma: needs e4m3fn / e4m3 weights and activations");
   const bool fp8Mma = path == GemmPath::DecodeFp8Mma;
-  for (int m0 = 0; m0 < a.M; m0 += 64) {
-    const int mTile = a.M - m0 < 64 ? a.M - m0 : 64;
-    s = runDecode(ctx, a, m0, mTile, fp8Mma, options.splitK, info);
-    if (s != Status::Ok) return s;
-  }
-  return Status::Ok;
+  return overTokenTiles(a.M, 64,
+                        [&](int m0, int mTile) { return runDecode(ctx, a, m0, mTile, fp8Mma, options.splitK, info); });
 }
 
 Status gemmW8A8(Context* ctx, const W8A8GemmArgs& a, GemmPlanInfo* info) {

@@ -397,11 +397,9 @@ size_t gemvInt8ScratchBytes(int K) { return IntegerActivationsLayout(K, prepBloc
 int gemvInt8PrepFlagsPerToken(int K) { return prepBlocks(K); }
 
 cudaError_t launchLimbs(const uint8_t* x8, int M, int K, Fp8Format actFormat, void* buffer, cudaStream_t stream) {
-  const IntegerActivationsLayout layout(K, prepBlocks(K));
-  uint8_t* base = static_cast<uint8_t*>(buffer);
+  const IntegerParts parts = IntegerActivationsLayout(K, prepBlocks(K)).parts(buffer);
   return launchDependent(limbsKernel, dim3(prepBlocks(K), M), dim3(kPrepThreads), 0, stream, x8, M, K,
-                         actFormat == Fp8Format::E4M3, base + layout.limbs, reinterpret_cast<int*>(base + layout.sums),
-                         reinterpret_cast<float*>(base + layout.flags));
+                         actFormat == Fp8Format::E4M3, parts.limbs, parts.sums, parts.flags);
 }
 
 cudaError_t launchGemvInt8(DecodeParams p, Fp8Format actFormat, int warps, void* scratch, bool prepared,
@@ -409,11 +407,10 @@ cudaError_t launchGemvInt8(DecodeParams p, Fp8Format actFormat, int warps, void*
   if (!gemvInt8Supported(p) || !e4m3Family(actFormat) || warps < 1 || warps > kGemvInt8MaxWarps)
     return cudaErrorInvalidValue;
   if (!prepared) flagsPerToken = prepBlocks(p.K);
-  const IntegerActivationsLayout layout(p.K, flagsPerToken);
-  uint8_t* base = static_cast<uint8_t*>(scratch);
-  p.xLimbs = base + layout.limbs;
-  p.xLimbSums = reinterpret_cast<const int*>(base + layout.sums);
-  p.xNanFlags = reinterpret_cast<const float*>(base + layout.flags);
+  const IntegerParts parts = IntegerActivationsLayout(p.K, flagsPerToken).parts(scratch);
+  p.xLimbs = parts.limbs;
+  p.xLimbSums = parts.sums;
+  p.xNanFlags = parts.flags;
   p.nanFlagsPerToken = flagsPerToken;
   if (!prepared) {
     const cudaError_t e = launchLimbs(p.x8, p.M, p.K, actFormat, scratch, stream);

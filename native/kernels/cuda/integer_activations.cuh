@@ -16,8 +16,15 @@ constexpr int kLimbs = 3;
 constexpr int kIntMaxTokens = 8;
 constexpr int kLimbColumns = 8 * ((kLimbs * kIntMaxTokens + 7) / 8);  // limb sums per group, padded: 24
 
+struct IntegerParts {  // the three parts of one buffer (IntegerActivationsLayout); limbs null: none
+  uint8_t* limbs;
+  int* sums;
+  float* flags;
+};
+
 // Where the parts lie in one buffer, for rows of K: limbs [3 * 8, K] bytes (row 3m + l: limb l of token m),
 // sums [K / 128, 24] int32 (column 3m + l; columns past 3M zero), flags [8, flagsPerToken] floats (0 or NaN).
+// The offsets do not depend on flagsPerToken, only the total does.
 struct IntegerActivationsLayout {
   size_t limbs, sums, flags, total;
   IntegerActivationsLayout(int K, int flagsPerToken) {
@@ -26,6 +33,10 @@ struct IntegerActivationsLayout {
     sums = round256((size_t)kLimbs * kIntMaxTokens * K);
     flags = sums + round256((size_t)(K / kIntRoundK) * kLimbColumns * sizeof(int));
     total = flags + round256((size_t)kIntMaxTokens * flagsPerToken * sizeof(float));
+  }
+  IntegerParts parts(void* buffer) const {
+    uint8_t* base = static_cast<uint8_t*>(buffer);
+    return {base + limbs, reinterpret_cast<int*>(base + sums), reinterpret_cast<float*>(base + flags)};
   }
 };
 

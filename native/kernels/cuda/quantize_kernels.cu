@@ -11,11 +11,6 @@ namespace {
 
 constexpr int kRowThreads = 1024;  // one CTA per token row: decode steps have few rows, so wide CTAs
 
-struct IntegerParts {  // the integer GEMV's activations (integer_activations.cuh); limbs null: not wanted
-  uint8_t* limbs;
-  int* sums;
-  float* flags;
-};
 
 // std::max(amax, |x|) as the reference writes it: a NaN never compares greater, so it is ignored.
 __device__ __forceinline__ float maxIgnoringNaN(float a, float b) { return a < b ? b : a; }
@@ -98,12 +93,8 @@ unsigned blocksFor(size_t items, int threads) { return (unsigned)((items + threa
 
 cudaError_t launchQuantize(const float* x, int M, int K, bool dynamic, float scale, Fp8Format f, uint8_t* x8,
                            float* xScales, void* integerBuffer, cudaStream_t stream) {
-  IntegerParts integer{nullptr, nullptr, nullptr};
-  if (integerBuffer) {
-    const IntegerActivationsLayout layout(K, 1);
-    uint8_t* base = static_cast<uint8_t*>(integerBuffer);
-    integer = {base + layout.limbs, reinterpret_cast<int*>(base + layout.sums), reinterpret_cast<float*>(base + layout.flags)};
-  }
+  const IntegerParts integer =
+      integerBuffer ? IntegerActivationsLayout(K, 1).parts(integerBuffer) : IntegerParts{nullptr, nullptr, nullptr};
   quantizeRowsKernel<<<M, kRowThreads, 0, stream>>>(x, M, K, f, dynamic, scale, x8, xScales, integer);
   return cudaGetLastError();
 }
