@@ -3,9 +3,12 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "kernels/cpu_features.h"
 #include "kernels/kernels.h"
 
 namespace w4a8::fast {
+
+const bool prefetchWeightsToL2 = cpuFeatures().amd;
 
 Fp8Params fp8Params(Fp8Format f) {
   const Fp8Spec s = fp8Spec(f);

@@ -16,6 +16,12 @@
 namespace w4a8::avx2 {
 namespace {
 
+// Software prefetch of the weight stream, into the cache level fast::prefetchWeightsToL2 chooses for this CPU.
+W4A8_ALWAYS_INLINE void prefetchWeights(const void* p) {
+  if (fast::prefetchWeightsToL2) _mm_prefetch((const char*)p, _MM_HINT_T1);
+  else _mm_prefetch((const char*)p, _MM_HINT_T0);
+}
+
 // Fp8Params as vectors.
 struct Fp8Vec {
   __m256i shift, roundBias, minNormalBits, rebias, maxFiniteCode, magicBits;

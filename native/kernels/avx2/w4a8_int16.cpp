@@ -517,7 +517,7 @@ W4A8_ALWAYS_INLINE __m256i fusedBlockSums(const uint8_t* codes, const int16_t* x
   __m256i sums = _mm256_setzero_si256();
 #pragma GCC unroll 2
   for (int sb = 0; sb < kSubBlocks; ++sb) {
-    _mm_prefetch((const char*)codes + 32 * sb + kPrefetchBytes, _MM_HINT_T0);
+    prefetchWeights(codes + 32 * sb + kPrefetchBytes);
     const __m256i c = G >= kSubBlockK || (j0 + sb + 1) * kSubBlockK <= K
                           ? _mm256_loadu_si256((const __m256i*)(codes + 32 * sb))
                           : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i*)codes));
@@ -596,7 +596,7 @@ __attribute__((noinline)) void fusedTokens(const Problem& pr, const WeightRow& t
 #pragma GCC unroll 2
     for (int sb = 0; sb < kSubBlocks; ++sb) {
       const int j = b * kSubBlocks + sb;
-      _mm_prefetch((const char*)codes + 32 * sb + kPrefetchBytes, _MM_HINT_T0);
+      prefetchWeights(codes + 32 * sb + kPrefetchBytes);
       const __m256i c = G >= kSubBlockK || (j + 1) * kSubBlockK <= K
                             ? _mm256_loadu_si256((const __m256i*)(codes + 32 * sb))
                             : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i*)codes));
@@ -785,7 +785,7 @@ void decodeTileRow(const Problem& pr, bool generic, const uint8_t* rowCodes, int
     for (int sb = 0; sb < kSubBlocks; ++sb) {
       const int j = b * kSubBlocks + sb;
       int16_t* out = decoded + ((size_t)j * 4 * kTileRows + r) * kChunkK;
-      _mm_prefetch((const char*)rowCodes + (size_t)j * 32 + kPrefetchBytes, _MM_HINT_T0);
+      prefetchWeights(rowCodes + (size_t)j * 32 + kPrefetchBytes);
       decodeSubBlock(loadCodes<G>(rowCodes, j, x.K), low, high, [&](int v, __m256i words) {
         _mm256_store_si256((__m256i*)(out + (size_t)v * kTileRows * kChunkK), words);
       });

@@ -129,7 +129,7 @@ struct Int4Source {
   }
   // Prefetch block b of the row `rows` rows further down (the next tile's), and its scales once.
   W4A8_ALWAYS_INLINE void prefetchAhead(const Row& r, int b, int rows) const {
-    _mm_prefetch((const char*)(r.codes + (size_t)rows * rowBytes() + (size_t)b * 64), _MM_HINT_T0);
+    prefetchWeights(r.codes + (size_t)rows * rowBytes() + (size_t)b * 64);
     if ((b & 15) == 0) _mm_prefetch((const char*)(r.scales + (size_t)rows * groups + b * (kBlockK / G)), _MM_HINT_T0);
   }
 
@@ -287,7 +287,7 @@ struct Fp8Source {
   bool shortPath(int) const { return true; }
   W4A8_ALWAYS_INLINE bool blockShort(const Row&, int) const { return true; }
   W4A8_ALWAYS_INLINE void prefetchAhead(const Row& r, int b, int rows) const {
-    _mm_prefetch((const char*)(r.codes + (size_t)rows * w.cols + (size_t)b * 64), _MM_HINT_T0);
+    prefetchWeights(r.codes + (size_t)rows * w.cols + (size_t)b * 64);
   }
   W4A8_ALWAYS_INLINE void prefetchGroups(const Row&, int, int) const {}  // no group data
   W4A8_ALWAYS_INLINE void prefetchNextEntry(const Row&, int) const {}

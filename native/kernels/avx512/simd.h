@@ -16,6 +16,12 @@
 namespace w4a8::avx512 {
 namespace {
 
+// Software prefetch of the weight stream, into the cache level fast::prefetchWeightsToL2 chooses for this CPU.
+W4A8_ALWAYS_INLINE void prefetchWeights(const void* p) {
+  if (fast::prefetchWeightsToL2) _mm_prefetch((const char*)p, _MM_HINT_T1);
+  else _mm_prefetch((const char*)p, _MM_HINT_T0);
+}
+
 // Fp8Params as vectors.
 struct Fp8Vec {
   __m512i shift, roundBias, keepMask, maxFiniteBits, minNormalBits, rebias, maxFiniteCode;

@@ -58,6 +58,7 @@ namespace w4a8::avx512vnni {
 namespace {
 
 using int16::FormatInfo, int16::formatInfo, int16::pow2, int16::groupMagnitudes;
+using avx512::prefetchWeights;
 
 constexpr int kBlockK = 128;       // k per 64 code bytes
 constexpr int kChunkK = 32;        // k per int16 vector
@@ -569,7 +570,7 @@ __attribute__((noinline)) void rowTokens(const Activations& x, const uint8_t* ro
   for (int m = 0; m < MR; ++m)
     acc[m] = _mm512_load_ps(accIO + m), xs[m] = x.row(m0 + m, 0), bp[m] = x.planesOf(m0 + m);
   for (int b = b0; b < b1; ++b) {
-    _mm_prefetch((const char*)rowCodes + (size_t)b * 64 + kPrefetchBytes, _MM_HINT_T0);
+    prefetchWeights(rowCodes + (size_t)b * 64 + kPrefetchBytes);
     const __m512i codes = b < fullBlocks ? _mm512_loadu_si512(rowCodes + (size_t)b * 64)
                                          : _mm512_maskz_loadu_epi8(_cvtu64_mask64((1ull << ((x.K - b * kBlockK) / 2)) - 1),
                                                                    rowCodes + (size_t)b * 64);
@@ -620,7 +621,7 @@ __attribute__((noinline)) void rowFused128(const Activations& x, const uint8_t* 
   const uint8_t* bp = x.planesOf(m0);
   __m512 acc = _mm512_setzero_ps();  // one token, one panel: the row's sum starts here
   for (int b = 0; b < blocks; ++b) {
-    _mm_prefetch((const char*)rowCodes + (size_t)b * 64 + kPrefetchBytes, _MM_HINT_T0);
+    prefetchWeights(rowCodes + (size_t)b * 64 + kPrefetchBytes);
     const __m512i table = _mm512_permutexvar_epi16(twice, groupEntries<kSubnormal, kSaturate>(row, b, c));
     __m512i w[4];
     decodeBlock128(_mm512_loadu_si512(rowCodes + (size_t)b * 64), table, w);
@@ -678,7 +679,7 @@ __attribute__((noinline)) void rowsPrepared128(const Problem& pr, const Int4Tabl
       const int8_t* e = prepared.baseRow(n);
       __m512 acc = _mm512_setzero_ps();
       for (int b = 0; b < blocks; ++b) {
-        _mm_prefetch((const char*)rowCodes + (size_t)b * 64 + kPrefetchBytes, _MM_HINT_T0);
+        prefetchWeights(rowCodes + (size_t)b * 64 + kPrefetchBytes);
         const __m512i table = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)entries[index[b]].words));
         __m512i wv[4];
         decodeBlock128(_mm512_loadu_si512(rowCodes + (size_t)b * 64), table, wv);
