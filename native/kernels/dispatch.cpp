@@ -104,7 +104,9 @@ const KernelTable kAvx512Bf16Named = {
 // Where it switches: 8 tokens on Intel (Xeon measurements above). AMD Zen 4 runs vpermw and vdpbf16ps at one zmm
 // a cycle, and there vdpbf16ps is as fast from 2 tokens and faster from 3 (W4A8 8192x2048, 2 threads: 0.750 ms
 // both at M = 2; 0.780 against 0.955 at 3; 0.811 against 1.258 at 4; 1.318 against 1.879 at 7; 2026-12-02), so
-// on AMD the switch is at 3.
+// on AMD the switch is at 3. (Since the VNNI kernel's multi-token loop reads the prepared tables, 2026-12-02, its
+// 2-token calls measure 0.40-0.54 ms against vdpbf16ps's 0.45-0.58 on 8192x2048, but 1.56-1.60 against 1.39-1.41 on
+// 4096x11008, where two tokens' int16 activations, 44 KiB, no longer stay in L1: interleaved, 2 threads, Zen 4.)
 constexpr int kVnniMaxRows = 8, kVnniMaxRowsAmd = 3;
 template <int kMaxRows>
 void avx512VnniW4A8(const W4A8GemmArgs& a, int nBegin, int nEnd) {

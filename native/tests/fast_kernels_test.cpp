@@ -10,6 +10,7 @@
 #include "kernels/backends.h"
 #include "kernels/cpu_features.h"
 #include "kernels/dispatch.h"
+#include "kernels/int4_tables.h"
 #include "kernels/parallel.h"
 #include "quant/fp8_pack.h"
 #include "quant/int4_pack.h"
@@ -745,10 +746,16 @@ TEST(w4a8_vnni_matches_reference_on_odd_shapes_planes_and_batches) {
         const std::string name = "vnni M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
                                  " G=" + std::to_string(G) + " w=" + formatName(wf) + " x=" + formatName(af) +
                                  (wide ? " wide" : "");
-        std::vector<float> ref((size_t)M * N), y((size_t)M * N, -1.0f), one(N);
+        std::vector<float> ref((size_t)M * N), y((size_t)M * N, -1.0f), one(N), withTables((size_t)M * N, -1.0f);
         reference::gemmW4A8({l.x8.data(), l.xScales.data(), af, M, l.view(), {ref.data(), nullptr, N}}, 0, N);
         avx512vnni::gemmW4A8({l.x8.data(), l.xScales.data(), af, M, l.view(), {y.data(), nullptr, N}}, 0, N);
         checkClose(y, ref, M, N, w4a8Bound(l, l.w8), name);
+        // With the weights' prepared tables (G = 128 reads them in its own multi-token loop): the same bits.
+        const auto tables = prepareInt4Tables(l.view());
+        Int4WeightsView prepared = l.view();
+        prepared.tables = tables.get();
+        avx512vnni::gemmW4A8({l.x8.data(), l.xScales.data(), af, M, prepared, {withTables.data(), nullptr, N}}, 0, N);
+        CHECK(std::memcmp(withTables.data(), y.data(), y.size() * 4) == 0, "%s: differs with prepared tables", name.c_str());
         for (int m = 0; m < M; ++m) {
           avx512vnni::gemmW4A8({l.x8.data() + (size_t)m * K, l.xScales.data() + m, af, 1, l.view(), {one.data(), nullptr, N}},
                                0, N);

@@ -648,36 +648,39 @@ void rowFused128For(RowKind kind, const Activations& x, const uint8_t* rowCodes,
   }
 }
 
-// One token, G = 128, with the weights' prepared tables (kernels/int4_tables.h; how a loaded model holds its
-// weights): each block's vpermw table is its group's 16 words, which one load broadcasts to both 256-bit halves
-// (W twice, as the built table). Rows [nBegin, nEnd) run in one loop and each block's unit is made in it (2^e
-// times the activation unit, the product fillUnits makes): the same W, units and operations as rowFused128, so
-// the same bits. (Per-row passes over bases and units around a per-row call took about a fifth of the time on
-// rows of K = 2048, 15-20 ns a row on one core.) Rows with a non-finite scale, and x with NaN or inf, take the
-// FP32 path. (Two rows per iteration, sharing each block's activation loads: 10-40 % slower from DRAM on 2
+// MR tokens (1..8), G = 128, with the weights' prepared tables (kernels/int4_tables.h; how a loaded model holds
+// its weights): each block's vpermw table is its group's 16 words, which one load broadcasts to both 256-bit
+// halves (W twice, as the built table), decoded once for the MR tokens. Rows [nBegin, nEnd) run in one loop and
+// each block's unit is made in it (2^e times the activation unit, the product fillUnits makes): the same W, units
+// and operations per token as rowFused128 and rowTokens, so the same bits at every M. (Per-row passes over bases
+// and units around a per-row call took about a fifth of the time on rows of K = 2048, 15-20 ns a row on one core;
+// at 2 tokens, where that per-row path ran until 2026-12-02, this loop is 1.3-1.6x faster on 8192x2048 and up to
+// 1.27x on 4096x11008, Zen 4, 2 threads.) Rows with a non-finite scale, and tokens with NaN or inf, take the FP32
+// path. (Two rows per iteration, sharing each block's activation loads: 10-40 % slower from DRAM on 2
 // threads, 4096x11008 and 2048x8192, 2026-12-01; two interleaved code streams per thread. Not kept.)
-template <bool kPlanes>
+template <int MR, bool kPlanes>
 __attribute__((noinline)) void rowsPrepared128(const Problem& pr, const Int4Tables& prepared, int nBegin, int nEnd,
                                                uint8_t* w8Row) {
   const Activations& x = pr.x;
   const Int4WeightsView& w = pr.a.w;
   const int blocks = x.blocks, K = w.cols;
-  const int16_t* xs = x.row(0, 0);
-  const uint8_t* bp = x.planesOf(0);
-  const float* xu = x.units(0);
+  const int16_t* xs[MR];
+  const uint8_t* bp[MR];
+  const float* xu[MR];
+  bool anyGeneric = false;
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m) xs[m] = x.row(m, 0), bp[m] = x.planesOf(m), xu[m] = x.units(m), anyGeneric |= x.generic[m] != 0;
   const Int4TableEntry* entries = prepared.entries.data();
-  const float xScale = pr.a.xScales[pr.m0];
   for (int n = nBegin; n < nEnd; ++n) {
     if (n + 1 < nEnd) prefetchRowGroups(w, &prepared, n + 1, 1);
-    float sum;
-    if (prepared.rowGeneric[n] || x.generic[0]) {  // a non-finite scale, or NaN / inf in x: the FP32 path
-      bool filled = false;
-      sum = genericOutput(pr, 0, n, w8Row, filled);
-    } else {
+    __m512 acc[MR];
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
+    const bool rowGeneric = prepared.rowGeneric[n] != 0;
+    if (!rowGeneric) {
       const uint8_t* rowCodes = w.codes + (size_t)n * (K / 2);
       const uint16_t* index = prepared.indexRow(n);
       const int8_t* e = prepared.baseRow(n);
-      __m512 acc = _mm512_setzero_ps();
       for (int b = 0; b < blocks; ++b) {
         prefetchWeights(rowCodes + (size_t)b * 64 + kPrefetchBytes);
         const __m512i table = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)entries[index[b]].words));
@@ -686,13 +689,32 @@ __attribute__((noinline)) void rowsPrepared128(const Problem& pr, const Int4Tabl
         float base;
         const uint32_t bits = (uint32_t)(e[b] + 127) << 23;
         std::memcpy(&base, &bits, 4);
-        const __m512 unit = _mm512_set1_ps(base * xu[b]);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(blockSums(wv, xs + (size_t)b * kBlockK)), unit, acc);
-        if (kPlanes && __builtin_expect(bp[b] > 1, 0)) acc = extraPlanes(x, 0, b, bp[b], wv, unit, acc);
+#pragma GCC unroll 8
+        for (int m = 0; m < MR; ++m) {
+          const __m512 unit = _mm512_set1_ps(base * xu[m][b]);
+          acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(blockSums(wv, xs[m] + (size_t)b * kBlockK)), unit, acc[m]);
+          if (kPlanes && __builtin_expect(bp[m][b] > 1, 0)) acc[m] = extraPlanes(x, m, b, bp[m][b], wv, unit, acc[m]);
+        }
       }
-      sum = _mm512_reduce_add_ps(acc);
     }
-    storeOutput(pr.a.y, 0, n, (xScale * w.channelScales[n]) * sum);
+    bool filled = false;
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {  // a non-finite scale, or NaN / inf in x: the FP32 path
+      const float sum = rowGeneric || (anyGeneric && x.generic[m]) ? genericOutput(pr, m, n, w8Row, filled)
+                                                                   : _mm512_reduce_add_ps(acc[m]);
+      storeOutput(pr.a.y, m, n, (pr.a.xScales[pr.m0 + m] * w.channelScales[n]) * sum);
+    }
+  }
+}
+
+// rowsPrepared128 for the pass's M tokens (1 .. kMaxTokens).
+template <int MR = 1>
+void rowsPrepared128For(int M, bool planes, const Problem& pr, const Int4Tables& prepared, int nBegin, int nEnd,
+                        uint8_t* w8Row) {
+  if constexpr (MR <= kMaxTokens) {
+    if (M != MR) return rowsPrepared128For<MR + 1>(M, planes, pr, prepared, nBegin, nEnd, w8Row);
+    if (planes) rowsPrepared128<MR, true>(pr, prepared, nBegin, nEnd, w8Row);
+    else rowsPrepared128<MR, false>(pr, prepared, nBegin, nEnd, w8Row);
   }
 }
 
@@ -743,13 +765,13 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
   // The weights' prepared tables where they have them (kernels/int4_tables.h), read in the block loop
   // (rowsPrepared128 for one token and G = 128, rowTokens with PreparedRowTables otherwise).
   const Int4Tables* prepared = w.tables && w.tables->describes(w) ? w.tables : nullptr;
-  const bool fused = G == 128 && M == 1;  // tables made inside the block loop (rowFused128, rowsPrepared128)
-  const bool usePrepared = fused && prepared;
-  if (usePrepared) {
-    if (x.multiPlane[0]) rowsPrepared128<true>(pr, *prepared, nBegin, nEnd, w8Row);
-    else rowsPrepared128<false>(pr, *prepared, nBegin, nEnd, w8Row);
+  if (G == 128 && prepared && M <= kMaxTokens) {  // tables read inside the block loop (rowsPrepared128)
+    bool planes = false;
+    for (int m = 0; m < M; ++m) planes |= x.multiPlane[m] != 0;
+    rowsPrepared128For(M, planes, pr, *prepared, nBegin, nEnd, w8Row);
     return;
   }
+  const bool fused = G == 128 && M == 1;  // tables made inside the block loop (rowFused128)
   for (int n0 = nBegin; n0 < nEnd; n0 += tileRows) {
     const int nr = std::min(tileRows, nEnd - n0);
     if (n0 + nr < nEnd)  // the next tile's (its codes are prefetched by the block loop)
