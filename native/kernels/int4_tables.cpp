@@ -36,6 +36,7 @@ std::shared_ptr<const Int4Tables> prepareInt4Tables(const Int4WeightsView& w) {
   auto t = std::make_shared<Int4Tables>();
   const int groups = w.groups();
   t->rows = w.rows, t->cols = w.cols, t->groupSize = w.groupSize, t->format = w.format;
+  t->groupsPerRow = w.groups();
   t->codes = w.codes, t->groupScales = w.groupScales, t->zeros = w.zeros;
   t->tableIndex.assign((size_t)w.rows * groups, 0);
   t->baseExp.assign((size_t)w.rows * groups, 0);

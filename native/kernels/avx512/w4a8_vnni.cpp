@@ -679,9 +679,8 @@ __attribute__((noinline)) void rowsPrepared128(const Problem& pr, const Int4Tabl
     const bool rowGeneric = prepared.rowGeneric[n] != 0;
     if (!rowGeneric) {
       const uint8_t* rowCodes = w.codes + (size_t)n * (K / 2);
-      // (indexRow and baseRow divide by the group size: an idiv a row, 5-10 % of a call at K = 4096, out of the loop)
-      const uint16_t* index = prepared.tableIndex.data() + (size_t)n * blocks;
-      const int8_t* e = prepared.baseExp.data() + (size_t)n * blocks;
+      const uint16_t* index = prepared.indexRow(n);
+      const int8_t* e = prepared.baseRow(n);
       for (int b = 0; b < blocks; ++b) {
         prefetchWeights(rowCodes + (size_t)b * 64 + kPrefetchBytes);
         const __m512i table = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)entries[index[b]].words));
