@@ -772,7 +772,7 @@ void gemmRows(const Problem& pr, int M, int nBegin, int nEnd) {
   bool allGeneric = true;
   for (int m = 0; m < M; ++m) allGeneric &= x.generic[m] != 0;
   // The weights' prepared tables where they have them (kernels/int4_tables.h), read in the block loop
-  // (rowsPrepared128 for one token and G = 128, rowTokens with PreparedRowTables otherwise).
+  // (rowsPrepared128 for up to kMaxTokens tokens at G = 128, rowTokens with PreparedRowTables otherwise).
   const Int4Tables* prepared = w.tables && w.tables->describes(w) ? w.tables : nullptr;
   if (G == 128 && prepared && M <= kMaxTokens) {  // tables read inside the block loop (rowsPrepared128)
     bool planes = false;
