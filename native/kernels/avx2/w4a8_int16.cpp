@@ -407,10 +407,6 @@ struct BuiltTables {
   const __m256i* tables;
   W4A8_ALWAYS_INLINE void block(int b, __m256i& low, __m256i& high) const { blockTables<G>(tables, b, low, high); }
 };
-// Groups ahead at which block() prefetches a dictionary entry (random reads into some 500 KiB a matrix, cold when
-// the weights rotate). Zen 4, 2 threads, 4096x11008 with the bench's 12 rotating copies, interleaved: M = 1
-// 1.69 -> 1.51 ms, M = 4 4.80 -> 4.44 ms (medians); 2048x2048 within noise.
-constexpr int kEntryAhead = 16;
 template <int G>
 struct PreparedTables {
   const Int4TableEntry* entries;
@@ -418,7 +414,8 @@ struct PreparedTables {
   int groups;
   W4A8_ALWAYS_INLINE void block(int b, __m256i& low, __m256i& high) const {
     if constexpr (G >= kSubBlockK) {
-      if (b + kEntryAhead < groups) _mm_prefetch((const char*)entries[index[b + kEntryAhead]].low, _MM_HINT_T0);
+      if (b + kEntryPrefetchGroups < groups)  // (int4_tables.h)
+        _mm_prefetch((const char*)entries[index[b + kEntryPrefetchGroups]].low, _MM_HINT_T0);
       const Int4TableEntry& e = entries[index[b]];
       low = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)e.low));
       high = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)e.high));

@@ -648,12 +648,6 @@ void rowFused128For(RowKind kind, const Activations& x, const uint8_t* rowCodes,
   }
 }
 
-// Blocks ahead at which the loop prefetches a group's dictionary entry: entries are random reads into some 500 KiB
-// per matrix, cold at the start of a call when the weights rotate (models, the bench); the row's indices are
-// sequential and in cache. Zen 4, 2 threads, 4096x11008, the bench's 12 rotating copies, interleaved: p10 0.90-0.96
-// against 1.07-1.11 ms, medians 0-10 % faster (8 and 32 alike).
-constexpr int kEntryAhead = 16;
-
 // MR tokens (1..8), G = 128, with the weights' prepared tables (kernels/int4_tables.h; how a loaded model holds
 // its weights): each block's vpermw table is its group's 16 words, which one load broadcasts to both 256-bit
 // halves (W twice, as the built table), decoded once for the MR tokens. Rows [nBegin, nEnd) run in one loop and
@@ -673,9 +667,8 @@ __attribute__((noinline)) void rowsPrepared128(const Problem& pr, const Int4Tabl
   const int16_t* xs[MR];
   const uint8_t* bp[MR];
   const float* xu[MR];
-  bool anyGeneric = false;
 #pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m) xs[m] = x.row(m, 0), bp[m] = x.planesOf(m), xu[m] = x.units(m), anyGeneric |= x.generic[m] != 0;
+  for (int m = 0; m < MR; ++m) xs[m] = x.row(m, 0), bp[m] = x.planesOf(m), xu[m] = x.units(m);
   const Int4TableEntry* entries = prepared.entries.data();
   const uint16_t* indexEnd = prepared.tableIndex.data() + prepared.tableIndex.size();
   for (int n = nBegin; n < nEnd; ++n) {
@@ -688,10 +681,11 @@ __attribute__((noinline)) void rowsPrepared128(const Problem& pr, const Int4Tabl
       const uint8_t* rowCodes = w.codes + (size_t)n * (K / 2);
       const uint16_t* index = prepared.indexRow(n);
       const int8_t* e = prepared.baseRow(n);
-      const int ahead = std::min(blocks, (int)(indexEnd - index) - kEntryAhead);
+      // (entries kEntryPrefetchGroups ahead, int4_tables.h, running into the next row's: indices are contiguous)
+      const int ahead = std::min(blocks, (int)(indexEnd - index) - kEntryPrefetchGroups);
       for (int b = 0; b < blocks; ++b) {
         prefetchWeights(rowCodes + (size_t)b * 64 + kPrefetchBytes);
-        if (b < ahead) _mm_prefetch((const char*)entries[index[b + kEntryAhead]].words, _MM_HINT_T0);
+        if (b < ahead) _mm_prefetch((const char*)entries[index[b + kEntryPrefetchGroups]].words, _MM_HINT_T0);
         const __m512i table = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)entries[index[b]].words));
         __m512i wv[4];
         decodeBlock128(_mm512_loadu_si512(rowCodes + (size_t)b * 64), table, wv);
@@ -709,8 +703,7 @@ __attribute__((noinline)) void rowsPrepared128(const Problem& pr, const Int4Tabl
     bool filled = false;
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {  // a non-finite scale, or NaN / inf in x: the FP32 path
-      const float sum = rowGeneric || (anyGeneric && x.generic[m]) ? genericOutput(pr, m, n, w8Row, filled)
-                                                                   : _mm512_reduce_add_ps(acc[m]);
+      const float sum = rowGeneric || x.generic[m] ? genericOutput(pr, m, n, w8Row, filled) : _mm512_reduce_add_ps(acc[m]);
       storeOutput(pr.a.y, m, n, (pr.a.xScales[pr.m0 + m] * w.channelScales[n]) * sum);
     }
   }

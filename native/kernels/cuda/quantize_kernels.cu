@@ -11,7 +11,6 @@ namespace {
 
 constexpr int kRowThreads = 1024;  // one CTA per token row: decode steps have few rows, so wide CTAs
 
-
 // std::max(amax, |x|) as the reference writes it: a NaN never compares greater, so it is ignored.
 __device__ __forceinline__ float maxIgnoringNaN(float a, float b) { return a < b ? b : a; }
 
